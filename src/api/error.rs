@@ -1,0 +1,152 @@
+//! The API's error model: one enum, mapped once to a status, an `error` code and the JSON body
+//! `{"error", "message", "details"}` (plus the top-level fields the seed shows on some errors).
+
+use serde_json::{json, Map, Value};
+
+use crate::http::Response;
+
+/// An error answer of the API.
+#[derive(Clone, Debug, PartialEq)]
+pub enum ApiError {
+    BadRequest(String),
+    Unauthorized,
+    Forbidden(String),
+    NotFound(String),
+    /// 404 for a KV key; the seed puts `key` at the top level.
+    KeyNotFound {
+        key: String,
+    },
+    MethodNotAllowed {
+        allow: &'static str,
+    },
+    Conflict {
+        message: String,
+        current_version: Option<u64>,
+    },
+    PayloadTooLarge(String),
+    Overloaded(String),
+    Internal(String),
+    Unavailable(String),
+    /// The route exists in the contract; the capability behind it has not been built yet.
+    NotImplemented(&'static str),
+}
+
+impl ApiError {
+    pub fn status(&self) -> u16 {
+        match self {
+            ApiError::BadRequest(_) => 400,
+            ApiError::Unauthorized => 401,
+            ApiError::Forbidden(_) => 403,
+            ApiError::NotFound(_) | ApiError::KeyNotFound { .. } => 404,
+            ApiError::MethodNotAllowed { .. } => 405,
+            ApiError::Conflict { .. } => 409,
+            ApiError::PayloadTooLarge(_) => 413,
+            ApiError::Overloaded(_) => 429,
+            ApiError::Internal(_) => 500,
+            ApiError::NotImplemented(_) => 501,
+            ApiError::Unavailable(_) => 503,
+        }
+    }
+
+    pub fn code(&self) -> &'static str {
+        match self {
+            ApiError::BadRequest(_) => "bad_request",
+            ApiError::Unauthorized => "unauthorized",
+            ApiError::Forbidden(_) => "forbidden",
+            ApiError::NotFound(_) | ApiError::KeyNotFound { .. } => "not_found",
+            ApiError::MethodNotAllowed { .. } => "method_not_allowed",
+            ApiError::Conflict { .. } => "conflict",
+            ApiError::PayloadTooLarge(_) => "payload_too_large",
+            ApiError::Overloaded(_) => "overloaded",
+            ApiError::Internal(_) => "internal",
+            ApiError::NotImplemented(_) => "not_implemented",
+            ApiError::Unavailable(_) => "unavailable",
+        }
+    }
+
+    pub fn message(&self) -> String {
+        match self {
+            ApiError::BadRequest(m)
+            | ApiError::Forbidden(m)
+            | ApiError::NotFound(m)
+            | ApiError::PayloadTooLarge(m)
+            | ApiError::Overloaded(m)
+            | ApiError::Internal(m)
+            | ApiError::Unavailable(m) => m.clone(),
+            ApiError::Unauthorized => "missing or invalid bearer token".into(),
+            ApiError::KeyNotFound { key } => format!("key {key:?} not found"),
+            ApiError::MethodNotAllowed { allow } => format!("method not allowed here (allowed: {allow})"),
+            ApiError::Conflict { message, .. } => message.clone(),
+            ApiError::NotImplemented(what) => format!("{what} is not available in this version of flo"),
+        }
+    }
+
+    pub fn to_response(&self) -> Response {
+        let mut body = Map::new();
+        body.insert("error".into(), Value::from(self.code()));
+        body.insert("message".into(), Value::from(self.message()));
+        body.insert("details".into(), json!({}));
+        match self {
+            ApiError::KeyNotFound { key } => {
+                body.insert("key".into(), Value::from(key.as_str()));
+            }
+            ApiError::Conflict {
+                current_version: Some(v),
+                ..
+            } => {
+                body.insert("current_version".into(), Value::from(*v));
+            }
+            _ => {}
+        }
+        let resp = Response::json(self.status(), &Value::Object(body));
+        match self {
+            ApiError::Unauthorized => resp.with_header("WWW-Authenticate", "Bearer"),
+            ApiError::MethodNotAllowed { allow } => resp.with_header("Allow", *allow),
+            ApiError::Overloaded(_) | ApiError::Unavailable(_) => resp.with_header("Retry-After", "1"),
+            _ => resp,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_error_has_the_seed_shape() {
+        for e in [
+            ApiError::BadRequest("x".into()),
+            ApiError::Unauthorized,
+            ApiError::Forbidden("x".into()),
+            ApiError::NotFound("x".into()),
+            ApiError::MethodNotAllowed { allow: "GET" },
+            ApiError::Overloaded("x".into()),
+            ApiError::Unavailable("x".into()),
+            ApiError::NotImplemented("KV"),
+        ] {
+            let r = e.to_response();
+            let v: Value = serde_json::from_slice(&r.body).unwrap();
+            assert_eq!(v["error"], e.code());
+            assert!(v["message"].is_string());
+            assert!(v["details"].is_object());
+            assert_eq!(r.status, e.status());
+        }
+    }
+
+    #[test]
+    fn seed_top_level_fields() {
+        let v: Value =
+            serde_json::from_slice(&ApiError::KeyNotFound { key: "user:1".into() }.to_response().body).unwrap();
+        assert_eq!(v["key"], "user:1");
+        let r = ApiError::Conflict {
+            message: "m".into(),
+            current_version: Some(6),
+        }
+        .to_response();
+        let v: Value = serde_json::from_slice(&r.body).unwrap();
+        assert_eq!(v["current_version"], 6);
+        assert_eq!(r.status, 409);
+        let r = ApiError::Overloaded("busy".into()).to_response();
+        assert!(r.headers.iter().any(|(k, v)| *k == "Retry-After" && v == "1"));
+    }
+}

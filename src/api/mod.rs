@@ -1,0 +1,179 @@
+//! The API: routes each request, checks auth and scope, runs the handler, and turns errors
+//! into the error model. One module per resource holds its handlers.
+//!
+//! A handler never touches storage of another shard: it asks the owning shard through
+//! `Shard::ask`/`ask_all`. A panic in a handler is a bug: it is caught, logged with a request
+//! id, and answered 500, and the shard keeps serving.
+
+pub mod cluster;
+pub mod error;
+pub mod namespaces;
+pub mod path;
+pub mod router;
+pub mod server_info;
+
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
+use std::pin::Pin;
+use std::rc::Rc;
+use std::sync::atomic::Ordering::Relaxed;
+use std::task::{Context, Poll};
+
+use tracing::error;
+
+use crate::auth::Access;
+use crate::http::{Request, Response, Service};
+use crate::server::shard::Shard;
+use error::ApiError;
+use router::{Endpoint, Route};
+
+/// The API service of one connection on one shard.
+pub struct Api {
+    shard: Rc<Shard>,
+}
+
+impl Api {
+    pub fn new(shard: Rc<Shard>) -> Self {
+        Api { shard }
+    }
+
+    async fn dispatch(&self, req: &Request<'_>) -> Result<Response, ApiError> {
+        let route = router::route(req.method, req.path, req.query)?;
+        self.shard.node.metrics[self.shard.id].ops_total.fetch_add(1, Relaxed);
+        let access = self.authorize(req, &route)?;
+        let shard = &self.shard;
+        match route.endpoint {
+            Endpoint::Health => Ok(server_info::health(shard)),
+            Endpoint::Status => Ok(server_info::status(shard)),
+            Endpoint::Metrics => Ok(server_info::metrics(shard)),
+            Endpoint::ClusterStatus => Ok(cluster::status(shard)),
+            Endpoint::ClusterPartitions => Ok(cluster::partitions(shard)),
+            Endpoint::NamespacesList => namespaces::list(shard, &access).await,
+            Endpoint::NamespacesCreate => namespaces::create(shard, &access, req.body).await,
+            Endpoint::Options => Ok(Response {
+                status: 204,
+                content_type: crate::http::response::TEXT,
+                headers: vec![("Allow", route.allow.to_string())],
+                body: Vec::new(),
+            }),
+            Endpoint::Unbuilt(what) => Err(ApiError::NotImplemented(what)),
+        }
+    }
+
+    /// Checks the token and its scope for a routed request.
+    fn authorize(&self, req: &Request<'_>, route: &Route<'_>) -> Result<Access<'_>, ApiError> {
+        let auth = &self.shard.node.auth;
+        if !route.protected || !auth.enabled() {
+            return Ok(Access::FULL);
+        }
+        let Some(access) = auth.check(req.authorization).or_else(|| influx_query_token(auth, req)) else {
+            self.shard.node.metrics[self.shard.id]
+                .auth_failures_total
+                .fetch_add(1, Relaxed);
+            return Err(ApiError::Unauthorized);
+        };
+        if let Some(ns) = route.namespace.as_deref() {
+            if !access.allows_namespace(ns) {
+                return Err(ApiError::Forbidden(format!("this token may not use namespace {ns:?}")));
+            }
+        }
+        if route.write && !access.allows_write() {
+            return Err(ApiError::Forbidden("this token is read-only".into()));
+        }
+        Ok(access)
+    }
+}
+
+/// InfluxDB 1.x clients send the token as the `p` query parameter of `/write`.
+fn influx_query_token<'a>(auth: &'a crate::auth::Auth, req: &Request<'_>) -> Option<Access<'a>> {
+    if req.path != "/write" {
+        return None;
+    }
+    let token = path::query_param(req.query, "p").ok().flatten()?;
+    auth.check_token(token.as_bytes())
+}
+
+impl Service for Api {
+    async fn call(&self, req: &Request<'_>) -> Response {
+        let resp = match CatchUnwind(self.dispatch(req)).await {
+            Ok(Ok(resp)) => resp,
+            Ok(Err(e)) => e.to_response(),
+            Err(()) => {
+                let request_id = request_id();
+                error!(
+                    shard = self.shard.id,
+                    request_id,
+                    method = req.method,
+                    path = req.path,
+                    "handler panicked"
+                );
+                ApiError::Internal(format!("internal error (request id {request_id})")).to_response()
+            }
+        };
+        self.shard.node.metrics[self.shard.id].count_response(resp.status);
+        resp
+    }
+
+    fn protocol_error(&self, status: u16) {
+        let m = &self.shard.node.metrics[self.shard.id];
+        m.protocol_errors_total.fetch_add(1, Relaxed);
+        m.count_response(status);
+    }
+}
+
+/// The metrics port's service: `GET /metrics` in Prometheus text format.
+pub struct MetricsApi {
+    shard: Rc<Shard>,
+}
+
+impl MetricsApi {
+    pub fn new(shard: Rc<Shard>) -> Self {
+        MetricsApi { shard }
+    }
+}
+
+impl Service for MetricsApi {
+    async fn call(&self, req: &Request<'_>) -> Response {
+        let node = &self.shard.node;
+        if req.path != "/metrics" {
+            return ApiError::NotFound(format!("no route for {} (try /metrics)", req.path)).to_response();
+        }
+        if req.method != "GET" && req.method != "HEAD" {
+            return ApiError::MethodNotAllowed { allow: "GET, HEAD" }.to_response();
+        }
+        if node.auth.check(req.authorization).is_none() {
+            node.metrics[self.shard.id].auth_failures_total.fetch_add(1, Relaxed);
+            return ApiError::Unauthorized.to_response();
+        }
+        Response {
+            status: 200,
+            content_type: crate::http::response::PROMETHEUS_TEXT,
+            headers: Vec::new(),
+            body: crate::metrics::prometheus::render(node).into_bytes(),
+        }
+    }
+}
+
+/// A process-unique id for log lines about a failed request.
+fn request_id() -> u64 {
+    use std::sync::atomic::AtomicU64;
+    static NEXT: AtomicU64 = AtomicU64::new(1);
+    NEXT.fetch_add(1, Relaxed)
+}
+
+/// Polls a future and turns a panic inside it into `Err(())`.
+struct CatchUnwind<F>(F);
+
+impl<F: Future> Future for CatchUnwind<F> {
+    type Output = Result<F::Output, ()>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        // SAFETY: structural pinning of the only field; it is never moved out.
+        let inner = unsafe { self.map_unchecked_mut(|s| &mut s.0) };
+        match std::panic::catch_unwind(AssertUnwindSafe(|| inner.poll(cx))) {
+            Ok(Poll::Pending) => Poll::Pending,
+            Ok(Poll::Ready(v)) => Poll::Ready(Ok(v)),
+            Err(_) => Poll::Ready(Err(())),
+        }
+    }
+}

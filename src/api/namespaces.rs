@@ -1,0 +1,85 @@
+//! `GET /api/v1/namespaces` (fan-out to every shard, merged by name, filtered by the token's
+//! scope) and `POST /api/v1/namespaces` (on the namespace's owner shard).
+//!
+//! Answers carry a `Flo-Shard` header naming the shard that owns the namespace record, so
+//! clients and tests can see where an object lives.
+
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use super::error::ApiError;
+use super::path::is_valid_name;
+use crate::auth::Access;
+use crate::http::Response;
+use crate::server::inbox::{Command, Reply};
+use crate::server::shard::Shard;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreateBody {
+    name: String,
+}
+
+/// Parses a JSON request body into `T`, answering 400 with serde's message (which names an
+/// unknown field or a wrong type) when it does not fit.
+pub fn parse_body<'a, T: Deserialize<'a>>(body: &'a [u8]) -> Result<T, ApiError> {
+    if body.is_empty() {
+        return Err(ApiError::BadRequest("request body must be a JSON object".into()));
+    }
+    serde_json::from_slice(body).map_err(|e| ApiError::BadRequest(format!("invalid JSON body: {e}")))
+}
+
+pub async fn create(shard: &Shard, access: &Access<'_>, body: &[u8]) -> Result<Response, ApiError> {
+    let req: CreateBody = parse_body(body)?;
+    if !is_valid_name(&req.name) {
+        return Err(ApiError::BadRequest(format!(
+            "invalid namespace name {:?}: names match [A-Za-z0-9_.:-]{{1,128}}",
+            req.name
+        )));
+    }
+    if !access.allows_namespace(&req.name) {
+        return Err(ApiError::Forbidden(format!(
+            "this token may not use namespace {:?}",
+            req.name
+        )));
+    }
+    let owner = shard.node.partitioner.namespace_shard(&req.name);
+    let command = Command::CreateNamespace {
+        name: req.name.clone(),
+        created_at_ms: crate::metrics::now_ms(),
+    };
+    match shard.ask(owner, command).await? {
+        Reply::NamespaceCreated(true) => {
+            Ok(Response::json(201, &json!({ "name": req.name })).with_header("Flo-Shard", owner.to_string()))
+        }
+        Reply::NamespaceCreated(false) => Err(ApiError::Conflict {
+            message: format!("namespace {:?} already exists", req.name),
+            current_version: None,
+        }),
+        other => Err(ApiError::Internal(format!("unexpected reply {other:?}"))),
+    }
+}
+
+pub async fn list(shard: &Shard, access: &Access<'_>) -> Result<Response, ApiError> {
+    let replies = shard.ask_all(|| Command::ListNamespaces).await?;
+    let mut records = Vec::new();
+    for r in replies {
+        match r {
+            Reply::Namespaces(list) => records.extend(list),
+            other => return Err(ApiError::Internal(format!("unexpected reply {other:?}"))),
+        }
+    }
+    records.retain(|r| access.allows_namespace(&r.name));
+    records.sort_by(|a, b| a.name.cmp(&b.name));
+    let rows: Vec<Value> = records
+        .iter()
+        .map(|r| {
+            json!({
+                "name": r.name,
+                "created_at_ms": r.created_at_ms,
+                "kv_keys": 0, "queues": 0, "streams": 0, "measurements": 0,
+            })
+        })
+        .collect();
+    Ok(Response::json(200, &json!({ "namespaces": rows })))
+}

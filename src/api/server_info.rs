@@ -1,0 +1,122 @@
+//! `/health`, `/api/v1/status` and `/api/v1/metrics` (JSON). All answered by the shard that
+//! accepted the connection, from node-wide atomics.
+
+use std::sync::atomic::Ordering::Relaxed;
+
+use serde::Serialize;
+use serde_json::json;
+
+use crate::http::Response;
+use crate::server::shard::Shard;
+use crate::server::shutdown::Phase;
+
+/// `200 {"status":"healthy"}`, or 503 `starting`/`stopping` with `Retry-After`.
+pub fn health(shard: &Shard) -> Response {
+    match shard.node.phase.get() {
+        Phase::Healthy => Response::json_bytes(200, br#"{"status":"healthy"}"#.to_vec()),
+        Phase::Starting => unavailable("starting"),
+        Phase::Stopping => unavailable("stopping"),
+    }
+}
+
+fn unavailable(status: &str) -> Response {
+    Response::json(
+        503,
+        &json!({
+            "status": status,
+            "error": "unavailable",
+            "message": format!("the server is {status}"),
+            "details": {},
+        }),
+    )
+    .with_header("Retry-After", "1")
+}
+
+#[derive(Serialize)]
+struct Status {
+    status: &'static str,
+    version: &'static str,
+    uptime_seconds: u64,
+    shard_count: usize,
+    node_id: u64,
+}
+
+pub fn status(shard: &Shard) -> Response {
+    let node = &shard.node;
+    let status = Status {
+        status: match node.phase.get() {
+            Phase::Starting => "starting",
+            Phase::Healthy => "healthy",
+            Phase::Stopping => "stopping",
+        },
+        version: env!("CARGO_PKG_VERSION"),
+        uptime_seconds: node.started.elapsed().as_secs(),
+        shard_count: node.shard_count(),
+        node_id: node.config.node_id,
+    };
+    Response::json_bytes(200, serde_json::to_vec(&status).unwrap_or_default())
+}
+
+#[derive(Serialize)]
+struct ShardRow {
+    id: usize,
+    partitions: u32,
+    connections: u64,
+    ops_total: u64,
+    ops_per_second: f64,
+    forwarded_total: u64,
+    overloaded_total: u64,
+}
+
+#[derive(Serialize)]
+struct Metrics {
+    ops_total: u64,
+    ops_per_second: f64,
+    connections_active: u64,
+    connections_total: u64,
+    memory_used_bytes: u64,
+    open_fds: u64,
+    uptime_seconds: u64,
+    protocol_errors_total: u64,
+    auth_failures_total: u64,
+    overloaded_total: u64,
+    shards: Vec<ShardRow>,
+}
+
+pub fn metrics(shard: &Shard) -> Response {
+    let node = &shard.node;
+    let now = crate::metrics::now_ms();
+    let rows: Vec<ShardRow> = node
+        .metrics
+        .iter()
+        .enumerate()
+        .map(|(id, m)| ShardRow {
+            id,
+            partitions: node.partitioner.partitions_of_shard(id),
+            connections: m.connections_active.load(Relaxed),
+            ops_total: m.ops_total.load(Relaxed),
+            ops_per_second: round1(m.ops_per_second(now)),
+            forwarded_total: m.forwarded_total.load(Relaxed),
+            overloaded_total: m.overloaded_total.load(Relaxed),
+        })
+        .collect();
+    let sum = |f: fn(&crate::metrics::ShardMetrics) -> u64| node.metrics.iter().map(f).sum::<u64>();
+    let body = Metrics {
+        ops_total: rows.iter().map(|r| r.ops_total).sum(),
+        ops_per_second: round1(rows.iter().map(|r| r.ops_per_second).sum()),
+        connections_active: rows.iter().map(|r| r.connections).sum(),
+        connections_total: sum(|m| m.connections_total.load(Relaxed)),
+        memory_used_bytes: crate::metrics::rss_bytes(),
+        open_fds: crate::metrics::open_fds(),
+        uptime_seconds: node.started.elapsed().as_secs(),
+        protocol_errors_total: sum(|m| m.protocol_errors_total.load(Relaxed)),
+        auth_failures_total: sum(|m| m.auth_failures_total.load(Relaxed)),
+        overloaded_total: sum(|m| m.overloaded_total.load(Relaxed)),
+        shards: rows,
+    };
+    Response::json_bytes(200, serde_json::to_vec(&body).unwrap_or_default())
+}
+
+fn round1(x: f64) -> f64 {
+    (x * 10.0).round() / 10.0
+}

@@ -1,0 +1,439 @@
+//! Measurements and the final report of `flo bench`.
+//!
+//! This module owns what is measured ([`Stats`], one per load thread, merged
+//! at the end), the figures derived from it ([`Summary`], percentiles from the
+//! latency histogram) and their two renderings: the fio-like text report and
+//! the `--json` object.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+use hdrhistogram::Histogram;
+use serde::Serialize;
+
+/// Highest latency the histogram tracks; slower responses are clamped to it.
+pub const LATENCY_MAX_US: u64 = 60_000_000;
+/// Significant decimal digits kept by the latency histogram.
+const LATENCY_SIGNIFICANT_DIGITS: u8 = 3;
+/// HTTP status codes are three digits (httparse enforces it).
+const STATUS_CODES: usize = 1000;
+
+/// Failed requests, by cause.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct ErrorCounts {
+    /// Connecting (or reconnecting) to the server failed.
+    pub connect: u64,
+    /// Writing the request or reading the response failed, including the
+    /// server closing the connection before the response was complete.
+    pub io: u64,
+    /// The response was not valid HTTP/1.1 or could not be framed.
+    pub http: u64,
+    /// The request was still unanswered when the run ended (drain grace over).
+    pub timeout: u64,
+}
+
+impl ErrorCounts {
+    pub fn total(&self) -> u64 {
+        self.connect + self.io + self.http + self.timeout
+    }
+
+    fn add(&mut self, other: &ErrorCounts) {
+        self.connect += other.connect;
+        self.io += other.io;
+        self.http += other.http;
+        self.timeout += other.timeout;
+    }
+}
+
+/// Measurements of one load thread (or, after [`Stats::merge`], of the run).
+/// Only requests started after the warmup are recorded here.
+#[derive(Clone, Debug)]
+pub struct Stats {
+    pub latency_us: Histogram<u64>,
+    /// Complete responses, whatever their status.
+    pub responses: u64,
+    /// Bytes of complete responses (head and body).
+    pub response_bytes: u64,
+    /// Response count indexed by status code.
+    status_counts: Vec<u64>,
+    pub errors: ErrorCounts,
+}
+
+impl Stats {
+    pub fn new() -> Self {
+        Stats {
+            latency_us: new_latency_histogram(),
+            responses: 0,
+            response_bytes: 0,
+            status_counts: vec![0; STATUS_CODES],
+            errors: ErrorCounts::default(),
+        }
+    }
+
+    /// Records one complete response.
+    pub fn record_response(&mut self, status: u16, response_bytes: u64, latency_us: u64) {
+        self.latency_us.saturating_record(latency_us);
+        self.responses += 1;
+        self.response_bytes += response_bytes;
+        if let Some(count) = self.status_counts.get_mut(usize::from(status)) {
+            *count += 1;
+        }
+    }
+
+    /// Adds `other`'s measurements to these.
+    pub fn merge(&mut self, other: &Stats) {
+        // Both histograms come from `new_latency_histogram`, so adding cannot
+        // run out of range; saturate anyway rather than lose the run.
+        if self.latency_us.add(&other.latency_us).is_err() {
+            for value in other.latency_us.iter_recorded() {
+                self.latency_us
+                    .saturating_record_n(value.value_iterated_to(), value.count_at_value());
+            }
+        }
+        self.responses += other.responses;
+        self.response_bytes += other.response_bytes;
+        for (mine, theirs) in self.status_counts.iter_mut().zip(&other.status_counts) {
+            *mine += theirs;
+        }
+        self.errors.add(&other.errors);
+    }
+
+    /// Non-zero status counts, by status code.
+    pub fn status_counts(&self) -> BTreeMap<u16, u64> {
+        self.status_counts
+            .iter()
+            .enumerate()
+            .filter(|(_, count)| **count > 0)
+            .filter_map(|(status, count)| Some((u16::try_from(status).ok()?, *count)))
+            .collect()
+    }
+}
+
+fn new_latency_histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, LATENCY_MAX_US, LATENCY_SIGNIFICANT_DIGITS)
+        .expect("constant histogram bounds are valid")
+}
+
+/// Latency percentiles in microseconds.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize)]
+pub struct LatencySummary {
+    pub p50: u64,
+    pub p90: u64,
+    pub p99: u64,
+    pub p999: u64,
+    pub max: u64,
+    pub mean: f64,
+}
+
+impl LatencySummary {
+    /// Percentiles of a latency histogram; all zero when it is empty.
+    pub fn from_histogram(latency_us: &Histogram<u64>) -> Self {
+        if latency_us.is_empty() {
+            return LatencySummary::default();
+        }
+        LatencySummary {
+            p50: latency_us.value_at_quantile(0.50),
+            p90: latency_us.value_at_quantile(0.90),
+            p99: latency_us.value_at_quantile(0.99),
+            p999: latency_us.value_at_quantile(0.999),
+            max: latency_us.max(),
+            mean: latency_us.mean(),
+        }
+    }
+}
+
+/// The figures of a finished run, as reported.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Summary {
+    pub workload: String,
+    pub host: String,
+    pub connections: usize,
+    pub threads: usize,
+    /// Measured wall time (warmup excluded).
+    pub duration_s: f64,
+    /// Warmup before measuring, reported when non-zero.
+    pub warmup_s: f64,
+    /// Complete responses, whatever their status.
+    pub requests_ok: u64,
+    pub errors: ErrorCounts,
+    pub response_bytes: u64,
+    pub latency_us: LatencySummary,
+    pub status: BTreeMap<u16, u64>,
+}
+
+/// The `--json` object. Field order is the output order.
+#[derive(Serialize)]
+struct JsonReport<'a> {
+    workload: &'a str,
+    host: &'a str,
+    connections: usize,
+    threads: usize,
+    duration_s: f64,
+    warmup_s: f64,
+    requests_ok: u64,
+    errors: u64,
+    error_kinds: ErrorCounts,
+    ops_per_sec: f64,
+    mb_per_sec: f64,
+    response_bytes: u64,
+    latency_us: LatencySummary,
+    status: BTreeMap<String, u64>,
+}
+
+impl Summary {
+    /// Builds the summary of a run from its merged measurements.
+    pub fn new(run: RunInfo<'_>, stats: &Stats) -> Self {
+        Summary {
+            workload: run.workload.to_owned(),
+            host: run.host.to_owned(),
+            connections: run.connections,
+            threads: run.threads,
+            duration_s: run.duration_s,
+            warmup_s: run.warmup_s,
+            requests_ok: stats.responses,
+            errors: stats.errors,
+            response_bytes: stats.response_bytes,
+            latency_us: LatencySummary::from_histogram(&stats.latency_us),
+            status: stats.status_counts(),
+        }
+    }
+
+    /// Complete responses per second of measured time.
+    pub fn ops_per_sec(&self) -> f64 {
+        per_second(self.requests_ok as f64, self.duration_s)
+    }
+
+    /// Response megabytes (10^6 bytes) per second of measured time.
+    pub fn mb_per_sec(&self) -> f64 {
+        per_second(self.response_bytes as f64 / 1e6, self.duration_s)
+    }
+
+    /// The fio-like text report, one trailing newline.
+    pub fn to_text(&self) -> String {
+        let mut out = String::new();
+        let _ = write!(
+            out,
+            "flo bench: workload={} host={} connections={} threads={} duration={:.2}s",
+            self.workload, self.host, self.connections, self.threads, self.duration_s
+        );
+        if self.warmup_s > 0.0 {
+            let _ = write!(out, " warmup={:.2}s", self.warmup_s);
+        }
+        let _ = writeln!(
+            out,
+            "\n  requests: {} ok, {} errors   ops/s: {:.1}   MB/s: {:.1} (responses)",
+            self.requests_ok,
+            self.errors.total(),
+            self.ops_per_sec(),
+            self.mb_per_sec()
+        );
+        let l = &self.latency_us;
+        let _ = writeln!(
+            out,
+            "  latency (us): p50={} p90={} p99={} p99.9={} max={} mean={:.1}",
+            l.p50, l.p90, l.p99, l.p999, l.max, l.mean
+        );
+        out.push_str("  status:");
+        if self.status.is_empty() {
+            out.push_str(" none");
+        }
+        for (status, count) in &self.status {
+            let _ = write!(out, " {status}={count}");
+        }
+        let e = &self.errors;
+        let _ = writeln!(
+            out,
+            "\n  errors: connect={} io={} http={} timeout={}",
+            e.connect, e.io, e.http, e.timeout
+        );
+        out
+    }
+
+    /// The `--json` report: one JSON object, no trailing newline.
+    pub fn to_json(&self) -> String {
+        let report = JsonReport {
+            workload: &self.workload,
+            host: &self.host,
+            connections: self.connections,
+            threads: self.threads,
+            duration_s: self.duration_s,
+            warmup_s: self.warmup_s,
+            requests_ok: self.requests_ok,
+            errors: self.errors.total(),
+            error_kinds: self.errors,
+            ops_per_sec: self.ops_per_sec(),
+            mb_per_sec: self.mb_per_sec(),
+            response_bytes: self.response_bytes,
+            latency_us: self.latency_us,
+            status: self
+                .status
+                .iter()
+                .map(|(status, count)| (status.to_string(), *count))
+                .collect(),
+        };
+        // Plain numbers, strings and maps with string keys always serialize.
+        serde_json::to_string(&report).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"))
+    }
+}
+
+/// What the run was, for the report header.
+#[derive(Clone, Copy, Debug)]
+pub struct RunInfo<'a> {
+    pub workload: &'a str,
+    pub host: &'a str,
+    pub connections: usize,
+    pub threads: usize,
+    pub duration_s: f64,
+    pub warmup_s: f64,
+}
+
+fn per_second(amount: f64, duration_s: f64) -> f64 {
+    if duration_s > 0.0 {
+        amount / duration_s
+    } else {
+        0.0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run_info() -> RunInfo<'static> {
+        RunInfo {
+            workload: "status",
+            host: "127.0.0.1:9002",
+            connections: 64,
+            threads: 2,
+            duration_s: 10.0,
+            warmup_s: 0.0,
+        }
+    }
+
+    /// True when `value` is within the histogram's 3-digit precision of `expected`.
+    fn close(value: u64, expected: u64) -> bool {
+        value.abs_diff(expected) <= expected / 500 + 1
+    }
+
+    #[test]
+    fn percentiles_of_uniform_latencies() {
+        let mut stats = Stats::new();
+        for latency_us in 1..=10_000 {
+            stats.record_response(200, 100, latency_us);
+        }
+        let l = LatencySummary::from_histogram(&stats.latency_us);
+        assert!(close(l.p50, 5_000), "p50={}", l.p50);
+        assert!(close(l.p90, 9_000), "p90={}", l.p90);
+        assert!(close(l.p99, 9_900), "p99={}", l.p99);
+        assert!(close(l.p999, 9_990), "p999={}", l.p999);
+        assert!(close(l.max, 10_000), "max={}", l.max);
+        assert!((l.mean - 5_000.5).abs() < 5.0, "mean={}", l.mean);
+    }
+
+    #[test]
+    fn percentiles_pick_the_tail() {
+        let mut stats = Stats::new();
+        for _ in 0..990 {
+            stats.record_response(200, 0, 100);
+        }
+        for _ in 0..10 {
+            stats.record_response(200, 0, 50_000);
+        }
+        let l = LatencySummary::from_histogram(&stats.latency_us);
+        assert_eq!(l.p50, 100);
+        assert_eq!(l.p90, 100);
+        assert_eq!(l.p99, 100);
+        assert!(close(l.p999, 50_000), "p999={}", l.p999);
+        assert!(close(l.max, 50_000), "max={}", l.max);
+    }
+
+    #[test]
+    fn empty_histogram_reports_zeros() {
+        let stats = Stats::new();
+        assert_eq!(
+            LatencySummary::from_histogram(&stats.latency_us),
+            LatencySummary::default()
+        );
+    }
+
+    #[test]
+    fn latency_beyond_range_is_clamped() {
+        let mut stats = Stats::new();
+        stats.record_response(200, 0, 10 * LATENCY_MAX_US);
+        assert_eq!(stats.responses, 1);
+        assert!(stats.latency_us.max() >= LATENCY_MAX_US);
+    }
+
+    #[test]
+    fn merge_adds_everything() {
+        let mut a = Stats::new();
+        let mut b = Stats::new();
+        a.record_response(200, 10, 100);
+        b.record_response(200, 20, 300);
+        b.record_response(404, 5, 200);
+        b.errors.io = 2;
+        a.merge(&b);
+        assert_eq!(a.responses, 3);
+        assert_eq!(a.response_bytes, 35);
+        assert_eq!(a.latency_us.len(), 3);
+        assert_eq!(a.status_counts(), BTreeMap::from([(200, 2), (404, 1)]));
+        assert_eq!(a.errors.io, 2);
+        assert_eq!(a.errors.total(), 2);
+    }
+
+    #[test]
+    fn text_report_lines() {
+        let mut stats = Stats::new();
+        for _ in 0..1000 {
+            stats.record_response(200, 1000, 1000);
+        }
+        stats.errors.connect = 1;
+        let text = Summary::new(run_info(), &stats).to_text();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 5, "{text}");
+        assert_eq!(
+            lines[0],
+            "flo bench: workload=status host=127.0.0.1:9002 connections=64 threads=2 duration=10.00s"
+        );
+        assert_eq!(
+            lines[1],
+            "  requests: 1000 ok, 1 errors   ops/s: 100.0   MB/s: 0.1 (responses)"
+        );
+        assert_eq!(
+            lines[2],
+            "  latency (us): p50=1000 p90=1000 p99=1000 p99.9=1000 max=1000 mean=1000.0"
+        );
+        assert_eq!(lines[3], "  status: 200=1000");
+        assert_eq!(lines[4], "  errors: connect=1 io=0 http=0 timeout=0");
+        assert!(text.ends_with('\n'));
+    }
+
+    #[test]
+    fn json_report_shape() {
+        let mut stats = Stats::new();
+        for _ in 0..30 {
+            stats.record_response(200, 500, 2000);
+        }
+        stats.record_response(503, 100, 10);
+        stats.errors.http = 4;
+        let json = Summary::new(run_info(), &stats).to_json();
+        assert!(!json.contains('\n'), "one line: {json}");
+        let v: serde_json::Value = serde_json::from_str(&json).expect("valid JSON");
+        assert_eq!(v["workload"], "status");
+        assert_eq!(v["host"], "127.0.0.1:9002");
+        assert_eq!(v["connections"], 64);
+        assert_eq!(v["threads"], 2);
+        assert_eq!(v["duration_s"], 10.0);
+        assert_eq!(v["requests_ok"], 31);
+        assert_eq!(v["errors"], 4);
+        assert_eq!(v["error_kinds"]["http"], 4);
+        assert_eq!(v["ops_per_sec"], 3.1);
+        assert_eq!(v["mb_per_sec"], 15_100.0 / 1e6 / 10.0);
+        for key in ["p50", "p90", "p99", "p999", "max"] {
+            assert!(v["latency_us"][key].is_u64(), "latency_us.{key}: {v}");
+        }
+        assert!(v["latency_us"]["mean"].is_f64());
+        assert_eq!(v["latency_us"]["p50"], 2000);
+        assert_eq!(v["status"], serde_json::json!({"200": 30, "503": 1}));
+    }
+}

@@ -1,0 +1,509 @@
+//! The request head: framing checks of our own, then httparse, then the header semantics that
+//! decide body framing and connection handling.
+//!
+//! [`parse_head`] is pure: it looks at the front of a buffer and answers `Ok(None)` when the
+//! head is not complete yet, `Ok(Some(head))` with byte ranges into the same buffer, or a
+//! [`HeadError`] whose status the connection sends before closing. It allocates nothing.
+//!
+//! Rules enforced here that httparse does not (RFC 9112 and request-smuggling defences):
+//! every line ends in CRLF (no bare LF, no bare CR); no control bytes but HTAB; no obs-fold; no
+//! whitespace between a field name and its colon; request line ≤ 8 KiB (414), head ≤ 16 KiB and
+//! ≤ 100 fields (431); exactly one Host in HTTP/1.1; Content-Length is 1*DIGIT and appears at most
+//! once; Transfer-Encoding is exactly `chunked`, once, never with Content-Length, never in
+//! HTTP/1.0; Expect is `100-continue` or 417; versions other than 1.0/1.1 are 505.
+
+use std::ops::Range;
+
+/// Longest request line accepted (without its CRLF).
+pub const REQUEST_LINE_MAX_BYTES: usize = 8 * 1024;
+/// Longest head accepted, leading empty lines and final CRLFCRLF included.
+pub const HEAD_MAX_BYTES: usize = 16 * 1024;
+/// Most header fields accepted.
+pub const HEADERS_MAX: usize = 100;
+
+/// How the body of a request is framed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Framing {
+    /// No body (no Content-Length, no Transfer-Encoding) or `Content-Length: 0`.
+    None,
+    Length(u64),
+    Chunked,
+}
+
+/// The target form of a request (RFC 9112 §3.2).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TargetForm {
+    /// `/path?query`, also what an absolute-form target is reduced to.
+    Origin,
+    /// `*` (OPTIONS only).
+    Asterisk,
+}
+
+/// A parsed request head. Ranges index the buffer given to [`parse_head`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RequestHead {
+    pub method: Range<usize>,
+    /// Path without the query (origin form); for `*` the asterisk.
+    pub path: Range<usize>,
+    /// Query after `?`, without it; empty range when absent.
+    pub query: Range<usize>,
+    pub form: TargetForm,
+    /// 0 for HTTP/1.0, 1 for HTTP/1.1.
+    pub minor_version: u8,
+    pub framing: Framing,
+    pub expect_continue: bool,
+    /// The client asked to close (`Connection: close`, or HTTP/1.0 without keep-alive).
+    pub close: bool,
+    pub authorization: Option<Range<usize>>,
+    /// Bytes taken by the head, leading empty lines included.
+    pub len: usize,
+}
+
+/// Why a head was rejected. Every variant closes the connection.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum HeadError {
+    /// 400 with this reason.
+    BadRequest(&'static str),
+    /// 414.
+    UriTooLong,
+    /// 431.
+    HeadersTooLarge(&'static str),
+    /// 505.
+    VersionNotSupported,
+    /// 417.
+    ExpectationFailed,
+}
+
+impl HeadError {
+    pub fn status(&self) -> u16 {
+        match self {
+            HeadError::BadRequest(_) => 400,
+            HeadError::UriTooLong => 414,
+            HeadError::HeadersTooLarge(_) => 431,
+            HeadError::VersionNotSupported => 505,
+            HeadError::ExpectationFailed => 417,
+        }
+    }
+
+    pub fn message(&self) -> &'static str {
+        match self {
+            HeadError::BadRequest(m) => m,
+            HeadError::UriTooLong => "request line longer than 8192 bytes",
+            HeadError::HeadersTooLarge(m) => m,
+            HeadError::VersionNotSupported => "only HTTP/1.0 and HTTP/1.1 are supported",
+            HeadError::ExpectationFailed => "only the expectation 100-continue is supported",
+        }
+    }
+}
+
+fn bad(reason: &'static str) -> HeadError {
+    HeadError::BadRequest(reason)
+}
+
+/// Parses the head at the front of `buf`. See the module doc.
+pub fn parse_head(buf: &[u8]) -> Result<Option<RequestHead>, HeadError> {
+    // Empty lines before the request line are ignored (RFC 9112 §2.2).
+    let mut start = 0;
+    while buf.len() >= start + 2 && buf[start] == b'\r' && buf[start + 1] == b'\n' {
+        start += 2;
+        if start > HEAD_MAX_BYTES {
+            return Err(HeadError::HeadersTooLarge("request head larger than 16384 bytes"));
+        }
+    }
+    if buf.len() == start || (buf.len() == start + 1 && buf[start] == b'\r') {
+        return Ok(None);
+    }
+    let Some(end) = scan_head(buf, start)? else {
+        return Ok(None);
+    };
+    let head = &buf[start..end];
+    check_field_lines(head)?;
+
+    let mut headers = [httparse::EMPTY_HEADER; HEADERS_MAX];
+    let mut req = httparse::Request::new(&mut headers);
+    match req.parse(head) {
+        Ok(httparse::Status::Complete(n)) => debug_assert_eq!(n, head.len()),
+        Ok(httparse::Status::Partial) => return Err(bad("incomplete request head")),
+        Err(httparse::Error::TooManyHeaders) => return Err(HeadError::HeadersTooLarge("more than 100 header fields")),
+        Err(httparse::Error::Version) => return Err(version_error(head)),
+        Err(httparse::Error::Token) => return Err(bad("invalid method or request line")),
+        Err(httparse::Error::HeaderName) => return Err(bad("invalid header field name")),
+        Err(httparse::Error::HeaderValue) => return Err(bad("invalid header field value")),
+        Err(httparse::Error::NewLine) => return Err(bad("invalid line ending")),
+        Err(_) => return Err(bad("malformed request head")),
+    }
+    let (Some(method), Some(target), Some(minor_version)) = (req.method, req.path, req.version) else {
+        return Err(bad("malformed request line"));
+    };
+    let range_of = |s: &[u8]| -> Range<usize> {
+        let off = s.as_ptr() as usize - buf.as_ptr() as usize;
+        off..off + s.len()
+    };
+    let method = range_of(method.as_bytes());
+    let target_range = range_of(target.as_bytes());
+    let (form, path, query) = split_target(target.as_bytes(), target_range.start, &buf[method.clone()])?;
+
+    let mut content_length: Option<u64> = None;
+    let mut chunked = false;
+    let mut te_seen = false;
+    let mut hosts = 0usize;
+    let mut conn_close = false;
+    let mut conn_keep_alive = false;
+    let mut expect_continue = false;
+    let mut authorization = None;
+    for h in req.headers.iter() {
+        let name = h.name.as_bytes();
+        let value = trim_ows(h.value);
+        if name.eq_ignore_ascii_case(b"content-length") {
+            if content_length.is_some() {
+                return Err(bad("more than one Content-Length"));
+            }
+            content_length = Some(parse_content_length(value)?);
+        } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
+            if te_seen {
+                return Err(bad("more than one Transfer-Encoding"));
+            }
+            te_seen = true;
+            if !value.eq_ignore_ascii_case(b"chunked") {
+                return Err(bad("unsupported transfer coding (only chunked is accepted)"));
+            }
+            chunked = true;
+        } else if name.eq_ignore_ascii_case(b"host") {
+            hosts += 1;
+        } else if name.eq_ignore_ascii_case(b"connection") {
+            for token in value.split(|&b| b == b',') {
+                let token = trim_ows(token);
+                if token.eq_ignore_ascii_case(b"close") {
+                    conn_close = true;
+                } else if token.eq_ignore_ascii_case(b"keep-alive") {
+                    conn_keep_alive = true;
+                }
+            }
+        } else if name.eq_ignore_ascii_case(b"expect") {
+            if value.eq_ignore_ascii_case(b"100-continue") {
+                expect_continue = true;
+            } else {
+                return Err(HeadError::ExpectationFailed);
+            }
+        } else if name.eq_ignore_ascii_case(b"authorization") {
+            authorization = Some(range_of(h.value));
+        }
+    }
+    if minor_version == 1 && hosts != 1 {
+        return Err(bad(if hosts == 0 {
+            "HTTP/1.1 request without Host"
+        } else {
+            "more than one Host"
+        }));
+    }
+    if hosts > 1 {
+        return Err(bad("more than one Host"));
+    }
+    if te_seen && content_length.is_some() {
+        return Err(bad("both Content-Length and Transfer-Encoding"));
+    }
+    if te_seen && minor_version == 0 {
+        return Err(bad("Transfer-Encoding in an HTTP/1.0 request"));
+    }
+    let framing = match (chunked, content_length) {
+        (true, _) => Framing::Chunked,
+        (false, Some(0)) | (false, None) => Framing::None,
+        (false, Some(n)) => Framing::Length(n),
+    };
+    let close = conn_close || (minor_version == 0 && !conn_keep_alive);
+    Ok(Some(RequestHead {
+        method,
+        path,
+        query,
+        form,
+        minor_version,
+        framing,
+        expect_continue: expect_continue && minor_version == 1 && framing != Framing::None,
+        close,
+        authorization,
+        len: end,
+    }))
+}
+
+/// Finds the end of the head (index after CRLFCRLF), checking line endings, control bytes and
+/// the size limits on the way. `Ok(None)`: need more bytes.
+fn scan_head(buf: &[u8], start: usize) -> Result<Option<usize>, HeadError> {
+    let limit = buf.len().min(start + HEAD_MAX_BYTES);
+    let mut line_start = start;
+    let mut first_line = true;
+    let mut i = start;
+    while i < limit {
+        let b = buf[i];
+        match b {
+            b'\r' => {
+                if i + 1 >= buf.len() {
+                    return Ok(None);
+                }
+                if buf[i + 1] != b'\n' {
+                    return Err(bad("bare CR in request head"));
+                }
+                if first_line {
+                    if i - line_start > REQUEST_LINE_MAX_BYTES {
+                        return Err(HeadError::UriTooLong);
+                    }
+                    first_line = false;
+                } else if i == line_start {
+                    // An empty line: the end of the head.
+                    return Ok(Some(i + 2));
+                }
+                i += 2;
+                line_start = i;
+                continue;
+            }
+            b'\n' => return Err(bad("bare LF in request head (lines must end in CRLF)")),
+            b'\t' | 0x20..=0x7e | 0x80..=0xff => {}
+            _ => return Err(bad("control character in request head")),
+        }
+        if first_line && i - line_start >= REQUEST_LINE_MAX_BYTES {
+            return Err(HeadError::UriTooLong);
+        }
+        i += 1;
+    }
+    if buf.len() >= start + HEAD_MAX_BYTES {
+        return Err(if first_line {
+            HeadError::UriTooLong
+        } else {
+            HeadError::HeadersTooLarge("request head larger than 16384 bytes")
+        });
+    }
+    Ok(None)
+}
+
+/// Checks each field line of a complete head for obs-fold, whitespace before the colon, and a
+/// missing colon.
+fn check_field_lines(head: &[u8]) -> Result<(), HeadError> {
+    let mut lines = head.split(|&b| b == b'\n');
+    lines.next(); // the request line
+    for line in lines {
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        if line.is_empty() {
+            continue;
+        }
+        if line[0] == b' ' || line[0] == b'\t' {
+            return Err(bad("obsolete line folding in a header field"));
+        }
+        let Some(colon) = line.iter().position(|&b| b == b':') else {
+            return Err(bad("header field without a colon"));
+        };
+        if colon == 0 {
+            return Err(bad("empty header field name"));
+        }
+        if matches!(line[colon - 1], b' ' | b'\t') {
+            return Err(bad("whitespace between header field name and colon"));
+        }
+    }
+    Ok(())
+}
+
+/// 505 when the request line ends in a well-formed but unsupported `HTTP/d.d`, 400 otherwise.
+fn version_error(head: &[u8]) -> HeadError {
+    let line_end = head.iter().position(|&b| b == b'\r').unwrap_or(head.len());
+    let line = &head[..line_end];
+    let version = line.rsplit(|&b| b == b' ').next().unwrap_or(b"");
+    let shaped = version.len() == 8
+        && version.starts_with(b"HTTP/")
+        && version[5].is_ascii_digit()
+        && version[6] == b'.'
+        && version[7].is_ascii_digit();
+    let one_space_each = line.iter().filter(|&&b| b == b' ').count() == 2;
+    if shaped && one_space_each {
+        HeadError::VersionNotSupported
+    } else {
+        bad("malformed HTTP version")
+    }
+}
+
+/// Splits the request target into path and query, reducing absolute form to origin form.
+fn split_target(
+    target: &[u8],
+    offset: usize,
+    method: &[u8],
+) -> Result<(TargetForm, Range<usize>, Range<usize>), HeadError> {
+    if target == b"*" {
+        if method != b"OPTIONS" {
+            return Err(bad("asterisk-form target is only allowed with OPTIONS"));
+        }
+        return Ok((TargetForm::Asterisk, offset..offset + 1, offset + 1..offset + 1));
+    }
+    let path_start = if target.first() == Some(&b'/') {
+        0
+    } else {
+        let scheme_len = if target.len() >= 7 && target[..7].eq_ignore_ascii_case(b"http://") {
+            7
+        } else if target.len() >= 8 && target[..8].eq_ignore_ascii_case(b"https://") {
+            8
+        } else {
+            return Err(bad("request target must be origin-form or absolute-form"));
+        };
+        let authority_end = target[scheme_len..]
+            .iter()
+            .position(|&b| matches!(b, b'/' | b'?'))
+            .map_or(target.len(), |p| scheme_len + p);
+        if authority_end == scheme_len {
+            return Err(bad("absolute-form target without a host"));
+        }
+        if authority_end == target.len() || target[authority_end] == b'?' {
+            return Err(bad("absolute-form target without a path"));
+        }
+        authority_end
+    };
+    if target[path_start..].contains(&b'#') {
+        return Err(bad("fragment in request target"));
+    }
+    let rest = &target[path_start..];
+    let (path_len, query) = match rest.iter().position(|&b| b == b'?') {
+        Some(q) => (q, offset + path_start + q + 1..offset + target.len()),
+        None => (rest.len(), offset + target.len()..offset + target.len()),
+    };
+    Ok((
+        TargetForm::Origin,
+        offset + path_start..offset + path_start + path_len,
+        query,
+    ))
+}
+
+fn parse_content_length(value: &[u8]) -> Result<u64, HeadError> {
+    if value.is_empty() || value.len() > 19 || !value.iter().all(u8::is_ascii_digit) {
+        return Err(bad("invalid Content-Length"));
+    }
+    let mut n: u64 = 0;
+    for &d in value {
+        n = n * 10 + u64::from(d - b'0');
+    }
+    Ok(n)
+}
+
+fn trim_ows(mut v: &[u8]) -> &[u8] {
+    while let [b' ' | b'\t', rest @ ..] = v {
+        v = rest;
+    }
+    while let [rest @ .., b' ' | b'\t'] = v {
+        v = rest;
+    }
+    v
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ok(raw: &[u8]) -> RequestHead {
+        parse_head(raw).expect("valid").expect("complete")
+    }
+
+    fn status(raw: &[u8]) -> u16 {
+        parse_head(raw).expect_err("invalid").status()
+    }
+
+    #[test]
+    fn simple_get() {
+        let raw = b"GET /api/v1/status?x=1 HTTP/1.1\r\nHost: a\r\n\r\n";
+        let h = ok(raw);
+        assert_eq!(&raw[h.method.clone()], b"GET");
+        assert_eq!(&raw[h.path.clone()], b"/api/v1/status");
+        assert_eq!(&raw[h.query.clone()], b"x=1");
+        assert_eq!(h.framing, Framing::None);
+        assert!(!h.close);
+        assert_eq!(h.len, raw.len());
+    }
+
+    #[test]
+    fn partial_heads_need_more() {
+        let raw = b"GET / HTTP/1.1\r\nHost: a\r\n\r\n";
+        for n in 0..raw.len() {
+            assert_eq!(parse_head(&raw[..n]), Ok(None), "prefix {n}");
+        }
+    }
+
+    #[test]
+    fn leading_empty_lines_are_skipped() {
+        let raw = b"\r\n\r\nGET / HTTP/1.1\r\nHost: a\r\n\r\n";
+        let h = ok(raw);
+        assert_eq!(&raw[h.path.clone()], b"/");
+        assert_eq!(h.len, raw.len());
+    }
+
+    #[test]
+    fn framing_rules() {
+        assert_eq!(
+            ok(b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\n").framing,
+            Framing::Length(5)
+        );
+        assert_eq!(
+            ok(b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding:  Chunked \r\n\r\n").framing,
+            Framing::Chunked
+        );
+        assert_eq!(
+            status(b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nContent-Length: 5\r\n\r\n"),
+            400
+        );
+        assert_eq!(status(b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: +5\r\n\r\n"), 400);
+        assert_eq!(
+            status(b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n"),
+            400
+        );
+        assert_eq!(
+            status(b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip, chunked\r\n\r\n"),
+            400
+        );
+        assert_eq!(status(b"POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n"), 400);
+        assert_eq!(
+            status(b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 99999999999999999999\r\n\r\n"),
+            400
+        );
+    }
+
+    #[test]
+    fn line_rules() {
+        assert_eq!(status(b"GET / HTTP/1.1\nHost: a\r\n\r\n"), 400);
+        assert_eq!(status(b"GET / HTTP/1.1\r\nHost: a\rX: y\r\n\r\n"), 400);
+        assert_eq!(status(b"GET / HTTP/1.1\r\nHost: a\r\n folded\r\n\r\n"), 400);
+        assert_eq!(status(b"GET / HTTP/1.1\r\nHost : a\r\n\r\n"), 400);
+        assert_eq!(status(b"GET / HTTP/1.1\r\nHost: a\x00\r\n\r\n"), 400);
+        assert_eq!(status(b"GET / HTTP/2.0\r\nHost: a\r\n\r\n"), 505);
+        assert_eq!(status(b"GET / http/1.1\r\nHost: a\r\n\r\n"), 400);
+        assert_eq!(status(b"GET / HTTP/1.1\r\n\r\n"), 400);
+        assert_eq!(status(b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n"), 400);
+        assert_eq!(status(b"GET / HTTP/1.1\r\nHost: a\r\nExpect: nope\r\n\r\n"), 417);
+        assert_eq!(status(b"GET * HTTP/1.1\r\nHost: a\r\n\r\n"), 400);
+        assert_eq!(status(b"GET a:b HTTP/1.1\r\nHost: a\r\n\r\n"), 400);
+    }
+
+    #[test]
+    fn limits() {
+        let mut long = b"GET /".to_vec();
+        long.extend(std::iter::repeat_n(b'a', REQUEST_LINE_MAX_BYTES));
+        assert_eq!(parse_head(&long).unwrap_err().status(), 414);
+        long.extend_from_slice(b" HTTP/1.1\r\nHost: a\r\n\r\n");
+        assert_eq!(status(&long), 414);
+        let mut many = b"GET / HTTP/1.1\r\nHost: a\r\n".to_vec();
+        for i in 0..HEADERS_MAX {
+            many.extend_from_slice(format!("X-{i}: v\r\n").as_bytes());
+        }
+        many.extend_from_slice(b"\r\n");
+        assert_eq!(status(&many), 431);
+        let mut big = b"GET / HTTP/1.1\r\nHost: a\r\nX: ".to_vec();
+        big.extend(std::iter::repeat_n(b'v', HEAD_MAX_BYTES));
+        assert_eq!(parse_head(&big).unwrap_err().status(), 431);
+    }
+
+    #[test]
+    fn absolute_form_is_reduced() {
+        let raw = b"GET http://example.com/health?a HTTP/1.1\r\nHost: example.com\r\n\r\n";
+        let h = ok(raw);
+        assert_eq!(&raw[h.path.clone()], b"/health");
+        assert_eq!(&raw[h.query.clone()], b"a");
+    }
+
+    #[test]
+    fn http10_defaults_to_close() {
+        assert!(ok(b"GET / HTTP/1.0\r\n\r\n").close);
+        assert!(!ok(b"GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n").close);
+        assert!(ok(b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n").close);
+    }
+}

@@ -1,0 +1,17 @@
+//! Flo: a single-binary data server — versioned KV, priority work queues, append-only streams
+//! and time series behind one HTTP/1.1 JSON API, on a log-structured engine written through
+//! io_uring, one shard per core.
+//!
+//! Where things live: `config` (flo.toml and flags), `server` (shards, inboxes, stop),
+//! `http` (the hand-rolled HTTP/1.1 layer), `api` (routes and handlers), `auth`, `metrics`,
+//! `partition` (which shard owns an object), `namespace`.
+
+pub mod api;
+pub mod auth;
+pub mod config;
+pub mod http;
+pub mod logging;
+pub mod metrics;
+pub mod namespace;
+pub mod partition;
+pub mod server;

@@ -1,0 +1,151 @@
+//! The `flo` binary: `flo server start` runs the server; `flo bench` is the load tool.
+//!
+//! Exit codes: 0 success, 1 the server failed at run time (port taken, data directory locked,
+//! io_uring unavailable), 2 bad command line or configuration.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+use flo::config::{Config, Durability, LogFormat, Overrides, DEFAULT_TOML};
+
+mod bench;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "flo",
+    version,
+    about = "Flo: versioned KV, queues, streams and time series over HTTP/1.1"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand, Debug)]
+enum Cmd {
+    /// Run and manage the server.
+    #[command(subcommand)]
+    Server(ServerCmd),
+    /// Load generator: drives a workload against a running server and reports like fio.
+    Bench(bench::BenchArgs),
+}
+
+#[derive(Subcommand, Debug)]
+enum ServerCmd {
+    /// Start the server (foreground; SIGTERM or SIGINT stops it cleanly).
+    Start(StartArgs),
+}
+
+#[derive(Args, Debug)]
+struct StartArgs {
+    /// Configuration file (default: $FLO_CONFIG, else ./flo.toml if present, else built-ins).
+    #[arg(long, value_name = "PATH")]
+    config: Option<PathBuf>,
+    /// Print the default configuration as TOML and exit.
+    #[arg(long)]
+    default_config: bool,
+    /// Data directory.
+    #[arg(long, value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+    /// Address to bind the API and metrics listeners to.
+    #[arg(long, value_name = "ADDR")]
+    bind: Option<String>,
+    /// API port.
+    #[arg(long, value_name = "N")]
+    dashboard_port: Option<u16>,
+    /// Prometheus metrics port.
+    #[arg(long, value_name = "N")]
+    metrics_port: Option<u16>,
+    /// Shards (0 = one per CPU).
+    #[arg(long, value_name = "N")]
+    shards: Option<usize>,
+    /// Partitions objects are hashed into.
+    #[arg(long, value_name = "N")]
+    partitions: Option<u32>,
+    /// When mutations are acknowledged.
+    #[arg(long, value_enum)]
+    durability: Option<DurabilityArg>,
+    /// Require bearer tokens.
+    #[arg(long)]
+    auth: bool,
+    /// Log level or filter directive (overrides FLO_LOG and the file).
+    #[arg(long, value_name = "LEVEL")]
+    log_level: Option<String>,
+    /// Log format.
+    #[arg(long, value_enum)]
+    log_format: Option<LogFormat>,
+}
+
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+enum DurabilityArg {
+    Sync,
+    Async,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Cmd::Server(ServerCmd::Start(args)) => start(args),
+        Cmd::Bench(args) => bench::run(args),
+    }
+}
+
+fn start(args: StartArgs) -> ExitCode {
+    if args.default_config {
+        print!("{DEFAULT_TOML}");
+        return ExitCode::SUCCESS;
+    }
+    let path = args
+        .config
+        .clone()
+        .or_else(|| std::env::var_os("FLO_CONFIG").map(PathBuf::from))
+        .or_else(|| {
+            let p = PathBuf::from("flo.toml");
+            p.is_file().then_some(p)
+        });
+    let mut config = match &path {
+        Some(p) => match Config::from_file(p) {
+            Ok(c) => c,
+            Err(e) => return config_error(&e.to_string()),
+        },
+        None => Config::default(),
+    };
+    config.apply(&Overrides {
+        data_dir: args.data_dir,
+        bind: args.bind,
+        dashboard_port: args.dashboard_port,
+        metrics_port: args.metrics_port,
+        shards: args.shards,
+        partitions: args.partitions,
+        durability: args.durability.map(|d| match d {
+            DurabilityArg::Sync => Durability::Sync,
+            DurabilityArg::Async => Durability::Async,
+        }),
+        auth: args.auth,
+        log_level: args.log_level.or_else(|| std::env::var("FLO_LOG").ok()),
+        log_format: args.log_format,
+    });
+    let env_tokens = std::env::var("FLO_AUTH_TOKENS").ok();
+    let resolved = match config.validate(env_tokens.as_deref()) {
+        Ok(r) => r,
+        Err(e) => return config_error(&e.to_string()),
+    };
+    flo::logging::init(&config.logging.level, config.logging.format);
+    if let Some(p) = &path {
+        tracing::info!(config = %p.display(), "configuration loaded");
+    }
+    match flo::server::run(config, resolved) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e}");
+            eprintln!("flo: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn config_error(message: &str) -> ExitCode {
+    eprintln!("flo: {message}");
+    ExitCode::from(2)
+}

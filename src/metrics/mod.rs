@@ -1,0 +1,129 @@
+//! Counters: one [`ShardMetrics`] per shard (written by its shard, read by any), the
+//! operations-per-second window, and process figures read from `/proc`.
+//!
+//! Counters are relaxed atomics: each is written by one shard thread and only summed by
+//! readers, so no ordering between counters is promised or needed.
+
+pub mod prometheus;
+
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
+
+/// Samples kept for the ops/s window, one per second.
+const RATE_SLOTS: usize = 8;
+
+/// One shard's counters.
+#[derive(Debug, Default)]
+pub struct ShardMetrics {
+    /// API operations (routed requests, whatever their answer).
+    pub ops_total: AtomicU64,
+    /// Requests rejected by the HTTP layer before routing.
+    pub protocol_errors_total: AtomicU64,
+    pub connections_active: AtomicU64,
+    pub connections_total: AtomicU64,
+    /// Connections refused because `http.max_connections` was reached.
+    pub connections_refused_total: AtomicU64,
+    pub auth_failures_total: AtomicU64,
+    /// Requests answered 429 (full inbox or too many connections).
+    pub overloaded_total: AtomicU64,
+    /// Commands this shard sent to other shards.
+    pub forwarded_total: AtomicU64,
+    /// Responses by status class: index 0 = 1xx .. 4 = 5xx.
+    pub responses_by_class: [AtomicU64; 5],
+    window: RateWindow,
+}
+
+impl ShardMetrics {
+    pub fn count_response(&self, status: u16) {
+        let class = (status / 100).clamp(1, 5) as usize - 1;
+        self.responses_by_class[class].fetch_add(1, Relaxed);
+    }
+
+    /// Records a sample of `ops_total` for the rate window; called once a second by the shard.
+    pub fn sample_rate(&self, now_ms: u64) {
+        self.window.push(now_ms, self.ops_total.load(Relaxed));
+    }
+
+    /// Operations per second over the last few seconds.
+    pub fn ops_per_second(&self, now_ms: u64) -> f64 {
+        self.window.rate(now_ms, self.ops_total.load(Relaxed))
+    }
+}
+
+#[derive(Debug, Default)]
+struct RateWindow {
+    /// (time in ms, ops_total at that time); time 0 = empty slot.
+    slots: [(AtomicU64, AtomicU64); RATE_SLOTS],
+    next: AtomicUsize,
+}
+
+impl RateWindow {
+    fn push(&self, now_ms: u64, ops: u64) {
+        let i = self.next.fetch_add(1, Relaxed) % RATE_SLOTS;
+        self.slots[i].1.store(ops, Relaxed);
+        self.slots[i].0.store(now_ms.max(1), Relaxed);
+    }
+
+    fn rate(&self, now_ms: u64, ops_now: u64) -> f64 {
+        let oldest = self
+            .slots
+            .iter()
+            .map(|(t, o)| (t.load(Relaxed), o.load(Relaxed)))
+            .filter(|&(t, _)| t != 0 && t < now_ms && now_ms - t <= (RATE_SLOTS as u64) * 1000)
+            .min_by_key(|&(t, _)| t);
+        match oldest {
+            Some((t, ops)) => ops_now.saturating_sub(ops) as f64 * 1000.0 / (now_ms - t) as f64,
+            None => 0.0,
+        }
+    }
+}
+
+/// Resident set size of this process in bytes (0 if `/proc` is unreadable).
+pub fn rss_bytes() -> u64 {
+    let Ok(statm) = std::fs::read_to_string("/proc/self/statm") else {
+        return 0;
+    };
+    let pages: u64 = statm
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    // SAFETY: sysconf has no preconditions.
+    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    pages * u64::try_from(page).unwrap_or(4096)
+}
+
+/// Open file descriptors of this process (0 if `/proc` is unreadable).
+pub fn open_fds() -> u64 {
+    std::fs::read_dir("/proc/self/fd").map_or(0, |d| d.count() as u64)
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rate_over_window() {
+        let m = ShardMetrics::default();
+        assert_eq!(m.ops_per_second(10_000), 0.0);
+        m.sample_rate(10_000);
+        m.ops_total.store(500, Relaxed);
+        m.sample_rate(11_000);
+        m.ops_total.store(1000, Relaxed);
+        assert!((m.ops_per_second(12_000) - 500.0).abs() < 1e-9);
+        // Samples older than the window are ignored.
+        assert_eq!(m.ops_per_second(100_000), 0.0);
+    }
+
+    #[test]
+    fn process_figures() {
+        assert!(rss_bytes() > 0);
+        assert!(open_fds() > 0);
+    }
+}

@@ -1,0 +1,146 @@
+//! Prometheus text exposition format 0.0.4 for the metrics port: process figures and the
+//! per-shard counters, named by Prometheus conventions (`flo_..._total`, `_bytes`, `_seconds`).
+
+use std::fmt::Write;
+use std::sync::atomic::Ordering::Relaxed;
+
+use super::ShardMetrics;
+use crate::server::Node;
+
+/// Renders every metric of the node.
+pub fn render(node: &Node) -> String {
+    let mut out = String::with_capacity(4096);
+    gauge(
+        &mut out,
+        "flo_up",
+        "1 while the server is healthy.",
+        match node.phase.get() {
+            crate::server::shutdown::Phase::Healthy => 1,
+            _ => 0,
+        },
+    );
+    gauge(&mut out, "flo_shards", "Number of shards.", node.shard_count() as u64);
+    gauge(
+        &mut out,
+        "flo_partitions",
+        "Number of partitions.",
+        u64::from(node.partitioner.partitions()),
+    );
+    gauge(
+        &mut out,
+        "process_resident_memory_bytes",
+        "Resident memory size in bytes.",
+        super::rss_bytes(),
+    );
+    gauge(
+        &mut out,
+        "process_open_fds",
+        "Number of open file descriptors.",
+        super::open_fds(),
+    );
+    header(
+        &mut out,
+        "process_start_time_seconds",
+        "Start time of the process since the Unix epoch in seconds.",
+        "gauge",
+    );
+    let _ = writeln!(out, "process_start_time_seconds {}", node.started_at_ms / 1000);
+
+    per_shard(
+        &mut out,
+        node,
+        "flo_ops_total",
+        "API operations handled, by the shard that accepted the connection.",
+        "counter",
+        |m| m.ops_total.load(Relaxed),
+    );
+    per_shard(
+        &mut out,
+        node,
+        "flo_http_connections_active",
+        "Open API connections.",
+        "gauge",
+        |m| m.connections_active.load(Relaxed),
+    );
+    per_shard(
+        &mut out,
+        node,
+        "flo_http_connections_total",
+        "API connections accepted.",
+        "counter",
+        |m| m.connections_total.load(Relaxed),
+    );
+    per_shard(
+        &mut out,
+        node,
+        "flo_http_connections_refused_total",
+        "Connections refused at the connection limit.",
+        "counter",
+        |m| m.connections_refused_total.load(Relaxed),
+    );
+    per_shard(
+        &mut out,
+        node,
+        "flo_http_protocol_errors_total",
+        "Requests rejected by the HTTP layer.",
+        "counter",
+        |m| m.protocol_errors_total.load(Relaxed),
+    );
+    per_shard(
+        &mut out,
+        node,
+        "flo_auth_failures_total",
+        "Requests refused for a missing or wrong token.",
+        "counter",
+        |m| m.auth_failures_total.load(Relaxed),
+    );
+    per_shard(
+        &mut out,
+        node,
+        "flo_overloaded_total",
+        "Requests answered 429.",
+        "counter",
+        |m| m.overloaded_total.load(Relaxed),
+    );
+    per_shard(
+        &mut out,
+        node,
+        "flo_forwarded_commands_total",
+        "Commands sent to another shard.",
+        "counter",
+        |m| m.forwarded_total.load(Relaxed),
+    );
+    header(
+        &mut out,
+        "flo_http_responses_total",
+        "HTTP responses by shard and status class.",
+        "counter",
+    );
+    for (id, m) in node.metrics.iter().enumerate() {
+        for (i, c) in m.responses_by_class.iter().enumerate() {
+            let _ = writeln!(
+                out,
+                "flo_http_responses_total{{shard=\"{id}\",class=\"{}xx\"}} {}",
+                i + 1,
+                c.load(Relaxed)
+            );
+        }
+    }
+    out
+}
+
+fn header(out: &mut String, name: &str, help: &str, kind: &str) {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+}
+
+fn gauge(out: &mut String, name: &str, help: &str, value: u64) {
+    header(out, name, help, "gauge");
+    let _ = writeln!(out, "{name} {value}");
+}
+
+fn per_shard(out: &mut String, node: &Node, name: &str, help: &str, kind: &str, f: impl Fn(&ShardMetrics) -> u64) {
+    header(out, name, help, kind);
+    for (id, m) in node.metrics.iter().enumerate() {
+        let _ = writeln!(out, "{name}{{shard=\"{id}\"}} {}", f(m));
+    }
+}

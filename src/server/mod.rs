@@ -1,0 +1,201 @@
+//! The server process: the node-wide shared state ([`Node`]), start-up (data directory lock,
+//! port checks, one pinned thread per shard, each with its own io_uring runtime), and the
+//! signal-driven stop (stop accepting, let in-flight requests finish, exit 0).
+//!
+//! Start-up order: lock the data directory, check the ports are free, start every shard (each
+//! binds its SO_REUSEPORT listener and reports back), then move the phase from `Starting` to
+//! `Healthy` once recovery is done. A shard that cannot start stops the whole process with a
+//! message saying why.
+
+pub mod inbox;
+pub mod shard;
+pub mod shutdown;
+
+use std::fs::File;
+use std::net::{IpAddr, SocketAddr};
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, AtomicUsize};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tracing::{error, info, warn};
+
+use crate::auth::Auth;
+use crate::config::{Config, Resolved};
+use crate::http::ConnLimits;
+use crate::metrics::ShardMetrics;
+use crate::partition::Partitioner;
+use inbox::{Command, Inbox};
+use shutdown::{Phase, PhaseCell};
+
+/// What every shard shares. Read-only after start, except for atomics.
+pub struct Node {
+    pub config: Config,
+    pub bind: IpAddr,
+    pub partitioner: Partitioner,
+    pub phase: PhaseCell,
+    pub metrics: Box<[ShardMetrics]>,
+    pub inboxes: Box<[Inbox]>,
+    pub auth: Auth,
+    pub limits: ConnLimits,
+    pub started: Instant,
+    pub started_at_ms: u64,
+    /// Open API connections across all shards.
+    pub connections: AtomicU64,
+    /// Shards that have finished draining after a stop.
+    pub drained: AtomicUsize,
+}
+
+impl Node {
+    pub fn shard_count(&self) -> usize {
+        self.inboxes.len()
+    }
+}
+
+/// Why the server could not start or run (exit code 1).
+#[derive(Debug)]
+pub struct StartError(pub String);
+
+impl std::fmt::Display for StartError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Runs the server until a stop signal; returns when every shard has stopped.
+pub fn run(config: Config, resolved: Resolved) -> Result<(), StartError> {
+    let _lock = lock_data_dir(&config.data_dir)?;
+    let api_addr = SocketAddr::new(resolved.bind, config.dashboard_port);
+    let metrics_addr = SocketAddr::new(resolved.bind, config.metrics_port);
+    check_port_free(api_addr, "dashboard_port")?;
+    check_port_free(metrics_addr, "metrics_port")?;
+
+    let shards = config.shards;
+    let mut inboxes = Vec::with_capacity(shards);
+    let mut receivers = Vec::with_capacity(shards);
+    for _ in 0..shards {
+        let (tx, rx) = inbox::inbox(config.http.inbox_capacity);
+        inboxes.push(tx);
+        receivers.push(rx);
+    }
+    let node = Arc::new(Node {
+        bind: resolved.bind,
+        partitioner: Partitioner::new(config.partitions, shards as u32),
+        phase: PhaseCell::default(),
+        metrics: (0..shards).map(|_| ShardMetrics::default()).collect(),
+        inboxes: inboxes.into_boxed_slice(),
+        auth: Auth::new(config.auth.enabled, resolved.tokens),
+        limits: ConnLimits {
+            max_body_bytes: config.http.max_body_bytes,
+            request_timeout: Duration::from_millis(config.http.request_timeout_ms),
+            idle_timeout: Duration::from_millis(config.http.idle_timeout_ms),
+        },
+        started: Instant::now(),
+        started_at_ms: crate::metrics::now_ms(),
+        connections: AtomicU64::new(0),
+        drained: AtomicUsize::new(0),
+        config,
+    });
+
+    // From here on SIGTERM/SIGINT no longer kill the process: their handler hands them to the
+    // iterator below.
+    let mut signals = signal_hook::iterator::Signals::new([signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT])
+        .map_err(|e| StartError(format!("cannot install signal handlers: {e}")))?;
+
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    let mut threads = Vec::with_capacity(shards);
+    for (id, rx) in receivers.into_iter().enumerate() {
+        let node = node.clone();
+        let ready = ready_tx.clone();
+        let t = std::thread::Builder::new()
+            .name(format!("flo-shard-{id}"))
+            .spawn(move || shard::run(id, node, rx, ready))
+            .map_err(|e| StartError(format!("cannot start shard thread {id}: {e}")))?;
+        threads.push(t);
+    }
+    drop(ready_tx);
+    for _ in 0..shards {
+        match ready_rx.recv() {
+            Ok(Ok(())) => {}
+            Ok(Err(msg)) => return Err(StartError(msg)),
+            Err(_) => return Err(StartError("a shard thread died during start-up".into())),
+        }
+    }
+
+    // Recovery of the shards' logs happens here once they exist; until then there is nothing
+    // to replay and the node is healthy as soon as every listener is up.
+    node.phase.advance(Phase::Healthy);
+    info!(
+        api = %api_addr,
+        metrics = %metrics_addr,
+        shards,
+        partitions = node.partitioner.partitions(),
+        data_dir = %node.config.data_dir.display(),
+        durability = node.config.durability.as_str(),
+        auth = node.auth.enabled(),
+        version = env!("CARGO_PKG_VERSION"),
+        "flo started"
+    );
+
+    if let Some(sig) = signals.forever().next() {
+        info!(
+            signal = sig,
+            "stopping: no new connections, finishing in-flight requests"
+        );
+        node.phase.advance(Phase::Stopping);
+        for inbox in node.inboxes.iter() {
+            // A closed inbox means that shard already stopped; nothing to tell it.
+            let _ = inbox.send_blocking(Command::Stop);
+        }
+    }
+    // A second signal while the shards drain exits at once.
+    std::thread::spawn(move || {
+        if let Some(sig) = signals.forever().next() {
+            warn!(signal = sig, "second stop signal: exiting without waiting");
+            std::process::exit(1);
+        }
+    });
+    let mut failed = false;
+    for t in threads {
+        if t.join().is_err() {
+            failed = true;
+        }
+    }
+    if failed {
+        error!("a shard thread panicked while stopping");
+        return Err(StartError("a shard failed while stopping".into()));
+    }
+    info!(uptime_s = node.started.elapsed().as_secs(), "flo stopped");
+    Ok(())
+}
+
+/// Creates the data directory and takes an exclusive lock on `data_dir/LOCK`, so two servers
+/// never share one directory. The lock lasts as long as the returned file is open.
+fn lock_data_dir(dir: &Path) -> Result<File, StartError> {
+    use std::os::fd::AsRawFd;
+    std::fs::create_dir_all(dir).map_err(|e| StartError(format!("data_dir {}: cannot create: {e}", dir.display())))?;
+    let path = dir.join("LOCK");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| StartError(format!("data_dir {}: cannot open LOCK: {e}", dir.display())))?;
+    // SAFETY: flock on a descriptor we own; no memory is involved.
+    let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+    if rc != 0 {
+        return Err(StartError(format!(
+            "data_dir {} is in use by another flo process (LOCK is held)",
+            dir.display()
+        )));
+    }
+    Ok(file)
+}
+
+/// Fails if something already listens on `addr`. The shards bind with SO_REUSEPORT, which
+/// would otherwise silently share the port with another process of the same user.
+fn check_port_free(addr: SocketAddr, key: &str) -> Result<(), StartError> {
+    std::net::TcpListener::bind(addr)
+        .map(drop)
+        .map_err(|e| StartError(format!("{key}: cannot listen on {addr}: {e}")))
+}

@@ -1,0 +1,306 @@
+//! One shard: a thread pinned to a CPU running a monoio io_uring runtime. It accepts API
+//! connections on its own SO_REUSEPORT listener, serves them, executes the commands other
+//! shards send to its inbox, and (shard 0) serves the metrics port.
+//!
+//! Only this thread touches the shard's state ([`Shard`] is `!Send`); other shards reach it
+//! through the inbox. On stop: the listener closes, idle connections close, requests in flight
+//! finish (bounded by `http.shutdown_grace_ms`), then the shard keeps answering its inbox until
+//! every shard has drained, so a request forwarded during the drain still gets its answer.
+
+use std::cell::RefCell;
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::sync::atomic::Ordering::{AcqRel, Relaxed};
+use std::sync::mpsc::Sender;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_channel::oneshot;
+use monoio::io::AsyncWriteRentExt;
+use monoio::net::{ListenerOpts, TcpListener, TcpStream};
+use tracing::{debug, warn};
+
+use super::inbox::{Command, Envelope, ForwardError, Reply};
+use super::shutdown::StopSignal;
+use super::Node;
+use crate::api::error::ApiError;
+use crate::api::{Api, MetricsApi};
+use crate::http::response::encode;
+use crate::namespace::{NamespaceRegistry, DEFAULT_NAMESPACE};
+
+/// io_uring submission queue entries per shard.
+const RING_ENTRIES: u32 = 1024;
+/// Listen backlog per shard.
+const BACKLOG: i32 = 1024;
+
+/// A shard's own state, reachable only from its thread.
+pub struct Shard {
+    pub id: usize,
+    pub node: Arc<Node>,
+    pub namespaces: RefCell<NamespaceRegistry>,
+    pub stop: StopSignal,
+}
+
+impl Shard {
+    /// Executes a command on this shard.
+    pub fn execute(&self, command: Command) -> Reply {
+        match command {
+            Command::CreateNamespace { name, created_at_ms } => {
+                debug_assert_eq!(
+                    self.node.partitioner.namespace_shard(&name),
+                    self.id,
+                    "namespace on wrong shard"
+                );
+                Reply::NamespaceCreated(self.namespaces.borrow_mut().create(&name, created_at_ms))
+            }
+            Command::ListNamespaces => Reply::Namespaces(self.namespaces.borrow().list()),
+            Command::Stop => {
+                self.stop.trigger();
+                Reply::Stopping
+            }
+        }
+    }
+
+    /// Runs `command` on `shard`: here if it is this shard, else through its inbox.
+    pub async fn ask(&self, shard: usize, command: Command) -> Result<Reply, ApiError> {
+        if shard == self.id {
+            return Ok(self.execute(command));
+        }
+        let rx = self.forward(shard, command)?;
+        rx.await
+            .map_err(|_| ApiError::Unavailable(format!("shard {shard} stopped before answering")))
+    }
+
+    fn forward(&self, shard: usize, command: Command) -> Result<oneshot::Receiver<Reply>, ApiError> {
+        let metrics = &self.node.metrics[self.id];
+        metrics.forwarded_total.fetch_add(1, Relaxed);
+        self.node.inboxes[shard].forward(command).map_err(|e| match e {
+            ForwardError::Full => {
+                metrics.overloaded_total.fetch_add(1, Relaxed);
+                ApiError::Overloaded(format!("shard {shard} has too much queued work; retry later"))
+            }
+            ForwardError::Closed => ApiError::Unavailable(format!("shard {shard} is stopped")),
+        })
+    }
+
+    /// Runs a command on every shard (the commands are sent first, then the answers awaited,
+    /// so the shards work in parallel). Answers are in shard order.
+    pub async fn ask_all(&self, make: impl Fn() -> Command) -> Result<Vec<Reply>, ApiError> {
+        let shards = self.node.shard_count();
+        let mut pending = Vec::with_capacity(shards);
+        for s in 0..shards {
+            pending.push(if s == self.id {
+                None
+            } else {
+                Some(self.forward(s, make())?)
+            });
+        }
+        let mut out = Vec::with_capacity(shards);
+        for (s, p) in pending.into_iter().enumerate() {
+            out.push(match p {
+                None => self.execute(make()),
+                Some(rx) => rx
+                    .await
+                    .map_err(|_| ApiError::Unavailable(format!("shard {s} stopped before answering")))?,
+            });
+        }
+        Ok(out)
+    }
+}
+
+/// The shard thread's body. Reports on `ready` once its listeners are bound (or why not).
+pub fn run(id: usize, node: Arc<Node>, inbox: async_channel::Receiver<Envelope>, ready: Sender<Result<(), String>>) {
+    if node.config.pin_shards {
+        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+        if let Err(e) = monoio::utils::bind_to_cpu_set(Some(id % cpus)) {
+            warn!(shard = id, error = %e, "cannot pin shard thread to a CPU; running unpinned");
+        }
+    }
+    let runtime = monoio::RuntimeBuilder::<monoio::IoUringDriver>::new()
+        .with_entries(RING_ENTRIES)
+        .enable_timer()
+        .build();
+    let mut runtime = match runtime {
+        Ok(rt) => rt,
+        Err(e) => {
+            let _ = ready.send(Err(format!(
+                "shard {id}: cannot create an io_uring instance ({e}); flo needs Linux 5.11+ with io_uring \
+                 enabled (check sysctl kernel.io_uring_disabled and RLIMIT_MEMLOCK)"
+            )));
+            return;
+        }
+    };
+    runtime.block_on(async move {
+        let api_addr = SocketAddr::new(node.bind, node.config.dashboard_port);
+        let opts = ListenerOpts::new().reuse_port(true).reuse_addr(true).backlog(BACKLOG);
+        let listener = match TcpListener::bind_with_config(api_addr, &opts) {
+            Ok(l) => l,
+            Err(e) => {
+                let _ = ready.send(Err(format!(
+                    "dashboard_port: shard {id} cannot listen on {api_addr}: {e}"
+                )));
+                return;
+            }
+        };
+        let metrics_listener = if id == 0 {
+            let addr = SocketAddr::new(node.bind, node.config.metrics_port);
+            let opts = ListenerOpts::new().reuse_port(false).reuse_addr(true).backlog(BACKLOG);
+            match TcpListener::bind_with_config(addr, &opts) {
+                Ok(l) => Some(l),
+                Err(e) => {
+                    let _ = ready.send(Err(format!("metrics_port: cannot listen on {addr}: {e}")));
+                    return;
+                }
+            }
+        } else {
+            None
+        };
+        let shard = Rc::new(Shard {
+            id,
+            node: node.clone(),
+            namespaces: RefCell::new(NamespaceRegistry::default()),
+            stop: StopSignal::default(),
+        });
+        if node.partitioner.namespace_shard(DEFAULT_NAMESPACE) == id {
+            shard
+                .namespaces
+                .borrow_mut()
+                .create(DEFAULT_NAMESPACE, node.started_at_ms);
+        }
+        let _ = ready.send(Ok(()));
+
+        monoio::spawn(serve_inbox(shard.clone(), inbox));
+        monoio::spawn(sample_rates(shard.clone()));
+        if let Some(l) = metrics_listener {
+            monoio::spawn(accept_metrics(shard.clone(), l));
+        }
+        accept_api(&shard, listener).await;
+        drain(&shard).await;
+    });
+}
+
+/// Accepts API connections until the shard stops.
+async fn accept_api(shard: &Rc<Shard>, listener: TcpListener) {
+    let node = &shard.node;
+    let metrics = &node.metrics[shard.id];
+    loop {
+        let accepted = monoio::select! {
+            r = listener.accept() => Some(r),
+            _ = shard.stop.wait() => None,
+        };
+        let (stream, peer) = match accepted {
+            None => break,
+            Some(Ok(s)) => s,
+            Some(Err(e)) => {
+                // Out of descriptors or memory: back off instead of spinning.
+                warn!(shard = shard.id, error = %e, "accept failed");
+                monoio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let open = node.connections.fetch_add(1, AcqRel) + 1;
+        metrics.connections_total.fetch_add(1, Relaxed);
+        if open > node.config.http.max_connections {
+            metrics.connections_refused_total.fetch_add(1, Relaxed);
+            metrics.overloaded_total.fetch_add(1, Relaxed);
+            debug!(shard = shard.id, %peer, "connection limit reached");
+            let node = node.clone();
+            monoio::spawn(async move {
+                refuse(stream).await;
+                node.connections.fetch_sub(1, AcqRel);
+            });
+            continue;
+        }
+        metrics.connections_active.fetch_add(1, Relaxed);
+        let shard = shard.clone();
+        monoio::spawn(async move {
+            let _ = stream.set_nodelay(true);
+            let api = Api::new(shard.clone());
+            crate::http::serve(stream, &api, &shard.node.limits, &shard.stop).await;
+            shard.node.metrics[shard.id].connections_active.fetch_sub(1, Relaxed);
+            shard.node.connections.fetch_sub(1, AcqRel);
+        });
+    }
+    drop(listener);
+    debug!(shard = shard.id, "listener closed");
+}
+
+/// Answers a connection over the limit with 429 and closes it.
+async fn refuse(mut stream: TcpStream) {
+    let mut out = Vec::with_capacity(256);
+    let resp = ApiError::Overloaded("too many open connections; retry later".into()).to_response();
+    encode(&resp, &mut out, true, false, false);
+    let _ = monoio::time::timeout(Duration::from_secs(1), stream.write_all(out)).await;
+}
+
+/// Accepts metrics connections (shard 0 only) until the shard stops.
+async fn accept_metrics(shard: Rc<Shard>, listener: TcpListener) {
+    loop {
+        let accepted = monoio::select! {
+            r = listener.accept() => Some(r),
+            _ = shard.stop.wait() => None,
+        };
+        match accepted {
+            None => break,
+            Some(Ok((stream, _))) => {
+                let shard = shard.clone();
+                monoio::spawn(async move {
+                    let api = MetricsApi::new(shard.clone());
+                    crate::http::serve(stream, &api, &shard.node.limits, &shard.stop).await;
+                });
+            }
+            Some(Err(e)) => {
+                warn!(error = %e, "metrics accept failed");
+                monoio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
+/// Executes commands from other shards.
+async fn serve_inbox(shard: Rc<Shard>, inbox: async_channel::Receiver<Envelope>) {
+    while let Ok(env) = inbox.recv().await {
+        let reply = shard.execute(env.command);
+        if let Some(tx) = env.reply {
+            // The asking request may have gone away; its answer is then dropped.
+            let _ = tx.send(reply);
+        }
+    }
+}
+
+/// Samples the operation counter once a second for the ops/s window.
+async fn sample_rates(shard: Rc<Shard>) {
+    let metrics = &shard.node.metrics[shard.id];
+    loop {
+        metrics.sample_rate(crate::metrics::now_ms());
+        monoio::select! {
+            _ = monoio::time::sleep(Duration::from_secs(1)) => {},
+            _ = shard.stop.wait() => break,
+        }
+    }
+}
+
+/// After the listener closed: wait for this shard's connections to finish (bounded by the
+/// grace period), then keep serving the inbox until every shard is done.
+async fn drain(shard: &Rc<Shard>) {
+    let node = &shard.node;
+    let grace = Duration::from_millis(node.config.http.shutdown_grace_ms);
+    let deadline = monoio::time::Instant::now() + grace;
+    let metrics = &node.metrics[shard.id];
+    while metrics.connections_active.load(Relaxed) > 0 && monoio::time::Instant::now() < deadline {
+        monoio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let left = metrics.connections_active.load(Relaxed);
+    if left > 0 {
+        warn!(
+            shard = shard.id,
+            connections = left,
+            "grace period over; closing connections still busy"
+        );
+    }
+    // Making the log durable happens here once the shard has one.
+    node.drained.fetch_add(1, AcqRel);
+    while node.drained.load(std::sync::atomic::Ordering::Acquire) < node.shard_count() {
+        monoio::time::sleep(Duration::from_millis(5)).await;
+    }
+}

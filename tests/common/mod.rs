@@ -1,0 +1,466 @@
+//! Test harness shared by the integration tests: starts the real `flo` binary on free
+//! loopback ports with a temporary data directory, waits for `/health`, talks HTTP/1.1 over
+//! real sockets (JSON helpers and raw bytes), stops it with SIGTERM or SIGKILL and restarts
+//! it on the same data directory.
+//!
+//! Every test file includes it with `mod common;`; not every file uses every helper.
+#![allow(dead_code)]
+
+use std::io::{Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+/// How long a test waits for the server to become healthy before failing.
+const START_TIMEOUT: Duration = Duration::from_secs(30);
+/// Socket read timeout used by the request helpers.
+pub const IO_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Options for starting a server; build with [`Server::builder`].
+#[derive(Clone, Debug)]
+pub struct ServerBuilder {
+    shards: usize,
+    config: String,
+    args: Vec<String>,
+    env: Vec<(String, String)>,
+    data_dir: Option<PathBuf>,
+}
+
+impl ServerBuilder {
+    /// Number of shards (`--shards`); 2 by default so forwarding is exercised.
+    pub fn shards(mut self, n: usize) -> Self {
+        self.shards = n;
+        self
+    }
+    /// Extra TOML appended to the generated config file.
+    pub fn config(mut self, toml: &str) -> Self {
+        self.config.push_str(toml);
+        self.config.push('\n');
+        self
+    }
+    /// An extra command-line argument for `flo server start`.
+    pub fn arg(mut self, a: &str) -> Self {
+        self.args.push(a.to_string());
+        self
+    }
+    /// An environment variable for the server process.
+    pub fn env(mut self, k: &str, v: &str) -> Self {
+        self.env.push((k.to_string(), v.to_string()));
+        self
+    }
+    /// Use this data directory instead of a fresh temporary one.
+    pub fn data_dir(mut self, dir: &Path) -> Self {
+        self.data_dir = Some(dir.to_path_buf());
+        self
+    }
+    /// Starts the server and waits until `/health` answers 200.
+    pub fn start(self) -> Server {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let data_dir = self.data_dir.clone().unwrap_or_else(|| tmp.path().join("data"));
+        let mut last_err = String::new();
+        // A port picked by probing can be taken by another test before the server binds
+        // it; the server then exits with an error and we try again with new ports.
+        for _ in 0..5 {
+            let api = free_port();
+            let metrics = free_port();
+            if api == metrics {
+                continue;
+            }
+            let mut server = Server {
+                api: SocketAddr::from(([127, 0, 0, 1], api)),
+                metrics: SocketAddr::from(([127, 0, 0, 1], metrics)),
+                data_dir: data_dir.clone(),
+                config_path: tmp.path().join("flo.toml"),
+                child: None,
+                builder: self.clone(),
+                _tmp: None,
+            };
+            std::fs::write(&server.config_path, &self.config).expect("write config");
+            match server.spawn_and_wait() {
+                Ok(()) => {
+                    server._tmp = Some(tmp);
+                    return server;
+                }
+                Err(e) => last_err = e,
+            }
+        }
+        panic!("server did not start: {last_err}");
+    }
+}
+
+/// A running `flo server start` process.
+pub struct Server {
+    pub api: SocketAddr,
+    pub metrics: SocketAddr,
+    pub data_dir: PathBuf,
+    pub config_path: PathBuf,
+    child: Option<Child>,
+    builder: ServerBuilder,
+    _tmp: Option<tempfile::TempDir>,
+}
+
+/// The path of the `flo` binary under test.
+pub fn flo_bin() -> &'static str {
+    env!("CARGO_BIN_EXE_flo")
+}
+
+/// Binds port 0 on loopback and returns the port the kernel chose.
+pub fn free_port() -> u16 {
+    let l = TcpListener::bind("127.0.0.1:0").expect("bind probe");
+    l.local_addr().expect("local_addr").port()
+}
+
+impl Server {
+    pub fn builder() -> ServerBuilder {
+        ServerBuilder {
+            shards: 2,
+            config: String::new(),
+            args: Vec::new(),
+            env: Vec::new(),
+            data_dir: None,
+        }
+    }
+
+    /// A server with the defaults of [`Server::builder`].
+    pub fn start() -> Server {
+        Self::builder().start()
+    }
+
+    fn command(&self) -> Command {
+        let mut cmd = Command::new(flo_bin());
+        cmd.arg("server")
+            .arg("start")
+            .arg("--config")
+            .arg(&self.config_path)
+            .arg("--data-dir")
+            .arg(&self.data_dir)
+            .arg("--bind")
+            .arg("127.0.0.1")
+            .arg("--dashboard-port")
+            .arg(self.api.port().to_string())
+            .arg("--metrics-port")
+            .arg(self.metrics.port().to_string())
+            .arg("--shards")
+            .arg(self.builder.shards.to_string())
+            .args(&self.builder.args)
+            .env_remove("FLO_AUTH_TOKENS")
+            .env("FLO_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        for (k, v) in &self.builder.env {
+            cmd.env(k, v);
+        }
+        cmd
+    }
+
+    fn spawn_and_wait(&mut self) -> Result<(), String> {
+        let mut child = self.command().spawn().map_err(|e| format!("spawn: {e}"))?;
+        let deadline = Instant::now() + START_TIMEOUT;
+        loop {
+            if let Some(status) = child.try_wait().map_err(|e| e.to_string())? {
+                let mut err = String::new();
+                if let Some(mut s) = child.stderr.take() {
+                    let _ = s.read_to_string(&mut err);
+                }
+                return Err(format!("exited with {status}: {err}"));
+            }
+            if let Ok(r) = try_request(self.api, "GET", "/health", &[], b"") {
+                if r.status == 200 {
+                    // Drain stderr in the background so a chatty server never blocks on a
+                    // full pipe.
+                    if let Some(mut s) = child.stderr.take() {
+                        std::thread::spawn(move || {
+                            let mut sink = Vec::new();
+                            let _ = s.read_to_end(&mut sink);
+                        });
+                    }
+                    self.child = Some(child);
+                    return Ok(());
+                }
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err("not healthy in time".into());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// The process id of the running server.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("server running").id()
+    }
+
+    /// Sends a signal to the server process.
+    pub fn signal(&self, sig: libc::c_int) {
+        // SAFETY: kill(2) with a pid we spawned and still own (not yet reaped).
+        let rc = unsafe { libc::kill(self.pid() as libc::pid_t, sig) };
+        assert_eq!(rc, 0, "kill failed");
+    }
+
+    /// Waits for the process to exit, at most `timeout`.
+    pub fn wait_exit(&mut self, timeout: Duration) -> ExitStatus {
+        let deadline = Instant::now() + timeout;
+        let child = self.child.as_mut().expect("server running");
+        loop {
+            if let Some(status) = child.try_wait().expect("try_wait") {
+                self.child = None;
+                return status;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                panic!("server did not exit within {timeout:?}");
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// SIGTERM, then waits for the exit status.
+    pub fn sigterm(&mut self) -> ExitStatus {
+        self.signal(libc::SIGTERM);
+        self.wait_exit(Duration::from_secs(30))
+    }
+
+    /// SIGKILL, then reaps the process.
+    pub fn sigkill(&mut self) {
+        self.signal(libc::SIGKILL);
+        self.wait_exit(Duration::from_secs(30));
+    }
+
+    /// Starts the server again on the same data directory and ports (new ports if the old
+    /// ones were taken meanwhile).
+    pub fn restart(&mut self) {
+        assert!(self.child.is_none(), "restart needs a stopped server");
+        if self.spawn_and_wait().is_err() {
+            self.api.set_port(free_port());
+            self.metrics.set_port(free_port());
+            self.spawn_and_wait().expect("restart");
+        }
+    }
+
+    /// A new connection to the API port with the harness' timeouts.
+    pub fn connect(&self) -> TcpStream {
+        connect(self.api)
+    }
+
+    /// One request on a fresh connection.
+    pub fn request(&self, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> Response {
+        try_request(self.api, method, path, headers, body).expect("request failed")
+    }
+
+    pub fn get(&self, path: &str) -> Response {
+        self.request("GET", path, &[], b"")
+    }
+
+    pub fn delete(&self, path: &str) -> Response {
+        self.request("DELETE", path, &[], b"")
+    }
+
+    pub fn post_json(&self, path: &str, json: &str) -> Response {
+        self.request("POST", path, &[("Content-Type", "application/json")], json.as_bytes())
+    }
+
+    pub fn put_json(&self, path: &str, json: &str) -> Response {
+        self.request("PUT", path, &[("Content-Type", "application/json")], json.as_bytes())
+    }
+
+    /// Writes `bytes` on a fresh connection and returns everything the server sends until
+    /// it closes the connection or `IO_TIMEOUT` passes without data.
+    pub fn raw(&self, bytes: &[u8]) -> Vec<u8> {
+        let mut s = self.connect();
+        s.write_all(bytes).expect("write");
+        read_to_close(&mut s)
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// Connects with read/write timeouts set.
+pub fn connect(addr: SocketAddr) -> TcpStream {
+    let s = TcpStream::connect(addr).expect("connect");
+    s.set_read_timeout(Some(IO_TIMEOUT)).expect("timeout");
+    s.set_write_timeout(Some(IO_TIMEOUT)).expect("timeout");
+    s.set_nodelay(true).expect("nodelay");
+    s
+}
+
+/// Reads until EOF, an error, or a read timeout; returns what arrived.
+pub fn read_to_close(s: &mut TcpStream) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut buf = [0u8; 8192];
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => out.extend_from_slice(&buf[..n]),
+            Err(_) => break,
+        }
+    }
+    out
+}
+
+/// True when the peer has closed the connection (EOF or reset) within `IO_TIMEOUT`.
+pub fn is_closed(s: &mut TcpStream) -> bool {
+    let mut buf = [0u8; 1];
+    matches!(s.read(&mut buf), Ok(0))
+        || matches!(s.read(&mut buf), Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset)
+}
+
+/// Sends one request with `Connection: close` semantics left to the caller; returns the
+/// parsed response.
+pub fn try_request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> std::io::Result<Response> {
+    let mut s = TcpStream::connect_timeout(&addr, IO_TIMEOUT)?;
+    s.set_read_timeout(Some(IO_TIMEOUT))?;
+    s.set_nodelay(true)?;
+    s.write_all(&request_bytes(method, path, headers, body))?;
+    let r = read_response(&mut s)?;
+    let _ = s.shutdown(Shutdown::Both);
+    Ok(r)
+}
+
+/// Serializes a request with Host and Content-Length (when there is a body, or the method
+/// usually carries one).
+pub fn request_bytes(method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> Vec<u8> {
+    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n");
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    if !body.is_empty() || matches!(method, "POST" | "PUT") {
+        req.push_str(&format!("Content-Length: {}\r\n", body.len()));
+    }
+    req.push_str("\r\n");
+    let mut bytes = req.into_bytes();
+    bytes.extend_from_slice(body);
+    bytes
+}
+
+/// A parsed HTTP response.
+#[derive(Clone, Debug)]
+pub struct Response {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl Response {
+    /// The first header with this name (case-insensitive).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+    /// The body parsed as JSON; panics with the body text if it is not JSON.
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("body is not JSON ({e}): {}", String::from_utf8_lossy(&self.body)))
+    }
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+}
+
+/// Reads exactly one final response (skipping `1xx` interim responses) from a stream.
+/// The body is framed by Content-Length (or read to EOF without one).
+pub fn read_response(s: &mut impl Read) -> std::io::Result<Response> {
+    let mut buf = Vec::new();
+    read_response_buffered(s, &mut buf)
+}
+
+/// Like [`read_response`], but keeps bytes past the response in `buf` for the next call,
+/// so pipelined responses can be read one after the other.
+pub fn read_response_buffered(s: &mut impl Read, buf: &mut Vec<u8>) -> std::io::Result<Response> {
+    loop {
+        if let Some((resp, used)) = parse_response(buf)? {
+            buf.drain(..used);
+            if (100..200).contains(&resp.status) {
+                continue;
+            }
+            return Ok(resp);
+        }
+        let mut chunk = [0u8; 16384];
+        let n = s.read(&mut chunk)?;
+        if n == 0 {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                format!("connection closed with {} unparsed bytes", buf.len()),
+            ));
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    }
+}
+
+/// Parses one response from the front of `buf`; `Ok(None)` when more bytes are needed.
+pub fn parse_response(buf: &[u8]) -> std::io::Result<Option<(Response, usize)>> {
+    let Some(head_end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
+        return Ok(None);
+    };
+    let head = std::str::from_utf8(&buf[..head_end])
+        .map_err(|_| std::io::Error::new(std::io::ErrorKind::InvalidData, "non-UTF-8 head"))?;
+    let mut lines = head.split("\r\n");
+    let status_line = lines.next().unwrap_or("");
+    let status: u16 = status_line
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| {
+            std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!("bad status line {status_line:?}"),
+            )
+        })?;
+    let mut headers = Vec::new();
+    for line in lines {
+        if let Some((k, v)) = line.split_once(':') {
+            headers.push((k.trim().to_string(), v.trim().to_string()));
+        }
+    }
+    let body_start = head_end + 4;
+    let len = headers
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case("content-length"))
+        .and_then(|(_, v)| v.parse::<usize>().ok());
+    let len = match len {
+        Some(l) => l,
+        None if (100..200).contains(&status) || status == 204 || status == 304 => 0,
+        None => {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                "response without Content-Length",
+            ))
+        }
+    };
+    if buf.len() < body_start + len {
+        return Ok(None);
+    }
+    let body = buf[body_start..body_start + len].to_vec();
+    Ok(Some((Response { status, headers, body }, body_start + len)))
+}
+
+/// Parses every complete response in `bytes` (e.g. what [`Server::raw`] returned).
+pub fn parse_all(bytes: &[u8]) -> Vec<Response> {
+    let mut out = Vec::new();
+    let mut rest = bytes;
+    while let Ok(Some((r, used))) = parse_response(rest) {
+        rest = &rest[used..];
+        if !(100..200).contains(&r.status) {
+            out.push(r);
+        }
+    }
+    out
+}
