@@ -212,14 +212,18 @@ impl Config {
         serde_path_to_error::deserialize(de).map_err(|e| {
             let path = e.path().to_string();
             let inner = e.into_inner();
+            // toml's messages carry a multi-line excerpt; keep the first line of the
+            // message proper, and say where a syntax error is.
+            let mut message = inner.message().lines().next().unwrap_or("invalid").to_string();
             let key = if path == "." || path.is_empty() {
-                "(file)".to_string()
+                if let Some(span) = inner.span() {
+                    let line = text[..span.start.min(text.len())].matches('\n').count() + 1;
+                    message = format!("line {line}: {message}");
+                }
+                "(syntax)".to_string()
             } else {
                 path
             };
-            // toml's messages carry a multi-line excerpt; keep the first line of the
-            // message proper.
-            let message = inner.message().lines().next().unwrap_or("invalid").to_string();
             err(&key, message)
         })
     }
@@ -296,7 +300,13 @@ impl Config {
                 ),
             ));
         }
-        if self.dashboard_port == self.metrics_port && self.dashboard_port != 0 {
+        if self.dashboard_port == 0 {
+            return Err(err("dashboard_port", "must be a port number in 1..=65535"));
+        }
+        if self.metrics_port == 0 {
+            return Err(err("metrics_port", "must be a port number in 1..=65535"));
+        }
+        if self.dashboard_port == self.metrics_port {
             return Err(err("metrics_port", "must differ from dashboard_port"));
         }
         if self.data_dir.as_os_str().is_empty() {
@@ -429,6 +439,12 @@ mod tests {
         let e = Config::from_toml("[http]\nmax_body = 1\n").unwrap_err();
         assert_eq!(e.key, "http.max_body");
         assert!(e.message.contains("max_body"), "{e}");
+    }
+
+    #[test]
+    fn syntax_errors_say_where() {
+        let e = Config::from_toml("shards = 2\nbind = = 1\n").unwrap_err();
+        assert!(e.message.starts_with("line 2:"), "{e}");
     }
 
     #[test]

@@ -129,9 +129,15 @@ fn start(args: StartArgs) -> ExitCode {
     let env_tokens = std::env::var("FLO_AUTH_TOKENS").ok();
     let resolved = match config.validate(env_tokens.as_deref()) {
         Ok(r) => r,
-        Err(e) => return config_error(&e.to_string()),
+        Err(mut e) => {
+            e.file = path.clone();
+            return config_error(&e.to_string());
+        }
     };
     flo::logging::init(&config.logging.level, config.logging.format);
+    if !config.auth.enabled && (env_tokens.is_some() || !resolved.tokens.is_empty()) {
+        tracing::warn!("tokens are configured but auth is off: enable it with --auth or [auth] enabled = true");
+    }
     if let Some(p) = &path {
         tracing::info!(config = %p.display(), "configuration loaded");
     }

@@ -290,7 +290,7 @@ fn unescape(s: &[u8]) -> Result<Vec<u8>, String> {
                 if rest.get(at + 1) != Some(&b'}') {
                     return Err("\\R{N:c}: expected '}' after the character".into());
                 }
-                out.extend(std::iter::repeat(c).take(n));
+                out.extend(std::iter::repeat_n(c, n));
                 i += at + 2;
             }
             b'H' => {

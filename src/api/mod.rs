@@ -38,9 +38,10 @@ impl Api {
     }
 
     async fn dispatch(&self, req: &Request<'_>) -> Result<Response, ApiError> {
+        let access = self.authenticate(req)?;
         let route = router::route(req.method, req.path, req.query)?;
         self.shard.node.metrics[self.shard.id].ops_total.fetch_add(1, Relaxed);
-        let access = self.authorize(req, &route)?;
+        check_scope(&access, &route)?;
         let shard = &self.shard;
         match route.endpoint {
             Endpoint::Health => Ok(server_info::health(shard)),
@@ -60,28 +61,35 @@ impl Api {
         }
     }
 
-    /// Checks the token and its scope for a routed request.
-    fn authorize(&self, req: &Request<'_>, route: &Route<'_>) -> Result<Access<'_>, ApiError> {
+    /// Checks the token of a request to a protected path (401 when missing or wrong).
+    fn authenticate(&self, req: &Request<'_>) -> Result<Access<'_>, ApiError> {
         let auth = &self.shard.node.auth;
-        if !route.protected || !auth.enabled() {
+        if !auth.enabled() || !router::is_protected(req.path) {
             return Ok(Access::FULL);
         }
-        let Some(access) = auth.check(req.authorization).or_else(|| influx_query_token(auth, req)) else {
-            self.shard.node.metrics[self.shard.id]
-                .auth_failures_total
-                .fetch_add(1, Relaxed);
-            return Err(ApiError::Unauthorized);
-        };
-        if let Some(ns) = route.namespace.as_deref() {
-            if !access.allows_namespace(ns) {
-                return Err(ApiError::Forbidden(format!("this token may not use namespace {ns:?}")));
+        match auth.check(req.authorization).or_else(|| influx_query_token(auth, req)) {
+            Some(access) => Ok(access),
+            None => {
+                self.shard.node.metrics[self.shard.id]
+                    .auth_failures_total
+                    .fetch_add(1, Relaxed);
+                Err(ApiError::Unauthorized)
             }
         }
-        if route.write && !access.allows_write() {
-            return Err(ApiError::Forbidden("this token is read-only".into()));
-        }
-        Ok(access)
     }
+}
+
+/// Checks a token's scope against a routed request (403 outside it).
+fn check_scope(access: &Access<'_>, route: &Route<'_>) -> Result<(), ApiError> {
+    if let Some(ns) = route.namespace.as_deref() {
+        if !access.allows_namespace(ns) {
+            return Err(ApiError::Forbidden(format!("this token may not use namespace {ns:?}")));
+        }
+    }
+    if route.write && !access.allows_write() {
+        return Err(ApiError::Forbidden("this token is read-only".into()));
+    }
+    Ok(())
 }
 
 /// InfluxDB 1.x clients send the token as the `p` query parameter of `/write`.

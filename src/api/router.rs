@@ -37,8 +37,13 @@ pub struct Route<'a> {
     pub namespace: Option<Cow<'a, str>>,
     /// True when the request changes state (for read-only tokens).
     pub write: bool,
-    /// True for `/api/v1/*` and the InfluxDB write paths, which need a token when auth is on.
-    pub protected: bool,
+}
+
+/// True for the paths that need a token when auth is on: everything under `/api/` and the
+/// InfluxDB `/write`. Checked before routing, so an anonymous client learns nothing about
+/// which paths exist.
+pub fn is_protected(raw_path: &str) -> bool {
+    raw_path.starts_with("/api/") || raw_path == "/write"
 }
 
 const GET: &str = "GET, HEAD";
@@ -60,7 +65,6 @@ pub fn route<'a>(method: &str, raw_path: &'a str, query: &'a str) -> Result<Rout
             allow: ANY,
             namespace: None,
             write: false,
-            protected: false,
         });
     }
     let not_found = || ApiError::NotFound(format!("no route for {raw_path}"));
@@ -199,24 +203,25 @@ pub fn route<'a>(method: &str, raw_path: &'a str, query: &'a str) -> Result<Rout
     // The InfluxDB-compatible paths carry the namespace in the query.
     if matches!(segs, ["write"] | ["api", "v2", "write"]) {
         let param = if segs.len() == 1 { "db" } else { "bucket" };
-        if let Some(db) = path::query_param(query, param)? {
-            if !path::is_valid_name(&db) {
-                return Err(ApiError::BadRequest(format!(
-                    "invalid namespace name {db:?} in {param}"
-                )));
-            }
-            namespace = Some(db);
+        let Some(db) = path::query_param(query, param)? else {
+            return Err(ApiError::BadRequest(format!(
+                "the {param} query parameter (the namespace) is required"
+            )));
+        };
+        if !path::is_valid_name(&db) {
+            return Err(ApiError::BadRequest(format!(
+                "invalid namespace name {db:?} in {param}"
+            )));
         }
+        namespace = Some(db);
     }
     let is_ts_query = matches!(segs, ["api", "v1", "ts", _, "query"]);
     let write = !matches!(method, "GET" | "HEAD" | "OPTIONS") && !is_ts_query;
-    let protected = segs.first() != Some(&"health");
     Ok(Route {
         endpoint,
         allow,
         namespace,
         write,
-        protected,
     })
 }
 
@@ -276,12 +281,12 @@ mod tests {
             ("GET", "/api/v1/ts/default"),
             ("GET", "/api/v1/ts/default/cpu/series"),
             ("PUT", "/api/v1/ts/default/cpu/retention"),
-            ("POST", "/write"),
-            ("POST", "/api/v2/write"),
         ] {
             assert_eq!(status_of(m, p), 200, "{m} {p}");
             assert_eq!(status_of("OPTIONS", p), 200, "OPTIONS {p}");
         }
+        assert!(route("POST", "/write", "db=x").is_ok());
+        assert!(route("POST", "/api/v2/write", "bucket=x&org=o").is_ok());
     }
 
     #[test]
@@ -306,10 +311,13 @@ mod tests {
         assert_eq!(r.namespace.as_deref(), Some("metrics"));
         let r = route("POST", "/api/v1/queue/app/q/dequeue", "").unwrap();
         assert!(r.write);
+        assert_eq!(status_of("POST", "/write"), 400, "db is required");
+        assert_eq!(status_of("POST", "/api/v2/write"), 400, "bucket is required");
         let r = route("POST", "/write", "db=telegraf&precision=s").unwrap();
         assert_eq!(r.namespace.as_deref(), Some("telegraf"));
-        assert!(!route("GET", "/health", "").unwrap().protected);
-        assert!(route("GET", "/api/v1/status", "").unwrap().protected);
+        assert!(!is_protected("/health"));
+        assert!(!is_protected("*"));
+        assert!(is_protected("/api/v1/status") && is_protected("/api/v1/nope") && is_protected("/write"));
         assert_eq!(status_of("HEAD", "/api/v1/status"), 200);
     }
 }

@@ -120,3 +120,62 @@ pub fn metrics(shard: &Shard) -> Response {
 fn round1(x: f64) -> f64 {
     (x * 10.0).round() / 10.0
 }
+
+#[cfg(test)]
+mod tests {
+    use std::cell::RefCell;
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::config::Config;
+    use crate::server::shutdown::StopSignal;
+    use crate::server::Node;
+
+    fn shard() -> Shard {
+        let mut config = Config {
+            shards: 2,
+            ..Config::default()
+        };
+        let resolved = config.validate(None).unwrap();
+        let (node, _receivers) = Node::new(config, resolved);
+        Shard {
+            id: 0,
+            node: Arc::new(node),
+            namespaces: RefCell::default(),
+            stop: StopSignal::default(),
+        }
+    }
+
+    fn status_field(r: &Response) -> String {
+        let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+        v["status"].as_str().unwrap().to_string()
+    }
+
+    #[test]
+    fn health_follows_the_phase() {
+        let s = shard();
+        let r = health(&s);
+        assert_eq!((r.status, status_field(&r).as_str()), (503, "starting"));
+        assert!(r.headers.iter().any(|(k, _)| *k == "Retry-After"));
+        assert_eq!(status_field(&status(&s)), "starting");
+        s.node.phase.advance(Phase::Healthy);
+        let r = health(&s);
+        assert_eq!((r.status, status_field(&r).as_str()), (200, "healthy"));
+        s.node.phase.advance(Phase::Stopping);
+        let r = health(&s);
+        assert_eq!((r.status, status_field(&r).as_str()), (503, "stopping"));
+    }
+
+    #[test]
+    fn metrics_rows_cover_every_shard() {
+        let s = shard();
+        s.node.metrics[1].ops_total.fetch_add(7, Relaxed);
+        let v: serde_json::Value = serde_json::from_slice(&metrics(&s).body).unwrap();
+        assert_eq!(v["ops_total"], 7);
+        assert_eq!(v["shards"].as_array().unwrap().len(), 2);
+        assert_eq!(
+            v["shards"][0]["partitions"].as_u64().unwrap() + v["shards"][1]["partitions"].as_u64().unwrap(),
+            64
+        );
+    }
+}

@@ -117,17 +117,17 @@ pub fn parse_head(buf: &[u8]) -> Result<Option<RequestHead>, HeadError> {
         return Ok(None);
     };
     let head = &buf[start..end];
-    check_field_lines(head)?;
 
-    let mut headers = [httparse::EMPTY_HEADER; HEADERS_MAX];
-    let mut req = httparse::Request::new(&mut headers);
-    match req.parse(head) {
+    // Uninitialized slots: httparse writes only as many as the head has.
+    let mut headers = [const { std::mem::MaybeUninit::<httparse::Header<'_>>::uninit() }; HEADERS_MAX];
+    let mut req = httparse::Request::new(&mut []);
+    match req.parse_with_uninit_headers(head, &mut headers) {
         Ok(httparse::Status::Complete(n)) => debug_assert_eq!(n, head.len()),
         Ok(httparse::Status::Partial) => return Err(bad("incomplete request head")),
         Err(httparse::Error::TooManyHeaders) => return Err(HeadError::HeadersTooLarge("more than 100 header fields")),
         Err(httparse::Error::Version) => return Err(version_error(head)),
         Err(httparse::Error::Token) => return Err(bad("invalid method or request line")),
-        Err(httparse::Error::HeaderName) => return Err(bad("invalid header field name")),
+        Err(httparse::Error::HeaderName) => return Err(field_line_error(head)),
         Err(httparse::Error::HeaderValue) => return Err(bad("invalid header field value")),
         Err(httparse::Error::NewLine) => return Err(bad("invalid line ending")),
         Err(_) => return Err(bad("malformed request head")),
@@ -186,6 +186,9 @@ pub fn parse_head(buf: &[u8]) -> Result<Option<RequestHead>, HeadError> {
                 return Err(HeadError::ExpectationFailed);
             }
         } else if name.eq_ignore_ascii_case(b"authorization") {
+            if authorization.is_some() {
+                return Err(bad("more than one Authorization"));
+            }
             authorization = Some(range_of(h.value));
         }
     }
@@ -225,58 +228,65 @@ pub fn parse_head(buf: &[u8]) -> Result<Option<RequestHead>, HeadError> {
     }))
 }
 
-/// Finds the end of the head (index after CRLFCRLF), checking line endings, control bytes and
-/// the size limits on the way. `Ok(None)`: need more bytes.
+/// Finds the end of the head (index after CRLFCRLF), checking that every LF follows a CR and
+/// the size limits. `Ok(None)`: need more bytes. Control bytes and bare CRs inside lines are
+/// left to httparse, which rejects them; garbage at the very start (a TLS handshake, say) is
+/// rejected here already so it does not wait for a timeout.
 fn scan_head(buf: &[u8], start: usize) -> Result<Option<usize>, HeadError> {
     let limit = buf.len().min(start + HEAD_MAX_BYTES);
-    let mut line_start = start;
+    let window = &buf[start..limit];
+    let mut line_start = 0;
     let mut first_line = true;
-    let mut i = start;
-    while i < limit {
-        let b = buf[i];
-        match b {
-            b'\r' => {
-                if i + 1 >= buf.len() {
-                    return Ok(None);
-                }
-                if buf[i + 1] != b'\n' {
-                    return Err(bad("bare CR in request head"));
-                }
-                if first_line {
-                    if i - line_start > REQUEST_LINE_MAX_BYTES {
-                        return Err(HeadError::UriTooLong);
-                    }
-                    first_line = false;
-                } else if i == line_start {
-                    // An empty line: the end of the head.
-                    return Ok(Some(i + 2));
-                }
-                i += 2;
-                line_start = i;
-                continue;
+    for lf in memchr::memchr_iter(b'\n', window) {
+        if lf == 0 || window[lf - 1] != b'\r' {
+            return Err(bad("bare LF in request head (lines must end in CRLF)"));
+        }
+        let line_len = lf - 1 - line_start;
+        if line_len > 0 && window[lf - 2] == b'\r' {
+            // `...\r\r\n`: a bare CR would otherwise hide the empty line that ends the head.
+            return Err(bad("bare CR in request head"));
+        }
+        if first_line {
+            if line_len > REQUEST_LINE_MAX_BYTES {
+                return Err(HeadError::UriTooLong);
             }
-            b'\n' => return Err(bad("bare LF in request head (lines must end in CRLF)")),
-            b'\t' | 0x20..=0x7e | 0x80..=0xff => {}
-            _ => return Err(bad("control character in request head")),
+            first_line = false;
+        } else if line_len == 0 {
+            return Ok(Some(start + lf + 1));
         }
-        if first_line && i - line_start >= REQUEST_LINE_MAX_BYTES {
-            return Err(HeadError::UriTooLong);
-        }
-        i += 1;
+        line_start = lf + 1;
+    }
+    if first_line && window.len() > REQUEST_LINE_MAX_BYTES {
+        return Err(HeadError::UriTooLong);
     }
     if buf.len() >= start + HEAD_MAX_BYTES {
-        return Err(if first_line {
-            HeadError::UriTooLong
-        } else {
-            HeadError::HeadersTooLarge("request head larger than 16384 bytes")
-        });
+        return Err(HeadError::HeadersTooLarge("request head larger than 16384 bytes"));
+    }
+    let prefix = &window[..window.len().min(PREFIX_CHECK_BYTES)];
+    if prefix.iter().any(|&b| CONTROL[b as usize]) {
+        return Err(bad("control character in request head"));
     }
     Ok(None)
 }
 
-/// Checks each field line of a complete head for obs-fold, whitespace before the colon, and a
-/// missing colon.
-fn check_field_lines(head: &[u8]) -> Result<(), HeadError> {
+/// How much of an incomplete head is checked for control bytes.
+const PREFIX_CHECK_BYTES: usize = 32;
+
+/// Control bytes that may not appear in a head: all but HTAB, CR and LF (DEL included).
+static CONTROL: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut b = 0;
+    while b < 0x20 {
+        t[b] = b != b'\t' as usize && b != b'\r' as usize && b != b'\n' as usize;
+        b += 1;
+    }
+    t[0x7f] = true;
+    t
+};
+
+/// Says precisely what is wrong with a field line httparse rejected (obs-fold, whitespace
+/// before the colon, no colon); only runs on that error path.
+fn field_line_error(head: &[u8]) -> HeadError {
     let mut lines = head.split(|&b| b == b'\n');
     lines.next(); // the request line
     for line in lines {
@@ -285,19 +295,18 @@ fn check_field_lines(head: &[u8]) -> Result<(), HeadError> {
             continue;
         }
         if line[0] == b' ' || line[0] == b'\t' {
-            return Err(bad("obsolete line folding in a header field"));
+            return bad("obsolete line folding in a header field");
         }
-        let Some(colon) = line.iter().position(|&b| b == b':') else {
-            return Err(bad("header field without a colon"));
-        };
-        if colon == 0 {
-            return Err(bad("empty header field name"));
-        }
-        if matches!(line[colon - 1], b' ' | b'\t') {
-            return Err(bad("whitespace between header field name and colon"));
+        match line.iter().position(|&b| b == b':') {
+            None => return bad("header field without a colon"),
+            Some(0) => return bad("empty header field name"),
+            Some(c) if matches!(line[c - 1], b' ' | b'\t') => {
+                return bad("whitespace between header field name and colon")
+            }
+            Some(_) => {}
         }
     }
-    Ok(())
+    bad("invalid header field name")
 }
 
 /// 505 when the request line ends in a well-formed but unsupported `HTTP/d.d`, 400 otherwise.
@@ -461,6 +470,10 @@ mod tests {
     #[test]
     fn line_rules() {
         assert_eq!(status(b"GET / HTTP/1.1\nHost: a\r\n\r\n"), 400);
+        assert_eq!(
+            parse_head(b"GET / HTTP/1.1\r\nHost: a\r\n\r\r\n").unwrap_err().status(),
+            400
+        );
         assert_eq!(status(b"GET / HTTP/1.1\r\nHost: a\rX: y\r\n\r\n"), 400);
         assert_eq!(status(b"GET / HTTP/1.1\r\nHost: a\r\n folded\r\n\r\n"), 400);
         assert_eq!(status(b"GET / HTTP/1.1\r\nHost : a\r\n\r\n"), 400);
@@ -470,6 +483,10 @@ mod tests {
         assert_eq!(status(b"GET / HTTP/1.1\r\n\r\n"), 400);
         assert_eq!(status(b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n"), 400);
         assert_eq!(status(b"GET / HTTP/1.1\r\nHost: a\r\nExpect: nope\r\n\r\n"), 417);
+        assert_eq!(
+            status(b"GET / HTTP/1.1\r\nHost: a\r\nAuthorization: Bearer x\r\nAuthorization: Bearer y\r\n\r\n"),
+            400
+        );
         assert_eq!(status(b"GET * HTTP/1.1\r\nHost: a\r\n\r\n"), 400);
         assert_eq!(status(b"GET a:b HTTP/1.1\r\nHost: a\r\n\r\n"), 400);
     }

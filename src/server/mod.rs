@@ -47,6 +47,34 @@ pub struct Node {
 }
 
 impl Node {
+    /// The node of a validated configuration, with one inbox per shard; the receivers go to
+    /// the shard threads, in shard order.
+    pub fn new(config: Config, resolved: Resolved) -> (Node, Vec<async_channel::Receiver<inbox::Envelope>>) {
+        let shards = config.shards;
+        assert!(shards >= 1, "config must be validated");
+        let (inboxes, receivers): (Vec<Inbox>, Vec<_>) =
+            (0..shards).map(|_| inbox::inbox(config.http.inbox_capacity)).unzip();
+        let node = Node {
+            bind: resolved.bind,
+            partitioner: Partitioner::new(config.partitions, shards as u32),
+            phase: PhaseCell::default(),
+            metrics: (0..shards).map(|_| ShardMetrics::default()).collect(),
+            inboxes: inboxes.into_boxed_slice(),
+            auth: Auth::new(config.auth.enabled, resolved.tokens),
+            limits: ConnLimits {
+                max_body_bytes: config.http.max_body_bytes,
+                request_timeout: Duration::from_millis(config.http.request_timeout_ms),
+                idle_timeout: Duration::from_millis(config.http.idle_timeout_ms),
+            },
+            started: Instant::now(),
+            started_at_ms: crate::metrics::now_ms(),
+            connections: AtomicU64::new(0),
+            drained: AtomicUsize::new(0),
+            config,
+        };
+        (node, receivers)
+    }
+
     pub fn shard_count(&self) -> usize {
         self.inboxes.len()
     }
@@ -71,31 +99,8 @@ pub fn run(config: Config, resolved: Resolved) -> Result<(), StartError> {
     check_port_free(metrics_addr, "metrics_port")?;
 
     let shards = config.shards;
-    let mut inboxes = Vec::with_capacity(shards);
-    let mut receivers = Vec::with_capacity(shards);
-    for _ in 0..shards {
-        let (tx, rx) = inbox::inbox(config.http.inbox_capacity);
-        inboxes.push(tx);
-        receivers.push(rx);
-    }
-    let node = Arc::new(Node {
-        bind: resolved.bind,
-        partitioner: Partitioner::new(config.partitions, shards as u32),
-        phase: PhaseCell::default(),
-        metrics: (0..shards).map(|_| ShardMetrics::default()).collect(),
-        inboxes: inboxes.into_boxed_slice(),
-        auth: Auth::new(config.auth.enabled, resolved.tokens),
-        limits: ConnLimits {
-            max_body_bytes: config.http.max_body_bytes,
-            request_timeout: Duration::from_millis(config.http.request_timeout_ms),
-            idle_timeout: Duration::from_millis(config.http.idle_timeout_ms),
-        },
-        started: Instant::now(),
-        started_at_ms: crate::metrics::now_ms(),
-        connections: AtomicU64::new(0),
-        drained: AtomicUsize::new(0),
-        config,
-    });
+    let (node, receivers) = Node::new(config, resolved);
+    let node = Arc::new(node);
 
     // From here on SIGTERM/SIGINT no longer kill the process: their handler hands them to the
     // iterator below.
