@@ -71,6 +71,8 @@ impl Durability {
 pub struct HttpConfig {
     /// Largest request body accepted (413 beyond, answered before the body is read).
     pub max_body_bytes: u64,
+    /// Request-body bytes buffered across all connections; a body that would exceed it is 429.
+    pub max_buffered_body_bytes: u64,
     /// A request's head and body must arrive within this time (408 and close otherwise).
     pub request_timeout_ms: u64,
     /// Keep-alive connections with no request in progress are closed after this time.
@@ -144,6 +146,7 @@ impl Default for HttpConfig {
     fn default() -> Self {
         HttpConfig {
             max_body_bytes: 32 * 1024 * 1024,
+            max_buffered_body_bytes: 1024 * 1024 * 1024,
             request_timeout_ms: 10_000,
             idle_timeout_ms: 60_000,
             max_connections: 10_000,
@@ -315,6 +318,12 @@ impl Config {
         let h = &self.http;
         if h.max_body_bytes == 0 {
             return Err(err("http.max_body_bytes", "must be at least 1"));
+        }
+        if h.max_buffered_body_bytes < h.max_body_bytes {
+            return Err(err(
+                "http.max_buffered_body_bytes",
+                "must be at least http.max_body_bytes (a largest body must fit)",
+            ));
         }
         if h.request_timeout_ms == 0 {
             return Err(err("http.request_timeout_ms", "must be at least 1"));

@@ -318,3 +318,43 @@ fn protocol_errors_close_and_the_server_keeps_serving() {
     let m = s.get("/api/v1/metrics").json();
     assert!(m["protocol_errors_total"].as_u64().unwrap() >= 4);
 }
+
+#[test]
+fn bodies_in_flight_share_a_memory_budget() {
+    let s = Server::builder()
+        .config("[http]\nmax_body_bytes = 65536\nmax_buffered_body_bytes = 100000\n")
+        .start();
+    let body_of = |name: &str| {
+        let mut b = format!(r#"{{"name":"{name}"}}"#).into_bytes();
+        b.resize(60_000, b' ');
+        b
+    };
+    let head = |len: usize| {
+        format!("POST /api/v1/namespaces HTTP/1.1\r\nHost: t\r\nExpect: 100-continue\r\nContent-Length: {len}\r\n\r\n")
+    };
+    // A holds 60 000 bytes of the budget: its 100 Continue says the server took its share.
+    let mut a = s.connect();
+    a.write_all(head(60_000).as_bytes()).unwrap();
+    let mut interim = [0u8; 25];
+    a.read_exact(&mut interim).unwrap();
+    assert_eq!(&interim, b"HTTP/1.1 100 Continue\r\n\r\n");
+
+    // B would overdraw it: 429 at once, before its body is sent.
+    let mut b = s.connect();
+    b.write_all(head(60_000).as_bytes()).unwrap();
+    let rs = parse_all(&read_to_close(&mut b));
+    assert_eq!(rs.len(), 1);
+    assert_eq!(rs[0].status, 429);
+    assert_eq!(rs[0].json()["error"], "overloaded");
+    assert_eq!(rs[0].header("Retry-After"), Some("1"));
+
+    // Small bodies are not held back meanwhile.
+    assert_eq!(s.post_json("/api/v1/namespaces", r#"{"name":"small-one"}"#).status, 201);
+
+    // A finishes; its share comes back and B's retry goes through.
+    a.write_all(&body_of("budget-a")).unwrap();
+    let mut buf = Vec::new();
+    assert_eq!(read_response_buffered(&mut a, &mut buf).unwrap().status, 201);
+    let r = s.request("POST", "/api/v1/namespaces", &[], &body_of("budget-b"));
+    assert_eq!(r.status, 201, "{}", r.text());
+}

@@ -241,8 +241,12 @@ fn connections_over_the_limit_get_429() {
 #[test]
 fn sigterm_finishes_in_flight_requests_then_exits_0() {
     let mut s = Server::start();
-    // A request whose head is not complete yet is in flight.
+    // A request whose head is not complete yet is in flight (on a connection the server has
+    // surely accepted: it answered a request on it first).
     let mut inflight = s.connect();
+    let mut ibuf = Vec::new();
+    inflight.write_all(b"GET /health HTTP/1.1\r\nHost: t\r\n\r\n").unwrap();
+    assert_eq!(read_response_buffered(&mut inflight, &mut ibuf).unwrap().status, 200);
     inflight.write_all(b"GET /health HTTP/1.1\r\nHost: t\r\n").unwrap();
     // An idle keep-alive connection.
     let mut idle = s.connect();
@@ -281,6 +285,9 @@ fn sigterm_finishes_in_flight_requests_then_exits_0() {
 fn sigterm_waits_for_a_body_still_arriving() {
     let mut s = Server::start();
     let mut c = s.connect();
+    let mut buf = Vec::new();
+    c.write_all(b"GET /health HTTP/1.1\r\nHost: t\r\n\r\n").unwrap();
+    assert_eq!(read_response_buffered(&mut c, &mut buf).unwrap().status, 200);
     c.write_all(b"POST /api/v1/namespaces HTTP/1.1\r\nHost: t\r\nContent-Length: 17\r\n\r\n{\"name\"")
         .unwrap();
     std::thread::sleep(Duration::from_millis(50));

@@ -20,6 +20,7 @@ use monoio::net::TcpStream;
 use monoio::time::Instant;
 
 use super::body::{BodyError, ChunkedDecoder};
+use super::budget::{BodyBudget, Held};
 use super::head::{parse_head, Framing, RequestHead, TargetForm};
 use super::response::{encode, Response, CONTINUE};
 use crate::server::shutdown::StopSignal;
@@ -39,12 +40,13 @@ const LINGER: Duration = Duration::from_secs(2);
 /// How much a lingering close drains at most.
 const LINGER_MAX_BYTES: usize = 4 * 1024 * 1024;
 
-/// Per-connection limits from the configuration.
-#[derive(Clone, Debug)]
+/// Connection limits from the configuration, and the node-wide body budget.
+#[derive(Debug)]
 pub struct ConnLimits {
     pub max_body_bytes: u64,
     pub request_timeout: Duration,
     pub idle_timeout: Duration,
+    pub body_budget: BodyBudget,
 }
 
 /// A request as the service sees it; everything borrows the connection's buffers.
@@ -80,12 +82,18 @@ fn error_response(status: u16, message: &str) -> Response {
         417 => "expectation_failed",
         431 => "headers_too_large",
         505 => "http_version_not_supported",
+        429 => "overloaded",
         _ => "bad_request",
     };
-    Response::json(
+    let resp = Response::json(
         status,
         &serde_json::json!({ "error": code, "message": message, "details": {} }),
-    )
+    );
+    if status == 429 {
+        resp.with_header("Retry-After", "1")
+    } else {
+        resp
+    }
 }
 
 enum ReadOutcome {
@@ -142,6 +150,7 @@ pub async fn serve<S: Service>(mut stream: TcpStream, svc: &S, limits: &ConnLimi
         let deadline = deadline.unwrap_or_else(|| Instant::now() + limits.request_timeout);
 
         // --- the body ---
+        let mut held = Held::new(&limits.body_budget);
         let body_end = match read_body(
             &mut stream,
             &mut rbuf,
@@ -149,6 +158,7 @@ pub async fn serve<S: Service>(mut stream: TcpStream, svc: &S, limits: &ConnLimi
             &mut chunked_body,
             &head,
             limits,
+            &mut held,
             deadline,
         )
         .await
@@ -220,6 +230,8 @@ enum BodyFailure {
     Closed,
 }
 
+const OVER_BUDGET: BodyFailure = BodyFailure::Status(429, "too many request bodies in flight; retry later");
+
 /// Reads the body; returns the offset in `rbuf` where the request ends.
 #[allow(clippy::too_many_arguments)]
 async fn read_body(
@@ -229,6 +241,7 @@ async fn read_body(
     chunked_body: &mut Vec<u8>,
     head: &RequestHead,
     limits: &ConnLimits,
+    held: &mut Held<'_>,
     deadline: Instant,
 ) -> Result<usize, BodyFailure> {
     let mut continue_sent = false;
@@ -240,6 +253,9 @@ async fn read_body(
                     413,
                     "request body larger than the configured limit",
                 ));
+            }
+            if !held.grow_to(n) {
+                return Err(OVER_BUDGET);
             }
             let end = head.len + n as usize;
             while rbuf.len() < end {
@@ -257,6 +273,8 @@ async fn read_body(
             loop {
                 match dec.decode(&rbuf[head.len..], chunked_body, limits.max_body_bytes) {
                     Ok(true) => return Ok(head.len + dec.consumed()),
+                    // Raw and decoded bytes are both buffered: count twice the decoded size.
+                    Ok(false) if !held.grow_to(2 * chunked_body.len() as u64) => return Err(OVER_BUDGET),
                     Ok(false) => {}
                     Err(BodyError::Malformed(m)) => return Err(BodyFailure::Status(400, m)),
                     Err(BodyError::TooLarge) => {

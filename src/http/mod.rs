@@ -3,6 +3,7 @@
 //! line and header fields; every other rule is ours and is listed in `head` and `body`.
 
 pub mod body;
+pub mod budget;
 pub mod conn;
 pub mod head;
 pub mod response;

@@ -22,6 +22,7 @@ use tracing::{error, info, warn};
 
 use crate::auth::Auth;
 use crate::config::{Config, Resolved};
+use crate::http::budget::BodyBudget;
 use crate::http::ConnLimits;
 use crate::metrics::ShardMetrics;
 use crate::partition::Partitioner;
@@ -65,6 +66,7 @@ impl Node {
                 max_body_bytes: config.http.max_body_bytes,
                 request_timeout: Duration::from_millis(config.http.request_timeout_ms),
                 idle_timeout: Duration::from_millis(config.http.idle_timeout_ms),
+                body_budget: BodyBudget::new(config.http.max_buffered_body_bytes),
             },
             started: Instant::now(),
             started_at_ms: crate::metrics::now_ms(),
