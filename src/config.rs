@@ -46,8 +46,30 @@ pub struct Config {
     /// Pin each shard's thread to one CPU.
     pub pin_shards: bool,
     pub http: HttpConfig,
+    pub log: LogConfig,
     pub auth: AuthConfig,
     pub logging: LoggingConfig,
+}
+
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// Size of each preallocated segment file.
+    pub segment_bytes: u64,
+    /// Largest group-commit batch; appends beyond it wait for the next one (429 when full).
+    pub batch_max_bytes: u64,
+    /// `async` durability: how often written entries are made durable.
+    pub flush_interval_ms: u64,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            segment_bytes: 64 * 1024 * 1024,
+            batch_max_bytes: 4 * 1024 * 1024,
+            flush_interval_ms: 5,
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
@@ -136,6 +158,7 @@ impl Default for Config {
             durability: Durability::Sync,
             pin_shards: true,
             http: HttpConfig::default(),
+            log: LogConfig::default(),
             auth: AuthConfig::default(),
             logging: LoggingConfig::default(),
         }
@@ -336,6 +359,22 @@ impl Config {
         }
         if h.inbox_capacity == 0 {
             return Err(err("http.inbox_capacity", "must be at least 1"));
+        }
+        let l = &self.log;
+        if l.segment_bytes < crate::log::format::MIN_SEGMENT_BYTES || !l.segment_bytes.is_multiple_of(4096) {
+            return Err(err(
+                "log.segment_bytes",
+                "must be a multiple of 4096 and at least 1 MiB",
+            ));
+        }
+        if l.batch_max_bytes < 4096 || l.batch_max_bytes > l.segment_bytes / 4 {
+            return Err(err(
+                "log.batch_max_bytes",
+                "must be at least 4096 and at most a quarter of log.segment_bytes",
+            ));
+        }
+        if l.flush_interval_ms == 0 {
+            return Err(err("log.flush_interval_ms", "must be at least 1"));
         }
         if tracing_subscriber::EnvFilter::try_new(&self.logging.level).is_err() {
             return Err(err(

@@ -69,6 +69,9 @@ struct StartArgs {
     /// Require bearer tokens.
     #[arg(long)]
     auth: bool,
+    /// Cut a shard's log at corruption (dropping what follows) instead of refusing to start.
+    #[arg(long)]
+    repair: bool,
     /// Log level or filter directive (overrides FLO_LOG and the file).
     #[arg(long, value_name = "LEVEL")]
     log_level: Option<String>,
@@ -141,7 +144,7 @@ fn start(args: StartArgs) -> ExitCode {
     if let Some(p) = &path {
         tracing::info!(config = %p.display(), "configuration loaded");
     }
-    match flo::server::run(config, resolved) {
+    match flo::server::run(config, resolved, flo::server::RunOptions { repair: args.repair }) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("{e}");

@@ -2,8 +2,9 @@
 //! `Partitioner::namespace_shard` names, so creating one is a single-shard operation and
 //! listing is a fan-out.
 //!
-//! Kept in memory in this version; the log makes it durable (see the log issue).
-//! Invariant: `default` exists on its owner shard from the start.
+//! Durable through the owner shard's log: a `NAMESPACE_CREATE` entry (`format-spec/log.md`)
+//! is appended, and the record is applied once the entry is durable; replay applies the same
+//! entries at start. Invariant: `default` exists on its owner shard from the start.
 
 use std::collections::BTreeMap;
 
@@ -21,6 +22,8 @@ pub struct NamespaceRecord {
 #[derive(Debug, Default)]
 pub struct NamespaceRegistry {
     by_name: BTreeMap<String, u64>,
+    /// Names whose creation entry is in the log but not yet durable.
+    pending: std::collections::BTreeSet<String>,
 }
 
 impl NamespaceRegistry {
@@ -31,6 +34,27 @@ impl NamespaceRegistry {
         }
         self.by_name.insert(name.to_string(), created_at_ms);
         true
+    }
+
+    /// Claims `name` for a creation on its way to the log; false if it exists or is claimed.
+    pub fn reserve(&mut self, name: &str) -> bool {
+        if self.by_name.contains_key(name) || self.pending.contains(name) {
+            return false;
+        }
+        self.pending.insert(name.to_string());
+        true
+    }
+
+    /// The creation entry of a reserved name is durable: it exists now.
+    pub fn commit(&mut self, name: &str, created_at_ms: u64) {
+        let was_pending = self.pending.remove(name);
+        debug_assert!(was_pending, "commit without reserve");
+        self.by_name.insert(name.to_string(), created_at_ms);
+    }
+
+    /// The creation of a reserved name failed.
+    pub fn release(&mut self, name: &str) {
+        self.pending.remove(name);
     }
 
     pub fn contains(&self, name: &str) -> bool {
@@ -49,8 +73,48 @@ impl NamespaceRegistry {
     }
 }
 
+/// Log entry type of a namespace creation.
+pub const ENTRY_NAMESPACE_CREATE: u16 = 1;
+
+/// The body of a `NAMESPACE_CREATE` entry: u64 created_at_ms, u16 name length, name.
+pub fn encode_create(name: &str, created_at_ms: u64) -> Vec<u8> {
+    let len = u16::try_from(name.len()).expect("namespace names are at most 128 bytes");
+    let mut b = Vec::with_capacity(10 + name.len());
+    b.extend_from_slice(&created_at_ms.to_le_bytes());
+    b.extend_from_slice(&len.to_le_bytes());
+    b.extend_from_slice(name.as_bytes());
+    b
+}
+
+/// Decodes a `NAMESPACE_CREATE` body.
+pub fn decode_create(body: &[u8]) -> Result<(String, u64), String> {
+    if body.len() < 10 {
+        return Err("namespace entry too short".into());
+    }
+    let mut t = [0u8; 8];
+    t.copy_from_slice(&body[..8]);
+    let created_at_ms = u64::from_le_bytes(t);
+    let len = u16::from_le_bytes([body[8], body[9]]) as usize;
+    if body.len() != 10 + len {
+        return Err("namespace entry length mismatch".into());
+    }
+    let name = std::str::from_utf8(&body[10..]).map_err(|_| "namespace name is not UTF-8".to_string())?;
+    if !crate::api::path::is_valid_name(name) {
+        return Err(format!("invalid namespace name {name:?} in the log"));
+    }
+    Ok((name.to_string(), created_at_ms))
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn entry_round_trip() {
+        let b = encode_create("myapp", 42);
+        assert_eq!(decode_create(&b), Ok(("myapp".to_string(), 42)));
+        assert!(decode_create(&b[..b.len() - 1]).is_err());
+        assert!(decode_create(&encode_create("a/b", 1)).is_err());
+    }
+
     use super::*;
 
     #[test]

@@ -517,9 +517,14 @@ fn json_log_format_writes_json_lines() {
         .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l:?}\n{stderr}")))
         .collect();
     assert!(lines.iter().all(Value::is_object), "{stderr}");
-    let first = &lines[0];
-    let message = first["message"].as_str().expect("message field");
-    assert!(message.contains("flo started"), "first line: {first}");
+    let first = lines
+        .iter()
+        .find(|l| l["message"].as_str().is_some_and(|m| m.contains("flo started")))
+        .unwrap_or_else(|| panic!("no start line: {stderr}"));
+    assert!(
+        lines.iter().any(|l| l["message"] == "log recovered" && l["shard"] == 0),
+        "recovery is logged per shard: {stderr}"
+    );
     let api = first["api"].as_str().expect("api field");
     assert!(api.starts_with("127.0.0.1:"), "{first}");
     let metrics = first["metrics"].as_str().expect("metrics field");

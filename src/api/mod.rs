@@ -43,6 +43,15 @@ impl Api {
         self.shard.node.metrics[self.shard.id].ops_total.fetch_add(1, Relaxed);
         check_scope(&access, &route)?;
         let shard = &self.shard;
+        let needs_data = matches!(
+            route.endpoint,
+            Endpoint::NamespacesList | Endpoint::NamespacesCreate | Endpoint::Unbuilt(_)
+        );
+        if needs_data && shard.node.phase.get() == crate::server::shutdown::Phase::Starting {
+            return Err(ApiError::Unavailable(
+                "the server is starting (recovering its logs)".into(),
+            ));
+        }
         match route.endpoint {
             Endpoint::Health => Ok(server_info::health(shard)),
             Endpoint::Status => Ok(server_info::status(shard)),

@@ -52,6 +52,7 @@ pub async fn create(shard: &Shard, access: &Access<'_>, body: &[u8]) -> Result<R
         Reply::NamespaceCreated(true) => {
             Ok(Response::json(201, &json!({ "name": req.name })).with_header("Flo-Shard", owner.to_string()))
         }
+        Reply::Failed(e) => Err(e),
         Reply::NamespaceCreated(false) => Err(ApiError::Conflict {
             message: format!("namespace {:?} already exists", req.name),
             current_version: None,

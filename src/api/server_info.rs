@@ -143,6 +143,7 @@ mod tests {
             node: Arc::new(node),
             namespaces: RefCell::default(),
             stop: StopSignal::default(),
+            log: std::cell::OnceCell::new(),
         }
     }
 

@@ -26,6 +26,8 @@ pub enum Command {
 pub enum Reply {
     /// `true` when created, `false` when it existed.
     NamespaceCreated(bool),
+    /// The command failed (the log refused or failed it).
+    Failed(crate::api::error::ApiError),
     Namespaces(Vec<NamespaceRecord>),
     Stopping,
 }

@@ -24,6 +24,7 @@ use crate::auth::Auth;
 use crate::config::{Config, Resolved};
 use crate::http::budget::BodyBudget;
 use crate::http::ConnLimits;
+use crate::log::metrics::LogMetrics;
 use crate::metrics::ShardMetrics;
 use crate::partition::Partitioner;
 use inbox::{Command, Inbox};
@@ -45,6 +46,10 @@ pub struct Node {
     pub connections: AtomicU64,
     /// Shards that have finished draining after a stop.
     pub drained: AtomicUsize,
+    /// Each shard's log figures.
+    pub log_metrics: Box<[Arc<LogMetrics>]>,
+    /// Recovery cuts the log at corruption instead of refusing to start.
+    pub repair: bool,
 }
 
 impl Node {
@@ -72,6 +77,8 @@ impl Node {
             started_at_ms: crate::metrics::now_ms(),
             connections: AtomicU64::new(0),
             drained: AtomicUsize::new(0),
+            log_metrics: (0..shards).map(|_| Arc::new(LogMetrics::default())).collect(),
+            repair: false,
             config,
         };
         (node, receivers)
@@ -93,15 +100,24 @@ impl std::fmt::Display for StartError {
 }
 
 /// Runs the server until a stop signal; returns when every shard has stopped.
-pub fn run(config: Config, resolved: Resolved) -> Result<(), StartError> {
+/// Start-time choices that are not configuration.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct RunOptions {
+    /// Cut the log at corruption instead of refusing to start.
+    pub repair: bool,
+}
+
+pub fn run(config: Config, resolved: Resolved, run_opts: RunOptions) -> Result<(), StartError> {
     let _lock = lock_data_dir(&config.data_dir)?;
+    check_topology(&config)?;
     let api_addr = SocketAddr::new(resolved.bind, config.dashboard_port);
     let metrics_addr = SocketAddr::new(resolved.bind, config.metrics_port);
     check_port_free(api_addr, "dashboard_port")?;
     check_port_free(metrics_addr, "metrics_port")?;
 
     let shards = config.shards;
-    let (node, receivers) = Node::new(config, resolved);
+    let (mut node, receivers) = Node::new(config, resolved);
+    node.repair = run_opts.repair;
     let node = Arc::new(node);
 
     // From here on SIGTERM/SIGINT no longer kill the process: their handler hands them to the
@@ -129,8 +145,7 @@ pub fn run(config: Config, resolved: Resolved) -> Result<(), StartError> {
         }
     }
 
-    // Recovery of the shards' logs happens here once they exist; until then there is nothing
-    // to replay and the node is healthy as soon as every listener is up.
+    // Every shard has recovered its log.
     node.phase.advance(Phase::Healthy);
     info!(
         api = %api_addr,
@@ -191,12 +206,39 @@ fn lock_data_dir(dir: &Path) -> Result<File, StartError> {
     // SAFETY: flock on a descriptor we own; no memory is involved.
     let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
     if rc != 0 {
+        let holder = std::fs::read_to_string(&path).unwrap_or_default();
+        let holder = holder.trim();
+        let who = if holder.is_empty() {
+            String::new()
+        } else {
+            format!(" (pid {holder})")
+        };
         return Err(StartError(format!(
-            "data_dir {} is in use by another flo process (LOCK is held)",
+            "data_dir {} is in use by another flo process{who}: LOCK is held",
             dir.display()
         )));
     }
+    // The holder's pid, for the message above in the next process that tries.
+    use std::io::Write;
+    let mut f = &file;
+    let _ = file.set_len(0);
+    let _ = writeln!(f, "{}", std::process::id());
     Ok(file)
+}
+
+/// Writes the data directory's topology on first start, refuses a start with other counts.
+fn check_topology(config: &Config) -> Result<(), StartError> {
+    let mut rt = monoio::RuntimeBuilder::<monoio::IoUringDriver>::new()
+        .build()
+        .map_err(|e| StartError(format!("cannot create an io_uring instance ({e}); flo needs io_uring")))?;
+    rt.block_on(crate::log::topology::check_or_write(
+        &crate::log::io::RealFs,
+        &config.data_dir,
+        config.shards as u32,
+        config.partitions,
+    ))
+    .map(drop)
+    .map_err(|e| StartError(e.to_string()))
 }
 
 /// Fails if something already listens on `addr`. The shards bind with SO_REUSEPORT, which

@@ -7,7 +7,7 @@
 //! finish (bounded by `http.shutdown_grace_ms`), then the shard keeps answering its inbox until
 //! every shard has drained, so a request forwarded during the drain still gets its answer.
 
-use std::cell::RefCell;
+use std::cell::{OnceCell, RefCell};
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::atomic::Ordering::{AcqRel, Relaxed};
@@ -18,7 +18,7 @@ use std::time::Duration;
 use futures_channel::oneshot;
 use monoio::io::AsyncWriteRentExt;
 use monoio::net::{ListenerOpts, TcpListener, TcpStream};
-use tracing::{debug, warn};
+use tracing::{debug, info, warn};
 
 use super::inbox::{Command, Envelope, ForwardError, Reply};
 use super::shutdown::StopSignal;
@@ -26,7 +26,10 @@ use super::Node;
 use crate::api::error::ApiError;
 use crate::api::{Api, MetricsApi};
 use crate::http::response::encode;
-use crate::namespace::{NamespaceRegistry, DEFAULT_NAMESPACE};
+use crate::log::format::{shard_dir_name, EntryRef};
+use crate::log::io::RealFs;
+use crate::log::{Log, LogError, LogOptions};
+use crate::namespace::{decode_create, encode_create, NamespaceRegistry, DEFAULT_NAMESPACE, ENTRY_NAMESPACE_CREATE};
 
 /// io_uring submission queue entries per shard.
 const RING_ENTRIES: u32 = 1024;
@@ -39,11 +42,30 @@ pub struct Shard {
     pub node: Arc<Node>,
     pub namespaces: RefCell<NamespaceRegistry>,
     pub stop: StopSignal,
+    /// Set once recovery has opened the log.
+    pub log: OnceCell<Rc<Log<RealFs>>>,
+}
+
+/// Maps a log failure to the API's error model.
+pub fn log_error(e: LogError) -> ApiError {
+    match e {
+        LogError::BatchFull => ApiError::Overloaded(e.to_string()),
+        LogError::EntryTooLarge(_) => ApiError::PayloadTooLarge(e.to_string()),
+        LogError::Stopping => ApiError::Unavailable("the server is stopping".into()),
+        other => ApiError::Unavailable(format!("the shard cannot write: {other}")),
+    }
 }
 
 impl Shard {
+    /// The shard's log, once recovery has opened it.
+    pub fn log(&self) -> Result<&Rc<Log<RealFs>>, ApiError> {
+        self.log
+            .get()
+            .ok_or_else(|| ApiError::Unavailable("the shard is still recovering its log".into()))
+    }
+
     /// Executes a command on this shard.
-    pub fn execute(&self, command: Command) -> Reply {
+    pub async fn execute(&self, command: Command) -> Reply {
         match command {
             Command::CreateNamespace { name, created_at_ms } => {
                 debug_assert_eq!(
@@ -51,7 +73,26 @@ impl Shard {
                     self.id,
                     "namespace on wrong shard"
                 );
-                Reply::NamespaceCreated(self.namespaces.borrow_mut().create(&name, created_at_ms))
+                if !self.namespaces.borrow_mut().reserve(&name) {
+                    return Reply::NamespaceCreated(false);
+                }
+                let durable = async {
+                    let ticket = self
+                        .log()?
+                        .append(ENTRY_NAMESPACE_CREATE, &encode_create(&name, created_at_ms))
+                        .map_err(log_error)?;
+                    ticket.await.map_err(log_error)
+                };
+                match durable.await {
+                    Ok(_) => {
+                        self.namespaces.borrow_mut().commit(&name, created_at_ms);
+                        Reply::NamespaceCreated(true)
+                    }
+                    Err(e) => {
+                        self.namespaces.borrow_mut().release(&name);
+                        Reply::Failed(e)
+                    }
+                }
             }
             Command::ListNamespaces => Reply::Namespaces(self.namespaces.borrow().list()),
             Command::Stop => {
@@ -61,10 +102,25 @@ impl Shard {
         }
     }
 
+    /// Applies one recovered log entry.
+    fn replay(&self, entry: &EntryRef<'_>) -> Result<(), String> {
+        match entry.entry_type {
+            ENTRY_NAMESPACE_CREATE => {
+                let (name, created_at_ms) = decode_create(entry.body)?;
+                self.namespaces.borrow_mut().create(&name, created_at_ms);
+                Ok(())
+            }
+            t => Err(format!(
+                "entry type {t} at LSN {} is unknown (written by a newer flo?)",
+                entry.lsn
+            )),
+        }
+    }
+
     /// Runs `command` on `shard`: here if it is this shard, else through its inbox.
     pub async fn ask(&self, shard: usize, command: Command) -> Result<Reply, ApiError> {
         if shard == self.id {
-            return Ok(self.execute(command));
+            return Ok(self.execute(command).await);
         }
         let rx = self.forward(shard, command)?;
         rx.await
@@ -98,7 +154,7 @@ impl Shard {
         let mut out = Vec::with_capacity(shards);
         for (s, p) in pending.into_iter().enumerate() {
             out.push(match p {
-                None => self.execute(make()),
+                None => self.execute(make()).await,
                 Some(rx) => rx
                     .await
                     .map_err(|_| ApiError::Unavailable(format!("shard {s} stopped before answering")))?,
@@ -160,6 +216,7 @@ pub fn run(id: usize, node: Arc<Node>, inbox: async_channel::Receiver<Envelope>,
             node: node.clone(),
             namespaces: RefCell::new(NamespaceRegistry::default()),
             stop: StopSignal::default(),
+            log: OnceCell::new(),
         });
         if node.partitioner.namespace_shard(DEFAULT_NAMESPACE) == id {
             shard
@@ -167,16 +224,89 @@ pub fn run(id: usize, node: Arc<Node>, inbox: async_channel::Receiver<Envelope>,
                 .borrow_mut()
                 .create(DEFAULT_NAMESPACE, node.started_at_ms);
         }
-        let _ = ready.send(Ok(()));
-
+        // Listeners are up before recovery, so /health can say "starting" meanwhile.
         monoio::spawn(serve_inbox(shard.clone(), inbox));
         monoio::spawn(sample_rates(shard.clone()));
         if let Some(l) = metrics_listener {
             monoio::spawn(accept_metrics(shard.clone(), l));
         }
-        accept_api(&shard, listener).await;
+        let accepting = monoio::spawn({
+            let shard = shard.clone();
+            async move { accept_api(&shard, listener).await }
+        });
+
+        let flusher = match recover(&shard).await {
+            Ok(log) => {
+                let flusher = monoio::spawn(log.clone().run_flusher());
+                let _ = shard.log.set(log);
+                flusher
+            }
+            Err(e) => {
+                let _ = ready.send(Err(format!("shard {id}: {e}")));
+                return;
+            }
+        };
+        let _ = ready.send(Ok(()));
+        accepting.await;
         drain(&shard).await;
+        // Other shards' connections may still forward work here: the log keeps running until
+        // every shard has drained, then writes what is pending and stops.
+        all_drained(&shard).await;
+        if let Ok(log) = shard.log() {
+            log.stop();
+        }
+        flusher.await;
     });
+}
+
+/// Opens the shard's log, replaying every entry into the shard's state.
+async fn recover(shard: &Rc<Shard>) -> Result<Rc<Log<RealFs>>, LogError> {
+    let node = &shard.node;
+    let opts = LogOptions {
+        shard_id: shard.id as u32,
+        segment_bytes: node.config.log.segment_bytes,
+        batch_max_bytes: node.config.log.batch_max_bytes as usize,
+        durability: node.config.durability,
+        flush_interval: Duration::from_millis(node.config.log.flush_interval_ms),
+        repair: node.repair,
+    };
+    let dir = node.config.data_dir.join(shard_dir_name(shard.id));
+    let metrics = node.log_metrics[shard.id].clone();
+    let (log, stats) = crate::log::open(RealFs, dir, opts, metrics, |e| shard.replay(e)).await?;
+    let mb_per_s = if stats.millis > 0 {
+        stats.bytes as f64 / 1e3 / stats.millis as f64
+    } else {
+        0.0
+    };
+    info!(
+        shard = shard.id,
+        segments = stats.segments,
+        entries = stats.entries,
+        bytes = stats.bytes,
+        torn_bytes = stats.torn_bytes,
+        ms = stats.millis,
+        mb_per_s = format!("{mb_per_s:.0}"),
+        "log recovered"
+    );
+    if stats.repaired_dropped_entries > 0 {
+        warn!(
+            shard = shard.id,
+            dropped = stats.repaired_dropped_entries,
+            "repair dropped entries after corruption"
+        );
+    }
+    let log = Rc::new(log);
+    // Prepare a segment in the background, so one is ready before the first append needs it.
+    monoio::spawn({
+        let log = log.clone();
+        let id = shard.id;
+        async move {
+            if let Err(e) = log.make_spare().await {
+                warn!(shard = id, error = %e, "cannot prepare a log segment yet");
+            }
+        }
+    });
+    Ok(log)
 }
 
 /// Accepts API connections until the shard stops.
@@ -257,14 +387,18 @@ async fn accept_metrics(shard: Rc<Shard>, listener: TcpListener) {
     }
 }
 
-/// Executes commands from other shards.
+/// Executes commands from other shards, each in its own task so a command waiting for the
+/// log does not hold up the others (they join the same group commit).
 async fn serve_inbox(shard: Rc<Shard>, inbox: async_channel::Receiver<Envelope>) {
     while let Ok(env) = inbox.recv().await {
-        let reply = shard.execute(env.command);
-        if let Some(tx) = env.reply {
-            // The asking request may have gone away; its answer is then dropped.
-            let _ = tx.send(reply);
-        }
+        let shard = shard.clone();
+        monoio::spawn(async move {
+            let reply = shard.execute(env.command).await;
+            if let Some(tx) = env.reply {
+                // The asking request may have gone away; its answer is then dropped.
+                let _ = tx.send(reply);
+            }
+        });
     }
 }
 
@@ -298,7 +432,11 @@ async fn drain(shard: &Rc<Shard>) {
             "grace period over; closing connections still busy"
         );
     }
-    // Making the log durable happens here once the shard has one.
+}
+
+/// Waits (serving the inbox meanwhile) until every shard has drained its connections.
+async fn all_drained(shard: &Rc<Shard>) {
+    let node = &shard.node;
     node.drained.fetch_add(1, AcqRel);
     while node.drained.load(std::sync::atomic::Ordering::Acquire) < node.shard_count() {
         monoio::time::sleep(Duration::from_millis(5)).await;

@@ -22,6 +22,7 @@ pub const IO_TIMEOUT: Duration = Duration::from_secs(10);
 pub struct ServerBuilder {
     shards: usize,
     config: String,
+    log_section: String,
     args: Vec<String>,
     env: Vec<(String, String)>,
     data_dir: Option<PathBuf>,
@@ -31,6 +32,12 @@ impl ServerBuilder {
     /// Number of shards (`--shards`); 2 by default so forwarding is exercised.
     pub fn shards(mut self, n: usize) -> Self {
         self.shards = n;
+        self
+    }
+    /// The `[log]` table's keys (default: 1 MiB segments, so tests roll segments and do not
+    /// zero-fill 64 MiB per shard at every start).
+    pub fn log_config(mut self, keys: &str) -> Self {
+        self.log_section = keys.to_string();
         self
     }
     /// Extra TOML appended to the generated config file.
@@ -76,7 +83,12 @@ impl ServerBuilder {
                 builder: self.clone(),
                 _tmp: None,
             };
-            std::fs::write(&server.config_path, &self.config).expect("write config");
+            let config = if self.config.contains("[log]") {
+                self.config.clone()
+            } else {
+                format!("{}\n[log]\n{}", self.config, self.log_section)
+            };
+            std::fs::write(&server.config_path, config).expect("write config");
             match server.spawn_and_wait() {
                 Ok(()) => {
                     server._tmp = Some(tmp);
@@ -116,6 +128,7 @@ impl Server {
         ServerBuilder {
             shards: 2,
             config: String::new(),
+            log_section: "segment_bytes = 1048576\nbatch_max_bytes = 262144\n".to_string(),
             args: Vec::new(),
             env: Vec::new(),
             data_dir: None,

@@ -1,0 +1,385 @@
+//! Opening a shard's log: scan every segment in LSN order, validate every entry, hand each to
+//! the replay callback, cut a torn tail, refuse (or, with `repair`, cut) at corruption, and
+//! return the log positioned for appends. The rules are those of `format-spec/log.md`,
+//! "Recovery".
+
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::Instant;
+
+use tracing::{info, warn};
+
+use super::error::LogError;
+use super::format::{
+    decode_entry, parse_segment_file_name, Decoded, EntryRef, Footer, FormatError, SegmentHeader, Trailer, ENTRY_ALIGN,
+    ENTRY_HEADER_BYTES, FLAG_BATCH_START, SEGMENT_HEADER_BYTES, TRAILER_BYTES,
+};
+use super::io::{Fs, SegmentFile};
+use super::metrics::LogMetrics;
+use super::segment::{ActiveSegment, SealedSegment, SEAL_RESERVE_BYTES};
+use super::writer::{Log, LogOptions};
+
+/// What recovery found.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct RecoveryStats {
+    pub segments: usize,
+    pub entries: u64,
+    pub bytes: u64,
+    /// Bytes of a torn tail that were cut.
+    pub torn_bytes: u64,
+    /// With `repair`: entries dropped at the corruption cut (as far as they could be counted).
+    pub repaired_dropped_entries: u64,
+    pub millis: u64,
+}
+
+/// How the scan of one segment ended.
+enum ScanEnd {
+    /// Clean: entry_bytes = 0 (or the end of the entry area / the sealed footer).
+    Clean,
+    /// An invalid entry at this offset.
+    Bad { offset: u64, reason: String },
+}
+
+struct Scanned {
+    next_lsn: u64,
+    end_pos: u64,
+    entries: u64,
+    end: ScanEnd,
+}
+
+/// Scans entries of `bytes` from `SEGMENT_HEADER_BYTES` up to `limit`, from `first_lsn`.
+fn scan(
+    bytes: &[u8],
+    limit: u64,
+    first_lsn: u64,
+    on_entry: &mut impl FnMut(&EntryRef<'_>) -> Result<(), String>,
+) -> Result<Scanned, String> {
+    let mut pos = SEGMENT_HEADER_BYTES;
+    let mut lsn = first_lsn;
+    let mut entries = 0;
+    let limit = limit as usize;
+    let end = loop {
+        if pos + 4 > limit {
+            break ScanEnd::Clean;
+        }
+        match decode_entry(&bytes[pos..limit]) {
+            Ok(Decoded::End) => break ScanEnd::Clean,
+            Ok(Decoded::Entry(e)) if e.lsn == lsn => {
+                on_entry(&e)?;
+                pos += e.stored_bytes();
+                lsn += 1;
+                entries += 1;
+            }
+            Ok(Decoded::Entry(e)) => {
+                break ScanEnd::Bad {
+                    offset: pos as u64,
+                    reason: format!(
+                        "entry has LSN {} where {lsn} belongs (stale or misdirected write)",
+                        e.lsn
+                    ),
+                }
+            }
+            Err(FormatError::TooShort { .. }) if pos + ENTRY_HEADER_BYTES > limit => break ScanEnd::Clean,
+            Err(e) => {
+                break ScanEnd::Bad {
+                    offset: pos as u64,
+                    reason: e.to_string(),
+                }
+            }
+        }
+    };
+    Ok(Scanned {
+        next_lsn: lsn,
+        end_pos: pos as u64,
+        entries,
+        end,
+    })
+}
+
+/// After an invalid entry at `from` in the last segment: is there a valid-looking entry with
+/// an LSN of at least `lsn` that starts a batch? Then a later batch was written after the bad
+/// one, so the bad one had been made durable: corruption, not a torn tail.
+fn later_batch_after(bytes: &[u8], from: usize, limit: usize, lsn: u64) -> Option<(u64, u64)> {
+    let mut pos = from + ENTRY_ALIGN;
+    while pos + ENTRY_HEADER_BYTES <= limit {
+        if let Ok(Decoded::Entry(e)) = decode_entry(&bytes[pos..limit]) {
+            if e.lsn > lsn && e.flags & FLAG_BATCH_START != 0 {
+                return Some((pos as u64, e.lsn));
+            }
+        }
+        pos += ENTRY_ALIGN;
+    }
+    None
+}
+
+/// Counts valid-looking entries after `from` (for the repair report).
+fn count_entries_after(bytes: &[u8], from: usize, limit: usize) -> u64 {
+    let mut pos = from;
+    let mut n = 0;
+    while pos + ENTRY_HEADER_BYTES <= limit {
+        match decode_entry(&bytes[pos..limit]) {
+            Ok(Decoded::Entry(e)) => {
+                n += 1;
+                pos += e.stored_bytes();
+            }
+            _ => pos += ENTRY_ALIGN,
+        }
+    }
+    n
+}
+
+/// Offset just past the last nonzero byte of `bytes[from..limit]`, or `from`.
+fn last_nonzero(bytes: &[u8], from: usize, limit: usize) -> usize {
+    bytes[from..limit]
+        .iter()
+        .rposition(|&b| b != 0)
+        .map_or(from, |p| from + p + 1)
+}
+
+fn corrupt(path: &Path, offset: u64, reason: impl Into<String>) -> LogError {
+    LogError::Corrupt {
+        file: path.to_path_buf(),
+        offset,
+        reason: reason.into(),
+    }
+}
+
+/// Zeroes `[from, to)` of a file and makes it durable.
+async fn zero_range<F: SegmentFile>(file: &F, from: u64, to: u64) -> Result<(), LogError> {
+    const CHUNK: u64 = 1024 * 1024;
+    let mut pos = from;
+    while pos < to {
+        let n = (to - pos).min(CHUNK);
+        let (r, _) = file.write_at(vec![0u8; n as usize], pos).await;
+        r.map_err(|e| LogError::from_io("zero torn tail", &e))?;
+        pos += n;
+    }
+    file.sync_data()
+        .await
+        .map_err(|e| LogError::from_io("fdatasync torn tail", &e))
+}
+
+/// Opens (recovers) the log in `dir`, calling `on_entry` for every valid entry in LSN order.
+pub async fn open<F: Fs>(
+    fs: F,
+    dir: PathBuf,
+    opts: LogOptions,
+    metrics: Arc<LogMetrics>,
+    mut on_entry: impl FnMut(&EntryRef<'_>) -> Result<(), String>,
+) -> Result<(Log<F>, RecoveryStats), LogError> {
+    let started = Instant::now();
+    fs.create_dir_all(&dir)
+        .map_err(|e| LogError::from_io("create log directory", &e))?;
+    let names = fs.list(&dir).map_err(|e| LogError::from_io("list log directory", &e))?;
+    let mut segments: Vec<(u64, String)> = Vec::new();
+    for name in names {
+        if let Some(lsn) = parse_segment_file_name(&name) {
+            segments.push((lsn, name));
+        } else if name.starts_with("spare-") {
+            // A spare that was being prepared or never used: made again when needed.
+            fs.remove(&dir.join(&name))
+                .await
+                .map_err(|e| LogError::from_io("remove spare", &e))?;
+        }
+    }
+    segments.sort();
+
+    let mut stats = RecoveryStats {
+        segments: segments.len(),
+        ..RecoveryStats::default()
+    };
+    let mut sealed = Vec::new();
+    let mut active = None;
+    let mut next_lsn: Option<u64> = None;
+    let mut replay = |e: &EntryRef<'_>| on_entry(e);
+    let count = segments.len();
+    let mut drop_from: Option<usize> = None;
+    for (i, (name_lsn, name)) in segments.iter().enumerate() {
+        let path = dir.join(name);
+        let is_last = i + 1 == count;
+        let file = fs
+            .open(&path)
+            .await
+            .map_err(|e| LogError::from_io("open segment", &e))?;
+        let view = file.view().map_err(|e| LogError::from_io("map segment", &e))?;
+        let bytes: &[u8] = &view;
+        let header = SegmentHeader::decode(bytes).map_err(|e| corrupt(&path, 0, format!("segment header: {e}")))?;
+        if header.shard_id != opts.shard_id {
+            return Err(corrupt(
+                &path,
+                16,
+                format!(
+                    "segment of shard {} in shard {}'s directory",
+                    header.shard_id, opts.shard_id
+                ),
+            ));
+        }
+        if header.first_lsn != *name_lsn {
+            return Err(corrupt(
+                &path,
+                24,
+                format!("header says first LSN {}, the name {name_lsn}", header.first_lsn),
+            ));
+        }
+        if header.segment_bytes != file.len() {
+            return Err(corrupt(
+                &path,
+                32,
+                format!(
+                    "header says {} bytes, the file has {}",
+                    header.segment_bytes,
+                    file.len()
+                ),
+            ));
+        }
+        if let Some(expected) = next_lsn {
+            if header.first_lsn != expected {
+                return Err(corrupt(
+                    &path,
+                    24,
+                    format!(
+                        "segment starts at LSN {} but the previous one ended before {expected}",
+                        header.first_lsn
+                    ),
+                ));
+            }
+        }
+        let len = file.len();
+        let trailer_at = (len - TRAILER_BYTES as u64) as usize;
+        let trailer = match Trailer::decode(&bytes[trailer_at..]) {
+            Ok(t) => t,
+            // A damaged trailer on the last segment: the crash hit while sealing.
+            Err(_) if is_last => None,
+            Err(e) => return Err(corrupt(&path, trailer_at as u64, format!("trailer: {e}"))),
+        };
+        let footer = match trailer {
+            Some(t) => {
+                let at = t.footer_offset as usize;
+                let end = at.checked_add(t.footer_bytes as usize).filter(|&e| e <= trailer_at);
+                let fb = end.map(|end| &bytes[at..end]);
+                match fb {
+                    Some(fb) if crc32fast::hash(fb) == t.footer_crc => {
+                        Some(Footer::decode(fb).map_err(|e| corrupt(&path, at as u64, format!("footer: {e}")))?)
+                    }
+                    _ if is_last => None,
+                    _ => return Err(corrupt(&path, at as u64, "footer does not match its trailer")),
+                }
+            }
+            None if !is_last => {
+                return Err(corrupt(
+                    &path,
+                    trailer_at as u64,
+                    "a segment followed by another one is not sealed",
+                ));
+            }
+            None => None,
+        };
+        let limit = match &footer {
+            Some(f) => f.entries_end.min(len - SEAL_RESERVE_BYTES),
+            None => len - SEAL_RESERVE_BYTES,
+        };
+        let scanned = scan(bytes, limit, header.first_lsn, &mut replay)
+            .map_err(|m| corrupt(&path, 0, format!("replay failed: {m}")))?;
+        stats.entries += scanned.entries;
+        stats.bytes += scanned.end_pos - SEGMENT_HEADER_BYTES as u64;
+        let mut end_pos = scanned.end_pos;
+        match scanned.end {
+            ScanEnd::Clean => {
+                if let Some(f) = &footer {
+                    if f.entries_end != scanned.end_pos || f.entry_count != scanned.entries {
+                        let reason = format!(
+                            "footer says {} entries up to offset {}, found {} up to {}",
+                            f.entry_count, f.entries_end, scanned.entries, scanned.end_pos
+                        );
+                        if !opts.repair {
+                            return Err(corrupt(&path, scanned.end_pos, reason));
+                        }
+                        warn!(file = %path.display(), %reason, "repair: cutting the log here");
+                        drop_from = Some(i + 1);
+                    }
+                }
+            }
+            ScanEnd::Bad { offset, reason } => {
+                let later = if is_last {
+                    later_batch_after(bytes, offset as usize, limit as usize, scanned.next_lsn)
+                } else {
+                    None
+                };
+                let is_corruption = !is_last || footer.is_some() || later.is_some();
+                if is_corruption && !opts.repair {
+                    let why = match later {
+                        Some((at, lsn)) => format!(
+                            "{reason}; a later batch (LSN {lsn} at offset {at}) follows, so this was acknowledged data"
+                        ),
+                        None => reason,
+                    };
+                    return Err(corrupt(&path, offset, why));
+                }
+                let cut_to = last_nonzero(bytes, offset as usize, limit as usize) as u64;
+                if is_corruption {
+                    let dropped = count_entries_after(bytes, offset as usize, limit as usize);
+                    stats.repaired_dropped_entries += dropped;
+                    warn!(file = %path.display(), offset, dropped, %reason, "repair: cutting the log at corruption");
+                    drop_from = Some(i + 1);
+                } else {
+                    stats.torn_bytes += cut_to - offset;
+                    info!(file = %path.display(), offset, bytes = cut_to - offset, "cutting a torn tail (never acknowledged)");
+                }
+                zero_range(&file, offset, cut_to.max(offset)).await?;
+                end_pos = offset;
+            }
+        }
+        next_lsn = Some(scanned.next_lsn);
+        let cut_sealed = footer.is_some() && drop_from.is_some();
+        drop(view);
+        if footer.is_none() || cut_sealed {
+            if cut_sealed {
+                // A sealed segment cut by repair loses its seal and takes writes again.
+                zero_range(&file, end_pos, len).await?;
+            }
+            active = Some(ActiveSegment::new(
+                path.clone(),
+                Rc::new(file),
+                header.first_lsn,
+                end_pos,
+                scanned.next_lsn - header.first_lsn,
+            ));
+        } else {
+            sealed.push(SealedSegment {
+                path,
+                file: Rc::new(file),
+                first_lsn: header.first_lsn,
+                last_lsn: scanned.next_lsn - 1,
+                entries_end: end_pos,
+            });
+        }
+        if drop_from.is_some() {
+            break;
+        }
+    }
+    if let Some(from) = drop_from {
+        for (_, name) in &segments[from..] {
+            let path = dir.join(name);
+            if let Ok(f) = fs.open(&path).await {
+                if let Ok(v) = f.view() {
+                    stats.repaired_dropped_entries +=
+                        count_entries_after(&v, SEGMENT_HEADER_BYTES, (f.len() - SEAL_RESERVE_BYTES) as usize);
+                }
+            }
+            warn!(file = %path.display(), "repair: removing a segment after the cut");
+            fs.remove(&path)
+                .await
+                .map_err(|e| LogError::from_io("remove segment", &e))?;
+        }
+        fs.sync_dir(&dir)
+            .await
+            .map_err(|e| LogError::from_io("fsync log directory", &e))?;
+    }
+    stats.millis = started.elapsed().as_millis() as u64;
+    metrics.recovered_entries.add(stats.entries);
+    metrics.recovered_bytes.add(stats.bytes);
+    metrics.recovery_ms.add(stats.millis);
+    let log = Log::from_recovered(fs, dir, opts, metrics, next_lsn.unwrap_or(1), active, sealed);
+    Ok((log, stats))
+}

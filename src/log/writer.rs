@@ -1,0 +1,540 @@
+//! The log of one shard: appends, group commit, segment roll-over, poisoning.
+//!
+//! `append` encodes an entry into the open batch and returns a [`Ticket`]; the flusher task
+//! writes each batch with one `pwrite` at the tail of the active segment and one `fdatasync`,
+//! with at most one batch in flight, and completes every ticket of the batch when it is durable
+//! (`sync`) or written (`async`, where a timer makes it durable every `flush_interval`).
+//!
+//! Invariants: LSNs are handed out consecutively from `next_lsn`; batches are written in LSN
+//! order, each only after the previous one is durable (sync mode); after any failed write or
+//! sync the log is poisoned and acknowledges nothing more; a spare segment is prepared in the
+//! background as soon as one is taken, so a ready segment normally exists before the active one
+//! fills.
+
+use std::cell::{Cell, RefCell};
+use std::future::Future;
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::task::{Context, Poll, Waker};
+use std::time::{Duration, Instant};
+
+use tracing::{error, info};
+
+use super::error::LogError;
+use super::format::{
+    encode_entry, segment_file_name, stored_bytes, Footer, SegmentHeader, Trailer, FLAG_BATCH_START, MAX_BODY_BYTES,
+    SEGMENT_HEADER_BYTES, TRAILER_BYTES,
+};
+use super::io::{Fs, SegmentFile};
+use super::metrics::LogMetrics;
+use super::segment::{ActiveSegment, SealedSegment};
+use crate::config::Durability;
+
+/// How a shard's log behaves.
+#[derive(Clone, Debug)]
+pub struct LogOptions {
+    pub shard_id: u32,
+    pub segment_bytes: u64,
+    /// Largest batch; an append that does not fit in the open batch is refused (overload).
+    pub batch_max_bytes: usize,
+    pub durability: Durability,
+    /// Async mode: how often written data is made durable.
+    pub flush_interval: Duration,
+    /// Recovery may cut the log at corruption instead of refusing to start.
+    pub repair: bool,
+}
+
+/// The completion of one batch, shared by its tickets.
+#[derive(Default)]
+pub struct BatchSignal {
+    result: RefCell<Option<Result<(), LogError>>>,
+    wakers: RefCell<Vec<Waker>>,
+}
+
+impl BatchSignal {
+    fn complete(&self, r: Result<(), LogError>) {
+        *self.result.borrow_mut() = Some(r);
+        for w in self.wakers.borrow_mut().drain(..) {
+            w.wake();
+        }
+    }
+}
+
+/// An appended entry; resolves when its batch is durable (or the log failed).
+pub struct Ticket {
+    pub lsn: u64,
+    signal: Rc<BatchSignal>,
+}
+
+impl Future for Ticket {
+    type Output = Result<u64, LogError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        if let Some(r) = self.signal.result.borrow().as_ref() {
+            return Poll::Ready(r.clone().map(|()| self.lsn));
+        }
+        let mut wakers = self.signal.wakers.borrow_mut();
+        if !wakers.iter().any(|w| w.will_wake(cx.waker())) {
+            wakers.push(cx.waker().clone());
+        }
+        Poll::Pending
+    }
+}
+
+struct Batch {
+    buf: Vec<u8>,
+    first_lsn: u64,
+    entries: u64,
+    signal: Rc<BatchSignal>,
+}
+
+impl Batch {
+    fn new(first_lsn: u64) -> Batch {
+        Batch {
+            buf: Vec::new(),
+            first_lsn,
+            entries: 0,
+            signal: Rc::new(BatchSignal::default()),
+        }
+    }
+}
+
+pub(crate) struct Inner<F: SegmentFile> {
+    pub next_lsn: u64,
+    batch: Batch,
+    pub active: Option<ActiveSegment<F>>,
+    pub sealed: Vec<SealedSegment<F>>,
+    spare: Option<(PathBuf, F)>,
+    spare_in_progress: bool,
+    spare_seq: u64,
+    /// Highest LSN written (page cache) and highest made durable.
+    pub written_lsn: u64,
+    pub durable_lsn: u64,
+    poisoned: Option<LogError>,
+    stopping: bool,
+}
+
+/// One shard's log.
+pub struct Log<F: Fs> {
+    pub(crate) fs: F,
+    pub(crate) dir: PathBuf,
+    pub(crate) opts: LogOptions,
+    pub(crate) inner: RefCell<Inner<F::File>>,
+    pub(crate) metrics: Arc<LogMetrics>,
+    /// Wakes the flusher when a batch has entries or the log stops.
+    flusher_waker: RefCell<Option<Waker>>,
+    /// Wakes whoever waits for the spare segment.
+    spare_waiters: RefCell<Vec<Waker>>,
+    flusher_running: Cell<bool>,
+}
+
+impl<F: Fs> Log<F> {
+    /// A log positioned after recovery: `next_lsn` is the next LSN to hand out.
+    pub(crate) fn from_recovered(
+        fs: F,
+        dir: PathBuf,
+        opts: LogOptions,
+        metrics: Arc<LogMetrics>,
+        next_lsn: u64,
+        active: Option<ActiveSegment<F::File>>,
+        sealed: Vec<SealedSegment<F::File>>,
+    ) -> Log<F> {
+        assert!(next_lsn >= 1);
+        assert!(
+            opts.batch_max_bytes as u64 + SEGMENT_HEADER_BYTES as u64 + super::segment::SEAL_RESERVE_BYTES
+                <= opts.segment_bytes
+        );
+        Log {
+            fs,
+            dir,
+            metrics,
+            inner: RefCell::new(Inner {
+                next_lsn,
+                batch: Batch::new(next_lsn),
+                active,
+                sealed,
+                spare: None,
+                spare_in_progress: false,
+                spare_seq: 0,
+                written_lsn: next_lsn - 1,
+                durable_lsn: next_lsn - 1,
+                poisoned: None,
+                stopping: false,
+            }),
+            opts,
+            flusher_waker: RefCell::new(None),
+            spare_waiters: RefCell::new(Vec::new()),
+            flusher_running: Cell::new(false),
+        }
+    }
+
+    /// Appends an entry to the open batch. The returned ticket resolves when it is durable.
+    pub fn append(&self, entry_type: u16, body: &[u8]) -> Result<Ticket, LogError> {
+        if body.len() > MAX_BODY_BYTES {
+            return Err(LogError::EntryTooLarge(body.len()));
+        }
+        let mut inner = self.inner.borrow_mut();
+        if let Some(e) = &inner.poisoned {
+            return Err(e.clone());
+        }
+        if inner.stopping {
+            return Err(LogError::Stopping);
+        }
+        let need = stored_bytes(body.len());
+        if !inner.batch.buf.is_empty() && inner.batch.buf.len() + need > self.opts.batch_max_bytes {
+            self.metrics.batch_full_total.inc();
+            return Err(LogError::BatchFull);
+        }
+        let lsn = inner.next_lsn;
+        inner.next_lsn += 1;
+        let flags = if inner.batch.entries == 0 { FLAG_BATCH_START } else { 0 };
+        debug_assert_eq!(inner.batch.first_lsn + inner.batch.entries, lsn);
+        encode_entry(&mut inner.batch.buf, lsn, entry_type, flags, body);
+        inner.batch.entries += 1;
+        let signal = inner.batch.signal.clone();
+        drop(inner);
+        if let Some(w) = self.flusher_waker.borrow_mut().take() {
+            w.wake();
+        }
+        Ok(Ticket { lsn, signal })
+    }
+
+    /// The next LSN to be handed out.
+    pub fn next_lsn(&self) -> u64 {
+        self.inner.borrow().next_lsn
+    }
+
+    /// The highest durable LSN.
+    pub fn durable_lsn(&self) -> u64 {
+        self.inner.borrow().durable_lsn
+    }
+
+    /// The error that poisoned the log, if any.
+    pub fn poisoned(&self) -> Option<LogError> {
+        self.inner.borrow().poisoned.clone()
+    }
+
+    /// Asks the flusher to write what is pending, make it durable, and return.
+    pub fn stop(&self) {
+        self.inner.borrow_mut().stopping = true;
+        if let Some(w) = self.flusher_waker.borrow_mut().take() {
+            w.wake();
+        }
+    }
+
+    fn poison(&self, e: LogError) {
+        let mut inner = self.inner.borrow_mut();
+        if inner.poisoned.is_none() {
+            error!(shard = self.opts.shard_id, error = %e, "the log is poisoned: no more writes are accepted until restart");
+            inner.poisoned = Some(e);
+        }
+    }
+
+    /// The flusher: runs until `stop` (then writes and syncs what is left) or until poisoned.
+    pub async fn run_flusher(self: Rc<Self>) {
+        assert!(!self.flusher_running.replace(true), "one flusher per log");
+        loop {
+            let batch = {
+                let mut inner = self.inner.borrow_mut();
+                if inner.batch.entries == 0 {
+                    None
+                } else {
+                    let next = Batch::new(inner.next_lsn);
+                    Some(std::mem::replace(&mut inner.batch, next))
+                }
+            };
+            let Some(batch) = batch else {
+                if self.inner.borrow().stopping {
+                    let _ = self.sync_written().await;
+                    return;
+                }
+                self.wait_for_work().await;
+                continue;
+            };
+            let result = self.write_batch(&batch).await;
+            self.prepare_spare_in_background();
+            let result = match (result, self.opts.durability) {
+                (Ok(()), Durability::Sync) => self.sync_written().await,
+                (r, _) => r,
+            };
+            if let Err(e) = &result {
+                self.poison(e.clone());
+            }
+            batch.signal.complete(result);
+            if self.inner.borrow().poisoned.is_some() {
+                self.fail_pending();
+                return;
+            }
+        }
+    }
+
+    /// Starts making the next spare segment unless one is ready or on its way.
+    fn prepare_spare_in_background(self: &Rc<Self>) {
+        let needed = {
+            let inner = self.inner.borrow();
+            inner.spare.is_none() && !inner.spare_in_progress && inner.poisoned.is_none() && !inner.stopping
+        };
+        if needed {
+            let log = self.clone();
+            monoio::spawn(async move {
+                if let Err(e) = log.make_spare().await {
+                    // Not fatal yet: the roll that needs a spare tries again and fails loudly.
+                    tracing::warn!(shard = log.opts.shard_id, error = %e, "cannot prepare the next log segment");
+                }
+            });
+        }
+    }
+
+    /// Fails every entry still waiting in the open batch (after poisoning).
+    fn fail_pending(&self) {
+        let e = self.poisoned().unwrap_or(LogError::Stopping);
+        let batch = {
+            let mut inner = self.inner.borrow_mut();
+            let next = Batch::new(inner.next_lsn);
+            std::mem::replace(&mut inner.batch, next)
+        };
+        batch.signal.complete(Err(e));
+    }
+
+    /// Waits until the open batch has entries, the log stops, or (async mode) the flush
+    /// interval passes with written-but-unsynced data, which it then syncs.
+    async fn wait_for_work(&self) {
+        let wait = WaitWork { log: self };
+        if self.opts.durability == Durability::Async {
+            if monoio::time::timeout(self.opts.flush_interval, wait).await.is_err() {
+                let _ = self.sync_written().await.map_err(|e| self.poison(e));
+            }
+        } else {
+            wait.await;
+        }
+    }
+
+    /// Makes everything written durable.
+    async fn sync_written(&self) -> Result<(), LogError> {
+        let (target, file) = {
+            let inner = self.inner.borrow();
+            if inner.written_lsn == inner.durable_lsn {
+                return Ok(());
+            }
+            match &inner.active {
+                Some(a) => (inner.written_lsn, a.file.clone()),
+                // Written data always lives in the active segment.
+                None => return Err(LogError::Stopping),
+            }
+        };
+        let started = Instant::now();
+        let r = file.sync_data().await;
+        self.metrics.fsyncs_total.inc();
+        self.metrics.fsync_seconds.observe(started.elapsed());
+        r.map_err(|e| LogError::from_io("fdatasync", &e))?;
+        let mut inner = self.inner.borrow_mut();
+        inner.durable_lsn = inner.durable_lsn.max(target);
+        Ok(())
+    }
+
+    /// Writes one batch at the tail, rolling to a new segment when it does not fit.
+    async fn write_batch(&self, batch: &Batch) -> Result<(), LogError> {
+        let len = batch.buf.len() as u64;
+        let needs_roll = {
+            let inner = self.inner.borrow();
+            match &inner.active {
+                Some(a) => !a.fits(len),
+                None => true,
+            }
+        };
+        if needs_roll {
+            self.roll(batch.first_lsn).await?;
+        }
+        let (pos, file) = {
+            let inner = self.inner.borrow();
+            let a = inner.active.as_ref().ok_or(LogError::Stopping)?;
+            debug_assert!(a.fits(len));
+            debug_assert_eq!(
+                a.first_lsn + a.entry_count,
+                batch.first_lsn,
+                "batch continues the segment"
+            );
+            (a.write_pos, a.file.clone())
+        };
+        // io_uring needs an owned buffer; the batch keeps its own for nothing else, so this
+        // copy could go, but it is small next to the write itself.
+        let (r, _) = file.write_at(batch.buf.clone(), pos).await;
+        r.map_err(|e| LogError::from_io("write", &e))?;
+        let mut inner = self.inner.borrow_mut();
+        let a = inner.active.as_mut().ok_or(LogError::Stopping)?;
+        a.write_pos += len;
+        a.entry_count += batch.entries;
+        inner.written_lsn = batch.first_lsn + batch.entries - 1;
+        drop(inner);
+        self.metrics.entries_total.add(batch.entries);
+        self.metrics.bytes_total.add(len);
+        self.metrics.batches_total.inc();
+        Ok(())
+    }
+
+    /// Seals the active segment (if any) and activates a new one starting at `first_lsn`.
+    async fn roll(&self, first_lsn: u64) -> Result<(), LogError> {
+        self.seal_active().await?;
+        let (spare_path, file) = self.take_spare().await?;
+        let header = SegmentHeader {
+            shard_id: self.opts.shard_id,
+            first_lsn,
+            segment_bytes: file.len(),
+            created_at_ms: crate::metrics::now_ms(),
+        };
+        let (r, _) = file.write_at(header.encode().to_vec(), 0).await;
+        r.map_err(|e| LogError::from_io("write segment header", &e))?;
+        file.sync_data()
+            .await
+            .map_err(|e| LogError::from_io("fdatasync segment header", &e))?;
+        let path = self.dir.join(segment_file_name(first_lsn));
+        self.fs
+            .rename(&spare_path, &path)
+            .await
+            .map_err(|e| LogError::from_io("rename segment", &e))?;
+        self.fs
+            .sync_dir(&self.dir)
+            .await
+            .map_err(|e| LogError::from_io("fsync log directory", &e))?;
+        info!(shard = self.opts.shard_id, first_lsn, "new log segment");
+        self.inner.borrow_mut().active = Some(ActiveSegment::new(
+            path,
+            Rc::new(file),
+            first_lsn,
+            SEGMENT_HEADER_BYTES as u64,
+            0,
+        ));
+        Ok(())
+    }
+
+    /// Writes the footer and trailer of the active segment and makes them durable.
+    async fn seal_active(&self) -> Result<(), LogError> {
+        let Some(active) = self.inner.borrow_mut().active.take() else {
+            return Ok(());
+        };
+        let footer = Footer {
+            first_lsn: active.first_lsn,
+            last_lsn: active.first_lsn + active.entry_count - 1,
+            entry_count: active.entry_count,
+            entries_end: active.write_pos,
+            live_bytes: active.write_pos - SEGMENT_HEADER_BYTES as u64,
+            dead_bytes: 0,
+            index_count: 0,
+        };
+        let fbytes = footer.encode();
+        let trailer = Trailer {
+            footer_offset: active.write_pos,
+            footer_bytes: fbytes.len() as u32,
+            footer_crc: crc32fast::hash(&fbytes),
+        };
+        let len = active.file.len();
+        let (r, _) = active.file.write_at(fbytes.to_vec(), active.write_pos).await;
+        r.map_err(|e| LogError::from_io("write footer", &e))?;
+        let (r, _) = active
+            .file
+            .write_at(trailer.encode().to_vec(), len - TRAILER_BYTES as u64)
+            .await;
+        r.map_err(|e| LogError::from_io("write trailer", &e))?;
+        active
+            .file
+            .sync_data()
+            .await
+            .map_err(|e| LogError::from_io("fdatasync seal", &e))?;
+        self.inner.borrow_mut().sealed.push(SealedSegment {
+            path: active.path,
+            file: active.file,
+            first_lsn: footer.first_lsn,
+            last_lsn: footer.last_lsn,
+            entries_end: footer.entries_end,
+        });
+        Ok(())
+    }
+
+    /// The prepared spare segment, made now if none is ready.
+    async fn take_spare(&self) -> Result<(PathBuf, F::File), LogError> {
+        loop {
+            let (ready, in_progress) = {
+                let mut inner = self.inner.borrow_mut();
+                (inner.spare.take(), inner.spare_in_progress)
+            };
+            if let Some(s) = ready {
+                return Ok(s);
+            }
+            if !in_progress {
+                break;
+            }
+            SpareWait { log: self }.await;
+        }
+        self.make_spare().await?;
+        self.inner.borrow_mut().spare.take().ok_or(LogError::Stopping)
+    }
+
+    /// Creates a zero-filled spare segment and keeps it for the next roll.
+    pub async fn make_spare(&self) -> Result<(), LogError> {
+        let seq = {
+            let mut inner = self.inner.borrow_mut();
+            if inner.spare.is_some() || inner.spare_in_progress {
+                return Ok(());
+            }
+            inner.spare_in_progress = true;
+            inner.spare_seq += 1;
+            inner.spare_seq
+        };
+        let path = self.dir.join(format!("spare-{seq}.seg"));
+        let r = self.fs.create_zeroed(&path, self.opts.segment_bytes).await;
+        let r = match r {
+            Ok(f) => self.fs.sync_dir(&self.dir).await.map(|()| f),
+            Err(e) => Err(e),
+        };
+        let mut inner = self.inner.borrow_mut();
+        inner.spare_in_progress = false;
+        let out = match r {
+            Ok(f) => {
+                inner.spare = Some((path, f));
+                Ok(())
+            }
+            Err(e) => Err(LogError::from_io("create spare segment", &e)),
+        };
+        drop(inner);
+        for w in self.spare_waiters.borrow_mut().drain(..) {
+            w.wake();
+        }
+        out
+    }
+}
+
+struct WaitWork<'a, F: Fs> {
+    log: &'a Log<F>,
+}
+
+impl<F: Fs> Future for WaitWork<'_, F> {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let inner = self.log.inner.borrow();
+        if inner.batch.entries > 0 || inner.stopping {
+            return Poll::Ready(());
+        }
+        *self.log.flusher_waker.borrow_mut() = Some(cx.waker().clone());
+        Poll::Pending
+    }
+}
+
+struct SpareWait<'a, F: Fs> {
+    log: &'a Log<F>,
+}
+
+impl<F: Fs> Future for SpareWait<'_, F> {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let inner = self.log.inner.borrow();
+        if !inner.spare_in_progress {
+            return Poll::Ready(());
+        }
+        self.log.spare_waiters.borrow_mut().push(cx.waker().clone());
+        Poll::Pending
+    }
+}
