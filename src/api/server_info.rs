@@ -66,6 +66,12 @@ struct ShardRow {
     ops_per_second: f64,
     forwarded_total: u64,
     overloaded_total: u64,
+    log_entries_total: u64,
+    log_bytes_total: u64,
+    log_batches_total: u64,
+    log_fsyncs_total: u64,
+    /// Entries per fdatasync since start (group commit at work).
+    log_entries_per_fsync: f64,
 }
 
 #[derive(Serialize)]
@@ -98,6 +104,18 @@ pub fn metrics(shard: &Shard) -> Response {
             ops_per_second: round1(m.ops_per_second(now)),
             forwarded_total: m.forwarded_total.load(Relaxed),
             overloaded_total: m.overloaded_total.load(Relaxed),
+            log_entries_total: node.log_metrics[id].entries_total.get(),
+            log_bytes_total: node.log_metrics[id].bytes_total.get(),
+            log_batches_total: node.log_metrics[id].batches_total.get(),
+            log_fsyncs_total: node.log_metrics[id].fsyncs_total.get(),
+            log_entries_per_fsync: {
+                let f = node.log_metrics[id].fsyncs_total.get();
+                if f == 0 {
+                    0.0
+                } else {
+                    round1(node.log_metrics[id].entries_total.get() as f64 / f as f64)
+                }
+            },
         })
         .collect();
     let sum = |f: fn(&crate::metrics::ShardMetrics) -> u64| node.metrics.iter().map(f).sum::<u64>();

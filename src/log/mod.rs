@@ -4,13 +4,16 @@
 //! opens a log and replays it, `segment` holds the active and sealed segment types, `topology`
 //! the data directory's placement record.
 
+#[cfg(test)]
+mod crash_tests;
 pub mod error;
 pub mod format;
 pub mod io;
 pub mod metrics;
 pub mod recovery;
 pub mod segment;
-// sim (the simulated disk, tests only) is declared once its file lands.
+#[cfg(test)]
+pub mod sim;
 pub mod topology;
 pub mod writer;
 

@@ -110,6 +110,7 @@ pub fn render(node: &Node) -> String {
         "counter",
         |m| m.forwarded_total.load(Relaxed),
     );
+    log_metrics(&mut out, node);
     header(
         &mut out,
         "flo_http_responses_total",
@@ -127,6 +128,77 @@ pub fn render(node: &Node) -> String {
         }
     }
     out
+}
+
+fn log_metrics(out: &mut String, node: &Node) {
+    use crate::log::metrics::{LogMetrics, FSYNC_BUCKETS_S};
+    type Get = fn(&LogMetrics) -> u64;
+    let counters: [(&str, &str, Get); 7] = [
+        ("flo_log_entries_total", "Entries appended to the log.", |m| {
+            m.entries_total.get()
+        }),
+        (
+            "flo_log_bytes_total",
+            "Bytes appended to the log (framing and padding included).",
+            |m| m.bytes_total.get(),
+        ),
+        ("flo_log_batches_total", "Group-commit batches written.", |m| {
+            m.batches_total.get()
+        }),
+        ("flo_log_fsyncs_total", "fdatasync calls on log segments.", |m| {
+            m.fsyncs_total.get()
+        }),
+        (
+            "flo_log_batch_full_total",
+            "Appends refused because the open batch was full.",
+            |m| m.batch_full_total.get(),
+        ),
+        ("flo_log_recovered_entries_total", "Entries replayed at start.", |m| {
+            m.recovered_entries.get()
+        }),
+        (
+            "flo_log_recovered_bytes_total",
+            "Bytes of log replayed at start.",
+            |m| m.recovered_bytes.get(),
+        ),
+    ];
+    for (name, help, get) in counters {
+        header(out, name, help, "counter");
+        for (id, m) in node.log_metrics.iter().enumerate() {
+            let _ = writeln!(out, "{name}{{shard=\"{id}\"}} {}", get(m));
+        }
+    }
+    header(
+        out,
+        "flo_log_recovery_seconds",
+        "How long the shard's log recovery took.",
+        "gauge",
+    );
+    for (id, m) in node.log_metrics.iter().enumerate() {
+        let _ = writeln!(
+            out,
+            "flo_log_recovery_seconds{{shard=\"{id}\"}} {}",
+            m.recovery_ms.get() as f64 / 1000.0
+        );
+    }
+    header(
+        out,
+        "flo_log_fsync_seconds",
+        "fdatasync latency of log segments.",
+        "histogram",
+    );
+    for (id, m) in node.log_metrics.iter().enumerate() {
+        let (buckets, count, sum) = m.fsync_seconds.snapshot();
+        for (le, c) in FSYNC_BUCKETS_S.iter().zip(buckets) {
+            let _ = writeln!(out, "flo_log_fsync_seconds_bucket{{shard=\"{id}\",le=\"{le}\"}} {c}");
+        }
+        let _ = writeln!(
+            out,
+            "flo_log_fsync_seconds_bucket{{shard=\"{id}\",le=\"+Inf\"}} {count}"
+        );
+        let _ = writeln!(out, "flo_log_fsync_seconds_sum{{shard=\"{id}\"}} {sum}");
+        let _ = writeln!(out, "flo_log_fsync_seconds_count{{shard=\"{id}\"}} {count}");
+    }
 }
 
 fn header(out: &mut String, name: &str, help: &str, kind: &str) {

@@ -202,6 +202,11 @@ impl Server {
         }
     }
 
+    /// Adds a command-line argument for the next (re)start.
+    pub fn add_arg(&mut self, a: &str) {
+        self.builder.args.push(a.to_string());
+    }
+
     /// The process id of the running server.
     pub fn pid(&self) -> u32 {
         self.child.as_ref().expect("server running").id()
