@@ -29,6 +29,8 @@ enum Cmd {
     Server(ServerCmd),
     /// Load generator: drives a workload against a running server and reports like fio.
     Bench(bench::BenchArgs),
+    /// Drives the log writer in-process (group commit, fdatasync) and measures it.
+    BenchLog(bench::log::LogBenchArgs),
 }
 
 #[derive(Subcommand, Debug)]
@@ -91,6 +93,7 @@ fn main() -> ExitCode {
     match cli.command {
         Cmd::Server(ServerCmd::Start(args)) => start(args),
         Cmd::Bench(args) => bench::run(args),
+        Cmd::BenchLog(args) => bench::log::run(args),
     }
 }
 

@@ -8,6 +8,7 @@
 //! parses responses, `report` aggregates measurements and prints the report.
 
 mod client;
+pub mod log;
 mod report;
 mod workload;
 

@@ -24,8 +24,8 @@ use tracing::{error, info};
 
 use super::error::LogError;
 use super::format::{
-    encode_entry, segment_file_name, stored_bytes, Footer, SegmentHeader, Trailer, FLAG_BATCH_START, MAX_BODY_BYTES,
-    SEGMENT_HEADER_BYTES, TRAILER_BYTES,
+    decode_entry, encode_entry, segment_file_name, stored_bytes, Decoded, EntryRef, Footer, SegmentHeader, Trailer,
+    FLAG_BATCH_START, MAX_BODY_BYTES, SEGMENT_HEADER_BYTES, TRAILER_BYTES,
 };
 use super::io::{Fs, SegmentFile};
 use super::metrics::LogMetrics;
@@ -211,6 +211,46 @@ impl<F: Fs> Log<F> {
         self.inner.borrow().durable_lsn
     }
 
+    /// Calls `f` with every durable entry from `from_lsn` on, in LSN order, until `f` returns
+    /// false. Entries not yet durable are never shown ("nothing unstable is visible"). Reads
+    /// walk the mapped segments; nothing is copied.
+    pub fn scan_from(&self, from_lsn: u64, mut f: impl FnMut(&EntryRef<'_>) -> bool) -> Result<(), LogError> {
+        let inner = self.inner.borrow();
+        let durable = inner.durable_lsn;
+        let mut segments: Vec<(&Rc<F::File>, u64, u64)> = inner
+            .sealed
+            .iter()
+            .filter(|s| s.last_lsn >= from_lsn)
+            .map(|s| (&s.file, s.first_lsn, s.entries_end))
+            .collect();
+        if let Some(a) = &inner.active {
+            segments.push((&a.file, a.first_lsn, a.write_pos));
+        }
+        for (file, first_lsn, end) in segments {
+            let view = file.view().map_err(|e| LogError::from_io("map segment", &e))?;
+            let mut pos = SEGMENT_HEADER_BYTES;
+            let mut lsn = first_lsn;
+            while (pos as u64) < end && lsn <= durable {
+                let e = match decode_entry(&view[pos..end as usize]) {
+                    Ok(Decoded::Entry(e)) if e.lsn == lsn => e,
+                    other => {
+                        return Err(LogError::Corrupt {
+                            file: self.dir.clone(),
+                            offset: pos as u64,
+                            reason: format!("entry {lsn} unreadable: {other:?}"),
+                        })
+                    }
+                };
+                if lsn >= from_lsn && !f(&e) {
+                    return Ok(());
+                }
+                pos += e.stored_bytes();
+                lsn += 1;
+            }
+        }
+        Ok(())
+    }
+
     /// The error that poisoned the log, if any.
     pub fn poisoned(&self) -> Option<LogError> {
         self.inner.borrow().poisoned.clone()
@@ -245,7 +285,7 @@ impl<F: Fs> Log<F> {
                     Some(std::mem::replace(&mut inner.batch, next))
                 }
             };
-            let Some(batch) = batch else {
+            let Some(mut batch) = batch else {
                 if self.inner.borrow().stopping {
                     let _ = self.sync_written().await;
                     return;
@@ -253,7 +293,7 @@ impl<F: Fs> Log<F> {
                 self.wait_for_work().await;
                 continue;
             };
-            let result = self.write_batch(&batch).await;
+            let result = self.write_batch(&mut batch).await;
             self.prepare_spare_in_background();
             let result = match (result, self.opts.durability) {
                 (Ok(()), Durability::Sync) => self.sync_written().await,
@@ -335,7 +375,7 @@ impl<F: Fs> Log<F> {
     }
 
     /// Writes one batch at the tail, rolling to a new segment when it does not fit.
-    async fn write_batch(&self, batch: &Batch) -> Result<(), LogError> {
+    async fn write_batch(&self, batch: &mut Batch) -> Result<(), LogError> {
         let len = batch.buf.len() as u64;
         let needs_roll = {
             let inner = self.inner.borrow();
@@ -358,9 +398,9 @@ impl<F: Fs> Log<F> {
             );
             (a.write_pos, a.file.clone())
         };
-        // io_uring needs an owned buffer; the batch keeps its own for nothing else, so this
-        // copy could go, but it is small next to the write itself.
-        let (r, _) = file.write_at(batch.buf.clone(), pos).await;
+        // io_uring owns the buffer while it writes; the batch gets it back afterwards.
+        let (r, buf) = file.write_at(std::mem::take(&mut batch.buf), pos).await;
+        batch.buf = buf;
         r.map_err(|e| LogError::from_io("write", &e))?;
         let mut inner = self.inner.borrow_mut();
         let a = inner.active.as_mut().ok_or(LogError::Stopping)?;

@@ -3,9 +3,11 @@
 //! shards send to its inbox, and (shard 0) serves the metrics port.
 //!
 //! Only this thread touches the shard's state ([`Shard`] is `!Send`); other shards reach it
-//! through the inbox. On stop: the listener closes, idle connections close, requests in flight
-//! finish (bounded by `http.shutdown_grace_ms`), then the shard keeps answering its inbox until
-//! every shard has drained, so a request forwarded during the drain still gets its answer.
+//! through the inbox. Start: bind, accept (so `/health` can say "starting"), recover the log by
+//! replaying it into the shard's state, then report ready. Stop: the listener closes, idle
+//! connections close, requests in flight finish (bounded by `http.shutdown_grace_ms`), the shard
+//! keeps answering its inbox until every shard has drained (a request forwarded during the
+//! drain still gets its answer), then its log writes what is pending, syncs, and stops.
 
 use std::cell::{OnceCell, RefCell};
 use std::net::SocketAddr;
