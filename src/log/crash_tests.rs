@@ -379,3 +379,37 @@ fn async_mode_survives_a_process_crash() {
         }
     });
 }
+
+#[test]
+fn async_mode_syncs_by_time_under_steady_load() {
+    let mut rt = runtime();
+    rt.block_on(async {
+        let fs = SimFs::new();
+        let metrics = Arc::new(LogMetrics::default());
+        let o = LogOptions {
+            durability: Durability::Async,
+            flush_interval: Duration::from_millis(1),
+            ..opts()
+        };
+        let (log, _) = open(fs, dir(), o, metrics.clone(), |_| Ok(())).await.unwrap();
+        let log = Rc::new(log);
+        let flusher = monoio::spawn(log.clone().run_flusher());
+        let started = std::time::Instant::now();
+        let mut i = 0u64;
+        // Never idle: the next entry is appended as soon as the previous one is acknowledged.
+        while started.elapsed() < Duration::from_millis(50) {
+            let t = log.append(7, &body(0, i, 200)).unwrap();
+            t.await.unwrap();
+            i += 1;
+        }
+        assert!(
+            metrics.fsyncs_total.get() >= 2,
+            "{} fsyncs in 50 ms of load",
+            metrics.fsyncs_total.get()
+        );
+        assert!(log.durable_lsn() > 0);
+        log.stop();
+        flusher.await;
+        assert_eq!(log.durable_lsn(), i, "stop makes everything durable");
+    });
+}
