@@ -413,3 +413,28 @@ fn async_mode_syncs_by_time_under_steady_load() {
         assert_eq!(log.durable_lsn(), i, "stop makes everything durable");
     });
 }
+
+#[test]
+fn an_entry_the_replay_refuses_names_its_place() {
+    let mut rt = runtime();
+    rt.block_on(async {
+        let fs = SimFs::new();
+        let mut rng = Rng(11);
+        let _ = write_load(fs.clone(), &mut rng, 1, 3).await;
+        let mut seen = 0;
+        let r = open(fs, dir(), opts(), Arc::new(LogMetrics::default()), |e| {
+            seen += 1;
+            if e.lsn == 2 {
+                Err("entry type 7 is unknown".into())
+            } else {
+                Ok(())
+            }
+        })
+        .await;
+        let Err(LogError::Corrupt { offset, reason, .. }) = r else {
+            panic!("must refuse")
+        };
+        assert!(offset > 64 && reason.contains("unknown"), "{offset} {reason}");
+        assert_eq!(seen, 2);
+    });
+}

@@ -54,7 +54,7 @@ fn scan(
     limit: u64,
     first_lsn: u64,
     on_entry: &mut impl FnMut(&EntryRef<'_>) -> Result<(), String>,
-) -> Result<Scanned, String> {
+) -> Result<Scanned, (u64, String)> {
     let mut pos = SEGMENT_HEADER_BYTES;
     let mut lsn = first_lsn;
     let mut entries = 0;
@@ -66,7 +66,7 @@ fn scan(
         match decode_entry(&bytes[pos..limit]) {
             Ok(Decoded::End) => break ScanEnd::Clean,
             Ok(Decoded::Entry(e)) if e.lsn == lsn => {
-                on_entry(&e)?;
+                on_entry(&e).map_err(|m| (pos as u64, m))?;
                 pos += e.stored_bytes();
                 lsn += 1;
                 entries += 1;
@@ -280,7 +280,7 @@ pub async fn open<F: Fs>(
             None => len - SEAL_RESERVE_BYTES,
         };
         let scanned = scan(bytes, limit, header.first_lsn, &mut replay)
-            .map_err(|m| corrupt(&path, 0, format!("replay failed: {m}")))?;
+            .map_err(|(at, m)| corrupt(&path, at, format!("cannot replay the entry: {m}")))?;
         stats.entries += scanned.entries;
         stats.bytes += scanned.end_pos - SEGMENT_HEADER_BYTES as u64;
         let mut end_pos = scanned.end_pos;
