@@ -101,7 +101,7 @@ async fn write_load(fs: SimFs, rng: &mut Rng, tasks: u64, per_task: u64) -> Hist
                 let Ok(ticket) = log.append(7, &b) else { return };
                 history.borrow_mut().appended.insert(ticket.lsn, b);
                 match ticket.await {
-                    Ok(lsn) => history.borrow_mut().acked.push(lsn),
+                    Ok(pos) => history.borrow_mut().acked.push(pos.lsn),
                     Err(_) => return,
                 }
             }
@@ -235,7 +235,7 @@ fn enospc_is_reported_as_no_space() {
         let log = Rc::new(log);
         let flusher = monoio::spawn(log.clone().run_flusher());
         let t = log.append(7, b"first").unwrap();
-        assert_eq!(t.await, Ok(1));
+        assert_eq!(t.await.map(|p| p.lsn), Ok(1));
         fs.fail_at(fs.ops(), FaultKind::EnospcForever);
         let t = log.append(7, b"second").unwrap();
         let r = t.await;
@@ -330,9 +330,12 @@ fn scan_from_reads_durable_entries_across_segments() {
         let log = Rc::new(log);
         let flusher = monoio::spawn(log.clone().run_flusher());
         // ~2.5 MiB of entries: three segments.
+        let mut positions = Vec::new();
         for i in 0..800u64 {
             let t = log.append(7, &body(0, i, 3000)).unwrap();
-            assert_eq!(t.await, Ok(i + 1));
+            let pos = t.await.unwrap();
+            assert_eq!(pos.lsn, i + 1);
+            positions.push(pos);
         }
         // An entry appended but not yet durable is not visible.
         let pending = log.append(7, b"pending").unwrap();
@@ -353,7 +356,23 @@ fn scan_from_reads_durable_entries_across_segments() {
         })
         .unwrap();
         assert_eq!(first, Some(1));
-        assert_eq!(pending.await, Ok(801));
+        // Every position a ticket gave reads back its entry, from sealed and active segments.
+        assert!(
+            positions
+                .iter()
+                .map(|p| p.segment)
+                .collect::<std::collections::BTreeSet<_>>()
+                .len()
+                >= 3
+        );
+        for (i, pos) in positions.iter().enumerate() {
+            let e = log.read_at(pos).unwrap();
+            assert_eq!((e.lsn, e.entry_type), (i as u64 + 1, 7));
+            assert_eq!(e.body(), &body(0, i as u64, 3000)[..]);
+        }
+        // Waiting for durability: the pending entry's LSN resolves once its batch is synced.
+        log.wait_durable(801).await.unwrap();
+        assert_eq!(pending.await.map(|p| p.lsn), Ok(801));
         log.stop();
         flusher.await;
     });

@@ -28,9 +28,13 @@ pub trait SegmentFile {
     async fn sync_data(&self) -> io::Result<()>;
     /// The file's size in bytes.
     fn len(&self) -> u64;
-    /// Maps the file read-only. Writes made later through `write_at` are visible through a
-    /// view taken before them in the real implementation; tests take a new view after writing.
+    /// Maps the file read-only.
     fn view(&self) -> io::Result<Self::View>;
+    /// Whether a view shows writes made after it was taken (a shared mapping does; the
+    /// simulated disk's snapshots do not).
+    fn live_views(&self) -> bool {
+        false
+    }
 }
 
 /// The file-system operations of the log.
@@ -83,6 +87,10 @@ impl SegmentFile for RealFile {
 
     fn len(&self) -> u64 {
         self.len
+    }
+
+    fn live_views(&self) -> bool {
+        true
     }
 
     fn view(&self) -> io::Result<memmap2::Mmap> {

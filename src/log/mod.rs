@@ -19,4 +19,4 @@ pub mod writer;
 
 pub use error::LogError;
 pub use recovery::{open, RecoveryStats};
-pub use writer::{Log, LogOptions, Ticket};
+pub use writer::{Log, LogOptions, MappedEntry, Position, Ticket};

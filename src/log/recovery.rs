@@ -346,13 +346,13 @@ pub async fn open<F: Fs>(
                 scanned.next_lsn - header.first_lsn,
             ));
         } else {
-            sealed.push(SealedSegment {
+            sealed.push(SealedSegment::new(
                 path,
-                file: Rc::new(file),
-                first_lsn: header.first_lsn,
-                last_lsn: scanned.next_lsn - 1,
-                entries_end: end_pos,
-            });
+                Rc::new(file),
+                header.first_lsn,
+                scanned.next_lsn - 1,
+                end_pos,
+            ));
         }
         if drop_from.is_some() {
             break;

@@ -5,6 +5,7 @@
 use std::path::PathBuf;
 use std::rc::Rc;
 
+use super::error::LogError;
 use super::format::{align_up, FOOTER_FIXED_BYTES, SEGMENT_HEADER_BYTES, TRAILER_BYTES};
 use super::io::SegmentFile;
 
@@ -21,6 +22,8 @@ pub struct ActiveSegment<F: SegmentFile> {
     pub write_pos: u64,
     /// Entries written so far.
     pub entry_count: u64,
+    /// A cached mapping, for files whose mappings see later writes.
+    view: std::cell::OnceCell<Rc<F::View>>,
 }
 
 impl<F: SegmentFile> ActiveSegment<F> {
@@ -32,7 +35,28 @@ impl<F: SegmentFile> ActiveSegment<F> {
             first_lsn,
             write_pos,
             entry_count,
+            view: std::cell::OnceCell::new(),
         }
+    }
+
+    /// A mapping of the segment that shows every write made so far.
+    pub fn view(&self) -> Result<Rc<F::View>, LogError> {
+        if !self.file.live_views() {
+            return map(&*self.file);
+        }
+        if let Some(v) = self.view.get() {
+            return Ok(v.clone());
+        }
+        let v = map(&*self.file)?;
+        Ok(self.view.get_or_init(|| v).clone())
+    }
+
+    /// Seals this segment into its immutable form (after its footer and trailer are durable).
+    pub fn into_sealed(self, last_lsn: u64, entries_end: u64) -> SealedSegment<F> {
+        let view = self.view;
+        let mut s = SealedSegment::new(self.path, self.file, self.first_lsn, last_lsn, entries_end);
+        s.view = view;
+        s
     }
 
     /// Whether `bytes` more fit before the footer reserve.
@@ -48,4 +72,33 @@ pub struct SealedSegment<F: SegmentFile> {
     pub first_lsn: u64,
     pub last_lsn: u64,
     pub entries_end: u64,
+    view: std::cell::OnceCell<Rc<F::View>>,
+}
+
+impl<F: SegmentFile> SealedSegment<F> {
+    pub fn new(path: PathBuf, file: Rc<F>, first_lsn: u64, last_lsn: u64, entries_end: u64) -> Self {
+        SealedSegment {
+            path,
+            file,
+            first_lsn,
+            last_lsn,
+            entries_end,
+            view: std::cell::OnceCell::new(),
+        }
+    }
+
+    /// The segment's mapping, made once: a sealed segment never changes.
+    pub fn view(&self) -> Result<Rc<F::View>, LogError> {
+        if let Some(v) = self.view.get() {
+            return Ok(v.clone());
+        }
+        let v = map(&*self.file)?;
+        Ok(self.view.get_or_init(|| v).clone())
+    }
+}
+
+fn map<F: SegmentFile>(file: &F) -> Result<Rc<F::View>, LogError> {
+    file.view()
+        .map(Rc::new)
+        .map_err(|e| LogError::from_io("map segment", &e))
 }

@@ -46,10 +46,20 @@ pub struct LogOptions {
     pub repair: bool,
 }
 
+/// Where a durable entry is: its LSN, the segment (by its first LSN) and the entry's offset in it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Position {
+    pub lsn: u64,
+    pub segment: u64,
+    pub offset: u64,
+}
+
 /// The completion of one batch, shared by its tickets.
 #[derive(Default)]
 pub struct BatchSignal {
     result: RefCell<Option<Result<(), LogError>>>,
+    /// (first LSN of the segment, offset) where the batch was written.
+    placed: Cell<Option<(u64, u64)>>,
     wakers: RefCell<Vec<Waker>>,
 }
 
@@ -62,18 +72,29 @@ impl BatchSignal {
     }
 }
 
-/// An appended entry; resolves when its batch is durable (or the log failed).
+/// An appended entry; resolves to its [`Position`] when its batch is durable (or to the error
+/// that failed the log).
 pub struct Ticket {
     pub lsn: u64,
+    /// Offset of the entry inside its batch.
+    rel: u64,
     signal: Rc<BatchSignal>,
 }
 
 impl Future for Ticket {
-    type Output = Result<u64, LogError>;
+    type Output = Result<Position, LogError>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         if let Some(r) = self.signal.result.borrow().as_ref() {
-            return Poll::Ready(r.clone().map(|()| self.lsn));
+            let out = r.clone().and_then(|()| {
+                let (segment, base) = self.signal.placed.get().ok_or(LogError::Stopping)?;
+                Ok(Position {
+                    lsn: self.lsn,
+                    segment,
+                    offset: base + self.rel,
+                })
+            });
+            return Poll::Ready(out);
         }
         let mut wakers = self.signal.wakers.borrow_mut();
         if !wakers.iter().any(|w| w.will_wake(cx.waker())) {
@@ -128,6 +149,8 @@ pub struct Log<F: Fs> {
     /// Wakes whoever waits for the spare segment.
     spare_waiters: RefCell<Vec<Waker>>,
     flusher_running: Cell<bool>,
+    /// Tasks waiting for an LSN to become durable.
+    durable_waiters: RefCell<Vec<Waker>>,
     /// When the last fdatasync finished (async mode syncs every `flush_interval`).
     last_sync: Cell<Instant>,
 }
@@ -169,6 +192,7 @@ impl<F: Fs> Log<F> {
             flusher_waker: RefCell::new(None),
             spare_waiters: RefCell::new(Vec::new()),
             flusher_running: Cell::new(false),
+            durable_waiters: RefCell::new(Vec::new()),
             last_sync: Cell::new(Instant::now()),
         }
     }
@@ -194,6 +218,7 @@ impl<F: Fs> Log<F> {
         inner.next_lsn += 1;
         let flags = if inner.batch.entries == 0 { FLAG_BATCH_START } else { 0 };
         debug_assert_eq!(inner.batch.first_lsn + inner.batch.entries, lsn);
+        let rel = inner.batch.buf.len() as u64;
         encode_entry(&mut inner.batch.buf, lsn, entry_type, flags, body);
         inner.batch.entries += 1;
         let signal = inner.batch.signal.clone();
@@ -201,7 +226,7 @@ impl<F: Fs> Log<F> {
         if let Some(w) = self.flusher_waker.borrow_mut().take() {
             w.wake();
         }
-        Ok(Ticket { lsn, signal })
+        Ok(Ticket { lsn, rel, signal })
     }
 
     /// The next LSN to be handed out.
@@ -273,6 +298,56 @@ impl<F: Fs> Log<F> {
             error!(shard = self.opts.shard_id, error = %e, "the log is poisoned: no more writes are accepted until restart");
             inner.poisoned = Some(e);
         }
+        drop(inner);
+        self.wake_durable_waiters();
+    }
+
+    fn wake_durable_waiters(&self) {
+        for w in self.durable_waiters.borrow_mut().drain(..) {
+            w.wake();
+        }
+    }
+
+    /// Resolves once `lsn` is durable (at once if it is), or with the error that poisoned the
+    /// log. Readers use it so that nothing they answer can be lost.
+    pub fn wait_durable(&self, lsn: u64) -> WaitDurable<'_, F> {
+        WaitDurable { log: self, lsn }
+    }
+
+    /// The entry at a position returned by a ticket, read from the mapped segment without
+    /// copying. The entry must be durable.
+    pub fn read_at(&self, pos: &Position) -> Result<MappedEntry<F::File>, LogError> {
+        let inner = self.inner.borrow();
+        debug_assert!(pos.lsn <= inner.durable_lsn, "reading an entry that is not durable");
+        let view = match &inner.active {
+            Some(a) if a.first_lsn == pos.segment => a.view()?,
+            _ => {
+                let i = inner
+                    .sealed
+                    .binary_search_by_key(&pos.segment, |s| s.first_lsn)
+                    .map_err(|_| LogError::Stopping)?;
+                inner.sealed[i].view()?
+            }
+        };
+        let start = usize::try_from(pos.offset).unwrap_or(usize::MAX).min(view.len());
+        let e = match decode_entry(&view[start..]) {
+            Ok(Decoded::Entry(e)) if e.lsn == pos.lsn => e,
+            other => {
+                return Err(LogError::Corrupt {
+                    file: self.dir.join(super::format::segment_file_name(pos.segment)),
+                    offset: pos.offset,
+                    reason: format!("entry {} unreadable: {other:?}", pos.lsn),
+                })
+            }
+        };
+        let body_start = start + super::format::ENTRY_HEADER_BYTES;
+        let (entry_type, len) = (e.entry_type, e.body.len());
+        Ok(MappedEntry {
+            view,
+            entry_type,
+            lsn: pos.lsn,
+            body: body_start..body_start + len,
+        })
     }
 
     /// The flusher: runs until `stop` (then writes and syncs what is left) or until poisoned.
@@ -386,6 +461,8 @@ impl<F: Fs> Log<F> {
         r.map_err(|e| LogError::from_io("fdatasync", &e))?;
         let mut inner = self.inner.borrow_mut();
         inner.durable_lsn = inner.durable_lsn.max(target);
+        drop(inner);
+        self.wake_durable_waiters();
         Ok(())
     }
 
@@ -411,6 +488,7 @@ impl<F: Fs> Log<F> {
                 batch.first_lsn,
                 "batch continues the segment"
             );
+            batch.signal.placed.set(Some((a.first_lsn, a.write_pos)));
             (a.write_pos, a.file.clone())
         };
         // io_uring owns the buffer while it writes; the batch gets it back afterwards.
@@ -497,13 +575,8 @@ impl<F: Fs> Log<F> {
             .sync_data()
             .await
             .map_err(|e| LogError::from_io("fdatasync seal", &e))?;
-        self.inner.borrow_mut().sealed.push(SealedSegment {
-            path: active.path,
-            file: active.file,
-            first_lsn: footer.first_lsn,
-            last_lsn: footer.last_lsn,
-            entries_end: footer.entries_end,
-        });
+        let sealed = active.into_sealed(footer.last_lsn, footer.entries_end);
+        self.inner.borrow_mut().sealed.push(sealed);
         Ok(())
     }
 
@@ -557,6 +630,46 @@ impl<F: Fs> Log<F> {
             w.wake();
         }
         out
+    }
+}
+
+/// A durable entry read through a shared mapping of its segment.
+pub struct MappedEntry<F: SegmentFile> {
+    view: Rc<F::View>,
+    pub entry_type: u16,
+    pub lsn: u64,
+    body: std::ops::Range<usize>,
+}
+
+impl<F: SegmentFile> MappedEntry<F> {
+    /// The entry's body, straight from the mapping.
+    pub fn body(&self) -> &[u8] {
+        &self.view[self.body.clone()]
+    }
+}
+
+/// The future of [`Log::wait_durable`].
+pub struct WaitDurable<'a, F: Fs> {
+    log: &'a Log<F>,
+    lsn: u64,
+}
+
+impl<F: Fs> Future for WaitDurable<'_, F> {
+    type Output = Result<(), LogError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let inner = self.log.inner.borrow();
+        if inner.durable_lsn >= self.lsn {
+            return Poll::Ready(Ok(()));
+        }
+        if let Some(e) = &inner.poisoned {
+            return Poll::Ready(Err(e.clone()));
+        }
+        let mut waiters = self.log.durable_waiters.borrow_mut();
+        if !waiters.iter().any(|w| w.will_wake(cx.waker())) {
+            waiters.push(cx.waker().clone());
+        }
+        Poll::Pending
     }
 }
 
