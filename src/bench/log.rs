@@ -130,7 +130,7 @@ fn execute(args: &LogBenchArgs) -> Result<serde_json::Value, String> {
         let (opts, metrics, dir) = (opts.clone(), metrics.clone(), args.dir.clone());
         let (appenders, entry_bytes, duration) = (args.appenders, args.entry_bytes, args.duration);
         async move {
-            let (log, _) = open(RealFs, dir, opts, metrics, |_| Ok(()))
+            let (log, _) = open(RealFs, dir, opts, metrics, |_, _| Ok(()))
                 .await
                 .map_err(|e| e.to_string())?;
             let log = Rc::new(log);
@@ -212,10 +212,16 @@ fn time_recovery(
     let started = Instant::now();
     let mut replayed = 0u64;
     let stats = rt.block_on(async {
-        open(RealFs, args.dir.clone(), opts, Arc::new(LogMetrics::default()), |_| {
-            replayed += 1;
-            Ok(())
-        })
+        open(
+            RealFs,
+            args.dir.clone(),
+            opts,
+            Arc::new(LogMetrics::default()),
+            |_, _| {
+                replayed += 1;
+                Ok(())
+            },
+        )
         .await
         .map(|(_, stats)| stats)
         .map_err(|e| e.to_string())

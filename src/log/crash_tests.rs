@@ -86,7 +86,7 @@ fn runtime() -> monoio::Runtime<monoio::time::TimeDriver<monoio::IoUringDriver>>
 /// the disk dies, and returns what they saw.
 async fn write_load(fs: SimFs, rng: &mut Rng, tasks: u64, per_task: u64) -> History {
     let history = Rc::new(RefCell::new(History::default()));
-    let Ok((log, _)) = open(fs, dir(), opts(), Arc::new(LogMetrics::default()), |_| Ok(())).await else {
+    let Ok((log, _)) = open(fs, dir(), opts(), Arc::new(LogMetrics::default()), |_, _| Ok(())).await else {
         return History::default();
     };
     let log = Rc::new(log);
@@ -118,7 +118,7 @@ async fn write_load(fs: SimFs, rng: &mut Rng, tasks: u64, per_task: u64) -> Hist
 /// Recovers the log on `fs`; returns (lsn, body) of every replayed entry.
 async fn recover(fs: SimFs) -> Result<Vec<(u64, Vec<u8>)>, LogError> {
     let mut out = Vec::new();
-    let (log, _) = open(fs, dir(), opts(), Arc::new(LogMetrics::default()), |e| {
+    let (log, _) = open(fs, dir(), opts(), Arc::new(LogMetrics::default()), |e, _| {
         out.push((e.lsn, e.body.to_vec()));
         Ok(())
     })
@@ -229,9 +229,15 @@ fn enospc_is_reported_as_no_space() {
     let mut rt = runtime();
     rt.block_on(async {
         let fs = SimFs::new();
-        let (log, _) = open(fs.clone(), dir(), opts(), Arc::new(LogMetrics::default()), |_| Ok(()))
-            .await
-            .unwrap();
+        let (log, _) = open(
+            fs.clone(),
+            dir(),
+            opts(),
+            Arc::new(LogMetrics::default()),
+            |_, _| Ok(()),
+        )
+        .await
+        .unwrap();
         let log = Rc::new(log);
         let flusher = monoio::spawn(log.clone().run_flusher());
         let t = log.append(7, b"first").unwrap();
@@ -273,7 +279,7 @@ fn corruption_before_a_later_batch_is_refused_and_repair_cuts_it() {
         // Repair cuts at the damaged entry and keeps the four before it.
         let mut kept = Vec::new();
         let repair = LogOptions { repair: true, ..opts() };
-        let (_, stats) = open(fs.clone(), dir(), repair, Arc::new(LogMetrics::default()), |e| {
+        let (_, stats) = open(fs.clone(), dir(), repair, Arc::new(LogMetrics::default()), |e, _| {
             kept.push(e.lsn);
             Ok(())
         })
@@ -324,9 +330,15 @@ fn scan_from_reads_durable_entries_across_segments() {
     let mut rt = runtime();
     rt.block_on(async {
         let fs = SimFs::new();
-        let (log, _) = open(fs.clone(), dir(), opts(), Arc::new(LogMetrics::default()), |_| Ok(()))
-            .await
-            .unwrap();
+        let (log, _) = open(
+            fs.clone(),
+            dir(),
+            opts(),
+            Arc::new(LogMetrics::default()),
+            |_, _| Ok(()),
+        )
+        .await
+        .unwrap();
         let log = Rc::new(log);
         let flusher = monoio::spawn(log.clone().run_flusher());
         // ~2.5 MiB of entries: three segments.
@@ -410,7 +422,7 @@ fn async_mode_syncs_by_time_under_steady_load() {
             flush_interval: Duration::from_millis(1),
             ..opts()
         };
-        let (log, _) = open(fs, dir(), o, metrics.clone(), |_| Ok(())).await.unwrap();
+        let (log, _) = open(fs, dir(), o, metrics.clone(), |_, _| Ok(())).await.unwrap();
         let log = Rc::new(log);
         let flusher = monoio::spawn(log.clone().run_flusher());
         let started = std::time::Instant::now();
@@ -441,7 +453,7 @@ fn an_entry_the_replay_refuses_names_its_place() {
         let mut rng = Rng(11);
         let _ = write_load(fs.clone(), &mut rng, 1, 3).await;
         let mut seen = 0;
-        let r = open(fs, dir(), opts(), Arc::new(LogMetrics::default()), |e| {
+        let r = open(fs, dir(), opts(), Arc::new(LogMetrics::default()), |e, _| {
             seen += 1;
             if e.lsn == 2 {
                 Err("entry type 7 is unknown".into())
@@ -455,5 +467,36 @@ fn an_entry_the_replay_refuses_names_its_place() {
         };
         assert!(offset > 64 && reason.contains("unknown"), "{offset} {reason}");
         assert_eq!(seen, 2);
+    });
+}
+
+#[test]
+fn positions_given_at_replay_read_back_their_entries() {
+    let mut rt = runtime();
+    rt.block_on(async {
+        let fs = SimFs::new();
+        let mut rng = Rng(12);
+        let history = write_load(fs.clone(), &mut rng, 4, 200).await;
+        let mut replayed = Vec::new();
+        let (log, _) = open(fs, dir(), opts(), Arc::new(LogMetrics::default()), |e, at| {
+            assert_eq!(e.lsn, at.lsn);
+            replayed.push(at);
+            Ok(())
+        })
+        .await
+        .unwrap();
+        assert_eq!(replayed.len(), history.acked.len());
+        assert!(
+            replayed
+                .iter()
+                .map(|p| p.segment)
+                .collect::<std::collections::BTreeSet<_>>()
+                .len()
+                >= 2
+        );
+        for at in &replayed {
+            let e = log.read_at(at).unwrap();
+            assert_eq!(Some(&e.body().to_vec()), history.appended.get(&at.lsn));
+        }
     });
 }

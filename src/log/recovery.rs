@@ -18,7 +18,7 @@ use super::format::{
 use super::io::{Fs, SegmentFile};
 use super::metrics::LogMetrics;
 use super::segment::{ActiveSegment, SealedSegment, SEAL_RESERVE_BYTES};
-use super::writer::{Log, LogOptions};
+use super::writer::{Log, LogOptions, Position};
 
 /// What recovery found.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -53,7 +53,7 @@ fn scan(
     bytes: &[u8],
     limit: u64,
     first_lsn: u64,
-    on_entry: &mut impl FnMut(&EntryRef<'_>) -> Result<(), String>,
+    on_entry: &mut impl FnMut(&EntryRef<'_>, Position) -> Result<(), String>,
 ) -> Result<Scanned, (u64, String)> {
     let mut pos = SEGMENT_HEADER_BYTES;
     let mut lsn = first_lsn;
@@ -66,7 +66,12 @@ fn scan(
         match decode_entry(&bytes[pos..limit]) {
             Ok(Decoded::End) => break ScanEnd::Clean,
             Ok(Decoded::Entry(e)) if e.lsn == lsn => {
-                on_entry(&e).map_err(|m| (pos as u64, m))?;
+                let at = Position {
+                    lsn,
+                    segment: first_lsn,
+                    offset: pos as u64,
+                };
+                on_entry(&e, at).map_err(|m| (pos as u64, m))?;
                 pos += e.stored_bytes();
                 lsn += 1;
                 entries += 1;
@@ -160,13 +165,14 @@ async fn zero_range<F: SegmentFile>(file: &F, from: u64, to: u64) -> Result<(), 
         .map_err(|e| LogError::from_io("fdatasync torn tail", &e))
 }
 
-/// Opens (recovers) the log in `dir`, calling `on_entry` for every valid entry in LSN order.
+/// Opens (recovers) the log in `dir`, calling `on_entry` with every valid entry and its
+/// position, in LSN order.
 pub async fn open<F: Fs>(
     fs: F,
     dir: PathBuf,
     opts: LogOptions,
     metrics: Arc<LogMetrics>,
-    mut on_entry: impl FnMut(&EntryRef<'_>) -> Result<(), String>,
+    mut on_entry: impl FnMut(&EntryRef<'_>, Position) -> Result<(), String>,
 ) -> Result<(Log<F>, RecoveryStats), LogError> {
     let started = Instant::now();
     fs.create_dir_all(&dir)
@@ -192,7 +198,7 @@ pub async fn open<F: Fs>(
     let mut sealed = Vec::new();
     let mut active = None;
     let mut next_lsn: Option<u64> = None;
-    let mut replay = |e: &EntryRef<'_>| on_entry(e);
+    let mut replay = |e: &EntryRef<'_>, at: Position| on_entry(e, at);
     let count = segments.len();
     let mut drop_from: Option<usize> = None;
     for (i, (name_lsn, name)) in segments.iter().enumerate() {

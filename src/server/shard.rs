@@ -274,7 +274,7 @@ async fn recover(shard: &Rc<Shard>) -> Result<Rc<Log<RealFs>>, LogError> {
     };
     let dir = node.config.data_dir.join(shard_dir_name(shard.id));
     let metrics = node.log_metrics[shard.id].clone();
-    let (log, stats) = crate::log::open(RealFs, dir, opts, metrics, |e| shard.replay(e)).await?;
+    let (log, stats) = crate::log::open(RealFs, dir, opts, metrics, |e, _| shard.replay(e)).await?;
     let mb_per_s = if stats.millis > 0 {
         stats.bytes as f64 / 1e3 / stats.millis as f64
     } else {
