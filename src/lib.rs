@@ -10,6 +10,7 @@ pub mod api;
 pub mod auth;
 pub mod config;
 pub mod http;
+pub mod kv;
 pub mod log;
 pub mod logging;
 pub mod metrics;

@@ -1,0 +1,7 @@
+//! KV: versioned keys with CAS and TTL on the log. `entry` is the byte layout of KV log entries
+//! (`format-spec/kv.md`); `store` is the state machine one shard applies them to.
+
+pub mod entry;
+pub mod store;
+
+pub use store::{Cond, KvStore, Refused, Slot, Value};

@@ -1,0 +1,347 @@
+//! The KV state machine of one shard: per namespace, an ordered index key → [`Slot`] (version,
+//! expiry, where the value is). No I/O: the shard appends the entry, applies it here at once (so
+//! the next write's CAS sees it), and readers wait until the entry is durable before answering.
+//!
+//! Invariants: a slot's version only grows; a tombstone keeps its version; a value is either
+//! `Pending` (its entry is not durable yet; the bytes are held here until it is) or `At` a
+//! position in the log (read from the mapped segment); replay gives the state the live shard
+//! had, because entries carry versions and absolute expiry times.
+
+use std::collections::{BTreeMap, HashMap};
+use std::ops::Bound;
+use std::rc::Rc;
+
+use super::entry::{decode_delete, decode_put, ENTRY_KV_DELETE, ENTRY_KV_PUT};
+use crate::log::format::EntryRef;
+use crate::log::Position;
+
+/// Where a key's current value is.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Value {
+    Tombstone,
+    /// Written to the log, not durable yet (readers wait for `lsn`).
+    Pending {
+        lsn: u64,
+        bytes: Rc<[u8]>,
+    },
+    /// In the entry at `pos`, `value_offset` bytes into its body.
+    At {
+        pos: Position,
+        value_offset: u32,
+        len: u32,
+    },
+}
+
+/// One key's state.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Slot {
+    pub version: u64,
+    /// Absolute Unix ms; 0 = never.
+    pub expires_at_ms: u64,
+    pub value: Value,
+}
+
+impl Slot {
+    /// Whether the slot holds a value a reader may see at `now_ms`.
+    pub fn is_visible(&self, now_ms: u64) -> bool {
+        !matches!(self.value, Value::Tombstone) && (self.expires_at_ms == 0 || self.expires_at_ms > now_ms)
+    }
+
+    /// The LSN readers must wait for, if the value is not durable yet.
+    pub fn pending_lsn(&self) -> Option<u64> {
+        match self.value {
+            Value::Pending { lsn, .. } => Some(lsn),
+            _ => None,
+        }
+    }
+
+    pub fn value_len(&self) -> u64 {
+        match &self.value {
+            Value::Tombstone => 0,
+            Value::Pending { bytes, .. } => bytes.len() as u64,
+            Value::At { len, .. } => u64::from(*len),
+        }
+    }
+}
+
+/// The condition of a write.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Cond {
+    Always,
+    /// Fails if the key is visible.
+    IfNotExists,
+    /// Succeeds only if the visible version is this (0 = must not exist).
+    Version(u64),
+}
+
+/// Why a write was refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Refused {
+    /// The condition failed; the visible version now (0 if none).
+    Conflict { current_version: u64 },
+    /// Delete of a key that is not visible.
+    NotFound,
+}
+
+/// One shard's keys.
+#[derive(Debug, Default)]
+pub struct KvStore {
+    spaces: HashMap<Box<str>, BTreeMap<Box<str>, Slot>>,
+}
+
+impl KvStore {
+    fn slot(&self, ns: &str, key: &str) -> Option<&Slot> {
+        self.spaces.get(ns)?.get(key)
+    }
+
+    /// The slot of a visible key.
+    pub fn get(&self, ns: &str, key: &str, now_ms: u64) -> Option<&Slot> {
+        self.slot(ns, key).filter(|s| s.is_visible(now_ms))
+    }
+
+    fn visible_version(&self, ns: &str, key: &str, now_ms: u64) -> u64 {
+        self.get(ns, key, now_ms).map_or(0, |s| s.version)
+    }
+
+    /// Checks a put against its condition; returns the version it will write.
+    pub fn plan_put(&self, ns: &str, key: &str, cond: Cond, now_ms: u64) -> Result<u64, Refused> {
+        let visible = self.visible_version(ns, key, now_ms);
+        let ok = match cond {
+            Cond::Always => true,
+            Cond::IfNotExists => visible == 0,
+            Cond::Version(v) => v == visible,
+        };
+        if !ok {
+            return Err(Refused::Conflict {
+                current_version: visible,
+            });
+        }
+        Ok(self.slot(ns, key).map_or(0, |s| s.version) + 1)
+    }
+
+    /// Checks a delete; returns the tombstone's version.
+    pub fn plan_delete(&self, ns: &str, key: &str, cas: Option<u64>, now_ms: u64) -> Result<u64, Refused> {
+        let visible = self.visible_version(ns, key, now_ms);
+        if let Some(v) = cas {
+            if v != visible {
+                return Err(Refused::Conflict {
+                    current_version: visible,
+                });
+            }
+        }
+        if visible == 0 {
+            return Err(Refused::NotFound);
+        }
+        Ok(self.slot(ns, key).map_or(0, |s| s.version) + 1)
+    }
+
+    /// Applies a put (live or replayed).
+    pub fn apply_put(&mut self, ns: &str, key: &str, version: u64, expires_at_ms: u64, value: Value) {
+        let space = self.spaces.entry(ns.into()).or_default();
+        let slot = Slot {
+            version,
+            expires_at_ms,
+            value,
+        };
+        match space.get_mut(key) {
+            Some(s) => {
+                debug_assert!(version > s.version, "versions only grow");
+                *s = slot;
+            }
+            None => {
+                space.insert(key.into(), slot);
+            }
+        }
+    }
+
+    /// Applies a delete (live or replayed).
+    pub fn apply_delete(&mut self, ns: &str, key: &str, version: u64) {
+        self.apply_put(ns, key, version, 0, Value::Tombstone);
+    }
+
+    /// The put of `version` is durable at `pos`: the value is read from the log from now on.
+    pub fn settle(&mut self, ns: &str, key: &str, version: u64, pos: Position, value_offset: u32, len: u32) {
+        if let Some(s) = self.spaces.get_mut(ns).and_then(|m| m.get_mut(key)) {
+            if s.version == version && matches!(s.value, Value::Pending { .. }) {
+                s.value = Value::At { pos, value_offset, len };
+            }
+        }
+    }
+
+    /// Visible keys of `ns` starting with `prefix`, after `after`, in byte order: at most
+    /// `limit`, and whether more follow.
+    pub fn scan(
+        &self,
+        ns: &str,
+        prefix: &str,
+        after: Option<&str>,
+        limit: usize,
+        now_ms: u64,
+    ) -> (Vec<(String, Slot)>, bool) {
+        let Some(space) = self.spaces.get(ns) else {
+            return (Vec::new(), false);
+        };
+        let lower = match after {
+            Some(a) if a >= prefix => Bound::Excluded(a),
+            _ => Bound::Included(prefix),
+        };
+        let mut out = Vec::new();
+        for (k, s) in space.range::<str, _>((lower, Bound::Unbounded)) {
+            if !k.starts_with(prefix) {
+                break;
+            }
+            if !s.is_visible(now_ms) {
+                continue;
+            }
+            if out.len() == limit {
+                return (out, true);
+            }
+            out.push((k.to_string(), s.clone()));
+        }
+        (out, false)
+    }
+
+    /// Visible keys of every namespace (for listings).
+    pub fn key_count(&self, ns: &str, now_ms: u64) -> u64 {
+        self.spaces
+            .get(ns)
+            .map_or(0, |m| m.values().filter(|s| s.is_visible(now_ms)).count() as u64)
+    }
+
+    /// Applies a recovered log entry at `pos`; false if the entry is not a KV entry.
+    pub fn replay(&mut self, e: &EntryRef<'_>, pos: Position) -> Result<bool, String> {
+        match e.entry_type {
+            ENTRY_KV_PUT => {
+                let p = decode_put(e.body)?;
+                self.check_replayed_version(p.namespace, p.key, p.version)?;
+                let value = Value::At {
+                    pos,
+                    value_offset: p.value_offset as u32,
+                    len: p.value.len() as u32,
+                };
+                self.apply_put(p.namespace, p.key, p.version, p.expires_at_ms, value);
+                Ok(true)
+            }
+            ENTRY_KV_DELETE => {
+                let d = decode_delete(e.body)?;
+                self.check_replayed_version(d.namespace, d.key, d.version)?;
+                self.apply_delete(d.namespace, d.key, d.version);
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
+    }
+
+    fn check_replayed_version(&self, ns: &str, key: &str, version: u64) -> Result<(), String> {
+        let current = self.slot(ns, key).map_or(0, |s| s.version);
+        if version <= current {
+            return Err(format!("key {key:?} in {ns:?}: version {version} after {current}"));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pending(b: &[u8]) -> Value {
+        Value::Pending {
+            lsn: 1,
+            bytes: Rc::from(b),
+        }
+    }
+
+    #[test]
+    fn versions_continue_across_delete() {
+        let mut s = KvStore::default();
+        let v = s.plan_put("a", "k", Cond::Always, 0).unwrap();
+        assert_eq!(v, 1);
+        s.apply_put("a", "k", v, 0, pending(b"x"));
+        let v = s.plan_put("a", "k", Cond::Always, 0).unwrap();
+        s.apply_put("a", "k", v, 0, pending(b"y"));
+        let d = s.plan_delete("a", "k", None, 0).unwrap();
+        assert_eq!(d, 3);
+        s.apply_delete("a", "k", d);
+        assert!(s.get("a", "k", 0).is_none());
+        assert_eq!(s.plan_delete("a", "k", None, 0), Err(Refused::NotFound));
+        assert_eq!(s.plan_put("a", "k", Cond::Always, 0), Ok(4));
+    }
+
+    #[test]
+    fn conditions() {
+        let mut s = KvStore::default();
+        assert_eq!(s.plan_put("a", "k", Cond::Version(0), 0), Ok(1));
+        assert_eq!(
+            s.plan_put("a", "k", Cond::Version(3), 0),
+            Err(Refused::Conflict { current_version: 0 })
+        );
+        s.apply_put("a", "k", 1, 0, pending(b"x"));
+        assert_eq!(
+            s.plan_put("a", "k", Cond::IfNotExists, 0),
+            Err(Refused::Conflict { current_version: 1 })
+        );
+        assert_eq!(s.plan_put("a", "k", Cond::Version(1), 0), Ok(2));
+        assert_eq!(
+            s.plan_delete("a", "k", Some(2), 0),
+            Err(Refused::Conflict { current_version: 1 })
+        );
+        assert_eq!(s.plan_delete("a", "k", Some(1), 0), Ok(2));
+    }
+
+    #[test]
+    fn expiry_hides_but_keeps_counting() {
+        let mut s = KvStore::default();
+        s.apply_put("a", "k", 1, 1000, pending(b"x"));
+        assert!(s.get("a", "k", 999).is_some());
+        assert!(s.get("a", "k", 1000).is_none());
+        assert_eq!(s.plan_put("a", "k", Cond::IfNotExists, 1000), Ok(2));
+        assert_eq!(s.plan_delete("a", "k", None, 1000), Err(Refused::NotFound));
+    }
+
+    #[test]
+    fn scan_prefix_after_limit() {
+        let mut s = KvStore::default();
+        for (i, k) in ["user:1", "user:2", "user:3", "usex", "admin"].iter().enumerate() {
+            s.apply_put("a", k, i as u64 + 1, 0, pending(b"v"));
+        }
+        s.apply_delete("a", "user:2", 10);
+        let (keys, more) = s.scan("a", "user:", None, 10, 0);
+        assert_eq!(
+            keys.iter().map(|(k, _)| k.as_str()).collect::<Vec<_>>(),
+            vec!["user:1", "user:3"]
+        );
+        assert!(!more);
+        let (keys, more) = s.scan("a", "", None, 2, 0);
+        assert_eq!(
+            keys.iter().map(|(k, _)| k.as_str()).collect::<Vec<_>>(),
+            vec!["admin", "user:1"]
+        );
+        assert!(more);
+        let (keys, _) = s.scan("a", "", Some("user:1"), 10, 0);
+        assert_eq!(
+            keys.iter().map(|(k, _)| k.as_str()).collect::<Vec<_>>(),
+            vec!["user:3", "usex"]
+        );
+        assert!(s.scan("b", "", None, 10, 0).0.is_empty());
+    }
+
+    #[test]
+    fn settle_only_the_same_version() {
+        let mut s = KvStore::default();
+        s.apply_put("a", "k", 1, 0, pending(b"x"));
+        s.apply_put("a", "k", 2, 0, pending(b"y"));
+        let pos = Position {
+            lsn: 1,
+            segment: 1,
+            offset: 64,
+        };
+        s.settle("a", "k", 1, pos, 30, 1);
+        assert!(
+            matches!(s.get("a", "k", 0).unwrap().value, Value::Pending { .. }),
+            "a newer write stays pending"
+        );
+        s.settle("a", "k", 2, pos, 30, 1);
+        assert!(matches!(s.get("a", "k", 0).unwrap().value, Value::At { .. }));
+    }
+}
