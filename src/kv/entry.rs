@@ -63,7 +63,7 @@ fn text<'a>(b: &'a [u8], what: &str) -> Result<&'a str, String> {
     std::str::from_utf8(b).map_err(|_| format!("{what} is not UTF-8"))
 }
 
-fn names<'a>(b: &'a [u8], at: usize, ns_len: usize, key_len: usize) -> Result<(&'a str, &'a str), String> {
+fn names(b: &[u8], at: usize, ns_len: usize, key_len: usize) -> Result<(&str, &str), String> {
     if !(1..=crate::api::path::NAME_MAX_BYTES).contains(&ns_len)
         || !(1..=crate::api::path::KEY_MAX_BYTES).contains(&key_len)
     {
