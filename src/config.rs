@@ -47,8 +47,24 @@ pub struct Config {
     pub pin_shards: bool,
     pub http: HttpConfig,
     pub log: LogConfig,
+    pub limits: LimitsConfig,
     pub auth: AuthConfig,
     pub logging: LoggingConfig,
+}
+
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsConfig {
+    /// Largest KV value, after base64 decoding (413 beyond).
+    pub max_value_bytes: u64,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        LimitsConfig {
+            max_value_bytes: 1024 * 1024,
+        }
+    }
 }
 
 #[derive(Clone, Debug, Deserialize, PartialEq)]
@@ -159,6 +175,7 @@ impl Default for Config {
             pin_shards: true,
             http: HttpConfig::default(),
             log: LogConfig::default(),
+            limits: LimitsConfig::default(),
             auth: AuthConfig::default(),
             logging: LoggingConfig::default(),
         }
@@ -371,6 +388,16 @@ impl Config {
             return Err(err(
                 "log.batch_max_bytes",
                 "must be at least 4096 and at most a quarter of log.segment_bytes",
+            ));
+        }
+        let max_value = self.limits.max_value_bytes;
+        if max_value == 0 || max_value > 8 * 1024 * 1024 {
+            return Err(err("limits.max_value_bytes", "must be in 1..=8388608"));
+        }
+        if max_value + 4096 > l.batch_max_bytes {
+            return Err(err(
+                "limits.max_value_bytes",
+                "must leave room in log.batch_max_bytes for one entry",
             ));
         }
         if l.flush_interval_ms == 0 {

@@ -7,6 +7,7 @@
 
 pub mod cluster;
 pub mod error;
+pub mod kv;
 pub mod namespaces;
 pub mod path;
 pub mod router;
@@ -45,7 +46,11 @@ impl Api {
         let shard = &self.shard;
         let needs_data = matches!(
             route.endpoint,
-            Endpoint::NamespacesList | Endpoint::NamespacesCreate | Endpoint::Unbuilt(_)
+            Endpoint::NamespacesList
+                | Endpoint::NamespacesCreate
+                | Endpoint::KvKey
+                | Endpoint::KvScan
+                | Endpoint::Unbuilt(_)
         );
         if needs_data && shard.node.phase.get() == crate::server::shutdown::Phase::Starting {
             return Err(ApiError::Unavailable(
@@ -60,6 +65,17 @@ impl Api {
             Endpoint::ClusterPartitions => Ok(cluster::partitions(shard)),
             Endpoint::NamespacesList => namespaces::list(shard, &access).await,
             Endpoint::NamespacesCreate => namespaces::create(shard, &access, req.body).await,
+            Endpoint::KvKey => {
+                let ns = route.namespace.as_deref().unwrap_or("");
+                let key = route.key.as_deref().unwrap_or("");
+                match req.method {
+                    "GET" | "HEAD" => kv::get(shard, ns, key, req.query).await,
+                    "PUT" => kv::put(shard, ns, key, req.body).await,
+                    "DELETE" => kv::delete(shard, ns, key, req.query).await,
+                    _ => Err(ApiError::MethodNotAllowed { allow: route.allow }),
+                }
+            }
+            Endpoint::KvScan => kv::scan(shard, route.namespace.as_deref().unwrap_or(""), req.query).await,
             Endpoint::Options => Ok(Response {
                 status: 204,
                 content_type: crate::http::response::TEXT,

@@ -21,6 +21,10 @@ pub enum Endpoint {
     ClusterPartitions,
     NamespacesList,
     NamespacesCreate,
+    /// `/api/v1/kv/:namespace/:key` (GET, HEAD, PUT, DELETE).
+    KvKey,
+    /// `/api/v1/kv/:namespace` (the scan).
+    KvScan,
     /// `OPTIONS` on a known path (or `OPTIONS *`).
     Options,
     /// A route of a primitive whose handlers are not built yet; the name says which.
@@ -37,6 +41,8 @@ pub struct Route<'a> {
     pub namespace: Option<Cow<'a, str>>,
     /// True when the request changes state (for read-only tokens).
     pub write: bool,
+    /// The KV key (decoded and validated), for KV key routes.
+    pub key: Option<Cow<'a, str>>,
 }
 
 /// True for the paths that need a token when auth is on: everything under `/api/` and the
@@ -65,6 +71,7 @@ pub fn route<'a>(method: &str, raw_path: &'a str, query: &'a str) -> Result<Rout
             allow: ANY,
             namespace: None,
             write: false,
+            key: None,
         });
     }
     let not_found = || ApiError::NotFound(format!("no route for {raw_path}"));
@@ -97,8 +104,8 @@ pub fn route<'a>(method: &str, raw_path: &'a str, query: &'a str) -> Result<Rout
                 };
                 (GET_POST, e, None, none, None)
             }
-            ["api", "v1", "kv", ns] => (GET, Endpoint::Unbuilt("KV"), Some(*ns), none, None),
-            ["api", "v1", "kv", ns, key] => (KV_KEY, Endpoint::Unbuilt("KV"), Some(*ns), none, Some(*key)),
+            ["api", "v1", "kv", ns] => (GET, Endpoint::KvScan, Some(*ns), none, None),
+            ["api", "v1", "kv", ns, key] => (KV_KEY, Endpoint::KvKey, Some(*ns), none, Some(*key)),
             ["api", "v1", "queue", ns] => (GET, Endpoint::Unbuilt("queues"), Some(*ns), none, None),
             ["api", "v1", "queue", ns, q, op] => {
                 let allow = match *op {
@@ -197,9 +204,10 @@ pub fn route<'a>(method: &str, raw_path: &'a str, query: &'a str) -> Result<Rout
             path::name(seg, kind)?;
         }
     }
-    if let Some(k) = key_seg {
-        path::key(k)?;
-    }
+    let key = match key_seg {
+        Some(k) => Some(path::key(k)?),
+        None => None,
+    };
     // The InfluxDB-compatible paths carry the namespace in the query.
     if matches!(segs, ["write"] | ["api", "v2", "write"]) {
         let param = if segs.len() == 1 { "db" } else { "bucket" };
@@ -222,6 +230,7 @@ pub fn route<'a>(method: &str, raw_path: &'a str, query: &'a str) -> Result<Rout
         allow,
         namespace,
         write,
+        key,
     })
 }
 

@@ -162,6 +162,7 @@ mod tests {
             namespaces: RefCell::default(),
             stop: StopSignal::default(),
             log: std::cell::OnceCell::new(),
+            kv: RefCell::default(),
         }
     }
 

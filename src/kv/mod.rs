@@ -2,6 +2,7 @@
 //! (`format-spec/kv.md`); `store` is the state machine one shard applies them to.
 
 pub mod entry;
+pub mod exec;
 pub mod store;
 
 pub use store::{Cond, KvStore, Refused, Slot, Value};

@@ -18,18 +18,12 @@ use crate::log::Position;
 /// Where a key's current value is.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Value {
-    Tombstone,
+    /// Deleted; `pending_lsn` until the delete entry is durable.
+    Tombstone { pending_lsn: Option<u64> },
     /// Written to the log, not durable yet (readers wait for `lsn`).
-    Pending {
-        lsn: u64,
-        bytes: Rc<[u8]>,
-    },
+    Pending { lsn: u64, bytes: Rc<[u8]> },
     /// In the entry at `pos`, `value_offset` bytes into its body.
-    At {
-        pos: Position,
-        value_offset: u32,
-        len: u32,
-    },
+    At { pos: Position, value_offset: u32, len: u32 },
 }
 
 /// One key's state.
@@ -44,20 +38,21 @@ pub struct Slot {
 impl Slot {
     /// Whether the slot holds a value a reader may see at `now_ms`.
     pub fn is_visible(&self, now_ms: u64) -> bool {
-        !matches!(self.value, Value::Tombstone) && (self.expires_at_ms == 0 || self.expires_at_ms > now_ms)
+        !matches!(self.value, Value::Tombstone { .. }) && (self.expires_at_ms == 0 || self.expires_at_ms > now_ms)
     }
 
     /// The LSN readers must wait for, if the value is not durable yet.
     pub fn pending_lsn(&self) -> Option<u64> {
         match self.value {
             Value::Pending { lsn, .. } => Some(lsn),
-            _ => None,
+            Value::Tombstone { pending_lsn } => pending_lsn,
+            Value::At { .. } => None,
         }
     }
 
     pub fn value_len(&self) -> u64 {
         match &self.value {
-            Value::Tombstone => 0,
+            Value::Tombstone { .. } => 0,
             Value::Pending { bytes, .. } => bytes.len() as u64,
             Value::At { len, .. } => u64::from(*len),
         }
@@ -92,6 +87,11 @@ pub struct KvStore {
 impl KvStore {
     fn slot(&self, ns: &str, key: &str) -> Option<&Slot> {
         self.spaces.get(ns)?.get(key)
+    }
+
+    /// The LSN a key's latest entry waits for, if it is not durable yet (visible or not).
+    pub fn slot_pending_lsn(&self, ns: &str, key: &str) -> Option<u64> {
+        self.slot(ns, key).and_then(Slot::pending_lsn)
     }
 
     /// The slot of a visible key.
@@ -154,9 +154,10 @@ impl KvStore {
         }
     }
 
-    /// Applies a delete (live or replayed).
-    pub fn apply_delete(&mut self, ns: &str, key: &str, version: u64) {
-        self.apply_put(ns, key, version, 0, Value::Tombstone);
+    /// Applies a delete: `pending_lsn` is the delete entry's LSN until it is durable (`None`
+    /// when replayed).
+    pub fn apply_delete(&mut self, ns: &str, key: &str, version: u64, pending_lsn: Option<u64>) {
+        self.apply_put(ns, key, version, 0, Value::Tombstone { pending_lsn });
     }
 
     /// The put of `version` is durable at `pos`: the value is read from the log from now on.
@@ -168,8 +169,18 @@ impl KvStore {
         }
     }
 
+    /// The delete of `version` is durable.
+    pub fn settle_delete(&mut self, ns: &str, key: &str, version: u64) {
+        if let Some(s) = self.spaces.get_mut(ns).and_then(|m| m.get_mut(key)) {
+            if s.version == version {
+                s.value = Value::Tombstone { pending_lsn: None };
+            }
+        }
+    }
+
     /// Visible keys of `ns` starting with `prefix`, after `after`, in byte order: at most
-    /// `limit`, and whether more follow.
+    /// `limit`, whether more follow, and the newest LSN not yet durable among every slot the
+    /// scan passed (visible or not) — what a reader must wait for before showing the answer.
     pub fn scan(
         &self,
         ns: &str,
@@ -177,10 +188,11 @@ impl KvStore {
         after: Option<&str>,
         limit: usize,
         now_ms: u64,
-    ) -> (Vec<(String, Slot)>, bool) {
+    ) -> (Vec<(String, Slot)>, bool, Option<u64>) {
         let Some(space) = self.spaces.get(ns) else {
-            return (Vec::new(), false);
+            return (Vec::new(), false, None);
         };
+        let mut pending: Option<u64> = None;
         let lower = match after {
             Some(a) if a >= prefix => Bound::Excluded(a),
             _ => Bound::Included(prefix),
@@ -191,14 +203,16 @@ impl KvStore {
                 break;
             }
             if !s.is_visible(now_ms) {
+                pending = pending.max(s.pending_lsn());
                 continue;
             }
             if out.len() == limit {
-                return (out, true);
+                return (out, true, pending);
             }
+            pending = pending.max(s.pending_lsn());
             out.push((k.to_string(), s.clone()));
         }
-        (out, false)
+        (out, false, pending)
     }
 
     /// Visible keys of every namespace (for listings).
@@ -225,7 +239,7 @@ impl KvStore {
             ENTRY_KV_DELETE => {
                 let d = decode_delete(e.body)?;
                 self.check_replayed_version(d.namespace, d.key, d.version)?;
-                self.apply_delete(d.namespace, d.key, d.version);
+                self.apply_delete(d.namespace, d.key, d.version, None);
                 Ok(true)
             }
             _ => Ok(false),
@@ -262,7 +276,7 @@ mod tests {
         s.apply_put("a", "k", v, 0, pending(b"y"));
         let d = s.plan_delete("a", "k", None, 0).unwrap();
         assert_eq!(d, 3);
-        s.apply_delete("a", "k", d);
+        s.apply_delete("a", "k", d, None);
         assert!(s.get("a", "k", 0).is_none());
         assert_eq!(s.plan_delete("a", "k", None, 0), Err(Refused::NotFound));
         assert_eq!(s.plan_put("a", "k", Cond::Always, 0), Ok(4));
@@ -305,20 +319,21 @@ mod tests {
         for (i, k) in ["user:1", "user:2", "user:3", "usex", "admin"].iter().enumerate() {
             s.apply_put("a", k, i as u64 + 1, 0, pending(b"v"));
         }
-        s.apply_delete("a", "user:2", 10);
-        let (keys, more) = s.scan("a", "user:", None, 10, 0);
+        s.apply_delete("a", "user:2", 10, Some(42));
+        let (keys, more, pending) = s.scan("a", "user:", None, 10, 0);
+        assert_eq!(pending, Some(42), "a pending delete in range must be waited for");
         assert_eq!(
             keys.iter().map(|(k, _)| k.as_str()).collect::<Vec<_>>(),
             vec!["user:1", "user:3"]
         );
         assert!(!more);
-        let (keys, more) = s.scan("a", "", None, 2, 0);
+        let (keys, more, _) = s.scan("a", "", None, 2, 0);
         assert_eq!(
             keys.iter().map(|(k, _)| k.as_str()).collect::<Vec<_>>(),
             vec!["admin", "user:1"]
         );
         assert!(more);
-        let (keys, _) = s.scan("a", "", Some("user:1"), 10, 0);
+        let (keys, _, _) = s.scan("a", "", Some("user:1"), 10, 0);
         assert_eq!(
             keys.iter().map(|(k, _)| k.as_str()).collect::<Vec<_>>(),
             vec!["user:3", "usex"]

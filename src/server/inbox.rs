@@ -17,6 +17,8 @@ pub enum Command {
     CreateNamespace { name: String, created_at_ms: u64 },
     /// The namespace records this shard owns.
     ListNamespaces,
+    /// A KV request.
+    Kv(crate::kv::exec::KvCmd),
     /// Stop: close the listener, let in-flight requests finish.
     Stop,
 }
@@ -29,6 +31,7 @@ pub enum Reply {
     /// The command failed (the log refused or failed it).
     Failed(crate::api::error::ApiError),
     Namespaces(Vec<NamespaceRecord>),
+    Kv(crate::kv::exec::KvReply),
     Stopping,
 }
 

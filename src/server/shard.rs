@@ -28,9 +28,10 @@ use super::Node;
 use crate::api::error::ApiError;
 use crate::api::{Api, MetricsApi};
 use crate::http::response::encode;
+use crate::kv::KvStore;
 use crate::log::format::{shard_dir_name, EntryRef};
 use crate::log::io::RealFs;
-use crate::log::{Log, LogError, LogOptions};
+use crate::log::{Log, LogError, LogOptions, Position};
 use crate::namespace::{decode_create, encode_create, NamespaceRegistry, DEFAULT_NAMESPACE, ENTRY_NAMESPACE_CREATE};
 
 /// io_uring submission queue entries per shard.
@@ -46,6 +47,8 @@ pub struct Shard {
     pub stop: StopSignal,
     /// Set once recovery has opened the log.
     pub log: OnceCell<Rc<Log<RealFs>>>,
+    /// The keys this shard owns.
+    pub kv: RefCell<KvStore>,
 }
 
 /// Maps a log failure to the API's error model.
@@ -97,6 +100,10 @@ impl Shard {
                 }
             }
             Command::ListNamespaces => Reply::Namespaces(self.namespaces.borrow().list()),
+            Command::Kv(cmd) => match crate::kv::exec::execute(self, cmd).await {
+                Ok(r) => Reply::Kv(r),
+                Err(e) => Reply::Failed(e),
+            },
             Command::Stop => {
                 self.stop.trigger();
                 Reply::Stopping
@@ -105,13 +112,14 @@ impl Shard {
     }
 
     /// Applies one recovered log entry.
-    fn replay(&self, entry: &EntryRef<'_>) -> Result<(), String> {
+    fn replay(&self, entry: &EntryRef<'_>, at: Position) -> Result<(), String> {
         match entry.entry_type {
             ENTRY_NAMESPACE_CREATE => {
                 let (name, created_at_ms) = decode_create(entry.body)?;
                 self.namespaces.borrow_mut().create(&name, created_at_ms);
                 Ok(())
             }
+            _ if self.kv.borrow_mut().replay(entry, at)? => Ok(()),
             t => Err(format!(
                 "entry type {t} at LSN {} is unknown (written by a newer flo?)",
                 entry.lsn
@@ -219,6 +227,7 @@ pub fn run(id: usize, node: Arc<Node>, inbox: async_channel::Receiver<Envelope>,
             namespaces: RefCell::new(NamespaceRegistry::default()),
             stop: StopSignal::default(),
             log: OnceCell::new(),
+            kv: RefCell::new(KvStore::default()),
         });
         if node.partitioner.namespace_shard(DEFAULT_NAMESPACE) == id {
             shard
@@ -274,7 +283,7 @@ async fn recover(shard: &Rc<Shard>) -> Result<Rc<Log<RealFs>>, LogError> {
     };
     let dir = node.config.data_dir.join(shard_dir_name(shard.id));
     let metrics = node.log_metrics[shard.id].clone();
-    let (log, stats) = crate::log::open(RealFs, dir, opts, metrics, |e, _| shard.replay(e)).await?;
+    let (log, stats) = crate::log::open(RealFs, dir, opts, metrics, |e, at| shard.replay(e, at)).await?;
     let mb_per_s = if stats.millis > 0 {
         stats.bytes as f64 / 1e3 / stats.millis as f64
     } else {

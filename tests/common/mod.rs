@@ -34,7 +34,7 @@ impl ServerBuilder {
         self.shards = n;
         self
     }
-    /// The `[log]` table's keys (default: 1 MiB segments, so tests roll segments and do not
+    /// The `[log]` table's keys (default: 8 MiB segments, so tests roll segments and do not
     /// zero-fill 64 MiB per shard at every start).
     pub fn log_config(mut self, keys: &str) -> Self {
         self.log_section = keys.to_string();
@@ -128,7 +128,7 @@ impl Server {
         ServerBuilder {
             shards: 2,
             config: String::new(),
-            log_section: "segment_bytes = 1048576\nbatch_max_bytes = 262144\n".to_string(),
+            log_section: "segment_bytes = 8388608\nbatch_max_bytes = 2097152\n".to_string(),
             args: Vec::new(),
             env: Vec::new(),
             data_dir: None,

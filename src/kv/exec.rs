@@ -1,0 +1,193 @@
+//! KV commands as they travel between shards, and their execution on the key's owner shard:
+//! check the condition, append the entry, apply it at once (so the next write's condition sees
+//! it), answer when it is durable. Reads wait for the entry they would show to be durable.
+
+use std::rc::Rc;
+
+use super::entry::{encode_delete, encode_put, ENTRY_KV_DELETE, ENTRY_KV_PUT};
+use super::store::{Cond, Refused, Slot, Value};
+use crate::api::error::ApiError;
+use crate::server::shard::{log_error, Shard};
+
+/// A KV request for the owner shard of its key (or, for scans, for every shard).
+#[derive(Debug)]
+pub enum KvCmd {
+    Get {
+        ns: String,
+        key: String,
+    },
+    Put {
+        ns: String,
+        key: String,
+        value: Vec<u8>,
+        expires_at_ms: u64,
+        cond: Cond,
+    },
+    Delete {
+        ns: String,
+        key: String,
+        cas: Option<u64>,
+    },
+    Scan {
+        ns: String,
+        prefix: String,
+        after: Option<String>,
+        limit: usize,
+        values: bool,
+    },
+}
+
+/// One key as an answer carries it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct KeyState {
+    pub key: String,
+    pub version: u64,
+    pub expires_at_ms: u64,
+    pub size: u64,
+    pub value: Option<Vec<u8>>,
+}
+
+/// The owner shard's answer.
+#[derive(Debug, PartialEq)]
+pub enum KvReply {
+    Found(KeyState),
+    NotFound,
+    Written { version: u64 },
+    Refused(Refused),
+    Scanned { keys: Vec<KeyState>, has_more: bool },
+}
+
+/// Bytes before the value in a `KV_PUT` body.
+fn value_offset(ns: &str, key: &str) -> u32 {
+    (24 + ns.len() + key.len()) as u32
+}
+
+/// Executes a KV command on this shard.
+pub async fn execute(shard: &Shard, cmd: KvCmd) -> Result<KvReply, ApiError> {
+    let now = crate::metrics::now_ms();
+    match cmd {
+        KvCmd::Get { ns, key } => {
+            let Some(slot) = settled_slot(shard, &ns, &key, now).await? else {
+                return Ok(KvReply::NotFound);
+            };
+            let value = read_value(shard, &slot)?;
+            Ok(KvReply::Found(KeyState {
+                key,
+                version: slot.version,
+                expires_at_ms: slot.expires_at_ms,
+                size: value.len() as u64,
+                value: Some(value),
+            }))
+        }
+        KvCmd::Put {
+            ns,
+            key,
+            value,
+            expires_at_ms,
+            cond,
+        } => {
+            let log = shard.log()?;
+            let planned = shard.kv.borrow().plan_put(&ns, &key, cond, now);
+            let version = match planned {
+                Ok(v) => v,
+                Err(r) => return refused(shard, &ns, &key, r).await,
+            };
+            let body = encode_put(version, expires_at_ms, &ns, &key, &value);
+            let ticket = log.append(ENTRY_KV_PUT, &body).map_err(log_error)?;
+            let len = value.len() as u32;
+            let pending = Value::Pending {
+                lsn: ticket.lsn,
+                bytes: Rc::from(value),
+            };
+            shard
+                .kv
+                .borrow_mut()
+                .apply_put(&ns, &key, version, expires_at_ms, pending);
+            let pos = ticket.await.map_err(log_error)?;
+            shard
+                .kv
+                .borrow_mut()
+                .settle(&ns, &key, version, pos, value_offset(&ns, &key), len);
+            Ok(KvReply::Written { version })
+        }
+        KvCmd::Delete { ns, key, cas } => {
+            let log = shard.log()?;
+            let planned = shard.kv.borrow().plan_delete(&ns, &key, cas, now);
+            let version = match planned {
+                Ok(v) => v,
+                Err(r) => return refused(shard, &ns, &key, r).await,
+            };
+            let ticket = log
+                .append(ENTRY_KV_DELETE, &encode_delete(version, &ns, &key))
+                .map_err(log_error)?;
+            shard.kv.borrow_mut().apply_delete(&ns, &key, version, Some(ticket.lsn));
+            ticket.await.map_err(log_error)?;
+            shard.kv.borrow_mut().settle_delete(&ns, &key, version);
+            Ok(KvReply::Written { version })
+        }
+        KvCmd::Scan {
+            ns,
+            prefix,
+            after,
+            limit,
+            values,
+        } => {
+            let (slots, has_more, pending) = shard.kv.borrow().scan(&ns, &prefix, after.as_deref(), limit, now);
+            // Nothing not yet durable is shown: wait for the newest pending entry passed.
+            if let Some(lsn) = pending {
+                shard.log()?.wait_durable(lsn).await.map_err(log_error)?;
+            }
+            let mut keys = Vec::with_capacity(slots.len());
+            for (key, slot) in slots {
+                let value = if values { Some(read_value(shard, &slot)?) } else { None };
+                keys.push(KeyState {
+                    key,
+                    version: slot.version,
+                    expires_at_ms: slot.expires_at_ms,
+                    size: slot.value_len(),
+                    value,
+                });
+            }
+            Ok(KvReply::Scanned { keys, has_more })
+        }
+    }
+}
+
+/// A refusal reveals the key's state (its version, or that it is missing): answer it only once
+/// the entry behind that state is durable.
+async fn refused(shard: &Shard, ns: &str, key: &str, r: Refused) -> Result<KvReply, ApiError> {
+    let pending = shard.kv.borrow().slot_pending_lsn(ns, key);
+    if let Some(lsn) = pending {
+        shard.log()?.wait_durable(lsn).await.map_err(log_error)?;
+    }
+    Ok(KvReply::Refused(r))
+}
+
+/// The visible slot of a key once the entry that made its state (a put or a delete) is durable.
+async fn settled_slot(shard: &Shard, ns: &str, key: &str, now: u64) -> Result<Option<Slot>, ApiError> {
+    let (visible, pending) = {
+        let kv = shard.kv.borrow();
+        (kv.get(ns, key, now).cloned(), kv.slot_pending_lsn(ns, key))
+    };
+    if let Some(lsn) = pending {
+        // Every entry up to `lsn` is durable afterwards, so the state seen above is too.
+        shard.log()?.wait_durable(lsn).await.map_err(log_error)?;
+    }
+    Ok(visible)
+}
+
+/// The bytes of a slot's value: held in memory while pending, else from the mapped segment.
+fn read_value(shard: &Shard, slot: &Slot) -> Result<Vec<u8>, ApiError> {
+    match &slot.value {
+        Value::Tombstone { .. } => Ok(Vec::new()),
+        Value::Pending { bytes, .. } => Ok(bytes.to_vec()),
+        Value::At { pos, value_offset, len } => {
+            let e = shard.log()?.read_at(pos).map_err(log_error)?;
+            let start = *value_offset as usize;
+            e.body()
+                .get(start..start + *len as usize)
+                .map(<[u8]>::to_vec)
+                .ok_or_else(|| ApiError::Internal(format!("value of LSN {} out of its entry", pos.lsn)))
+        }
+    }
+}

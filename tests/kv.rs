@@ -1,0 +1,278 @@
+//! KV through the real binary: versions, CAS, if_not_exists, TTL, deletes, scans across shards,
+//! bad input, and durability across restarts and SIGKILL.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use common::Server;
+use serde_json::Value;
+
+const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
+
+fn put(s: &Server, ns: &str, key: &str, body: &str) -> common::Response {
+    s.put_json(&format!("/api/v1/kv/{ns}/{key}"), body)
+}
+
+fn value_json(v: &[u8]) -> String {
+    format!(r#"{{"value":"{}"}}"#, B64.encode(v))
+}
+
+fn get(s: &Server, ns: &str, key: &str) -> common::Response {
+    s.get(&format!("/api/v1/kv/{ns}/{key}"))
+}
+
+#[test]
+fn versions_cas_and_deletes_follow_the_contract() {
+    let s = Server::start();
+    let r = put(&s, "default", "user%3A123", &value_json(b"v1"));
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json(), serde_json::json!({"key": "user:123", "version": 1}));
+    assert_eq!(
+        put(&s, "default", "user%3A123", &value_json(b"v2")).json()["version"],
+        2
+    );
+
+    let g = get(&s, "default", "user%3A123").json();
+    assert_eq!(g["key"], "user:123");
+    assert_eq!(B64.decode(g["value"].as_str().unwrap()).unwrap(), b"v2");
+    assert_eq!(g["version"], 2);
+    assert_eq!(g["ttl_remaining"], Value::Null);
+
+    // CAS: right version wins, wrong one is 409 with the current version.
+    let r = put(&s, "default", "user%3A123", r#"{"value":"djM=","cas_version":1}"#);
+    assert_eq!(r.status, 409);
+    assert_eq!(r.json()["error"], "conflict");
+    assert_eq!(r.json()["current_version"], 2);
+    assert_eq!(
+        put(&s, "default", "user%3A123", r#"{"value":"djM=","cas_version":2}"#).json()["version"],
+        3
+    );
+
+    // if_not_exists and cas_version 0 mean "must not exist".
+    assert_eq!(
+        put(&s, "default", "user%3A123", r#"{"value":"eA==","if_not_exists":true}"#).status,
+        409
+    );
+    assert_eq!(
+        put(&s, "default", "user%3A123", r#"{"value":"eA==","cas_version":0}"#).status,
+        409
+    );
+    assert_eq!(
+        put(&s, "default", "fresh", r#"{"value":"eA==","cas_version":0}"#).json()["version"],
+        1
+    );
+
+    // Delete writes a tombstone with the next version; re-create continues after it.
+    let d = s.delete("/api/v1/kv/default/user%3A123?cas_version=2");
+    assert_eq!(d.status, 409);
+    assert_eq!(d.json()["current_version"], 3);
+    let d = s.delete("/api/v1/kv/default/user%3A123");
+    assert_eq!(
+        d.json(),
+        serde_json::json!({"key": "user:123", "deleted": true, "version": 4})
+    );
+    let g = get(&s, "default", "user%3A123");
+    assert_eq!(g.status, 404);
+    assert_eq!(g.json()["error"], "not_found");
+    assert_eq!(g.json()["key"], "user:123");
+    assert_eq!(s.delete("/api/v1/kv/default/user%3A123").status, 404);
+    assert_eq!(
+        put(&s, "default", "user%3A123", &value_json(b"back")).json()["version"],
+        5
+    );
+
+    // A key with a slash, sent as %2F, and binary values round-trip.
+    let bin: Vec<u8> = (0..=255).collect();
+    assert_eq!(put(&s, "app", "a%2Fb", &value_json(&bin)).status, 200);
+    let g = get(&s, "app", "a%2Fb").json();
+    assert_eq!(g["key"], "a/b");
+    assert_eq!(B64.decode(g["value"].as_str().unwrap()).unwrap(), bin);
+    // Empty values are values.
+    assert_eq!(put(&s, "app", "empty", r#"{"value":""}"#).status, 200);
+    assert_eq!(get(&s, "app", "empty").json()["value"], "");
+}
+
+#[test]
+fn ttl_counts_down_and_expires() {
+    let s = Server::start();
+    assert_eq!(
+        put(&s, "default", "short", r#"{"value":"eA==","ttl_seconds":1}"#).status,
+        200
+    );
+    assert_eq!(
+        put(&s, "default", "long", r#"{"value":"eA==","ttl_seconds":3600}"#).status,
+        200
+    );
+    let g = get(&s, "default", "long").json();
+    let left = g["ttl_remaining"].as_u64().unwrap();
+    assert!((3599..=3600).contains(&left), "{g}");
+    assert_eq!(get(&s, "default", "short").json()["ttl_remaining"], 1);
+    // Poll until the short key is gone (its expiry is an absolute time in the entry).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while get(&s, "default", "short").status == 200 {
+        assert!(Instant::now() < deadline, "never expired");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // Expired keys leave scans too, and a new write continues the version.
+    let scan = s.get("/api/v1/kv/default").json();
+    let keys: Vec<&str> = scan["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k["key"].as_str().unwrap())
+        .collect();
+    assert_eq!(keys, vec!["long"]);
+    assert_eq!(
+        put(&s, "default", "short", r#"{"value":"eA==","if_not_exists":true}"#).json()["version"],
+        2
+    );
+}
+
+#[test]
+fn bad_input_is_refused_and_writes_nothing() {
+    let s = Server::builder().config("[limits]\nmax_value_bytes = 1000\n").start();
+    for (body, what) in [
+        (r#"{"value":"not base64!"}"#, "bad base64"),
+        (r#"{"value":"eA"}"#, "unpadded base64"),
+        (r#"{"value":"eA==","ttl":5}"#, "unknown field"),
+        (r#"{"value":5}"#, "wrong type"),
+        (r#"{}"#, "missing value"),
+        (
+            r#"{"value":"eA==","if_not_exists":true,"cas_version":3}"#,
+            "contradiction",
+        ),
+        ("", "empty body"),
+    ] {
+        let r = put(&s, "default", "k", body);
+        assert_eq!(r.status, 400, "{what}: {}", r.text());
+        assert_eq!(r.json()["error"], "bad_request");
+    }
+    let r = put(&s, "default", "k", &value_json(&[7u8; 1001]));
+    assert_eq!(r.status, 413);
+    assert_eq!(put(&s, "default", "k", &value_json(&[7u8; 1000])).status, 200);
+    assert_eq!(put(&s, "default", &"k".repeat(1025), &value_json(b"x")).status, 400);
+    assert_eq!(put(&s, "bad%2Fns", "k", &value_json(b"x")).status, 400);
+    assert_eq!(s.get("/api/v1/kv/default?limit=1001").status, 400);
+    assert_eq!(s.get("/api/v1/kv/default?limit=0").status, 400);
+    assert_eq!(s.delete("/api/v1/kv/default/k?cas_version=x").status, 400);
+    // Only the one good write happened.
+    assert_eq!(get(&s, "default", "k").json()["version"], 1);
+}
+
+#[test]
+fn scans_merge_every_shard_in_key_order_with_pages() {
+    let s = Server::builder().shards(3).start();
+    let mut expected = Vec::new();
+    for i in 0..120 {
+        let key = format!("item:{i:03}");
+        assert_eq!(put(&s, "shop", &key, &value_json(key.as_bytes())).status, 200);
+        expected.push(key);
+    }
+    assert_eq!(put(&s, "shop", "other", &value_json(b"x")).status, 200);
+    // Every shard holds some of them.
+    let m = s.get("/api/v1/metrics").json();
+    let writers = m["shards"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["log_entries_total"].as_u64().unwrap() > 0)
+        .count();
+    assert_eq!(writers, 3);
+
+    let mut seen = Vec::new();
+    let mut after: Option<String> = None;
+    loop {
+        let q = match &after {
+            None => "prefix=item:&limit=50&values=true".to_string(),
+            Some(a) => format!("prefix=item:&limit=50&values=true&after={a}"),
+        };
+        let page = s.get(&format!("/api/v1/kv/shop?{q}")).json();
+        for k in page["keys"].as_array().unwrap() {
+            let key = k["key"].as_str().unwrap().to_string();
+            assert_eq!(B64.decode(k["value"].as_str().unwrap()).unwrap(), key.as_bytes());
+            assert_eq!(k["size"], key.len());
+            seen.push(key);
+        }
+        assert_eq!(page["count"], page["keys"].as_array().unwrap().len());
+        if page["has_more"] == false {
+            assert_eq!(page["next_after"], Value::Null);
+            break;
+        }
+        after = Some(page["next_after"].as_str().unwrap().to_string());
+    }
+    assert_eq!(seen, expected);
+    let all = s.get("/api/v1/kv/shop").json();
+    assert_eq!(all["count"], 100, "default limit");
+    assert!(all["keys"][0].get("value").is_none(), "values only on request");
+    assert_eq!(s.get("/api/v1/kv/nowhere").json()["count"], 0);
+}
+
+/// Key → (version, value) of the last acknowledged write.
+type Acked = BTreeMap<String, (u64, Vec<u8>)>;
+
+#[test]
+fn acknowledged_writes_survive_restart_and_sigkill() {
+    let mut s = Server::builder().shards(2).start();
+    let acked: Arc<Mutex<Acked>> = Arc::default();
+    for round in 0..2 {
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let mut threads = Vec::new();
+        for t in 0..6 {
+            let (acked, stop, addr) = (acked.clone(), stop.clone(), s.api);
+            threads.push(std::thread::spawn(move || {
+                let mut i = 0u64;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    // Each thread rewrites a few keys of its own.
+                    let key = format!("t{t}-k{}", i % 5);
+                    let val = format!("round{round}-{i}").into_bytes();
+                    i += 1;
+                    let body = value_json(&val);
+                    let path = format!("/api/v1/kv/default/{key}");
+                    match common::try_request(addr, "PUT", &path, &[], body.as_bytes()) {
+                        Ok(r) if r.status == 200 => {
+                            let v = r.json()["version"].as_u64().unwrap();
+                            acked.lock().unwrap().insert(key, (v, val));
+                        }
+                        Ok(r) => assert!(r.status >= 500, "unexpected {}", r.status),
+                        Err(_) => break,
+                    }
+                }
+            }));
+        }
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while acked.lock().unwrap().len() < 30 {
+            assert!(Instant::now() < deadline);
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+        if round == 0 {
+            s.sigkill();
+        } else {
+            s.signal(libc::SIGTERM);
+            s.wait_exit(Duration::from_secs(20));
+        }
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        for t in threads {
+            t.join().unwrap();
+        }
+        s.restart();
+        for (key, (version, val)) in acked.lock().unwrap().iter() {
+            let g = get(&s, "default", key);
+            assert_eq!(g.status, 200, "{key} lost");
+            let g = g.json();
+            // A write may have landed after the last acknowledged one (its answer was lost in
+            // the kill), never before it.
+            assert!(
+                g["version"].as_u64().unwrap() >= *version,
+                "{key}: {g} older than acked {version}"
+            );
+            if g["version"].as_u64().unwrap() == *version {
+                assert_eq!(B64.decode(g["value"].as_str().unwrap()).unwrap(), *val, "{key}");
+            }
+        }
+    }
+}
