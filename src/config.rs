@@ -57,12 +57,15 @@ pub struct Config {
 pub struct LimitsConfig {
     /// Largest KV value, after base64 decoding (413 beyond).
     pub max_value_bytes: u64,
+    /// Long-polling readers (KV waits and watches) one shard keeps at once; more get 429.
+    pub max_waiters_per_shard: usize,
 }
 
 impl Default for LimitsConfig {
     fn default() -> Self {
         LimitsConfig {
             max_value_bytes: 1024 * 1024,
+            max_waiters_per_shard: 10_000,
         }
     }
 }

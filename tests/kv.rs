@@ -276,3 +276,121 @@ fn acknowledged_writes_survive_restart_and_sigkill() {
         }
     }
 }
+
+/// Polls /api/v1/metrics until the shards hold `n` long-polling readers in total.
+fn wait_for_waiters(s: &Server, n: u64) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let m = s.get("/api/v1/metrics").json();
+        let total: u64 = m["shards"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["waiters"].as_u64().unwrap())
+            .sum();
+        if total == n {
+            return;
+        }
+        assert!(Instant::now() < deadline, "waiters never reached {n}: {m}");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+#[test]
+fn wait_ms_returns_when_the_key_appears() {
+    let s = Server::start();
+    let api = s.api;
+    let waiter = std::thread::spawn(move || {
+        let started = Instant::now();
+        let r = common::try_request(api, "GET", "/api/v1/kv/default/later?wait_ms=20000", &[], b"").unwrap();
+        (r, started.elapsed())
+    });
+    // Write once the waiter is registered on its shard, so the wake path is what answers it.
+    wait_for_waiters(&s, 1);
+    assert_eq!(put(&s, "default", "later", &value_json(b"here")).status, 200);
+    let (r, took) = waiter.join().unwrap();
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(B64.decode(r.json()["value"].as_str().unwrap()).unwrap(), b"here");
+    assert!(
+        took < Duration::from_secs(10),
+        "woken by the write, not by the deadline"
+    );
+
+    // Timing out on a key that never comes: 404.
+    let r = s.get("/api/v1/kv/default/never?wait_ms=300");
+    assert_eq!(r.status, 404);
+    // Out of range.
+    assert_eq!(s.get("/api/v1/kv/default/never?wait_ms=60001").status, 400);
+    assert_eq!(s.get("/api/v1/kv/default/never?watch_version=1").status, 400);
+}
+
+#[test]
+fn watch_version_wakes_on_the_next_change() {
+    let s = Server::start();
+    assert_eq!(put(&s, "default", "cfg", &value_json(b"v1")).json()["version"], 1);
+    // Already past the watched version: answers at once.
+    let r = s.get("/api/v1/kv/default/cfg?watch_version=0&wait_ms=20000");
+    assert_eq!(r.json()["version"], 1);
+    let api = s.api;
+    let waiter = std::thread::spawn(move || {
+        let started = Instant::now();
+        let r = common::try_request(
+            api,
+            "GET",
+            "/api/v1/kv/default/cfg?watch_version=1&wait_ms=20000",
+            &[],
+            b"",
+        )
+        .unwrap();
+        (r, started.elapsed())
+    });
+    wait_for_waiters(&s, 1);
+    assert_eq!(put(&s, "default", "cfg", &value_json(b"v2")).json()["version"], 2);
+    let (r, took) = waiter.join().unwrap();
+    assert_eq!(r.json()["version"], 2);
+    assert_eq!(B64.decode(r.json()["value"].as_str().unwrap()).unwrap(), b"v2");
+    assert!(took < Duration::from_secs(10));
+    // On timeout the current state comes back with the same version.
+    let r = s.get("/api/v1/kv/default/cfg?watch_version=2&wait_ms=300");
+    assert_eq!(r.status, 200);
+    assert_eq!(r.json()["version"], 2);
+    // A delete is a change too: the watcher sees the key gone.
+    let waiter = std::thread::spawn(move || {
+        common::try_request(
+            api,
+            "GET",
+            "/api/v1/kv/default/cfg?watch_version=2&wait_ms=20000",
+            &[],
+            b"",
+        )
+        .unwrap()
+    });
+    wait_for_waiters(&s, 1);
+    assert_eq!(s.delete("/api/v1/kv/default/cfg").status, 200);
+    assert_eq!(waiter.join().unwrap().status, 404);
+}
+
+#[test]
+fn waiters_are_bounded() {
+    let s = Server::builder()
+        .shards(1)
+        .config("[limits]\nmax_waiters_per_shard = 2\n")
+        .start();
+    let api = s.api;
+    let waiters: Vec<_> = (0..2)
+        .map(|i| {
+            std::thread::spawn(move || {
+                common::try_request(api, "GET", &format!("/api/v1/kv/default/w{i}?wait_ms=3000"), &[], b"").unwrap()
+            })
+        })
+        .collect();
+    // Once both wait on the shard, a third is refused at once.
+    wait_for_waiters(&s, 2);
+    let r = s.get("/api/v1/kv/default/w9?wait_ms=1000");
+    assert_eq!(r.status, 429);
+    assert_eq!(r.json()["error"], "overloaded");
+    assert_eq!(r.header("Retry-After"), Some("1"));
+    for w in waiters {
+        assert_eq!(w.join().unwrap().status, 404);
+    }
+}

@@ -11,7 +11,7 @@ use super::error::ApiError;
 use super::namespaces::parse_body;
 use super::path;
 use crate::http::Response;
-use crate::kv::exec::{KeyState, KvCmd, KvReply};
+use crate::kv::exec::{KeyState, KvCmd, KvReply, Wait};
 use crate::kv::{Cond, Refused};
 use crate::server::inbox::{Command, Reply};
 use crate::server::shard::Shard;
@@ -62,16 +62,39 @@ fn conflict(current_version: u64) -> ApiError {
     }
 }
 
-/// `GET /api/v1/kv/:namespace/:key`.
-pub async fn get(shard: &Shard, ns: &str, key: &str, query: &str) -> Result<Response, ApiError> {
-    for param in ["wait_ms", "watch_version"] {
-        if path::query_param(query, param)?.is_some() {
-            return Err(ApiError::NotImplemented("waiting for a key (wait_ms, watch_version)"));
-        }
+/// Longest `wait_ms`.
+const WAIT_MS_MAX: u64 = 60_000;
+
+fn number(query: &str, name: &str) -> Result<Option<u64>, ApiError> {
+    match path::query_param(query, name)? {
+        None => Ok(None),
+        Some(v) => v
+            .parse::<u64>()
+            .map(Some)
+            .map_err(|_| ApiError::BadRequest(format!("{name}={v:?} is not a number"))),
     }
+}
+
+/// `GET /api/v1/kv/:namespace/:key[?wait_ms=N[&watch_version=V]]`.
+pub async fn get(shard: &Shard, ns: &str, key: &str, query: &str) -> Result<Response, ApiError> {
+    let wait_ms = number(query, "wait_ms")?;
+    let watch_version = number(query, "watch_version")?;
+    if wait_ms.is_some_and(|w| w > WAIT_MS_MAX) {
+        return Err(ApiError::BadRequest(format!("wait_ms must be at most {WAIT_MS_MAX}")));
+    }
+    if watch_version.is_some() && wait_ms.is_none() {
+        return Err(ApiError::BadRequest(
+            "watch_version needs wait_ms (how long to wait)".into(),
+        ));
+    }
+    let wait = wait_ms.map(|ms| Wait {
+        after_version: watch_version,
+        deadline_ms: crate::metrics::now_ms() + ms,
+    });
     let cmd = KvCmd::Get {
         ns: ns.to_string(),
         key: key.to_string(),
+        wait,
     };
     let (reply, owner) = ask_owner(shard, ns, key, cmd).await?;
     match reply {

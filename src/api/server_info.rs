@@ -72,6 +72,8 @@ struct ShardRow {
     log_fsyncs_total: u64,
     /// Entries per fdatasync since start (group commit at work).
     log_entries_per_fsync: f64,
+    /// Readers long-polling this shard now (KV waits and watches).
+    waiters: u64,
 }
 
 #[derive(Serialize)]
@@ -104,6 +106,7 @@ pub fn metrics(shard: &Shard) -> Response {
             ops_per_second: round1(m.ops_per_second(now)),
             forwarded_total: m.forwarded_total.load(Relaxed),
             overloaded_total: m.overloaded_total.load(Relaxed),
+            waiters: m.waiters.load(Relaxed),
             log_entries_total: node.log_metrics[id].entries_total.get(),
             log_bytes_total: node.log_metrics[id].bytes_total.get(),
             log_batches_total: node.log_metrics[id].batches_total.get(),
@@ -163,6 +166,7 @@ mod tests {
             stop: StopSignal::default(),
             log: std::cell::OnceCell::new(),
             kv: RefCell::default(),
+            kv_watch: crate::kv::watch::Watchers::new(10),
         }
     }
 

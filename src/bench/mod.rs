@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 
 use client::{LiveCounters, LoadPlan, ThreadOutcome};
 use report::{RunInfo, Stats, Summary};
-use workload::{Workload, WorkloadKind};
+use workload::{KvOptions, Workload, WorkloadKind};
 
 /// How long in-flight requests may take to finish after the deadline before
 /// they are abandoned and counted as timeouts.
@@ -61,6 +61,16 @@ pub struct BenchArgs {
     /// Requests to send.
     #[arg(short, long, value_enum, default_value_t = WorkloadKind::Status)]
     pub workload: WorkloadKind,
+    /// KV workloads: namespace of the keys.
+    #[arg(long, default_value = workload::DEFAULT_NAMESPACE, value_parser = workload::parse_namespace)]
+    pub namespace: String,
+    /// KV workloads: size of the key space (keys k0 .. k<keys-1>).
+    #[arg(long, default_value_t = workload::DEFAULT_KEYS, value_parser = clap::value_parser!(u64).range(1..))]
+    pub keys: u64,
+    /// KV workloads: bytes of every value written (before base64).
+    #[arg(long, default_value_t = workload::DEFAULT_VALUE_BYTES,
+          value_parser = clap::value_parser!(u32).range(..=64 * 1024 * 1024))]
+    pub value_bytes: u32,
     /// Bearer token sent as `Authorization: Bearer <token>`.
     #[arg(long, env = "FLO_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
@@ -160,7 +170,12 @@ fn execute(args: &BenchArgs) -> Result<Summary, String> {
     let deadline = measure_start + args.duration;
     let plan = Arc::new(LoadPlan {
         addr,
-        workload: Workload::new(args.workload, &host_header, args.token.as_deref()),
+        workload: Workload::new(args.workload, &host_header, args.token.as_deref()).with_kv(&KvOptions {
+            namespace: args.namespace.clone(),
+            keys: args.keys,
+            value_bytes: args.value_bytes as usize,
+            connections,
+        }),
         measure_start,
         deadline,
         cutoff: deadline + DRAIN_GRACE,

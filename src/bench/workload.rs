@@ -5,7 +5,16 @@
 //! (request line, headers, optional JSON body) written into a reusable
 //! [`RequestBytes`]. Connection tasks never format anything themselves.
 //!
-//! Adding a workload (KV, queue, stream, time series, ...) means adding a
+//! The KV workloads (`kv-put`, `kv-get`, `kv-mixed`) address keys `k<N>` of
+//! one namespace, `N` in `0..keys`. Connection `conn` of `connections` walks
+//! the key space from its own evenly spaced starting point,
+//! `key = (conn * keys / connections + seq) % keys`: connections advancing at
+//! similar rates chase each other around the key space instead of writing
+//! the same keys, and distinct connections at the same `seq` address
+//! distinct keys (when there are no more connections than keys). The PUT body
+//! `{"value":"<base64>"}` is encoded once, when the workload is configured.
+//!
+//! Adding a workload (queue, stream, time series, ...) means adding a
 //! [`WorkloadKind`] variant, its `name`, whether it varies per request
 //! ([`Workload::varies_per_request`]) and a `build` arm. A workload whose
 //! requests differ per request writes its body into [`RequestBytes::body`] and
@@ -15,6 +24,8 @@
 use std::fmt;
 use std::io::Write as _;
 
+use base64::Engine as _;
+
 /// The named workloads selectable with `--workload`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum WorkloadKind {
@@ -22,6 +33,12 @@ pub enum WorkloadKind {
     Status,
     /// `GET /health`: liveness probe, the cheapest request the server answers.
     Health,
+    /// `PUT /api/v1/kv/<namespace>/k<N>` with a `--value-bytes` value.
+    KvPut,
+    /// `GET /api/v1/kv/<namespace>/k<N>` (a key never written answers 404).
+    KvGet,
+    /// 90% `kv-get`, 10% `kv-put` (every tenth request of a connection).
+    KvMixed,
 }
 
 impl WorkloadKind {
@@ -30,6 +47,9 @@ impl WorkloadKind {
         match self {
             WorkloadKind::Status => "status",
             WorkloadKind::Health => "health",
+            WorkloadKind::KvPut => "kv-put",
+            WorkloadKind::KvGet => "kv-get",
+            WorkloadKind::KvMixed => "kv-mixed",
         }
     }
 }
@@ -61,6 +81,85 @@ impl RequestBytes {
     }
 }
 
+/// Default of `--namespace`.
+pub const DEFAULT_NAMESPACE: &str = "bench";
+/// Default of `--keys`.
+pub const DEFAULT_KEYS: u64 = 100_000;
+/// Default of `--value-bytes`.
+pub const DEFAULT_VALUE_BYTES: u32 = 100;
+/// One request in this many of `kv-mixed` is a PUT (the others are GETs).
+const KV_MIXED_PUT_EVERY: u64 = 10;
+
+/// Checks a `--namespace`: names in a URL path match `[A-Za-z0-9_.:-]{1,128}`
+/// (API.md, Conventions), so they need no escaping.
+pub fn parse_namespace(text: &str) -> Result<String, String> {
+    let valid_char = |c: char| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | ':' | '-');
+    if text.is_empty() || text.len() > 128 || !text.chars().all(valid_char) {
+        return Err(format!(
+            "invalid namespace {text:?} (expected 1 to 128 of A-Z a-z 0-9 _ . : -)"
+        ));
+    }
+    Ok(text.to_owned())
+}
+
+/// What the KV workloads address: `--namespace`, `--keys`, `--value-bytes`,
+/// and how many connections share the key space (`--connections`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KvOptions {
+    /// Namespace of every key (must satisfy [`parse_namespace`]).
+    pub namespace: String,
+    /// Size of the key space: keys `k0` to `k<keys-1>` (0 is taken as 1).
+    pub keys: u64,
+    /// Length of every written value before base64.
+    pub value_bytes: usize,
+    /// Connections of the run (0 is taken as 1); their starting keys are
+    /// spaced `keys / connections` apart.
+    pub connections: usize,
+}
+
+impl Default for KvOptions {
+    fn default() -> Self {
+        KvOptions {
+            namespace: DEFAULT_NAMESPACE.to_owned(),
+            keys: DEFAULT_KEYS,
+            value_bytes: DEFAULT_VALUE_BYTES as usize,
+            connections: 64,
+        }
+    }
+}
+
+/// [`KvOptions`] prepared for the hot path.
+#[derive(Clone, Debug)]
+struct KvTarget {
+    namespace: String,
+    keys: u64,
+    connections: u64,
+    /// The complete PUT body, `{"value":"<base64>"}`.
+    put_body: Vec<u8>,
+}
+
+impl KvTarget {
+    fn new(options: &KvOptions) -> Self {
+        let keys = options.keys.max(1);
+        let connections = (options.connections as u64).max(1);
+        let value: Vec<u8> = (0..options.value_bytes).map(|i| (i % 251) as u8).collect();
+        let encoded = base64::engine::general_purpose::STANDARD.encode(&value);
+        let put_body = format!(r#"{{"value":"{encoded}"}}"#).into_bytes();
+        KvTarget {
+            namespace: options.namespace.clone(),
+            keys,
+            connections,
+            put_body,
+        }
+    }
+
+    /// The key number of request `seq` of connection `conn`.
+    fn key(&self, conn: usize, seq: u64) -> u64 {
+        let start = conn as u128 * self.keys as u128 / self.connections as u128;
+        ((start + seq as u128) % self.keys as u128) as u64
+    }
+}
+
 /// A workload bound to one target: knows the `Host` header and the optional
 /// bearer token, and builds the request for request `seq` of connection `conn`.
 #[derive(Clone, Debug)]
@@ -68,15 +167,25 @@ pub struct Workload {
     kind: WorkloadKind,
     host_header: String,
     bearer_token: Option<String>,
+    kv: KvTarget,
 }
 
 impl Workload {
+    /// A workload with the default [`KvOptions`]; see [`Workload::with_kv`].
     pub fn new(kind: WorkloadKind, host_header: &str, bearer_token: Option<&str>) -> Self {
         Workload {
             kind,
             host_header: host_header.to_owned(),
             bearer_token: bearer_token.map(str::to_owned),
+            kv: KvTarget::new(&KvOptions::default()),
         }
+    }
+
+    /// Sets what the KV workloads address (ignored by the others); encodes
+    /// the PUT body once.
+    pub fn with_kv(mut self, options: &KvOptions) -> Self {
+        self.kv = KvTarget::new(options);
+        self
     }
 
     /// Whether request bytes differ between requests of one connection. When
@@ -84,39 +193,58 @@ impl Workload {
     pub fn varies_per_request(&self) -> bool {
         match self.kind {
             WorkloadKind::Status | WorkloadKind::Health => false,
+            WorkloadKind::KvPut | WorkloadKind::KvGet | WorkloadKind::KvMixed => true,
         }
     }
 
     /// Writes request `seq` of connection `conn` into `out.wire` (replacing
     /// its previous content).
     pub fn build(&self, conn: usize, seq: u64, out: &mut RequestBytes) {
-        let _ = (conn, seq); // used by the per-request workloads to come
         out.body.clear();
         match self.kind {
             WorkloadKind::Status => self.write_request(out, "GET", format_args!("/api/v1/status")),
             WorkloadKind::Health => self.write_request(out, "GET", format_args!("/health")),
+            WorkloadKind::KvPut => self.write_kv(out, conn, seq, true),
+            WorkloadKind::KvGet => self.write_kv(out, conn, seq, false),
+            WorkloadKind::KvMixed => self.write_kv(out, conn, seq, seq.is_multiple_of(KV_MIXED_PUT_EVERY)),
+        }
+    }
+
+    /// A KV PUT (with the precomputed body) or GET of the key of `(conn, seq)`.
+    fn write_kv(&self, out: &mut RequestBytes, conn: usize, seq: u64, put: bool) {
+        let kv = &self.kv;
+        let path = format_args!("/api/v1/kv/{}/k{}", kv.namespace, kv.key(conn, seq));
+        if put {
+            self.write_head_and_body(&mut out.wire, "PUT", path, &kv.put_body);
+        } else {
+            self.write_head_and_body(&mut out.wire, "GET", path, &[]);
         }
     }
 
     /// Writes a keep-alive request with the common headers; `out.body`, when
     /// non-empty, is sent as a JSON body with its `Content-Length`.
     fn write_request(&self, out: &mut RequestBytes, method: &str, path: fmt::Arguments<'_>) {
-        let wire = &mut out.wire;
+        self.write_head_and_body(&mut out.wire, method, path, &out.body);
+    }
+
+    /// Replaces `wire` with a keep-alive request; `body`, when non-empty, is
+    /// sent as a JSON body with its `Content-Length`.
+    fn write_head_and_body(&self, wire: &mut Vec<u8>, method: &str, path: fmt::Arguments<'_>, body: &[u8]) {
         wire.clear();
         // Writing into a Vec<u8> cannot fail.
         let _ = write!(wire, "{method} {path} HTTP/1.1\r\nHost: {}\r\n", self.host_header);
         if let Some(token) = &self.bearer_token {
             let _ = write!(wire, "Authorization: Bearer {token}\r\n");
         }
-        if !out.body.is_empty() {
+        if !body.is_empty() {
             let _ = write!(
                 wire,
                 "Content-Type: application/json\r\nContent-Length: {}\r\n",
-                out.body.len()
+                body.len()
             );
         }
         wire.extend_from_slice(b"\r\n");
-        wire.extend_from_slice(&out.body);
+        wire.extend_from_slice(body);
     }
 }
 
@@ -194,5 +322,225 @@ mod tests {
         workload.build(0, 1, &mut req);
         assert_eq!(req.wire, first);
         assert_eq!(req.wire.capacity(), capacity);
+    }
+
+    fn kv_workload(kind: WorkloadKind, options: &KvOptions) -> Workload {
+        Workload::new(kind, "127.0.0.1:9002", Some("tok")).with_kv(options)
+    }
+
+    /// Parses one built request completely: method, path, body. Checks that
+    /// the head is valid HTTP/1.1 and that Content-Length frames the body
+    /// exactly.
+    fn parse_full(wire: &[u8]) -> (String, String, Vec<u8>) {
+        let (method, path, headers, head_len) = parse_request(wire);
+        let mut headers_again = [httparse::EMPTY_HEADER; 16];
+        let mut req = httparse::Request::new(&mut headers_again);
+        assert!(req.parse(wire).expect("valid head").is_complete());
+        assert_eq!(req.version, Some(1), "HTTP/1.1");
+        assert!(headers.contains(&("host".into(), "127.0.0.1:9002".into())));
+        assert!(headers.contains(&("authorization".into(), "Bearer tok".into())));
+        let content_length = headers.iter().find(|(name, _)| name == "content-length");
+        let body = wire[head_len..].to_vec();
+        match content_length {
+            Some((_, length)) => {
+                assert_eq!(length.parse::<usize>().expect("numeric length"), body.len());
+                assert!(headers.contains(&("content-type".into(), "application/json".into())));
+            }
+            None => assert!(body.is_empty(), "body without Content-Length"),
+        }
+        (method, path, body)
+    }
+
+    /// Checks a PUT body: `{"value":"<base64>"}` decoding to `value_bytes` bytes.
+    fn assert_put_body(body: &[u8], value_bytes: usize) {
+        let json: serde_json::Value = serde_json::from_slice(body).expect("JSON body");
+        let object = json.as_object().expect("JSON object");
+        assert_eq!(object.len(), 1, "only `value`: {json}");
+        let value = object["value"].as_str().expect("string value");
+        let decoded = base64::engine::general_purpose::STANDARD
+            .decode(value)
+            .expect("standard padded base64");
+        assert_eq!(decoded.len(), value_bytes);
+    }
+
+    #[test]
+    fn kv_names_parse_on_the_command_line() {
+        use clap::ValueEnum as _;
+        for (text, kind) in [
+            ("kv-put", WorkloadKind::KvPut),
+            ("kv-get", WorkloadKind::KvGet),
+            ("kv-mixed", WorkloadKind::KvMixed),
+        ] {
+            assert_eq!(WorkloadKind::from_str(text, false), Ok(kind));
+            assert_eq!(kind.name(), text);
+        }
+    }
+
+    #[test]
+    fn kv_put_request() {
+        for value_bytes in [0, 1, 2, 3, 100, 4097] {
+            let options = KvOptions {
+                namespace: "bench".into(),
+                keys: 1000,
+                value_bytes,
+                connections: 64,
+            };
+            let workload = kv_workload(WorkloadKind::KvPut, &options);
+            assert!(workload.varies_per_request());
+            let mut req = RequestBytes::with_capacity(1024);
+            for seq in [0, 1, 999, 1000, 123_456] {
+                workload.build(0, seq, &mut req);
+                let (method, path, body) = parse_full(&req.wire);
+                assert_eq!(method, "PUT");
+                assert_eq!(path, format!("/api/v1/kv/bench/k{}", seq % 1000));
+                if value_bytes == 0 {
+                    assert_eq!(body, br#"{"value":""}"#);
+                } else {
+                    assert_put_body(&body, value_bytes);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn kv_get_request() {
+        let options = KvOptions {
+            namespace: "ns_1.a:b-c".into(),
+            keys: 50,
+            value_bytes: 10,
+            connections: 8,
+        };
+        let workload = kv_workload(WorkloadKind::KvGet, &options);
+        assert!(workload.varies_per_request());
+        let mut req = RequestBytes::with_capacity(64);
+        // A PUT first: the GET must not keep its body.
+        kv_workload(WorkloadKind::KvPut, &options).build(3, 7, &mut req);
+        for seq in 0..200 {
+            workload.build(3, seq, &mut req);
+            let (method, path, body) = parse_full(&req.wire);
+            assert_eq!(method, "GET");
+            let key: u64 = path
+                .strip_prefix("/api/v1/kv/ns_1.a:b-c/k")
+                .expect("kv path")
+                .parse()
+                .expect("key number");
+            assert!(key < 50);
+            assert!(body.is_empty());
+        }
+    }
+
+    #[test]
+    fn kv_get_and_put_address_the_same_keys() {
+        let options = KvOptions::default();
+        let get = kv_workload(WorkloadKind::KvGet, &options);
+        let put = kv_workload(WorkloadKind::KvPut, &options);
+        let (mut get_req, mut put_req) = (RequestBytes::default(), RequestBytes::default());
+        for (conn, seq) in [(0, 0), (5, 17), (63, 99_999), (1000, 1 << 40)] {
+            get.build(conn, seq, &mut get_req);
+            put.build(conn, seq, &mut put_req);
+            assert_eq!(parse_full(&get_req.wire).1, parse_full(&put_req.wire).1);
+        }
+    }
+
+    #[test]
+    fn kv_mixed_is_ten_percent_puts() {
+        let options = KvOptions {
+            value_bytes: 33,
+            ..KvOptions::default()
+        };
+        let workload = kv_workload(WorkloadKind::KvMixed, &options);
+        assert!(workload.varies_per_request());
+        let mut req = RequestBytes::with_capacity(1024);
+        for conn in [0, 1, 17] {
+            let mut puts = 0;
+            for seq in 0..1000 {
+                workload.build(conn, seq, &mut req);
+                let (method, path, body) = parse_full(&req.wire);
+                assert!(path.starts_with("/api/v1/kv/bench/k"), "{path}");
+                match method.as_str() {
+                    "PUT" => {
+                        puts += 1;
+                        assert_put_body(&body, 33);
+                    }
+                    "GET" => assert!(body.is_empty()),
+                    other => panic!("unexpected method {other}"),
+                }
+            }
+            assert_eq!(puts, 100, "conn {conn}");
+        }
+    }
+
+    #[test]
+    fn distinct_connections_write_distinct_keys() {
+        for (keys, connections) in [
+            (100_000, 64),
+            (10_000, 64),
+            (1000, 7),
+            (64, 64),
+            (100, 1),
+            (1_000_003, 1000),
+        ] {
+            let options = KvOptions {
+                keys,
+                connections,
+                ..KvOptions::default()
+            };
+            let workload = kv_workload(WorkloadKind::KvPut, &options);
+            let mut req = RequestBytes::with_capacity(1024);
+            for seq in [0, 1, 12_345] {
+                let mut seen = std::collections::BTreeSet::new();
+                for conn in 0..connections {
+                    workload.build(conn, seq, &mut req);
+                    let path = parse_full(&req.wire).1;
+                    assert!(seen.insert(path.clone()), "keys {keys} seq {seq}: {path} twice");
+                }
+            }
+            // Starting points are evenly spaced.
+            let starts: Vec<u64> = (0..connections).map(|conn| workload.kv.key(conn, 0)).collect();
+            let spacing = keys / connections as u64;
+            for pair in starts.windows(2) {
+                let gap = pair[1] - pair[0];
+                assert!(gap == spacing || gap == spacing + 1, "keys {keys}: gap {gap}");
+            }
+        }
+    }
+
+    #[test]
+    fn one_key_is_fine() {
+        let options = KvOptions {
+            keys: 1,
+            ..KvOptions::default()
+        };
+        let workload = kv_workload(WorkloadKind::KvPut, &options);
+        let mut req = RequestBytes::default();
+        for (conn, seq) in [(0, 0), (9, 3), (usize::MAX, u64::MAX)] {
+            workload.build(conn, seq, &mut req);
+            assert_eq!(parse_full(&req.wire).1, "/api/v1/kv/bench/k0");
+        }
+    }
+
+    #[test]
+    fn kv_rebuilding_does_not_grow_buffers() {
+        let workload = kv_workload(WorkloadKind::KvMixed, &KvOptions::default());
+        let mut req = RequestBytes::with_capacity(1024);
+        workload.build(0, 0, &mut req);
+        let (wire_capacity, body_capacity) = (req.wire.capacity(), req.body.capacity());
+        for seq in 0..10_000 {
+            workload.build(7, seq, &mut req);
+        }
+        assert_eq!(
+            (req.wire.capacity(), req.body.capacity()),
+            (wire_capacity, body_capacity)
+        );
+    }
+
+    #[test]
+    fn namespaces() {
+        assert_eq!(parse_namespace("bench"), Ok("bench".to_owned()));
+        assert!(parse_namespace("A-z_0.9:x").is_ok());
+        assert!(parse_namespace(&"n".repeat(128)).is_ok());
+        for bad in ["", "a/b", "a b", "..%2F", "ü", &"n".repeat(129)] {
+            assert!(parse_namespace(bad).is_err(), "{bad:?} should be rejected");
+        }
     }
 }

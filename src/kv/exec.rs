@@ -15,6 +15,7 @@ pub enum KvCmd {
     Get {
         ns: String,
         key: String,
+        wait: Option<Wait>,
     },
     Put {
         ns: String,
@@ -35,6 +36,15 @@ pub enum KvCmd {
         limit: usize,
         values: bool,
     },
+}
+
+/// How long a read may wait, and for what.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Wait {
+    /// Wait until the key's version is above this (a watch); `None`: until the key exists.
+    pub after_version: Option<u64>,
+    /// Unix ms after which the read answers with what there is.
+    pub deadline_ms: u64,
 }
 
 /// One key as an answer carries it.
@@ -66,8 +76,12 @@ fn value_offset(ns: &str, key: &str) -> u32 {
 pub async fn execute(shard: &Shard, cmd: KvCmd) -> Result<KvReply, ApiError> {
     let now = crate::metrics::now_ms();
     match cmd {
-        KvCmd::Get { ns, key } => {
-            let Some(slot) = settled_slot(shard, &ns, &key, now).await? else {
+        KvCmd::Get { ns, key, wait } => {
+            let slot = match wait {
+                None => settled_slot(shard, &ns, &key, now).await?,
+                Some(w) => wait_for(shard, &ns, &key, w).await?,
+            };
+            let Some(slot) = slot else {
                 return Ok(KvReply::NotFound);
             };
             let value = read_value(shard, &slot)?;
@@ -108,6 +122,7 @@ pub async fn execute(shard: &Shard, cmd: KvCmd) -> Result<KvReply, ApiError> {
                 .kv
                 .borrow_mut()
                 .settle(&ns, &key, version, pos, value_offset(&ns, &key), len);
+            shard.kv_watch.wake(&ns, &key);
             Ok(KvReply::Written { version })
         }
         KvCmd::Delete { ns, key, cas } => {
@@ -123,6 +138,7 @@ pub async fn execute(shard: &Shard, cmd: KvCmd) -> Result<KvReply, ApiError> {
             shard.kv.borrow_mut().apply_delete(&ns, &key, version, Some(ticket.lsn));
             ticket.await.map_err(log_error)?;
             shard.kv.borrow_mut().settle_delete(&ns, &key, version);
+            shard.kv_watch.wake(&ns, &key);
             Ok(KvReply::Written { version })
         }
         KvCmd::Scan {
@@ -150,6 +166,32 @@ pub async fn execute(shard: &Shard, cmd: KvCmd) -> Result<KvReply, ApiError> {
             }
             Ok(KvReply::Scanned { keys, has_more })
         }
+    }
+}
+
+/// Waits (woken by the key's next durable write, not by polling) until the key exists, or its
+/// version passes `after_version`, or the deadline; then returns the visible slot.
+async fn wait_for(shard: &Shard, ns: &str, key: &str, w: Wait) -> Result<Option<Slot>, ApiError> {
+    let done = |shard: &Shard| -> bool {
+        let kv = shard.kv.borrow();
+        match w.after_version {
+            None => kv.get(ns, key, crate::metrics::now_ms()).is_some(),
+            Some(v) => kv.latest_version(ns, key) > v,
+        }
+    };
+    loop {
+        let now = crate::metrics::now_ms();
+        if done(shard) || now >= w.deadline_ms {
+            return settled_slot(shard, ns, key, now).await;
+        }
+        let change = shard
+            .kv_watch
+            .changed(ns, key)
+            .ok_or_else(|| ApiError::Overloaded("too many readers are waiting on this shard".into()))?;
+        let waiters = &shard.node.metrics[shard.id].waiters;
+        waiters.store(shard.kv_watch.len() as u64, std::sync::atomic::Ordering::Relaxed);
+        let _ = monoio::time::timeout(std::time::Duration::from_millis(w.deadline_ms - now), change).await;
+        waiters.store(shard.kv_watch.len() as u64, std::sync::atomic::Ordering::Relaxed);
     }
 }
 

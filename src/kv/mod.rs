@@ -4,5 +4,6 @@
 pub mod entry;
 pub mod exec;
 pub mod store;
+pub mod watch;
 
 pub use store::{Cond, KvStore, Refused, Slot, Value};

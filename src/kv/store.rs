@@ -94,6 +94,11 @@ impl KvStore {
         self.slot(ns, key).and_then(Slot::pending_lsn)
     }
 
+    /// The version of a key's latest entry, tombstones included (0 if it was never written).
+    pub fn latest_version(&self, ns: &str, key: &str) -> u64 {
+        self.slot(ns, key).map_or(0, |s| s.version)
+    }
+
     /// The slot of a visible key.
     pub fn get(&self, ns: &str, key: &str, now_ms: u64) -> Option<&Slot> {
         self.slot(ns, key).filter(|s| s.is_visible(now_ms))

@@ -27,6 +27,8 @@ pub struct ShardMetrics {
     pub overloaded_total: AtomicU64,
     /// Commands this shard sent to other shards.
     pub forwarded_total: AtomicU64,
+    /// Readers long-polling this shard now.
+    pub waiters: AtomicU64,
     /// Responses by status class: index 0 = 1xx .. 4 = 5xx.
     pub responses_by_class: [AtomicU64; 5],
     window: RateWindow,

@@ -49,6 +49,8 @@ pub struct Shard {
     pub log: OnceCell<Rc<Log<RealFs>>>,
     /// The keys this shard owns.
     pub kv: RefCell<KvStore>,
+    /// Readers waiting for keys of this shard to change.
+    pub kv_watch: crate::kv::watch::Watchers,
 }
 
 /// Maps a log failure to the API's error model.
@@ -228,6 +230,7 @@ pub fn run(id: usize, node: Arc<Node>, inbox: async_channel::Receiver<Envelope>,
             stop: StopSignal::default(),
             log: OnceCell::new(),
             kv: RefCell::new(KvStore::default()),
+            kv_watch: crate::kv::watch::Watchers::new(node.config.limits.max_waiters_per_shard),
         });
         if node.partitioner.namespace_shard(DEFAULT_NAMESPACE) == id {
             shard
