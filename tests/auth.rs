@@ -47,7 +47,7 @@ read_only = true
 
 [[auth.tokens]]
 sha256 = "{app}"
-namespaces = ["app", "app2"]
+namespaces = ["app", "app2", "appx"]
 
 [[auth.tokens]]
 sha256 = "{app_reader}"
@@ -215,7 +215,7 @@ fn auth_off_needs_no_token() {
         let path = at(path, "app");
         assert_allowed(&call(&server, method, &path, None, body), &format!("{method} {path}"));
     }
-    let r = server.post_json("/api/v1/namespaces", &create_body("app"));
+    let r = server.post_json("/api/v1/namespaces", &create_body("fresh"));
     assert_eq!(r.status, 201, "create namespace: {}", r.text());
     // A token nobody configured is ignored, not refused, while auth is off.
     let r = call(&server, "GET", "/api/v1/status", Some(WRONG), "");
@@ -446,9 +446,11 @@ fn namespace_scoped_token_stays_in_its_namespaces() {
     assert_allowed(&r, "app reader ts query in app");
 
     // Creating namespaces: only inside the scope.
+    // (`app` exists already: the KV writes above created it.)
     for name in ["app", "other", "zeta"] {
         let r = call(&server, "POST", "/api/v1/namespaces", Some(ROOT), &create_body(name));
-        assert_eq!(r.status, 201, "root creates {name}: {}", r.text());
+        let expect = if name == "app" { 409 } else { 201 };
+        assert_eq!(r.status, expect, "root creates {name}: {}", r.text());
     }
     let r = call(
         &server,
@@ -458,14 +460,18 @@ fn namespace_scoped_token_stays_in_its_namespaces() {
         &create_body("outside"),
     );
     assert_forbidden(&r, "app token creates outside");
+    // app2 exists already (the token's KV writes created it): passing the scope check, the
+    // create meets a conflict, not a 403.
     let r = call(&server, "POST", "/api/v1/namespaces", Some(APP), &create_body("app2"));
-    assert_eq!(r.status, 201, "app token creates app2: {}", r.text());
-    assert_eq!(r.json()["name"], "app2");
+    assert_error_shape(&r, 409, "conflict", "app token creates app2");
+    let r = call(&server, "POST", "/api/v1/namespaces", Some(APP), &create_body("appx"));
+    assert_eq!(r.status, 201, "app token creates appx in its scope: {}", r.text());
+    assert_eq!(r.json()["name"], "appx");
     let r = call(&server, "POST", "/api/v1/namespaces", Some(APP), &create_body("app"));
     assert_error_shape(&r, 409, "conflict", "app token creates existing app");
 
     // Listings show only the token's namespaces.
-    assert_eq!(namespace_names(&server, APP), set(&["app", "app2"]));
+    assert_eq!(namespace_names(&server, APP), set(&["app", "app2", "appx"]));
     assert_eq!(namespace_names(&server, APP_READER), set(&["app"]));
     let all = namespace_names(&server, ROOT);
     assert!(

@@ -394,3 +394,28 @@ fn waiters_are_bounded() {
         assert_eq!(w.join().unwrap().status, 404);
     }
 }
+
+#[test]
+fn a_first_write_creates_the_namespace_and_listings_count_keys() {
+    let mut s = Server::builder().shards(2).start();
+    for i in 0..7 {
+        assert_eq!(put(&s, "fresh.app", &format!("k{i}"), &value_json(b"x")).status, 200);
+    }
+    assert_eq!(s.delete("/api/v1/kv/fresh.app/k0").status, 200);
+    let list = |s: &Server| -> BTreeMap<String, u64> {
+        s.get("/api/v1/namespaces").json()["namespaces"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|n| (n["name"].as_str().unwrap().to_string(), n["kv_keys"].as_u64().unwrap()))
+            .collect()
+    };
+    let before = list(&s);
+    assert_eq!(before.get("fresh.app"), Some(&6), "{before:?}");
+    assert_eq!(before.get("default"), Some(&0));
+    // Creating it explicitly now is a conflict: it exists.
+    assert_eq!(s.post_json("/api/v1/namespaces", r#"{"name":"fresh.app"}"#).status, 409);
+    s.sigkill();
+    s.restart();
+    assert_eq!(list(&s), before, "the namespace and its keys survive");
+}

@@ -64,9 +64,15 @@ pub async fn create(shard: &Shard, access: &Access<'_>, body: &[u8]) -> Result<R
 pub async fn list(shard: &Shard, access: &Access<'_>) -> Result<Response, ApiError> {
     let replies = shard.ask_all(|| Command::ListNamespaces).await?;
     let mut records = Vec::new();
+    let mut kv_keys: std::collections::HashMap<String, u64> = std::collections::HashMap::new();
     for r in replies {
         match r {
-            Reply::Namespaces(list) => records.extend(list),
+            Reply::Namespaces(list, counts) => {
+                records.extend(list);
+                for (ns, n) in counts {
+                    *kv_keys.entry(ns).or_default() += n;
+                }
+            }
             other => return Err(ApiError::Internal(format!("unexpected reply {other:?}"))),
         }
     }
@@ -78,7 +84,8 @@ pub async fn list(shard: &Shard, access: &Access<'_>) -> Result<Response, ApiErr
             json!({
                 "name": r.name,
                 "created_at_ms": r.created_at_ms,
-                "kv_keys": 0, "queues": 0, "streams": 0, "measurements": 0,
+                "kv_keys": kv_keys.get(&r.name).copied().unwrap_or(0),
+                "queues": 0, "streams": 0, "measurements": 0,
             })
         })
         .collect();

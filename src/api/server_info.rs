@@ -167,6 +167,7 @@ mod tests {
             log: std::cell::OnceCell::new(),
             kv: RefCell::default(),
             kv_watch: crate::kv::watch::Watchers::new(10),
+            namespaces_known: RefCell::default(),
         }
     }
 

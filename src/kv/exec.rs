@@ -100,6 +100,7 @@ pub async fn execute(shard: &Shard, cmd: KvCmd) -> Result<KvReply, ApiError> {
             expires_at_ms,
             cond,
         } => {
+            shard.ensure_namespace(&ns).await?;
             let log = shard.log()?;
             let planned = shard.kv.borrow().plan_put(&ns, &key, cond, now);
             let version = match planned {

@@ -220,11 +220,17 @@ impl KvStore {
         (out, false, pending)
     }
 
-    /// Visible keys of every namespace (for listings).
-    pub fn key_count(&self, ns: &str, now_ms: u64) -> u64 {
+    /// Visible keys per namespace (for namespace listings).
+    pub fn key_counts(&self, now_ms: u64) -> Vec<(String, u64)> {
         self.spaces
-            .get(ns)
-            .map_or(0, |m| m.values().filter(|s| s.is_visible(now_ms)).count() as u64)
+            .iter()
+            .map(|(ns, m)| {
+                (
+                    ns.to_string(),
+                    m.values().filter(|s| s.is_visible(now_ms)).count() as u64,
+                )
+            })
+            .collect()
     }
 
     /// Applies a recovered log entry at `pos`; false if the entry is not a KV entry.

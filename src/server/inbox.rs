@@ -30,7 +30,8 @@ pub enum Reply {
     NamespaceCreated(bool),
     /// The command failed (the log refused or failed it).
     Failed(crate::api::error::ApiError),
-    Namespaces(Vec<NamespaceRecord>),
+    /// The namespace records this shard owns, and the visible KV keys it holds per namespace.
+    Namespaces(Vec<NamespaceRecord>, Vec<(String, u64)>),
     Kv(crate::kv::exec::KvReply),
     Stopping,
 }
@@ -100,7 +101,7 @@ mod tests {
         let _b = inbox.forward(Command::ListNamespaces).unwrap();
         assert_eq!(inbox.forward(Command::ListNamespaces).unwrap_err(), ForwardError::Full);
         let env = rx.try_recv().unwrap();
-        env.reply.unwrap().send(Reply::Namespaces(vec![])).unwrap();
+        env.reply.unwrap().send(Reply::Namespaces(vec![], vec![])).unwrap();
         assert!(inbox.forward(Command::ListNamespaces).is_ok());
         drop(rx);
         assert_eq!(

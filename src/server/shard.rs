@@ -51,6 +51,8 @@ pub struct Shard {
     pub kv: RefCell<KvStore>,
     /// Readers waiting for keys of this shard to change.
     pub kv_watch: crate::kv::watch::Watchers,
+    /// Namespaces whose record is known to exist (so a first write need not ask again).
+    pub namespaces_known: RefCell<std::collections::HashSet<String>>,
 }
 
 /// Maps a log failure to the API's error model.
@@ -74,34 +76,11 @@ impl Shard {
     /// Executes a command on this shard.
     pub async fn execute(&self, command: Command) -> Reply {
         match command {
-            Command::CreateNamespace { name, created_at_ms } => {
-                debug_assert_eq!(
-                    self.node.partitioner.namespace_shard(&name),
-                    self.id,
-                    "namespace on wrong shard"
-                );
-                if !self.namespaces.borrow_mut().reserve(&name) {
-                    return Reply::NamespaceCreated(false);
-                }
-                let durable = async {
-                    let ticket = self
-                        .log()?
-                        .append(ENTRY_NAMESPACE_CREATE, &encode_create(&name, created_at_ms))
-                        .map_err(log_error)?;
-                    ticket.await.map_err(log_error)
-                };
-                match durable.await {
-                    Ok(_) => {
-                        self.namespaces.borrow_mut().commit(&name, created_at_ms);
-                        Reply::NamespaceCreated(true)
-                    }
-                    Err(e) => {
-                        self.namespaces.borrow_mut().release(&name);
-                        Reply::Failed(e)
-                    }
-                }
-            }
-            Command::ListNamespaces => Reply::Namespaces(self.namespaces.borrow().list()),
+            Command::CreateNamespace { name, created_at_ms } => self.create_namespace(name, created_at_ms).await,
+            Command::ListNamespaces => Reply::Namespaces(
+                self.namespaces.borrow().list(),
+                self.kv.borrow().key_counts(crate::metrics::now_ms()),
+            ),
             Command::Kv(cmd) => match crate::kv::exec::execute(self, cmd).await {
                 Ok(r) => Reply::Kv(r),
                 Err(e) => Reply::Failed(e),
@@ -110,6 +89,65 @@ impl Shard {
                 self.stop.trigger();
                 Reply::Stopping
             }
+        }
+    }
+
+    /// Creates a namespace record on this (its owner) shard; answered once durable.
+    async fn create_namespace(&self, name: String, created_at_ms: u64) -> Reply {
+        debug_assert_eq!(
+            self.node.partitioner.namespace_shard(&name),
+            self.id,
+            "namespace on wrong shard"
+        );
+        if !self.namespaces.borrow_mut().reserve(&name) {
+            return Reply::NamespaceCreated(false);
+        }
+        let durable = async {
+            let ticket = self
+                .log()?
+                .append(ENTRY_NAMESPACE_CREATE, &encode_create(&name, created_at_ms))
+                .map_err(log_error)?;
+            ticket.await.map_err(log_error)
+        };
+        match durable.await {
+            Ok(_) => {
+                self.namespaces.borrow_mut().commit(&name, created_at_ms);
+                Reply::NamespaceCreated(true)
+            }
+            Err(e) => {
+                self.namespaces.borrow_mut().release(&name);
+                Reply::Failed(e)
+            }
+        }
+    }
+
+    /// Makes sure `ns` has its namespace record (a namespace comes into existence on its first
+    /// write): asks the namespace's owner shard once, then remembers the answer.
+    pub async fn ensure_namespace(&self, ns: &str) -> Result<(), ApiError> {
+        if self.namespaces_known.borrow().contains(ns) {
+            return Ok(());
+        }
+        let owner = self.node.partitioner.namespace_shard(ns);
+        let command = Command::CreateNamespace {
+            name: ns.to_string(),
+            created_at_ms: crate::metrics::now_ms(),
+        };
+        // Not through `ask`/`execute`: a KV command runs inside `execute`, so this must not
+        // recurse into it.
+        let reply = if owner == self.id {
+            self.create_namespace(ns.to_string(), crate::metrics::now_ms()).await
+        } else {
+            self.forward(owner, command)?
+                .await
+                .map_err(|_| ApiError::Unavailable(format!("shard {owner} stopped before answering")))?
+        };
+        match reply {
+            Reply::NamespaceCreated(_) => {
+                self.namespaces_known.borrow_mut().insert(ns.to_string());
+                Ok(())
+            }
+            Reply::Failed(e) => Err(e),
+            other => Err(ApiError::Internal(format!("unexpected reply {other:?}"))),
         }
     }
 
@@ -231,6 +269,7 @@ pub fn run(id: usize, node: Arc<Node>, inbox: async_channel::Receiver<Envelope>,
             log: OnceCell::new(),
             kv: RefCell::new(KvStore::default()),
             kv_watch: crate::kv::watch::Watchers::new(node.config.limits.max_waiters_per_shard),
+            namespaces_known: RefCell::default(),
         });
         if node.partitioner.namespace_shard(DEFAULT_NAMESPACE) == id {
             shard
