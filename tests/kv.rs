@@ -419,3 +419,32 @@ fn a_first_write_creates_the_namespace_and_listings_count_keys() {
     s.restart();
     assert_eq!(list(&s), before, "the namespace and its keys survive");
 }
+
+#[test]
+fn expired_keys_are_swept_from_memory_and_versions_still_grow() {
+    let s = Server::builder().shards(1).start();
+    for i in 0..50 {
+        let body = r#"{"value":"eA==","ttl_seconds":1}"#;
+        assert_eq!(put(&s, "tmp", &format!("k{i}"), body).status, 200);
+        assert_eq!(put(&s, "tmp", &format!("k{i}"), body).json()["version"], 2);
+    }
+    assert_eq!(put(&s, "tmp", "keep", &value_json(b"x")).status, 200);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let slots = s.get("/api/v1/metrics").json()["shards"][0]["kv_slots"]
+            .as_u64()
+            .unwrap();
+        if slots == 1 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "expired keys never swept ({slots} slots)");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(get(&s, "tmp", "k7").status, 404);
+    assert_eq!(get(&s, "tmp", "keep").status, 200);
+    // Written again after its slot was freed, a key continues above its old versions.
+    let v = put(&s, "tmp", "k7", &value_json(b"again")).json()["version"]
+        .as_u64()
+        .unwrap();
+    assert!(v > 2, "version {v} must pass the swept one");
+}

@@ -74,6 +74,8 @@ struct ShardRow {
     log_entries_per_fsync: f64,
     /// Readers long-polling this shard now (KV waits and watches).
     waiters: u64,
+    /// KV slots in memory as of the last sweep (expired and deleted keys until swept).
+    kv_slots: u64,
 }
 
 #[derive(Serialize)]
@@ -107,6 +109,7 @@ pub fn metrics(shard: &Shard) -> Response {
             forwarded_total: m.forwarded_total.load(Relaxed),
             overloaded_total: m.overloaded_total.load(Relaxed),
             waiters: m.waiters.load(Relaxed),
+            kv_slots: m.kv_slots.load(Relaxed),
             log_entries_total: node.log_metrics[id].entries_total.get(),
             log_bytes_total: node.log_metrics[id].bytes_total.get(),
             log_batches_total: node.log_metrics[id].batches_total.get(),

@@ -82,6 +82,11 @@ pub enum Refused {
 #[derive(Debug, Default)]
 pub struct KvStore {
     spaces: HashMap<Box<str>, BTreeMap<Box<str>, Slot>>,
+    /// Per namespace, the highest version of a slot the sweep removed: a key written again
+    /// after its slot was swept continues above it, so versions never go back.
+    floors: HashMap<Box<str>, u64>,
+    /// Per namespace, the key the sweep stopped after.
+    cursors: HashMap<Box<str>, Box<str>>,
 }
 
 impl KvStore {
@@ -121,7 +126,69 @@ impl KvStore {
                 current_version: visible,
             });
         }
-        Ok(self.slot(ns, key).map_or(0, |s| s.version) + 1)
+        Ok(self.base_version(ns, key) + 1)
+    }
+
+    /// The version the next write of a key builds on: its slot's, or the namespace's floor.
+    fn base_version(&self, ns: &str, key: &str) -> u64 {
+        match self.slot(ns, key) {
+            Some(s) => s.version,
+            None => self.floors.get(ns).copied().unwrap_or(0),
+        }
+    }
+
+    /// Slots held in memory, visible or not.
+    pub fn slot_count(&self) -> u64 {
+        self.spaces.values().map(|m| m.len() as u64).sum()
+    }
+
+    /// Frees the memory of keys that can no longer be seen (expired, or deleted) and whose
+    /// entries are durable, visiting at most `budget` slots per call so the shard is never held
+    /// up for long; returns how many were freed. Versions stay monotonic through the floors.
+    pub fn sweep(&mut self, now_ms: u64, budget: usize) -> usize {
+        let mut visited = 0;
+        let mut freed = 0;
+        let names: Vec<Box<str>> = self.spaces.keys().cloned().collect();
+        for ns in names {
+            if visited >= budget {
+                break;
+            }
+            let cursor = self.cursors.remove(&ns);
+            let Some(space) = self.spaces.get_mut(&ns) else {
+                continue;
+            };
+            let lower = match &cursor {
+                Some(c) => Bound::Excluded(&**c),
+                None => Bound::Unbounded,
+            };
+            let mut dead = Vec::new();
+            let mut last = None;
+            let mut finished = true;
+            for (k, s) in space.range::<str, _>((lower, Bound::Unbounded)) {
+                if visited >= budget {
+                    finished = false;
+                    break;
+                }
+                visited += 1;
+                last = Some(k.clone());
+                if s.pending_lsn().is_none() && !s.is_visible(now_ms) {
+                    dead.push((k.clone(), s.version));
+                }
+            }
+            let floor = self.floors.entry(ns.clone()).or_default();
+            for (k, v) in dead {
+                space.remove(&k);
+                *floor = (*floor).max(v);
+                freed += 1;
+            }
+            if space.is_empty() {
+                self.spaces.remove(&ns);
+            }
+            if let (false, Some(k)) = (finished, last) {
+                self.cursors.insert(ns, k);
+            }
+        }
+        freed
     }
 
     /// Checks a delete; returns the tombstone's version.
@@ -137,7 +204,7 @@ impl KvStore {
         if visible == 0 {
             return Err(Refused::NotFound);
         }
-        Ok(self.slot(ns, key).map_or(0, |s| s.version) + 1)
+        Ok(self.base_version(ns, key) + 1)
     }
 
     /// Applies a put (live or replayed).
@@ -350,6 +417,48 @@ mod tests {
             vec!["user:3", "usex"]
         );
         assert!(s.scan("b", "", None, 10, 0).0.is_empty());
+    }
+
+    #[test]
+    fn sweep_frees_dead_keys_but_versions_keep_growing() {
+        let mut s = KvStore::default();
+        let at = |lsn| Value::At {
+            pos: Position {
+                lsn,
+                segment: 1,
+                offset: 64,
+            },
+            value_offset: 0,
+            len: 1,
+        };
+        for i in 0..100u64 {
+            s.apply_put(
+                "a",
+                &format!("k{i:03}"),
+                5,
+                if i % 2 == 0 { 1000 } else { 0 },
+                at(i + 1),
+            );
+        }
+        s.apply_delete("a", "k001", 6, None);
+        s.apply_delete("a", "k003", 6, Some(999));
+        s.apply_put("a", "k004", 6, 10, pending(b"x"));
+        assert_eq!(s.slot_count(), 100);
+        // Small budgets: several calls cover the namespace.
+        let mut freed = 0;
+        for _ in 0..10 {
+            freed += s.sweep(2000, 15);
+        }
+        // 49 expired evens (k004 is pending) + the settled tombstone k001.
+        assert_eq!(freed, 50);
+        assert_eq!(s.slot_count(), 50);
+        assert!(s.slot_pending_lsn("a", "k003").is_some(), "pending tombstones stay");
+        // A swept key continues above every version the namespace had.
+        assert_eq!(s.plan_put("a", "k000", Cond::Always, 2000), Ok(7));
+        assert_eq!(
+            s.plan_put("a", "k000", Cond::Version(5), 2000),
+            Err(Refused::Conflict { current_version: 0 })
+        );
     }
 
     #[test]

@@ -29,6 +29,8 @@ pub struct ShardMetrics {
     pub forwarded_total: AtomicU64,
     /// Readers long-polling this shard now.
     pub waiters: AtomicU64,
+    /// KV slots in memory (visible or not yet swept), as of the last sweep.
+    pub kv_slots: AtomicU64,
     /// Responses by status class: index 0 = 1xx .. 4 = 5xx.
     pub responses_by_class: [AtomicU64; 5],
     window: RateWindow,

@@ -280,6 +280,7 @@ pub fn run(id: usize, node: Arc<Node>, inbox: async_channel::Receiver<Envelope>,
         // Listeners are up before recovery, so /health can say "starting" meanwhile.
         monoio::spawn(serve_inbox(shard.clone(), inbox));
         monoio::spawn(sample_rates(shard.clone()));
+        monoio::spawn(sweep_kv(shard.clone()));
         if let Some(l) = metrics_listener {
             monoio::spawn(accept_metrics(shard.clone(), l));
         }
@@ -452,6 +453,23 @@ async fn serve_inbox(shard: Rc<Shard>, inbox: async_channel::Receiver<Envelope>)
                 let _ = tx.send(reply);
             }
         });
+    }
+}
+
+/// Slots the KV sweep visits per tick.
+const KV_SWEEP_BUDGET: usize = 20_000;
+
+/// Frees the memory of expired and deleted keys a little at a time, once a second.
+async fn sweep_kv(shard: Rc<Shard>) {
+    loop {
+        monoio::select! {
+            _ = monoio::time::sleep(Duration::from_secs(1)) => {},
+            _ = shard.stop.wait() => break,
+        }
+        let now = crate::metrics::now_ms();
+        let mut kv = shard.kv.borrow_mut();
+        kv.sweep(now, KV_SWEEP_BUDGET);
+        shard.node.metrics[shard.id].kv_slots.store(kv.slot_count(), Relaxed);
     }
 }
 
