@@ -16,24 +16,9 @@ use std::time::Duration;
 
 use super::io::Fs;
 use super::metrics::LogMetrics;
-use super::sim::{CrashMode, FaultKind, SimFs};
+use super::sim::{CrashMode, FaultKind, SimFs, SplitMix64 as Rng};
 use super::{open, LogError, LogOptions};
 use crate::config::Durability;
-
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n.max(1)
-    }
-}
 
 thread_local! {
     /// The durability mode the helpers open logs with (tests of async mode switch it).
@@ -53,6 +38,18 @@ fn opts() -> LogOptions {
 
 fn dir() -> PathBuf {
     PathBuf::from("/data/shard-000")
+}
+
+/// Opens the log on `fs` with `o` and starts its flusher.
+async fn open_running(
+    fs: SimFs,
+    o: LogOptions,
+    metrics: Arc<LogMetrics>,
+) -> (Rc<super::Log<SimFs>>, monoio::task::JoinHandle<()>) {
+    let (log, _) = open(fs, dir(), o, metrics, |_, _| Ok(())).await.expect("open");
+    let log = Rc::new(log);
+    let flusher = monoio::spawn(log.clone().run_flusher());
+    (log, flusher)
 }
 
 /// The body appended by `task` as its `i`-th entry: recognisable and checkable.
@@ -167,7 +164,7 @@ fn random_crashes_lose_nothing_acknowledged() {
                 1 => CrashMode::DropAll,
                 _ => CrashMode::Random,
             };
-            let image = fs.crash(rng.next(), mode);
+            let image = fs.crash(rng.next_u64(), mode);
             let what = format!("seed {seed} crash after {crash_after} ops, {mode:?}");
             let recovered = recover(image.clone())
                 .await
@@ -212,7 +209,7 @@ fn io_errors_poison_the_log_and_nothing_after_is_acknowledged() {
                 fs.fail_at(fs.ops() + fail_op, kind);
                 let history = write_load(fs.clone(), &mut rng, 3, 60).await;
                 // The process restarts (page cache intact): everything acknowledged is there.
-                let image = fs.crash(rng.next(), CrashMode::DropAll);
+                let image = fs.crash(rng.next_u64(), CrashMode::DropAll);
                 let recovered = recover(image).await.expect("recovery after an I/O error");
                 check(&history, &recovered, &format!("{kind:?} at op {fail_op}"));
                 assert!(
@@ -229,17 +226,7 @@ fn enospc_is_reported_as_no_space() {
     let mut rt = runtime();
     rt.block_on(async {
         let fs = SimFs::new();
-        let (log, _) = open(
-            fs.clone(),
-            dir(),
-            opts(),
-            Arc::new(LogMetrics::default()),
-            |_, _| Ok(()),
-        )
-        .await
-        .unwrap();
-        let log = Rc::new(log);
-        let flusher = monoio::spawn(log.clone().run_flusher());
+        let (log, flusher) = open_running(fs.clone(), opts(), Arc::new(LogMetrics::default())).await;
         let t = log.append(7, b"first").unwrap();
         assert_eq!(t.await.map(|p| p.lsn), Ok(1));
         fs.fail_at(fs.ops(), FaultKind::EnospcForever);
@@ -330,17 +317,7 @@ fn scan_from_reads_durable_entries_across_segments() {
     let mut rt = runtime();
     rt.block_on(async {
         let fs = SimFs::new();
-        let (log, _) = open(
-            fs.clone(),
-            dir(),
-            opts(),
-            Arc::new(LogMetrics::default()),
-            |_, _| Ok(()),
-        )
-        .await
-        .unwrap();
-        let log = Rc::new(log);
-        let flusher = monoio::spawn(log.clone().run_flusher());
+        let (log, flusher) = open_running(fs.clone(), opts(), Arc::new(LogMetrics::default())).await;
         // ~2.5 MiB of entries: three segments.
         let mut positions = Vec::new();
         for i in 0..800u64 {
@@ -403,7 +380,7 @@ fn async_mode_survives_a_process_crash() {
             let crash_after = rng.below(400);
             fs.crash_after(crash_after);
             let history = write_load(fs.clone(), &mut rng, 4, 60).await;
-            let image = fs.crash(rng.next(), CrashMode::KeepAll);
+            let image = fs.crash(rng.next_u64(), CrashMode::KeepAll);
             let what = format!("async seed {seed} crash after {crash_after}");
             let recovered = recover(image).await.unwrap_or_else(|e| panic!("{what}: {e}"));
             check(&history, &recovered, &what);
@@ -422,9 +399,7 @@ fn async_mode_syncs_by_time_under_steady_load() {
             flush_interval: Duration::from_millis(1),
             ..opts()
         };
-        let (log, _) = open(fs, dir(), o, metrics.clone(), |_, _| Ok(())).await.unwrap();
-        let log = Rc::new(log);
-        let flusher = monoio::spawn(log.clone().run_flusher());
+        let (log, flusher) = open_running(fs, o, metrics.clone()).await;
         let started = std::time::Instant::now();
         let mut i = 0u64;
         // Never idle: the next entry is appended as soon as the previous one is acknowledged.
