@@ -13,22 +13,7 @@ use std::time::{Duration, Instant};
 use common::{flo_bin, Server};
 
 fn names(s: &Server) -> BTreeSet<String> {
-    s.get("/api/v1/namespaces").json()["namespaces"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|n| n["name"].as_str().unwrap().to_string())
-        .collect()
-}
-
-/// FNV-1a 64 of `namespace 0x00 name` (format-spec/partitioning.md).
-fn owner_shard(namespace: &str, partitions: u64, shards: u64) -> u64 {
-    let mut h: u64 = 0xcbf29ce484222325;
-    for b in namespace.bytes().chain([0u8]) {
-        h ^= u64::from(b);
-        h = h.wrapping_mul(0x100000001b3);
-    }
-    (h % partitions) % shards
+    common::namespace_names(s).into_iter().collect()
 }
 
 #[test]
@@ -151,7 +136,7 @@ fn corruption_refuses_to_start_and_repair_cuts_there() {
     let mut on1 = Vec::new();
     for i in 0.. {
         let name = format!("ns{i}");
-        let owner = owner_shard(&name, 64, shards as u64);
+        let owner = common::spec_owner_shard(&name, "", 64, shards as u64);
         if owner == 0 && on0.len() < 6 {
             on0.push(name.clone());
         } else if owner == 1 && on1.len() < 3 {

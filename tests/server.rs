@@ -115,14 +115,7 @@ fn unknown_routes_and_wrong_methods() {
 #[test]
 fn namespaces_create_list_conflict_and_validation() {
     let s = Server::start();
-    let list = || -> Vec<String> {
-        s.get("/api/v1/namespaces").json()["namespaces"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|n| n["name"].as_str().unwrap().to_string())
-            .collect()
-    };
+    let list = || common::namespace_names(&s);
     assert_eq!(list(), vec!["default"]);
     assert_eq!(s.post_json("/api/v1/namespaces", r#"{"name":"myapp"}"#).status, 201);
     let r = s.post_json("/api/v1/namespaces", r#"{"name":"myapp"}"#);
@@ -159,16 +152,6 @@ fn namespaces_create_list_conflict_and_validation() {
     assert!(ns["namespaces"][0]["created_at_ms"].as_u64().unwrap() > 1_600_000_000_000);
 }
 
-/// FNV-1a 64 over `namespace 0x00 name`, as format-spec/partitioning.md defines it.
-fn spec_hash(namespace: &str, name: &str) -> u64 {
-    let mut h: u64 = 0xcbf29ce484222325;
-    for b in namespace.bytes().chain([0u8]).chain(name.bytes()) {
-        h ^= u64::from(b);
-        h = h.wrapping_mul(0x100000001b3);
-    }
-    h
-}
-
 #[test]
 fn objects_land_on_their_owner_shard_whoever_accepts() {
     let shards = 3;
@@ -179,7 +162,7 @@ fn objects_land_on_their_owner_shard_whoever_accepts() {
         let name = format!("ns-{i}");
         let r = s.post_json("/api/v1/namespaces", &format!(r#"{{"name":"{name}"}}"#));
         assert_eq!(r.status, 201);
-        let expected = (spec_hash(&name, "") % partitions) % shards as u64;
+        let expected = common::spec_owner_shard(&name, "", partitions, shards as u64);
         let owner: u64 = r.header("Flo-Shard").unwrap().parse().unwrap();
         assert_eq!(owner, expected, "{name}");
         owners_seen.insert(owner);

@@ -203,7 +203,7 @@ pub async fn open<F: Fs>(
     let mut drop_from: Option<usize> = None;
     for (i, (name_lsn, name)) in segments.iter().enumerate() {
         let path = dir.join(name);
-        let is_last = i + 1 == count;
+        let mut is_last = i + 1 == count;
         let file = fs
             .open(&path)
             .await
@@ -271,6 +271,14 @@ pub async fn open<F: Fs>(
                     _ if is_last => None,
                     _ => return Err(corrupt(&path, at as u64, "footer does not match its trailer")),
                 }
+            }
+            None if !is_last && opts.repair => {
+                // Repair cuts at the first damage: this segment becomes the last one and the
+                // files after it go.
+                warn!(file = %path.display(), "repair: a segment followed by another one is not sealed; cutting after it");
+                drop_from = Some(i + 1);
+                is_last = true;
+                None
             }
             None if !is_last => {
                 return Err(corrupt(
@@ -367,10 +375,11 @@ pub async fn open<F: Fs>(
     if let Some(from) = drop_from {
         for (_, name) in &segments[from..] {
             let path = dir.join(name);
+            // These files were never validated (the scan stopped at the cut): any size may come.
             if let Ok(f) = fs.open(&path).await {
                 if let Ok(v) = f.view() {
-                    stats.repaired_dropped_entries +=
-                        count_entries_after(&v, SEGMENT_HEADER_BYTES, (f.len() - SEAL_RESERVE_BYTES) as usize);
+                    let end = v.len().saturating_sub(SEAL_RESERVE_BYTES as usize);
+                    stats.repaired_dropped_entries += count_entries_after(&v, SEGMENT_HEADER_BYTES, end);
                 }
             }
             warn!(file = %path.display(), "repair: removing a segment after the cut");

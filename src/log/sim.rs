@@ -276,8 +276,8 @@ impl Disk {
         dir.as_os_str().is_empty() || dir.parent().is_none() || dir == Path::new(".") || self.dirs.contains(dir)
     }
 
-    /// Checks that a new file can be created at `path` (a key).
-    fn check_new_file(&self, path: &Path) -> io::Result<()> {
+    /// Checks that `path` (a key) names a file in a directory that exists.
+    fn check_file_path(&self, path: &Path) -> io::Result<()> {
         if path.file_name().is_none() {
             return Err(kind_error(io::ErrorKind::InvalidInput, "not a file name", path));
         }
@@ -288,6 +288,12 @@ impl Disk {
                 &parent_of(path),
             ));
         }
+        Ok(())
+    }
+
+    /// Checks that a new file can be created at `path` (a key).
+    fn check_new_file(&self, path: &Path) -> io::Result<()> {
+        self.check_file_path(path)?;
         if self.names.contains_key(path) || self.dirs.contains(path) {
             return Err(kind_error(io::ErrorKind::AlreadyExists, "already exists", path));
         }
@@ -296,16 +302,7 @@ impl Disk {
 
     /// Checks that `path` (a key) can be replaced by a file, as a rename target.
     fn check_target(&self, path: &Path) -> io::Result<()> {
-        if path.file_name().is_none() {
-            return Err(kind_error(io::ErrorKind::InvalidInput, "not a file name", path));
-        }
-        if !self.dir_exists(&parent_of(path)) {
-            return Err(kind_error(
-                io::ErrorKind::NotFound,
-                "no such directory",
-                &parent_of(path),
-            ));
-        }
+        self.check_file_path(path)?;
         if self.dirs.contains(path) {
             return Err(errno_error(libc::EISDIR));
         }

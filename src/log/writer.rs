@@ -325,7 +325,11 @@ impl<F: Fs> Log<F> {
                 let i = inner
                     .sealed
                     .binary_search_by_key(&pos.segment, |s| s.first_lsn)
-                    .map_err(|_| LogError::Stopping)?;
+                    .map_err(|_| LogError::Corrupt {
+                        file: self.dir.join(super::format::segment_file_name(pos.segment)),
+                        offset: pos.offset,
+                        reason: format!("no segment starts at LSN {} (entry {})", pos.segment, pos.lsn),
+                    })?;
                 inner.sealed[i].view()?
             }
         };

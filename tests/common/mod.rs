@@ -482,3 +482,25 @@ pub fn parse_all(bytes: &[u8]) -> Vec<Response> {
     }
     out
 }
+
+/// The names `GET /api/v1/namespaces` lists, in its order.
+pub fn namespace_names(s: &Server) -> Vec<String> {
+    s.get("/api/v1/namespaces").json()["namespaces"]
+        .as_array()
+        .expect("namespaces array")
+        .iter()
+        .map(|n| n["name"].as_str().expect("name").to_string())
+        .collect()
+}
+
+/// The shard an object lives on, derived from format-spec/partitioning.md alone (FNV-1a 64
+/// over `namespace 0x00 name`, then mod partitions, then mod shards), so tests check the
+/// server against the document rather than against its own code.
+pub fn spec_owner_shard(namespace: &str, name: &str, partitions: u64, shards: u64) -> u64 {
+    let mut h: u64 = 0xcbf29ce484222325;
+    for b in namespace.bytes().chain([0u8]).chain(name.bytes()) {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x100000001b3);
+    }
+    (h % partitions) % shards
+}
