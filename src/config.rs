@@ -381,10 +381,13 @@ impl Config {
             return Err(err("http.inbox_capacity", "must be at least 1"));
         }
         let l = &self.log;
-        if l.segment_bytes < crate::log::format::MIN_SEGMENT_BYTES || !l.segment_bytes.is_multiple_of(4096) {
+        if l.segment_bytes < crate::log::format::MIN_SEGMENT_BYTES
+            || l.segment_bytes > crate::log::format::MAX_SEGMENT_BYTES
+            || !l.segment_bytes.is_multiple_of(4096)
+        {
             return Err(err(
                 "log.segment_bytes",
-                "must be a multiple of 4096 and at least 1 MiB",
+                "must be a multiple of 4096, at least 1 MiB and at most 4 GiB",
             ));
         }
         if l.batch_max_bytes < 4096 || l.batch_max_bytes > l.segment_bytes / 4 {

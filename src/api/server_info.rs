@@ -76,6 +76,11 @@ struct ShardRow {
     waiters: u64,
     /// KV slots in memory as of the last sweep (expired and deleted keys until swept).
     kv_slots: u64,
+    /// Heap bytes of the KV key indexes.
+    kv_index_bytes: u64,
+    /// Bytes of entries in the shard's log segments, and those nothing needs any more.
+    log_entry_bytes: u64,
+    log_dead_bytes: u64,
 }
 
 #[derive(Serialize)]
@@ -110,6 +115,9 @@ pub fn metrics(shard: &Shard) -> Response {
             overloaded_total: m.overloaded_total.load(Relaxed),
             waiters: m.waiters.load(Relaxed),
             kv_slots: m.kv_slots.load(Relaxed),
+            kv_index_bytes: m.kv_index_bytes.load(Relaxed),
+            log_entry_bytes: m.log_entry_bytes.load(Relaxed),
+            log_dead_bytes: m.log_dead_bytes.load(Relaxed),
             log_entries_total: node.log_metrics[id].entries_total.get(),
             log_bytes_total: node.log_metrics[id].bytes_total.get(),
             log_batches_total: node.log_metrics[id].batches_total.get(),

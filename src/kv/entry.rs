@@ -7,6 +7,16 @@ pub const ENTRY_KV_DELETE: u16 = 101;
 const PUT_FIXED_BYTES: usize = 24;
 const DELETE_FIXED_BYTES: usize = 12;
 
+/// The stored size of a `KV_PUT` entry (header included, aligned) for these lengths.
+pub const fn put_entry_bytes(ns_len: usize, key_len: usize, value_len: usize) -> u64 {
+    crate::log::format::stored_bytes(PUT_FIXED_BYTES + ns_len + key_len + value_len) as u64
+}
+
+/// The stored size of a `KV_DELETE` entry for these lengths.
+pub const fn delete_entry_bytes(ns_len: usize, key_len: usize) -> u64 {
+    crate::log::format::stored_bytes(DELETE_FIXED_BYTES + ns_len + key_len) as u64
+}
+
 /// A decoded `KV_PUT`; `value_offset` is where the value starts inside the entry body.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Put<'a> {

@@ -4,7 +4,7 @@
 
 use std::rc::Rc;
 
-use super::entry::{encode_delete, encode_put, ENTRY_KV_DELETE, ENTRY_KV_PUT};
+use super::entry::{decode_put, encode_delete, encode_put, ENTRY_KV_DELETE, ENTRY_KV_PUT};
 use super::store::{Cond, Refused, Slot, Value};
 use crate::api::error::ApiError;
 use crate::server::shard::{log_error, Shard};
@@ -67,11 +67,6 @@ pub enum KvReply {
     Scanned { keys: Vec<KeyState>, has_more: bool },
 }
 
-/// Bytes before the value in a `KV_PUT` body.
-fn value_offset(ns: &str, key: &str) -> u32 {
-    (24 + ns.len() + key.len()) as u32
-}
-
 /// Executes a KV command on this shard.
 pub async fn execute(shard: &Shard, cmd: KvCmd) -> Result<KvReply, ApiError> {
     let now = crate::metrics::now_ms();
@@ -84,7 +79,7 @@ pub async fn execute(shard: &Shard, cmd: KvCmd) -> Result<KvReply, ApiError> {
             let Some(slot) = slot else {
                 return Ok(KvReply::NotFound);
             };
-            let value = read_value(shard, &slot)?;
+            let value = read_value(shard, &ns, &key, &slot)?;
             Ok(KvReply::Found(KeyState {
                 key,
                 version: slot.version,
@@ -119,10 +114,7 @@ pub async fn execute(shard: &Shard, cmd: KvCmd) -> Result<KvReply, ApiError> {
                 .borrow_mut()
                 .apply_put(&ns, &key, version, expires_at_ms, pending);
             let pos = ticket.await.map_err(log_error)?;
-            shard
-                .kv
-                .borrow_mut()
-                .settle(&ns, &key, version, pos, value_offset(&ns, &key), len);
+            shard.kv.borrow_mut().settle(&ns, &key, version, &pos, len);
             shard.kv_watch.wake(&ns, &key);
             Ok(KvReply::Written { version })
         }
@@ -136,9 +128,9 @@ pub async fn execute(shard: &Shard, cmd: KvCmd) -> Result<KvReply, ApiError> {
             let ticket = log
                 .append(ENTRY_KV_DELETE, &encode_delete(version, &ns, &key))
                 .map_err(log_error)?;
-            shard.kv.borrow_mut().apply_delete(&ns, &key, version, Some(ticket.lsn));
-            ticket.await.map_err(log_error)?;
-            shard.kv.borrow_mut().settle_delete(&ns, &key, version);
+            shard.kv.borrow_mut().apply_delete(&ns, &key, version, ticket.lsn);
+            let pos = ticket.await.map_err(log_error)?;
+            shard.kv.borrow_mut().settle_delete(&ns, &key, version, &pos);
             shard.kv_watch.wake(&ns, &key);
             Ok(KvReply::Written { version })
         }
@@ -156,7 +148,11 @@ pub async fn execute(shard: &Shard, cmd: KvCmd) -> Result<KvReply, ApiError> {
             }
             let mut keys = Vec::with_capacity(slots.len());
             for (key, slot) in slots {
-                let value = if values { Some(read_value(shard, &slot)?) } else { None };
+                let value = if values {
+                    Some(read_value(shard, &ns, &key, &slot)?)
+                } else {
+                    None
+                };
                 keys.push(KeyState {
                     key,
                     version: slot.version,
@@ -210,7 +206,7 @@ async fn refused(shard: &Shard, ns: &str, key: &str, r: Refused) -> Result<KvRep
 async fn settled_slot(shard: &Shard, ns: &str, key: &str, now: u64) -> Result<Option<Slot>, ApiError> {
     let (visible, pending) = {
         let kv = shard.kv.borrow();
-        (kv.get(ns, key, now).cloned(), kv.slot_pending_lsn(ns, key))
+        (kv.get(ns, key, now), kv.slot_pending_lsn(ns, key))
     };
     if let Some(lsn) = pending {
         // Every entry up to `lsn` is durable afterwards, so the state seen above is too.
@@ -219,18 +215,28 @@ async fn settled_slot(shard: &Shard, ns: &str, key: &str, now: u64) -> Result<Op
     Ok(visible)
 }
 
-/// The bytes of a slot's value: held in memory while pending, else from the mapped segment.
-fn read_value(shard: &Shard, slot: &Slot) -> Result<Vec<u8>, ApiError> {
+/// The bytes of a slot's value: held in memory while pending, else from the mapped segment,
+/// whose entry must be this key's put of this version.
+fn read_value(shard: &Shard, ns: &str, key: &str, slot: &Slot) -> Result<Vec<u8>, ApiError> {
     match &slot.value {
         Value::Tombstone { .. } => Ok(Vec::new()),
         Value::Pending { bytes, .. } => Ok(bytes.to_vec()),
-        Value::At { pos, value_offset, len } => {
-            let e = shard.log()?.read_at(pos).map_err(log_error)?;
-            let start = *value_offset as usize;
-            e.body()
-                .get(start..start + *len as usize)
-                .map(<[u8]>::to_vec)
-                .ok_or_else(|| ApiError::Internal(format!("value of LSN {} out of its entry", pos.lsn)))
+        Value::At { segment, offset, .. } => {
+            let e = shard.log()?.read_entry(*segment, *offset).map_err(log_error)?;
+            match decode_put(e.body()) {
+                Ok(p)
+                    if e.entry_type == ENTRY_KV_PUT
+                        && p.version == slot.version
+                        && p.namespace == ns
+                        && p.key == key =>
+                {
+                    Ok(p.value.to_vec())
+                }
+                other => Err(ApiError::Internal(format!(
+                    "the entry at segment {segment} offset {offset} is not {key:?} version {}: {other:?}",
+                    slot.version
+                ))),
+            }
         }
     }
 }

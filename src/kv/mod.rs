@@ -3,6 +3,7 @@
 
 pub mod entry;
 pub mod exec;
+pub mod index;
 pub mod store;
 pub mod watch;
 

@@ -21,6 +21,8 @@ pub const ENTRY_ALIGN: usize = 8;
 pub const MAX_BODY_BYTES: usize = 16 * 1024 * 1024;
 /// Smallest segment size accepted.
 pub const MIN_SEGMENT_BYTES: u64 = 1024 * 1024;
+/// The largest segment: offsets inside a segment fit in 32 bits (indexes store them so).
+pub const MAX_SEGMENT_BYTES: u64 = 1 << 32;
 
 /// Flag: first entry of a write batch.
 pub const FLAG_BATCH_START: u16 = 1;
@@ -167,7 +169,10 @@ impl SegmentHeader {
         if h.first_lsn == 0 {
             return Err(FormatError::BadField("first_lsn"));
         }
-        if h.segment_bytes < MIN_SEGMENT_BYTES || !h.segment_bytes.is_multiple_of(4096) {
+        if h.segment_bytes < MIN_SEGMENT_BYTES
+            || h.segment_bytes > MAX_SEGMENT_BYTES
+            || !h.segment_bytes.is_multiple_of(4096)
+        {
             return Err(FormatError::BadLength(h.segment_bytes));
         }
         Ok(h)

@@ -314,42 +314,65 @@ impl<F: Fs> Log<F> {
         WaitDurable { log: self, lsn }
     }
 
+    /// Every segment in use, oldest first: (its first LSN, bytes of entries written to it).
+    pub fn segments(&self) -> Vec<(u64, u64)> {
+        let inner = self.inner.borrow();
+        let header = SEGMENT_HEADER_BYTES as u64;
+        let mut out: Vec<(u64, u64)> = inner
+            .sealed
+            .iter()
+            .map(|s| (s.first_lsn, s.entries_end - header))
+            .collect();
+        if let Some(a) = &inner.active {
+            out.push((a.first_lsn, a.write_pos - header));
+        }
+        out
+    }
+
     /// The entry at a position returned by a ticket, read from the mapped segment without
     /// copying. The entry must be durable.
     pub fn read_at(&self, pos: &Position) -> Result<MappedEntry<F::File>, LogError> {
+        debug_assert!(pos.lsn <= self.durable_lsn(), "reading an entry that is not durable");
+        let e = self.read_entry(pos.segment, pos.offset)?;
+        if e.lsn != pos.lsn {
+            return Err(LogError::Corrupt {
+                file: self.dir.join(super::format::segment_file_name(pos.segment)),
+                offset: pos.offset,
+                reason: format!("entry {} expected, entry {} found", pos.lsn, e.lsn),
+            });
+        }
+        Ok(e)
+    }
+
+    /// The durable entry at `offset` of the segment starting at LSN `segment`.
+    pub fn read_entry(&self, segment: u64, offset: u64) -> Result<MappedEntry<F::File>, LogError> {
         let inner = self.inner.borrow();
-        debug_assert!(pos.lsn <= inner.durable_lsn, "reading an entry that is not durable");
+        let corrupt = |reason: String| LogError::Corrupt {
+            file: self.dir.join(super::format::segment_file_name(segment)),
+            offset,
+            reason,
+        };
         let view = match &inner.active {
-            Some(a) if a.first_lsn == pos.segment => a.view()?,
+            Some(a) if a.first_lsn == segment => a.view()?,
             _ => {
                 let i = inner
                     .sealed
-                    .binary_search_by_key(&pos.segment, |s| s.first_lsn)
-                    .map_err(|_| LogError::Corrupt {
-                        file: self.dir.join(super::format::segment_file_name(pos.segment)),
-                        offset: pos.offset,
-                        reason: format!("no segment starts at LSN {} (entry {})", pos.segment, pos.lsn),
-                    })?;
+                    .binary_search_by_key(&segment, |s| s.first_lsn)
+                    .map_err(|_| corrupt(format!("no segment starts at LSN {segment}")))?;
                 inner.sealed[i].view()?
             }
         };
-        let start = usize::try_from(pos.offset).unwrap_or(usize::MAX).min(view.len());
+        let start = usize::try_from(offset).unwrap_or(usize::MAX).min(view.len());
         let e = match decode_entry(&view[start..]) {
-            Ok(Decoded::Entry(e)) if e.lsn == pos.lsn => e,
-            other => {
-                return Err(LogError::Corrupt {
-                    file: self.dir.join(super::format::segment_file_name(pos.segment)),
-                    offset: pos.offset,
-                    reason: format!("entry {} unreadable: {other:?}", pos.lsn),
-                })
-            }
+            Ok(Decoded::Entry(e)) if e.lsn <= inner.durable_lsn => e,
+            other => return Err(corrupt(format!("no durable entry there: {other:?}"))),
         };
         let body_start = start + super::format::ENTRY_HEADER_BYTES;
-        let (entry_type, len) = (e.entry_type, e.body.len());
+        let (entry_type, lsn, len) = (e.entry_type, e.lsn, e.body.len());
         Ok(MappedEntry {
             view,
             entry_type,
-            lsn: pos.lsn,
+            lsn,
             body: body_start..body_start + len,
         })
     }

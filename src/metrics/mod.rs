@@ -31,6 +31,12 @@ pub struct ShardMetrics {
     pub waiters: AtomicU64,
     /// KV slots in memory (visible or not yet swept), as of the last sweep.
     pub kv_slots: AtomicU64,
+    /// Heap bytes of the KV key indexes, as of the last sweep.
+    pub kv_index_bytes: AtomicU64,
+    /// Bytes of log entries in this shard's segments, and how many of them nothing needs any
+    /// more (overwritten, deleted, expired), as of the last sweep.
+    pub log_entry_bytes: AtomicU64,
+    pub log_dead_bytes: AtomicU64,
     /// Responses by status class: index 0 = 1xx .. 4 = 5xx.
     pub responses_by_class: [AtomicU64; 5],
     window: RateWindow,

@@ -110,6 +110,38 @@ pub fn render(node: &Node) -> String {
         "counter",
         |m| m.forwarded_total.load(Relaxed),
     );
+    per_shard(
+        &mut out,
+        node,
+        "flo_kv_keys",
+        "KV keys held in memory (expired and deleted ones until the sweep frees them).",
+        "gauge",
+        |m| m.kv_slots.load(Relaxed),
+    );
+    per_shard(
+        &mut out,
+        node,
+        "flo_kv_index_bytes",
+        "Heap bytes of the KV key indexes.",
+        "gauge",
+        |m| m.kv_index_bytes.load(Relaxed),
+    );
+    per_shard(
+        &mut out,
+        node,
+        "flo_log_entry_bytes",
+        "Bytes of entries in the log's segments.",
+        "gauge",
+        |m| m.log_entry_bytes.load(Relaxed),
+    );
+    per_shard(
+        &mut out,
+        node,
+        "flo_log_dead_bytes",
+        "Bytes of log entries nothing needs any more (compaction reclaims them).",
+        "gauge",
+        |m| m.log_dead_bytes.load(Relaxed),
+    );
     log_metrics(&mut out, node);
     header(
         &mut out,

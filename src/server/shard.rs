@@ -469,7 +469,14 @@ async fn sweep_kv(shard: Rc<Shard>) {
         let now = crate::metrics::now_ms();
         let mut kv = shard.kv.borrow_mut();
         kv.sweep(now, KV_SWEEP_BUDGET);
-        shard.node.metrics[shard.id].kv_slots.store(kv.slot_count(), Relaxed);
+        let m = &shard.node.metrics[shard.id];
+        m.kv_slots.store(kv.slot_count(), Relaxed);
+        m.kv_index_bytes.store(kv.index_bytes(), Relaxed);
+        m.log_dead_bytes.store(kv.dead_bytes().map(|(_, d)| d).sum(), Relaxed);
+        if let Some(log) = shard.log.get() {
+            m.log_entry_bytes
+                .store(log.segments().iter().map(|s| s.1).sum(), Relaxed);
+        }
     }
 }
 
