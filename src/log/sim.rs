@@ -139,7 +139,14 @@ impl FileData {
     }
 
     fn sync(&mut self) {
-        for (off, data) in self.pending.drain(..) {
+        self.sync_first(self.pending.len());
+    }
+
+    /// Makes the oldest `n` pending writes durable (what a sync that started when there were
+    /// `n` covers; later writes may still be lost).
+    fn sync_first(&mut self, n: usize) {
+        let n = n.min(self.pending.len());
+        for (off, data) in self.pending.drain(..n) {
             let off = off as usize;
             self.durable[off..off + data.len()].copy_from_slice(&data);
         }
@@ -185,6 +192,8 @@ impl FileData {
 
 #[derive(Default)]
 struct Disk {
+    /// Turns of the scheduler an fdatasync takes (0: it completes at once).
+    sync_turns: u32,
     files: BTreeMap<FileId, FileData>,
     names: BTreeMap<PathBuf, FileId>,
     durable_names: BTreeMap<PathBuf, FileId>,
@@ -450,6 +459,24 @@ impl SplitMix64 {
     }
 }
 
+/// Pending once; woken by a task spawned behind every task already queued, so they all run
+/// first (a task that wakes itself is polled again at once by monoio).
+pub(crate) struct YieldBack(pub(crate) bool);
+
+impl std::future::Future for YieldBack {
+    type Output = ();
+
+    fn poll(mut self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<()> {
+        if self.0 {
+            return std::task::Poll::Ready(());
+        }
+        self.0 = true;
+        let waker = cx.waker().clone();
+        monoio::spawn(async move { waker.wake() });
+        std::task::Poll::Pending
+    }
+}
+
 /// The simulated disk. Clones share it.
 #[derive(Clone, Default)]
 pub struct SimFs {
@@ -482,6 +509,12 @@ impl SimFs {
     /// The process dies `n` operations from now: the next `n` operations run, the one after
     /// (index `ops() + n`) and every later call fail with "simulated crash". Replaces an
     /// earlier `crash_after`.
+    /// Makes every fdatasync take `turns` turns of the scheduler, so other tasks — appenders,
+    /// the next batch's write — run while it is in flight. Needs a monoio runtime.
+    pub fn set_sync_turns(&self, turns: u32) {
+        self.disk.borrow_mut().sync_turns = turns;
+    }
+
     pub fn crash_after(&self, n: u64) {
         let mut d = self.disk.borrow_mut();
         d.crash_at = Some(d.ops.saturating_add(n));
@@ -514,6 +547,7 @@ impl SimFs {
         }
         let mut out = Disk {
             dirs: d.dirs.clone(),
+            sync_turns: d.sync_turns,
             ..Disk::default()
         };
         for (name, id) in names {
@@ -642,10 +676,22 @@ impl SegmentFile for SimFile {
         (Ok(()), buf)
     }
 
+    /// Like fdatasync: covers the writes made before it started; with sync turns, writes
+    /// issued while it is in flight stay pending.
     async fn sync_data(&self) -> io::Result<()> {
+        let (covered, turns) = {
+            let mut d = self.disk.borrow_mut();
+            d.begin_plain(OpClass::Mutate)?;
+            (d.files.get(&self.id).map_or(0, |f| f.pending.len()), d.sync_turns)
+        };
+        for _ in 0..turns {
+            YieldBack(false).await;
+        }
         let mut d = self.disk.borrow_mut();
-        d.begin_plain(OpClass::Mutate)?;
-        d.sync_file(self.id);
+        d.check_alive()?;
+        if let Some(f) = d.files.get_mut(&self.id) {
+            f.sync_first(covered);
+        }
         Ok(())
     }
 
@@ -826,7 +872,7 @@ mod tests {
     use std::pin::pin;
     use std::task::{Context, Poll, Waker};
 
-    /// Runs a future of the simulated disk, which never waits.
+    /// Runs a future of the simulated disk, which never waits (no sync turns are set).
     fn block_on<F: Future>(f: F) -> F::Output {
         let mut f = pin!(f);
         match f.as_mut().poll(&mut Context::from_waker(Waker::noop())) {
