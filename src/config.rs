@@ -48,8 +48,27 @@ pub struct Config {
     pub http: HttpConfig,
     pub log: LogConfig,
     pub limits: LimitsConfig,
+    pub queue: QueueSection,
     pub auth: AuthConfig,
     pub logging: LoggingConfig,
+}
+
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct QueueSection {
+    /// Leases of one message before it moves to the dead-letter queue.
+    pub max_deliveries: u32,
+    /// How long a `dedup_key` keeps answering with the original message.
+    pub dedup_window_ms: u64,
+}
+
+impl Default for QueueSection {
+    fn default() -> Self {
+        QueueSection {
+            max_deliveries: 5,
+            dedup_window_ms: 300_000,
+        }
+    }
 }
 
 #[derive(Clone, Debug, Deserialize, PartialEq)]
@@ -179,6 +198,7 @@ impl Default for Config {
             http: HttpConfig::default(),
             log: LogConfig::default(),
             limits: LimitsConfig::default(),
+            queue: QueueSection::default(),
             auth: AuthConfig::default(),
             logging: LoggingConfig::default(),
         }
@@ -395,6 +415,12 @@ impl Config {
                 "log.batch_max_bytes",
                 "must be at least 4096 and at most a quarter of log.segment_bytes",
             ));
+        }
+        if !(1..=1000).contains(&self.queue.max_deliveries) {
+            return Err(err("queue.max_deliveries", "must be in 1..=1000"));
+        }
+        if !(1..=7 * 24 * 3600 * 1000).contains(&self.queue.dedup_window_ms) {
+            return Err(err("queue.dedup_window_ms", "must be in 1..=604800000 (7 days)"));
         }
         let max_value = self.limits.max_value_bytes;
         if max_value == 0 || max_value > 8 * 1024 * 1024 {

@@ -16,4 +16,5 @@ pub mod logging;
 pub mod metrics;
 pub mod namespace;
 pub mod partition;
+pub mod queue;
 pub mod server;

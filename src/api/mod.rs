@@ -10,6 +10,7 @@ pub mod error;
 pub mod kv;
 pub mod namespaces;
 pub mod path;
+pub mod queue;
 pub mod router;
 pub mod server_info;
 
@@ -50,6 +51,8 @@ impl Api {
                 | Endpoint::NamespacesCreate
                 | Endpoint::KvKey
                 | Endpoint::KvScan
+                | Endpoint::Queue(_)
+                | Endpoint::QueueList
                 | Endpoint::Unbuilt(_)
         );
         if needs_data && shard.node.phase.get() == crate::server::shutdown::Phase::Starting {
@@ -76,6 +79,12 @@ impl Api {
                 }
             }
             Endpoint::KvScan => kv::scan(shard, route.namespace.as_deref().unwrap_or(""), req.query).await,
+            Endpoint::Queue(op) => {
+                let ns = route.namespace.as_deref().unwrap_or("");
+                let q = route.key.as_deref().unwrap_or("");
+                queue::handle(shard, ns, q, op, req.query, req.body).await
+            }
+            Endpoint::QueueList => queue::list(shard, route.namespace.as_deref().unwrap_or("")).await,
             Endpoint::Options => Ok(Response {
                 status: 204,
                 content_type: crate::http::response::TEXT,

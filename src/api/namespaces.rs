@@ -65,12 +65,16 @@ pub async fn list(shard: &Shard, access: &Access<'_>) -> Result<Response, ApiErr
     let replies = shard.ask_all(|| Command::ListNamespaces).await?;
     let mut records = Vec::new();
     let mut kv_keys: std::collections::HashMap<String, u64> = std::collections::HashMap::new();
+    let mut queues: std::collections::HashMap<String, u64> = std::collections::HashMap::new();
     for r in replies {
         match r {
-            Reply::Namespaces(list, counts) => {
+            Reply::Namespaces(list, counts, queue_counts) => {
                 records.extend(list);
                 for (ns, n) in counts {
                     *kv_keys.entry(ns).or_default() += n;
+                }
+                for (ns, n) in queue_counts {
+                    *queues.entry(ns).or_default() += n;
                 }
             }
             other => return Err(ApiError::Internal(format!("unexpected reply {other:?}"))),
@@ -85,7 +89,8 @@ pub async fn list(shard: &Shard, access: &Access<'_>) -> Result<Response, ApiErr
                 "name": r.name,
                 "created_at_ms": r.created_at_ms,
                 "kv_keys": kv_keys.get(&r.name).copied().unwrap_or(0),
-                "queues": 0, "streams": 0, "measurements": 0,
+                "queues": queues.get(&r.name).copied().unwrap_or(0),
+                "streams": 0, "measurements": 0,
             })
         })
         .collect();

@@ -25,6 +25,10 @@ pub enum Endpoint {
     KvKey,
     /// `/api/v1/kv/:namespace` (the scan).
     KvScan,
+    /// `/api/v1/queue/:namespace/:queue/<op>`; the operation (`dlq/requeue` for the requeue).
+    Queue(&'static str),
+    /// `/api/v1/queue/:namespace`.
+    QueueList,
     /// `OPTIONS` on a known path (or `OPTIONS *`).
     Options,
     /// A route of a primitive whose handlers are not built yet; the name says which.
@@ -41,7 +45,7 @@ pub struct Route<'a> {
     pub namespace: Option<Cow<'a, str>>,
     /// True when the request changes state (for read-only tokens).
     pub write: bool,
-    /// The KV key (decoded and validated), for KV key routes.
+    /// The object's name (decoded and validated): the KV key, or the queue.
     pub key: Option<Cow<'a, str>>,
 }
 
@@ -106,27 +110,34 @@ pub fn route<'a>(method: &str, raw_path: &'a str, query: &'a str) -> Result<Rout
             }
             ["api", "v1", "kv", ns] => (GET, Endpoint::KvScan, Some(*ns), none, None),
             ["api", "v1", "kv", ns, key] => (KV_KEY, Endpoint::KvKey, Some(*ns), none, Some(*key)),
-            ["api", "v1", "queue", ns] => (GET, Endpoint::Unbuilt("queues"), Some(*ns), none, None),
+            ["api", "v1", "queue", ns] => (GET, Endpoint::QueueList, Some(*ns), none, None),
             ["api", "v1", "queue", ns, q, op] => {
-                let allow = match *op {
-                    "enqueue" | "dequeue" | "ack" | "nack" | "touch" | "purge" => POST,
-                    "stats" | "peek" | "dlq" => GET,
+                let (allow, op) = match *op {
+                    "enqueue" => (POST, "enqueue"),
+                    "dequeue" => (POST, "dequeue"),
+                    "ack" => (POST, "ack"),
+                    "nack" => (POST, "nack"),
+                    "touch" => (POST, "touch"),
+                    "purge" => (POST, "purge"),
+                    "stats" => (GET, "stats"),
+                    "peek" => (GET, "peek"),
+                    "dlq" => (GET, "dlq"),
                     _ => return Err(not_found()),
                 };
                 (
                     allow,
-                    Endpoint::Unbuilt("queues"),
+                    Endpoint::Queue(op),
                     Some(*ns),
                     [(Some(*q), "queue"), (None, "")],
-                    None,
+                    Some(*q),
                 )
             }
             ["api", "v1", "queue", ns, q, "dlq", "requeue"] => (
                 POST,
-                Endpoint::Unbuilt("queues"),
+                Endpoint::Queue("dlq/requeue"),
                 Some(*ns),
                 [(Some(*q), "queue"), (None, "")],
-                None,
+                Some(*q),
             ),
             ["api", "v1", "stream", ns] => (GET, Endpoint::Unbuilt("streams"), Some(*ns), none, None),
             ["api", "v1", "stream", ns, s] => (

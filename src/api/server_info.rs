@@ -170,6 +170,7 @@ mod tests {
         };
         let resolved = config.validate(None).unwrap();
         let (node, _receivers) = Node::new(config, resolved);
+        let queues = RefCell::new(crate::queue::exec::store(&node.config));
         Shard {
             id: 0,
             node: Arc::new(node),
@@ -178,6 +179,8 @@ mod tests {
             log: std::cell::OnceCell::new(),
             kv: RefCell::default(),
             kv_watch: crate::kv::watch::Watchers::new(10),
+            queues,
+            queue_watch: crate::kv::watch::Watchers::new(10),
             namespaces_known: RefCell::default(),
         }
     }

@@ -19,6 +19,7 @@ use std::rc::Rc;
 use super::entry::{decode_delete, decode_put, delete_entry_bytes, put_entry_bytes, ENTRY_KV_DELETE, ENTRY_KV_PUT};
 use super::index::{Index, KeyRef, Keyed};
 use crate::log::format::EntryRef;
+use crate::log::places::SegmentTable;
 use crate::log::Position;
 
 /// Where a key's current value is (a view built from the packed record).
@@ -127,41 +128,6 @@ impl Meta {
     }
 }
 
-/// The log segments KV entries were settled in, by ordinal, and their dead bytes.
-#[derive(Debug, Default)]
-struct Segments {
-    first_lsn: Vec<u64>,
-    dead: Vec<u64>,
-    ordinal: HashMap<u64, u32>,
-}
-
-impl Segments {
-    fn ordinal(&mut self, first_lsn: u64) -> u32 {
-        if self.first_lsn.last() == Some(&first_lsn) {
-            return (self.first_lsn.len() - 1) as u32;
-        }
-        *self.ordinal.entry(first_lsn).or_insert_with(|| {
-            self.first_lsn.push(first_lsn);
-            self.dead.push(0);
-            (self.first_lsn.len() - 1) as u32
-        })
-    }
-
-    fn loc(&mut self, pos: &Position) -> u64 {
-        let offset = u32::try_from(pos.offset).expect("segments are at most 4 GiB");
-        (u64::from(self.ordinal(pos.segment)) << 32) | u64::from(offset)
-    }
-
-    /// (segment's first LSN, offset) of a settled location.
-    fn place(&self, loc: u64) -> (u64, u64) {
-        (self.first_lsn[(loc >> 32) as usize], loc & u64::from(u32::MAX))
-    }
-
-    fn mark_dead(&mut self, loc: u64, bytes: u64) {
-        self.dead[(loc >> 32) as usize] += bytes;
-    }
-}
-
 /// One namespace's keys.
 #[derive(Default)]
 struct Space {
@@ -180,7 +146,7 @@ pub struct KvStore {
     /// The bytes of puts not durable yet, by LSN (readers that looked before the entry settled
     /// take them from here).
     pending_values: HashMap<u64, Rc<[u8]>>,
-    segments: Segments,
+    segments: SegmentTable,
 }
 
 impl std::fmt::Debug for KvStore {

@@ -10,6 +10,7 @@ pub mod error;
 pub mod format;
 pub mod io;
 pub mod metrics;
+pub mod places;
 pub mod recovery;
 pub mod segment;
 #[cfg(test)]

@@ -37,6 +37,8 @@ pub struct ShardMetrics {
     /// more (overwritten, deleted, expired), as of the last sweep.
     pub log_entry_bytes: AtomicU64,
     pub log_dead_bytes: AtomicU64,
+    /// Queue messages held (every state), as of the last queue timer sweep.
+    pub queue_messages: AtomicU64,
     /// Responses by status class: index 0 = 1xx .. 4 = 5xx.
     pub responses_by_class: [AtomicU64; 5],
     window: RateWindow,

@@ -14,11 +14,15 @@ use crate::namespace::NamespaceRecord;
 #[derive(Debug)]
 pub enum Command {
     /// Create a namespace record (on the namespace's owner shard).
-    CreateNamespace { name: String, created_at_ms: u64 },
+    CreateNamespace {
+        name: String,
+        created_at_ms: u64,
+    },
     /// The namespace records this shard owns.
     ListNamespaces,
     /// A KV request.
     Kv(crate::kv::exec::KvCmd),
+    Queue(crate::queue::exec::QueueCmd),
     /// Stop: close the listener, let in-flight requests finish.
     Stop,
 }
@@ -31,8 +35,10 @@ pub enum Reply {
     /// The command failed (the log refused or failed it).
     Failed(crate::api::error::ApiError),
     /// The namespace records this shard owns, and the visible KV keys it holds per namespace.
-    Namespaces(Vec<NamespaceRecord>, Vec<(String, u64)>),
+    /// Namespace records, visible KV keys per namespace, queues per namespace.
+    Namespaces(Vec<NamespaceRecord>, Vec<(String, u64)>, Vec<(String, u64)>),
     Kv(crate::kv::exec::KvReply),
+    Queue(crate::queue::exec::QueueReply),
     Stopping,
 }
 
@@ -101,7 +107,10 @@ mod tests {
         let _b = inbox.forward(Command::ListNamespaces).unwrap();
         assert_eq!(inbox.forward(Command::ListNamespaces).unwrap_err(), ForwardError::Full);
         let env = rx.try_recv().unwrap();
-        env.reply.unwrap().send(Reply::Namespaces(vec![], vec![])).unwrap();
+        env.reply
+            .unwrap()
+            .send(Reply::Namespaces(vec![], vec![], vec![]))
+            .unwrap();
         assert!(inbox.forward(Command::ListNamespaces).is_ok());
         drop(rx);
         assert_eq!(

@@ -51,6 +51,10 @@ pub struct Shard {
     pub kv: RefCell<KvStore>,
     /// Readers waiting for keys of this shard to change.
     pub kv_watch: crate::kv::watch::Watchers,
+    /// The queues this shard owns.
+    pub queues: RefCell<crate::queue::state::QueueStore>,
+    /// Consumers long-polling queues of this shard.
+    pub queue_watch: crate::kv::watch::Watchers,
     /// Namespaces whose record is known to exist (so a first write need not ask again).
     pub namespaces_known: RefCell<std::collections::HashSet<String>>,
 }
@@ -80,7 +84,12 @@ impl Shard {
             Command::ListNamespaces => Reply::Namespaces(
                 self.namespaces.borrow().list(),
                 self.kv.borrow().key_counts(crate::metrics::now_ms()),
+                self.queues.borrow().counts().into_iter().collect(),
             ),
+            Command::Queue(cmd) => match crate::queue::exec::execute(self, cmd).await {
+                Ok(r) => Reply::Queue(r),
+                Err(e) => Reply::Failed(e),
+            },
             Command::Kv(cmd) => match crate::kv::exec::execute(self, cmd).await {
                 Ok(r) => Reply::Kv(r),
                 Err(e) => Reply::Failed(e),
@@ -160,6 +169,7 @@ impl Shard {
                 Ok(())
             }
             _ if self.kv.borrow_mut().replay(entry, at)? => Ok(()),
+            _ if self.queues.borrow_mut().replay(entry, at)? => Ok(()),
             t => Err(format!(
                 "entry type {t} at LSN {} is unknown (written by a newer flo?)",
                 entry.lsn
@@ -269,6 +279,8 @@ pub fn run(id: usize, node: Arc<Node>, inbox: async_channel::Receiver<Envelope>,
             log: OnceCell::new(),
             kv: RefCell::new(KvStore::default()),
             kv_watch: crate::kv::watch::Watchers::new(node.config.limits.max_waiters_per_shard),
+            queues: RefCell::new(crate::queue::exec::store(&node.config)),
+            queue_watch: crate::kv::watch::Watchers::new(node.config.limits.max_waiters_per_shard),
             namespaces_known: RefCell::default(),
         });
         if node.partitioner.namespace_shard(DEFAULT_NAMESPACE) == id {
@@ -281,6 +293,10 @@ pub fn run(id: usize, node: Arc<Node>, inbox: async_channel::Receiver<Envelope>,
         monoio::spawn(serve_inbox(shard.clone(), inbox));
         monoio::spawn(sample_rates(shard.clone()));
         monoio::spawn(sweep_kv(shard.clone()));
+        monoio::spawn(crate::queue::exec::timer(
+            shard.clone(),
+            Duration::from_millis(QUEUE_TICK_MS),
+        ));
         if let Some(l) = metrics_listener {
             monoio::spawn(accept_metrics(shard.clone(), l));
         }
@@ -458,6 +474,8 @@ async fn serve_inbox(shard: Rc<Shard>, inbox: async_channel::Receiver<Envelope>)
 
 /// Slots the KV sweep visits per tick.
 const KV_SWEEP_BUDGET: usize = 20_000;
+/// How often the queue timer looks for leases and delays that ran out.
+const QUEUE_TICK_MS: u64 = 10;
 
 /// Frees the memory of expired and deleted keys a little at a time, once a second.
 async fn sweep_kv(shard: Rc<Shard>) {

@@ -1,0 +1,315 @@
+//! The bodies of queue log entries (`format-spec/queue.md`): encoders and decoders side by side.
+//! Decoding never trusts the input.
+
+pub const ENTRY_QUEUE_ENQUEUE: u16 = 200;
+pub const ENTRY_QUEUE_LEASE: u16 = 201;
+pub const ENTRY_QUEUE_ACK: u16 = 202;
+pub const ENTRY_QUEUE_NACK: u16 = 203;
+pub const ENTRY_QUEUE_TOUCH: u16 = 204;
+pub const ENTRY_QUEUE_DEAD: u16 = 205;
+pub const ENTRY_QUEUE_REQUEUE: u16 = 206;
+pub const ENTRY_QUEUE_PURGE: u16 = 207;
+
+/// Messages in one ENQUEUE entry, and sequence numbers in one operation entry, at most.
+pub const MAX_ITEMS: usize = 1000;
+/// The longest dedup key.
+pub const DEDUP_KEY_MAX: usize = 1024;
+/// NACK flag: to the dead-letter queue.
+pub const FLAG_TO_DLQ: u32 = 1;
+
+const HEAD_FIXED: usize = 12;
+const MESSAGE_FIXED: usize = 24;
+
+/// What every queue entry starts with.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Head<'a> {
+    pub namespace: &'a str,
+    pub queue: &'a str,
+    pub at_ms: u64,
+}
+
+/// A message of an ENQUEUE entry; `payload_offset` is where its payload starts in the body.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NewMessage<'a> {
+    pub seq: u64,
+    pub visible_at_ms: u64,
+    pub priority: u8,
+    pub dedup_key: &'a str,
+    pub payload: &'a [u8],
+    pub payload_offset: usize,
+}
+
+/// A message to encode.
+pub struct Outgoing<'a> {
+    pub seq: u64,
+    pub visible_at_ms: u64,
+    pub priority: u8,
+    pub dedup_key: &'a str,
+    pub payload: &'a [u8],
+}
+
+/// The tail of LEASE, ACK, NACK, TOUCH, DEAD and REQUEUE.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Op {
+    pub time_ms: u64,
+    pub flags: u32,
+    pub seqs: Vec<u64>,
+}
+
+fn head(out: &mut Vec<u8>, h: &Head<'_>) {
+    out.extend_from_slice(&(h.namespace.len() as u16).to_le_bytes());
+    out.extend_from_slice(&(h.queue.len() as u16).to_le_bytes());
+    out.extend_from_slice(&h.at_ms.to_le_bytes());
+    out.extend_from_slice(h.namespace.as_bytes());
+    out.extend_from_slice(h.queue.as_bytes());
+}
+
+/// Encodes an ENQUEUE body; returns it and, per message, where its payload starts.
+pub fn encode_enqueue(h: &Head<'_>, messages: &[Outgoing<'_>]) -> (Vec<u8>, Vec<usize>) {
+    assert!((1..=MAX_ITEMS).contains(&messages.len()));
+    let size: usize = messages
+        .iter()
+        .map(|m| MESSAGE_FIXED + m.dedup_key.len() + m.payload.len())
+        .sum();
+    let mut b = Vec::with_capacity(HEAD_FIXED + h.namespace.len() + h.queue.len() + 4 + size);
+    head(&mut b, h);
+    b.extend_from_slice(&(messages.len() as u32).to_le_bytes());
+    let mut offsets = Vec::with_capacity(messages.len());
+    for m in messages {
+        b.extend_from_slice(&m.seq.to_le_bytes());
+        b.extend_from_slice(&m.visible_at_ms.to_le_bytes());
+        b.push(m.priority);
+        b.push(0);
+        b.extend_from_slice(&(m.dedup_key.len() as u16).to_le_bytes());
+        b.extend_from_slice(&(m.payload.len() as u32).to_le_bytes());
+        b.extend_from_slice(m.dedup_key.as_bytes());
+        offsets.push(b.len());
+        b.extend_from_slice(m.payload);
+    }
+    (b, offsets)
+}
+
+/// Encodes the body of an operation entry (or of PURGE, with `op` `None`).
+pub fn encode_op(h: &Head<'_>, op: Option<&Op>) -> Vec<u8> {
+    let mut b = Vec::new();
+    head(&mut b, h);
+    if let Some(op) = op {
+        assert!((1..=MAX_ITEMS).contains(&op.seqs.len()));
+        b.extend_from_slice(&op.time_ms.to_le_bytes());
+        b.extend_from_slice(&op.flags.to_le_bytes());
+        b.extend_from_slice(&(op.seqs.len() as u32).to_le_bytes());
+        for s in &op.seqs {
+            b.extend_from_slice(&s.to_le_bytes());
+        }
+    }
+    b
+}
+
+/// A bounds-checked reader over a body.
+struct Reader<'a> {
+    b: &'a [u8],
+    at: usize,
+}
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize) -> Result<&'a [u8], String> {
+        let end = self.at.checked_add(n).filter(|&e| e <= self.b.len());
+        let end = end.ok_or_else(|| "queue entry shorter than its lengths say".to_string())?;
+        let s = &self.b[self.at..end];
+        self.at = end;
+        Ok(s)
+    }
+    fn u8(&mut self) -> Result<u8, String> {
+        Ok(self.take(1)?[0])
+    }
+    fn u16(&mut self) -> Result<usize, String> {
+        let s = self.take(2)?;
+        Ok(u16::from_le_bytes([s[0], s[1]]) as usize)
+    }
+    fn u32(&mut self) -> Result<u32, String> {
+        let s = self.take(4)?;
+        Ok(u32::from_le_bytes([s[0], s[1], s[2], s[3]]))
+    }
+    fn u64(&mut self) -> Result<u64, String> {
+        let mut x = [0u8; 8];
+        x.copy_from_slice(self.take(8)?);
+        Ok(u64::from_le_bytes(x))
+    }
+    fn text(&mut self, n: usize, what: &str) -> Result<&'a str, String> {
+        std::str::from_utf8(self.take(n)?).map_err(|_| format!("{what} is not UTF-8"))
+    }
+    fn done(&self) -> Result<(), String> {
+        if self.at == self.b.len() {
+            Ok(())
+        } else {
+            Err("queue entry longer than its lengths say".into())
+        }
+    }
+}
+
+fn read_head<'a>(r: &mut Reader<'a>) -> Result<Head<'a>, String> {
+    let (ns_len, q_len) = (r.u16()?, r.u16()?);
+    let at_ms = r.u64()?;
+    let max = crate::api::path::NAME_MAX_BYTES;
+    if !(1..=max).contains(&ns_len) || !(1..=max).contains(&q_len) {
+        return Err("namespace or queue name length out of range".into());
+    }
+    Ok(Head {
+        namespace: r.text(ns_len, "namespace")?,
+        queue: r.text(q_len, "queue name")?,
+        at_ms,
+    })
+}
+
+/// Decodes the head of any queue entry.
+pub fn decode_head(b: &[u8]) -> Result<Head<'_>, String> {
+    read_head(&mut Reader { b, at: 0 })
+}
+
+pub fn decode_enqueue(b: &[u8]) -> Result<(Head<'_>, Vec<NewMessage<'_>>), String> {
+    let mut r = Reader { b, at: 0 };
+    let h = read_head(&mut r)?;
+    let n = r.u32()? as usize;
+    if !(1..=MAX_ITEMS).contains(&n) {
+        return Err("message count out of range".into());
+    }
+    let mut out = Vec::with_capacity(n);
+    for _ in 0..n {
+        let seq = r.u64()?;
+        let visible_at_ms = r.u64()?;
+        let priority = r.u8()?;
+        if r.u8()? != 0 {
+            return Err("reserved byte is not 0".into());
+        }
+        let dedup_len = r.u16()?;
+        if dedup_len > DEDUP_KEY_MAX {
+            return Err("dedup key too long".into());
+        }
+        let payload_len = r.u32()? as usize;
+        let dedup_key = r.text(dedup_len, "dedup key")?;
+        let payload_offset = r.at;
+        let payload = r.take(payload_len)?;
+        if seq == 0 {
+            return Err("message with sequence number 0".into());
+        }
+        out.push(NewMessage {
+            seq,
+            visible_at_ms,
+            priority,
+            dedup_key,
+            payload,
+            payload_offset,
+        });
+    }
+    r.done()?;
+    Ok((h, out))
+}
+
+pub fn decode_op(b: &[u8]) -> Result<(Head<'_>, Op), String> {
+    let mut r = Reader { b, at: 0 };
+    let h = read_head(&mut r)?;
+    let time_ms = r.u64()?;
+    let flags = r.u32()?;
+    let n = r.u32()? as usize;
+    if !(1..=MAX_ITEMS).contains(&n) {
+        return Err("sequence count out of range".into());
+    }
+    let mut seqs = Vec::with_capacity(n);
+    for _ in 0..n {
+        seqs.push(r.u64()?);
+    }
+    r.done()?;
+    Ok((h, Op { time_ms, flags, seqs }))
+}
+
+pub fn decode_purge(b: &[u8]) -> Result<Head<'_>, String> {
+    let mut r = Reader { b, at: 0 };
+    let h = read_head(&mut r)?;
+    r.done()?;
+    Ok(h)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn h() -> Head<'static> {
+        Head {
+            namespace: "app",
+            queue: "jobs",
+            at_ms: 1_700_000_000_000,
+        }
+    }
+
+    #[test]
+    fn round_trips() {
+        let msgs = [
+            Outgoing {
+                seq: 7,
+                visible_at_ms: 0,
+                priority: 3,
+                dedup_key: "",
+                payload: b"hello",
+            },
+            Outgoing {
+                seq: 8,
+                visible_at_ms: 99,
+                priority: 255,
+                dedup_key: "order-1",
+                payload: b"",
+            },
+        ];
+        let (b, offsets) = encode_enqueue(&h(), &msgs);
+        let (head, got) = decode_enqueue(&b).unwrap();
+        assert_eq!(head, h());
+        assert_eq!(got.len(), 2);
+        assert_eq!((got[0].seq, got[0].priority, got[0].payload), (7, 3, &b"hello"[..]));
+        assert_eq!(&b[offsets[0]..offsets[0] + 5], b"hello");
+        assert_eq!(got[0].payload_offset, offsets[0]);
+        assert_eq!((got[1].visible_at_ms, got[1].dedup_key), (99, "order-1"));
+        let op = Op {
+            time_ms: 5,
+            flags: FLAG_TO_DLQ,
+            seqs: vec![1, 2, 3],
+        };
+        let b = encode_op(&h(), Some(&op));
+        assert_eq!(decode_op(&b).unwrap(), (h(), op));
+        assert_eq!(decode_purge(&encode_op(&h(), None)).unwrap(), h());
+        assert_eq!(decode_head(&b).unwrap(), h());
+    }
+
+    #[test]
+    fn malformed_bodies_are_errors() {
+        let (b, _) = encode_enqueue(
+            &h(),
+            &[Outgoing {
+                seq: 1,
+                visible_at_ms: 0,
+                priority: 0,
+                dedup_key: "k",
+                payload: b"xyz",
+            }],
+        );
+        for n in 0..b.len() {
+            assert!(decode_enqueue(&b[..n]).is_err(), "prefix {n}");
+        }
+        let mut long = b.clone();
+        long.push(0);
+        assert!(decode_enqueue(&long).is_err());
+        let op = encode_op(
+            &h(),
+            Some(&Op {
+                time_ms: 0,
+                flags: 0,
+                seqs: vec![4],
+            }),
+        );
+        for n in 0..op.len() {
+            assert!(decode_op(&op[..n]).is_err(), "prefix {n}");
+        }
+        let mut zero_count = op.clone();
+        let at = op.len() - 12;
+        zero_count[at..at + 4].copy_from_slice(&0u32.to_le_bytes());
+        assert!(decode_op(&zero_count[..op.len() - 8]).is_err());
+    }
+}
