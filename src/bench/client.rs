@@ -21,7 +21,7 @@ use monoio::io::{AsyncReadRent, AsyncWriteRentExt};
 use monoio::net::TcpStream;
 
 use super::report::Stats;
-use super::workload::{RequestBytes, Workload};
+use super::workload::{Flow, RequestBytes, Workload};
 
 /// Bytes read per connection at once; also the largest response head accepted.
 const READ_BUF_BYTES: usize = 64 * 1024;
@@ -78,6 +78,11 @@ pub struct ResponseParser {
     status: u16,
     close: bool,
     response_bytes: u64,
+    /// Keep body bytes (for workloads whose next request depends on the answer).
+    keep_body: bool,
+    /// The body of the response being parsed, and of the last complete one.
+    body: Vec<u8>,
+    last_body: Vec<u8>,
 }
 
 impl Default for ResponseParser {
@@ -93,6 +98,9 @@ impl ResponseParser {
             status: 0,
             close: false,
             response_bytes: 0,
+            keep_body: false,
+            body: Vec::new(),
+            last_body: Vec::new(),
         }
     }
 
@@ -144,6 +152,9 @@ impl ResponseParser {
                 }
                 ParseState::FixedBody { remaining_bytes } => {
                     let taken = take_bytes(available.len(), remaining_bytes);
+                    if self.keep_body {
+                        self.body.extend_from_slice(&available[..taken]);
+                    }
                     pos += taken;
                     self.response_bytes += taken as u64;
                     let remaining_bytes = remaining_bytes - taken as u64;
@@ -168,6 +179,9 @@ impl ResponseParser {
                 }
                 ParseState::ChunkData { remaining_bytes } => {
                     let taken = take_bytes(available.len(), remaining_bytes);
+                    if self.keep_body {
+                        self.body.extend_from_slice(&available[..taken]);
+                    }
                     pos += taken;
                     self.response_bytes += taken as u64;
                     let remaining_bytes = remaining_bytes - taken as u64;
@@ -208,7 +222,10 @@ impl ResponseParser {
             response_bytes: self.response_bytes,
             close: self.close,
         };
+        let (keep, body) = (self.keep_body, std::mem::take(&mut self.body));
         self.reset();
+        self.keep_body = keep;
+        self.last_body = body;
         Parsed::Complete { consumed, response }
     }
 }
@@ -320,7 +337,19 @@ impl ResponseReader {
     /// Drops buffered bytes and any partial response (after a reconnect).
     pub fn reset(&mut self) {
         self.buf.clear();
+        let keep = self.parser.keep_body;
         self.parser.reset();
+        self.parser.keep_body = keep;
+    }
+
+    /// Keeps response bodies from now on ([`ResponseReader::last_body`]).
+    pub fn keep_bodies(&mut self) {
+        self.parser.keep_body = true;
+    }
+
+    /// The body of the last complete response (empty unless bodies are kept).
+    pub fn last_body(&self) -> &[u8] {
+        &self.parser.last_body
     }
 
     /// Bytes received but not yet part of a returned response.
@@ -496,11 +525,16 @@ async fn run_connection(state: Rc<ThreadState>, conn: usize) {
     let plan = state.plan.clone();
     let workload = &plan.workload;
     let per_request = workload.varies_per_request();
+    let stateful = workload.is_stateful();
+    let mut flow = Flow::default();
     let mut request = RequestBytes::with_capacity(REQUEST_BUF_BYTES);
     if !per_request {
         workload.build(conn, 0, &mut request);
     }
     let mut reader = ResponseReader::with_capacity(READ_BUF_BYTES);
+    if stateful {
+        reader.keep_bodies();
+    }
     let mut stream: Option<TcpStream> = None;
     let mut reconnect_backoff = RECONNECT_BACKOFF_MIN;
     let mut seq: u64 = 0;
@@ -532,7 +566,9 @@ async fn run_connection(state: Rc<ThreadState>, conn: usize) {
         if measured && !plan.claim_request() {
             break;
         }
-        if per_request {
+        if stateful {
+            workload.build_flow(&mut flow, &mut request);
+        } else if per_request {
             workload.build(conn, seq, &mut request);
         }
         seq += 1;
@@ -552,11 +588,15 @@ async fn run_connection(state: Rc<ThreadState>, conn: usize) {
                 if let Some(live) = state.live() {
                     live.responses.fetch_add(1, Ordering::Relaxed);
                 }
+                let acked = if stateful {
+                    workload.observe(&mut flow, response.status, reader.last_body())
+                } else {
+                    0
+                };
                 if measured {
-                    state
-                        .stats
-                        .borrow_mut()
-                        .record_response(response.status, response.response_bytes, latency_us);
+                    let mut stats = state.stats.borrow_mut();
+                    stats.record_response(response.status, response.response_bytes, latency_us);
+                    stats.messages_acked += acked;
                 }
                 if response.close {
                     stream = None;
@@ -565,6 +605,7 @@ async fn run_connection(state: Rc<ThreadState>, conn: usize) {
             Err(failure) => {
                 state.count_error(measured, failure);
                 stream = None;
+                flow = Flow::default();
             }
         }
     }

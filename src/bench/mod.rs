@@ -71,6 +71,9 @@ pub struct BenchArgs {
     #[arg(long, default_value_t = workload::DEFAULT_VALUE_BYTES,
           value_parser = clap::value_parser!(u32).range(..=64 * 1024 * 1024))]
     pub value_bytes: u32,
+    /// queue-consume: messages per dequeue (each ack confirms what one dequeue gave).
+    #[arg(long, default_value_t = workload::DEFAULT_BATCH as u32, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub batch: u32,
     /// Bearer token sent as `Authorization: Bearer <token>`.
     #[arg(long, env = "FLO_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
@@ -174,6 +177,7 @@ fn execute(args: &BenchArgs) -> Result<Summary, String> {
             namespace: args.namespace.clone(),
             keys: args.keys,
             value_bytes: args.value_bytes as usize,
+            batch: args.batch as usize,
             connections,
         }),
         measure_start,

@@ -57,6 +57,8 @@ pub struct Stats {
     /// Response count indexed by status code.
     status_counts: Vec<u64>,
     pub errors: ErrorCounts,
+    /// Queue workloads: messages whose ack the server confirmed.
+    pub messages_acked: u64,
 }
 
 impl Stats {
@@ -67,6 +69,7 @@ impl Stats {
             response_bytes: 0,
             status_counts: vec![0; STATUS_CODES],
             errors: ErrorCounts::default(),
+            messages_acked: 0,
         }
     }
 
@@ -96,6 +99,7 @@ impl Stats {
             *mine += theirs;
         }
         self.errors.add(&other.errors);
+        self.messages_acked += other.messages_acked;
     }
 
     /// Non-zero status counts, by status code.
@@ -159,6 +163,8 @@ pub struct Summary {
     pub response_bytes: u64,
     pub latency_us: LatencySummary,
     pub status: BTreeMap<u16, u64>,
+    /// Queue workloads: messages acked (0 for the others).
+    pub messages_acked: u64,
 }
 
 /// The `--json` object. Field order is the output order.
@@ -178,6 +184,8 @@ struct JsonReport<'a> {
     response_bytes: u64,
     latency_us: LatencySummary,
     status: BTreeMap<String, u64>,
+    messages_acked: u64,
+    jobs_per_sec: f64,
 }
 
 impl Summary {
@@ -195,6 +203,7 @@ impl Summary {
             response_bytes: stats.response_bytes,
             latency_us: LatencySummary::from_histogram(&stats.latency_us),
             status: stats.status_counts(),
+            messages_acked: stats.messages_acked,
         }
     }
 
@@ -246,6 +255,14 @@ impl Summary {
             "\n  errors: connect={} io={} http={} timeout={}",
             e.connect, e.io, e.http, e.timeout
         );
+        if self.messages_acked > 0 {
+            let _ = writeln!(
+                out,
+                "  queue: {} messages acked   jobs/s: {:.1}",
+                self.messages_acked,
+                per_second(self.messages_acked as f64, self.duration_s)
+            );
+        }
         out
     }
 
@@ -270,6 +287,8 @@ impl Summary {
                 .iter()
                 .map(|(status, count)| (status.to_string(), *count))
                 .collect(),
+            messages_acked: self.messages_acked,
+            jobs_per_sec: per_second(self.messages_acked as f64, self.duration_s),
         };
         // Plain numbers, strings and maps with string keys always serialize.
         serde_json::to_string(&report).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"))

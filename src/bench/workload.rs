@@ -14,7 +14,13 @@
 //! distinct keys (when there are no more connections than keys). The PUT body
 //! `{"value":"<base64>"}` is encoded once, when the workload is configured.
 //!
-//! Adding a workload (queue, stream, time series, ...) means adding a
+//! The queue workloads use queue `bench` of the namespace: `queue-produce`
+//! enqueues a `--value-bytes` payload per request; `queue-consume` dequeues
+//! `--batch` messages and acks what came back; `queue-pipeline` runs enqueue,
+//! dequeue, ack on each connection. The last two are *stateful*: a connection
+//! keeps response bodies and its next request depends on them ([`Flow`]).
+//!
+//! Adding a workload (stream, time series, ...) means adding a
 //! [`WorkloadKind`] variant, its `name`, whether it varies per request
 //! ([`Workload::varies_per_request`]) and a `build` arm. A workload whose
 //! requests differ per request writes its body into [`RequestBytes::body`] and
@@ -39,6 +45,12 @@ pub enum WorkloadKind {
     KvGet,
     /// 90% `kv-get`, 10% `kv-put` (every tenth request of a connection).
     KvMixed,
+    /// `POST /api/v1/queue/<namespace>/bench/enqueue` of a `--value-bytes` payload.
+    QueueProduce,
+    /// Dequeue `--batch` messages of queue `bench`, ack what came back, again.
+    QueueConsume,
+    /// The full cycle on each connection: enqueue one, dequeue one, ack it.
+    QueuePipeline,
 }
 
 impl WorkloadKind {
@@ -50,6 +62,9 @@ impl WorkloadKind {
             WorkloadKind::KvPut => "kv-put",
             WorkloadKind::KvGet => "kv-get",
             WorkloadKind::KvMixed => "kv-mixed",
+            WorkloadKind::QueueProduce => "queue-produce",
+            WorkloadKind::QueueConsume => "queue-consume",
+            WorkloadKind::QueuePipeline => "queue-pipeline",
         }
     }
 }
@@ -87,6 +102,8 @@ pub const DEFAULT_NAMESPACE: &str = "bench";
 pub const DEFAULT_KEYS: u64 = 100_000;
 /// Default of `--value-bytes`.
 pub const DEFAULT_VALUE_BYTES: u32 = 100;
+/// Default of `--batch`.
+pub const DEFAULT_BATCH: usize = 10;
 /// One request in this many of `kv-mixed` is a PUT (the others are GETs).
 const KV_MIXED_PUT_EVERY: u64 = 10;
 
@@ -115,6 +132,8 @@ pub struct KvOptions {
     /// Connections of the run (0 is taken as 1); their starting keys are
     /// spaced `keys / connections` apart.
     pub connections: usize,
+    /// Queue workloads: messages per dequeue (and so per ack) of `queue-consume`.
+    pub batch: usize,
 }
 
 impl Default for KvOptions {
@@ -124,6 +143,7 @@ impl Default for KvOptions {
             keys: DEFAULT_KEYS,
             value_bytes: DEFAULT_VALUE_BYTES as usize,
             connections: 64,
+            batch: DEFAULT_BATCH,
         }
     }
 }
@@ -136,6 +156,10 @@ struct KvTarget {
     connections: u64,
     /// The complete PUT body, `{"value":"<base64>"}`.
     put_body: Vec<u8>,
+    /// The complete enqueue body, `{"payload":"<base64>"}`.
+    enqueue_body: Vec<u8>,
+    /// The complete dequeue body of `queue-consume`.
+    dequeue_body: Vec<u8>,
 }
 
 impl KvTarget {
@@ -145,11 +169,19 @@ impl KvTarget {
         let value: Vec<u8> = (0..options.value_bytes).map(|i| (i % 251) as u8).collect();
         let encoded = base64::engine::general_purpose::STANDARD.encode(&value);
         let put_body = format!(r#"{{"value":"{encoded}"}}"#).into_bytes();
+        let enqueue_body = format!(r#"{{"payload":"{encoded}"}}"#).into_bytes();
+        let dequeue_body = format!(
+            r#"{{"count":{},"visibility_timeout_ms":60000}}"#,
+            options.batch.clamp(1, 1000)
+        )
+        .into_bytes();
         KvTarget {
             namespace: options.namespace.clone(),
             keys,
             connections,
             put_body,
+            enqueue_body,
+            dequeue_body,
         }
     }
 
@@ -194,7 +226,72 @@ impl Workload {
         match self.kind {
             WorkloadKind::Status | WorkloadKind::Health => false,
             WorkloadKind::KvPut | WorkloadKind::KvGet | WorkloadKind::KvMixed => true,
+            WorkloadKind::QueueProduce => false,
+            WorkloadKind::QueueConsume | WorkloadKind::QueuePipeline => true,
         }
+    }
+
+    /// Whether the next request of a connection depends on the answers before it (the queue
+    /// consumers ack what they were given): such connections keep response bodies, call
+    /// [`Workload::observe`] with each, and build requests with [`Workload::build_flow`].
+    pub fn is_stateful(&self) -> bool {
+        matches!(self.kind, WorkloadKind::QueueConsume | WorkloadKind::QueuePipeline)
+    }
+
+    /// The next request of a stateful connection.
+    pub fn build_flow(&self, flow: &mut Flow, out: &mut RequestBytes) {
+        out.body.clear();
+        let ns = &self.kv.namespace;
+        if self.kind == WorkloadKind::QueuePipeline && flow.step == 0 {
+            flow.step = 1;
+            let path = format_args!("/api/v1/queue/{ns}/bench/enqueue");
+            return self.write_head_and_body(&mut out.wire, "POST", path, &self.kv.enqueue_body);
+        }
+        if flow.pending.is_empty() {
+            let path = format_args!("/api/v1/queue/{ns}/bench/dequeue");
+            if self.kind == WorkloadKind::QueuePipeline {
+                return self.write_head_and_body(&mut out.wire, "POST", path, br#"{"visibility_timeout_ms":60000}"#);
+            }
+            return self.write_head_and_body(&mut out.wire, "POST", path, &self.kv.dequeue_body);
+        }
+        out.body.extend_from_slice(br#"{"sequences":["#);
+        for (i, seq) in flow.pending.drain(..).enumerate() {
+            if i > 0 {
+                out.body.push(b',');
+            }
+            let _ = write!(out.body, "{seq}");
+        }
+        out.body.extend_from_slice(b"]}");
+        flow.step = 0;
+        let path = format_args!("/api/v1/queue/{ns}/bench/ack");
+        self.write_request(out, "POST", path);
+    }
+
+    /// Takes in the answer to the last request of a stateful connection: the sequence numbers
+    /// a dequeue gave (to ack next) or the count an ack confirmed (returned).
+    pub fn observe(&self, flow: &mut Flow, status: u16, body: &[u8]) -> u64 {
+        if status != 200 {
+            flow.step = 0;
+            return 0;
+        }
+        if let Some(rest) = body.strip_prefix(br#"{"acked":"#) {
+            return leading_number(rest).unwrap_or(0);
+        }
+        if !body.starts_with(br#"{"messages":"#) {
+            return 0; // an enqueue's answer
+        }
+        let mut at = 0;
+        while let Some(i) = find(&body[at..], br#""seq":"#) {
+            at += i + 6;
+            if let Some(seq) = leading_number(&body[at..]) {
+                flow.pending.push(seq);
+            }
+        }
+        if self.kind == WorkloadKind::QueuePipeline && flow.pending.is_empty() && flow.step == 1 {
+            // A dequeue that found nothing (another connection took the message): enqueue again.
+            flow.step = 0;
+        }
+        0
     }
 
     /// Writes request `seq` of connection `conn` into `out.wire` (replacing
@@ -207,6 +304,13 @@ impl Workload {
             WorkloadKind::KvPut => self.write_kv(out, conn, seq, true),
             WorkloadKind::KvGet => self.write_kv(out, conn, seq, false),
             WorkloadKind::KvMixed => self.write_kv(out, conn, seq, seq.is_multiple_of(KV_MIXED_PUT_EVERY)),
+            WorkloadKind::QueueProduce => {
+                let path = format_args!("/api/v1/queue/{}/bench/enqueue", self.kv.namespace);
+                self.write_head_and_body(&mut out.wire, "POST", path, &self.kv.enqueue_body)
+            }
+            WorkloadKind::QueueConsume | WorkloadKind::QueuePipeline => {
+                self.build_flow(&mut Flow::default(), out);
+            }
         }
     }
 
@@ -248,9 +352,75 @@ impl Workload {
     }
 }
 
+/// Where a stateful (queue) connection is: the next step of the pipeline, and the sequence
+/// numbers it was given and has not acked yet.
+#[derive(Debug, Default)]
+pub struct Flow {
+    step: u8,
+    pending: Vec<u64>,
+}
+
+fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    hay.windows(needle.len()).position(|w| w == needle)
+}
+
+fn leading_number(b: &[u8]) -> Option<u64> {
+    let digits = b.iter().take_while(|c| c.is_ascii_digit()).count();
+    std::str::from_utf8(&b[..digits]).ok()?.parse().ok()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn queue_consumers_ack_what_they_were_given() {
+        let options = KvOptions {
+            batch: 3,
+            ..KvOptions::default()
+        };
+        let w = Workload::new(WorkloadKind::QueueConsume, "h", None).with_kv(&options);
+        let mut flow = Flow::default();
+        let mut req = RequestBytes::with_capacity(256);
+        w.build_flow(&mut flow, &mut req);
+        let text = String::from_utf8(req.wire.clone()).unwrap();
+        assert!(text.starts_with("POST /api/v1/queue/bench/bench/dequeue"), "{text}");
+        assert!(text.ends_with(r#"{"count":3,"visibility_timeout_ms":60000}"#), "{text}");
+        let got = br#"{"messages":[{"seq":7,"payload":"eA=="},{"seq":19,"payload":"eA=="}]}"#;
+        assert_eq!(w.observe(&mut flow, 200, got), 0);
+        w.build_flow(&mut flow, &mut req);
+        let text = String::from_utf8(req.wire.clone()).unwrap();
+        assert!(text.starts_with("POST /api/v1/queue/bench/bench/ack"), "{text}");
+        assert!(text.ends_with(r#"{"sequences":[7,19]}"#), "{text}");
+        assert_eq!(w.observe(&mut flow, 200, br#"{"acked":2,"not_found":[]}"#), 2);
+        w.build_flow(&mut flow, &mut req);
+        assert!(String::from_utf8(req.wire.clone()).unwrap().contains("/dequeue"));
+    }
+
+    #[test]
+    fn queue_pipeline_cycles_enqueue_dequeue_ack() {
+        let w = Workload::new(WorkloadKind::QueuePipeline, "h", None);
+        let mut flow = Flow::default();
+        let mut req = RequestBytes::with_capacity(256);
+        let mut paths = Vec::new();
+        let answers: [&[u8]; 6] = [
+            br#"{"seq":1,"deduplicated":false}"#,
+            br#"{"messages":[{"seq":1}]}"#,
+            br#"{"acked":1,"not_found":[]}"#,
+            br#"{"seq":2,"deduplicated":false}"#,
+            br#"{"messages":[]}"#,
+            br#"{"seq":3,"deduplicated":false}"#,
+        ];
+        let mut acked = 0;
+        for a in answers {
+            w.build_flow(&mut flow, &mut req);
+            let text = String::from_utf8(req.wire.clone()).unwrap();
+            paths.push(text.split(' ').nth(1).unwrap().rsplit('/').next().unwrap().to_string());
+            acked += w.observe(&mut flow, 200, a);
+        }
+        assert_eq!(paths, ["enqueue", "dequeue", "ack", "enqueue", "dequeue", "enqueue"]);
+        assert_eq!(acked, 1);
+    }
 
     fn parse_request(bytes: &[u8]) -> (String, String, Vec<(String, String)>, usize) {
         let mut headers = [httparse::EMPTY_HEADER; 16];
@@ -384,6 +554,7 @@ mod tests {
                 keys: 1000,
                 value_bytes,
                 connections: 64,
+                ..KvOptions::default()
             };
             let workload = kv_workload(WorkloadKind::KvPut, &options);
             assert!(workload.varies_per_request());
@@ -409,6 +580,7 @@ mod tests {
             keys: 50,
             value_bytes: 10,
             connections: 8,
+            ..KvOptions::default()
         };
         let workload = kv_workload(WorkloadKind::KvGet, &options);
         assert!(workload.varies_per_request());
