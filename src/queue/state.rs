@@ -2,7 +2,8 @@
 //! (40 bytes a message; payloads stay in the log and are read from the mapped segment), a ready
 //! heap by (priority, seq), a delay heap by visible-at, a lease heap by expiry, the dead-letter
 //! set, and the dedup map. No I/O: the shard appends an entry, applies it here at once, and
-//! answers once it is durable.
+//! answers once it is durable. The records of acked and purged messages are counted as dead
+//! bytes of their segment, for compaction.
 //!
 //! Invariants: a message is in exactly one state; the ready heap holds exactly the ready
 //! messages and the delay heap exactly the delayed ones (the lease heap may hold stale entries,
@@ -40,6 +41,8 @@ pub enum State {
 
 /// Marks a payload not settled in the log yet (it is in `pending`).
 const PENDING: u64 = u64::MAX;
+/// The fixed part of a message's record in an ENQUEUE entry (`format-spec/queue.md`).
+const MESSAGE_RECORD_BYTES: u64 = 24;
 
 /// One message.
 #[derive(Clone, Copy, Debug)]
@@ -253,12 +256,15 @@ impl Queue {
         }
     }
 
-    fn remove(&mut self, seq: u64) {
-        if let Some(m) = self.msg_mut(seq) {
-            m.state = State::Gone;
-        }
+    /// Removes a message; returns the log place and size of its record in its ENQUEUE entry
+    /// (now dead bytes) if the entry had settled.
+    fn remove(&mut self, seq: u64) -> Option<(u64, u64)> {
+        let m = self.msg_mut(seq)?;
+        m.state = State::Gone;
+        let dead = (m.loc != PENDING).then_some((m.loc, MESSAGE_RECORD_BYTES + u64::from(m.payload_len)));
         self.pending.remove(&seq);
         self.trim();
+        dead
     }
 }
 
@@ -311,6 +317,11 @@ impl QueueStore {
 
     pub fn segments(&self) -> &SegmentTable {
         &self.segments
+    }
+
+    /// Bytes of acked and purged messages' records, all segments together.
+    pub fn dead_bytes(&self) -> u64 {
+        self.segments.dead.iter().sum()
     }
 
     /// Names of the queues of `ns`.
@@ -443,7 +454,7 @@ impl QueueStore {
         op: &super::entry::Op,
     ) -> Result<(), ReplayError> {
         use super::entry::*;
-        let Some(q) = self.get_mut(ns, qname) else {
+        let Some(q) = self.queues.get_mut(&(Box::from(ns), Box::from(qname))) else {
             return Err(format!("operation on queue {qname:?} of {ns:?}, which has no messages"));
         };
         q.last_lsn = q.last_lsn.max(lsn);
@@ -474,7 +485,9 @@ impl QueueStore {
                 ENTRY_QUEUE_ACK => {
                     q.leased_count -= 1;
                     q.total_acked += 1;
-                    q.remove(seq);
+                    if let Some((loc, bytes)) = q.remove(seq) {
+                        self.segments.mark_dead(loc, bytes);
+                    }
                     continue;
                 }
                 ENTRY_QUEUE_NACK => {
@@ -520,7 +533,9 @@ impl QueueStore {
 
     /// Applies a PURGE: ready and delayed messages go; returns how many.
     pub fn apply_purge(&mut self, ns: &str, qname: &str, lsn: u64) -> u64 {
-        let Some(q) = self.get_mut(ns, qname) else { return 0 };
+        let Some(q) = self.queues.get_mut(&(Box::from(ns), Box::from(qname))) else {
+            return 0;
+        };
         q.last_lsn = q.last_lsn.max(lsn);
         let seqs: Vec<u64> = q
             .ready
@@ -529,7 +544,9 @@ impl QueueStore {
             .chain(q.delayed.drain().map(|Reverse((_, s))| s))
             .collect();
         for &s in &seqs {
-            q.remove(s);
+            if let Some((loc, bytes)) = q.remove(s) {
+                self.segments.mark_dead(loc, bytes);
+            }
         }
         seqs.len() as u64
     }
@@ -683,6 +700,33 @@ mod tests {
         assert_eq!(s.get(NS, Q).unwrap().msg(4).unwrap().delivery_count, 2);
         op(&mut s, ENTRY_QUEUE_NACK, 0, FLAG_TO_DLQ, &[4]).unwrap();
         assert_eq!(s.get(NS, Q).unwrap().stats(Q).dlq_count, 1);
+    }
+
+    #[test]
+    fn acked_and_purged_messages_are_dead_bytes() {
+        let mut s = store(5);
+        let at = |offset| Position {
+            lsn: 1,
+            segment: 1,
+            offset,
+        };
+        let msgs: Vec<NewMessage<'_>> = (1..=3)
+            .map(|seq| NewMessage {
+                seq,
+                visible_at_ms: 0,
+                priority: 0,
+                dedup_key: "",
+                payload: b"hello",
+                payload_offset: 0,
+            })
+            .collect();
+        s.apply_enqueue(NS, Q, 0, 1, &msgs, At::Settled(at(64))).unwrap();
+        assert_eq!(s.dead_bytes(), 0);
+        assert_eq!(lease(&mut s, 0, 1, 100), vec![1]);
+        op(&mut s, ENTRY_QUEUE_ACK, 0, 0, &[1]).unwrap();
+        assert_eq!(s.dead_bytes(), 24 + 5);
+        assert_eq!(s.apply_purge(NS, Q, 3), 2);
+        assert_eq!(s.dead_bytes(), 3 * (24 + 5));
     }
 
     #[test]

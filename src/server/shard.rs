@@ -490,7 +490,9 @@ async fn sweep_kv(shard: Rc<Shard>) {
         let m = &shard.node.metrics[shard.id];
         m.kv_slots.store(kv.slot_count(), Relaxed);
         m.kv_index_bytes.store(kv.index_bytes(), Relaxed);
-        m.log_dead_bytes.store(kv.dead_bytes().map(|(_, d)| d).sum(), Relaxed);
+        let queue_dead = shard.queues.borrow().dead_bytes();
+        m.log_dead_bytes
+            .store(kv.dead_bytes().map(|(_, d)| d).sum::<u64>() + queue_dead, Relaxed);
         if let Some(log) = shard.log.get() {
             m.log_entry_bytes
                 .store(log.segments().iter().map(|s| s.1).sum(), Relaxed);
