@@ -28,30 +28,9 @@ chmod 755 "$WORK"
 PIDS=()
 trap 'kill "${PIDS[@]}" 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$WORK"' EXIT
 
-wait_port() {
-  for _ in $(seq 200); do
-    (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
-    sleep 0.1
-  done
-  echo "port $1 never opened" >&2; exit 1
-}
-
-mkdir -p "$WORK/www" "$WORK/flo-data"
-head -c 100 /dev/zero | tr '\0' 'x' > "$WORK/www/100b.txt"
-cat > "$WORK/nginx.conf" <<CONF
-worker_processes 2;
-pid $WORK/nginx.pid;
-error_log $WORK/nginx-error.log warn;
-events { worker_connections 4096; }
-http {
-    access_log off; sendfile on; tcp_nopush on; tcp_nodelay on;
-    keepalive_timeout 65; keepalive_requests 1000000;
-    client_body_temp_path $WORK/tmp_body; proxy_temp_path $WORK/tmp_proxy;
-    fastcgi_temp_path $WORK/tmp_fastcgi; uwsgi_temp_path $WORK/tmp_uwsgi; scgi_temp_path $WORK/tmp_scgi;
-    default_type application/octet-stream;
-    server { listen 127.0.0.1:$NGINX_PORT; root $WORK/www; }
-}
-CONF
+source scripts/bench/lib.sh
+mkdir -p "$WORK/flo-data"
+nginx_conf "$WORK" "$NGINX_PORT"
 nginx -p "$WORK" -c "$WORK/nginx.conf" -g 'daemon off;' &
 PIDS+=($!)
 target/release/flo server start --data-dir "$WORK/flo-data" --dashboard-port "$FLO_PORT" \
@@ -68,9 +47,7 @@ if command -v etcd >/dev/null; then
 fi
 HAVE_REDIS=0
 if command -v redis-server >/dev/null && command -v redis-benchmark >/dev/null; then
-  mkdir -p "$WORK/redis"
-  redis-server --bind 127.0.0.1 --port "$REDIS_PORT" --dir "$WORK/redis" --appendonly yes \
-    --appendfsync always --save "" --daemonize no --logfile "$WORK/redis/redis.log" &
+  redis_always "$WORK/redis" "$REDIS_PORT"
   PIDS+=($!)
   HAVE_REDIS=1
 fi
@@ -92,8 +69,6 @@ wrk_rps() {  # URL [lua script]
   if grep -q "Non-2xx" "$WORK/last.txt"; then echo "non-2xx answers:" >&2; cat "$WORK/last.txt" >&2; exit 1; fi
   awk '/Requests\/sec/ {print $2}' "$WORK/last.txt"
 }
-median() { printf '%s\n' "$@" | sort -g | awk '{a[NR]=$1} END {print (NR % 2) ? a[(NR+1)/2] : (a[NR/2] + a[NR/2+1]) / 2}'; }
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "-" }'; }
 
 nginx_r=(); put_r=(); get_r=(); etcd_r=(); redis_r=()
 for run in $(seq "$REPS"); do

@@ -2,7 +2,10 @@
 # Queues side by side in one run, REPS times (medians reported):
 #   Flo enqueue: wrk -t2 -c64 for DURATION, 100-byte payloads, every enqueue durable
 #   Flo consume: wrk -t2 -c64 for DURATION, dequeue COUNT + ack of what was received
-#   Flo full cycle = 1 / (1/enqueue rate + 1/consume rate) jobs/s
+#   Flo full cycle = 1 / (1/enqueue rate + 1/consume rate) jobs/s. The consume phase starts
+#     with what the enqueue phase left; when it drains the queue before DURATION ends, its rate
+#     (and so the cycle) is a lower bound (`flo bench -w queue-consume` on a full queue shows
+#     the consumers' own rate)
 #   beanstalkd -f 0 (fsync every write): put, reserve+delete and full cycle with the stdlib
 #     client of ../shared/bench (BEANSTALK_CLIENT), if beanstalkd is installed
 #   Redis LPUSH with appendfsync always (redis-benchmark -c 64 -d 100), if installed
@@ -22,13 +25,7 @@ cargo build --release --quiet
 WORK="$(mktemp -d -t flo-bench-queue.XXXXXX)"
 PIDS=()
 trap 'kill "${PIDS[@]}" 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$WORK"' EXIT
-wait_port() {
-  for _ in $(seq 200); do
-    (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
-    sleep 0.1
-  done
-  echo "port $1 never opened" >&2; exit 1
-}
+source scripts/bench/lib.sh
 secs() { awk -v d="$1" 'BEGIN { if (d ~ /ms$/) print d / 1000; else if (d ~ /m$/) print d * 60; else print d + 0 }'; }
 
 target/release/flo server start --data-dir "$WORK/flo" --dashboard-port "$FLO_PORT" \
@@ -44,9 +41,7 @@ if command -v beanstalkd >/dev/null && [ -f "$BEANSTALK_CLIENT" ]; then
 fi
 HAVE_REDIS=0
 if command -v redis-server >/dev/null && command -v redis-benchmark >/dev/null; then
-  mkdir -p "$WORK/redis"
-  redis-server --bind 127.0.0.1 --port "$REDIS_PORT" --dir "$WORK/redis" --appendonly yes \
-    --appendfsync always --save "" --daemonize no --logfile "$WORK/redis/redis.log" &
+  redis_always "$WORK/redis" "$REDIS_PORT"
   PIDS+=($!)
   HAVE_REDIS=1
 fi
@@ -57,8 +52,6 @@ wait_port "$FLO_PORT"
 export PAYLOAD_B64 COUNT
 PAYLOAD_B64=$(head -c 100 /dev/zero | tr '\0' 'j' | base64 -w0)
 S=$(secs "$DURATION")
-median() { printf '%s\n' "$@" | sort -g | awk '{a[NR]=$1} END {print (NR % 2) ? a[(NR+1)/2] : (a[NR/2] + a[NR/2+1]) / 2}'; }
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "-" }'; }
 enq_r=(); con_r=(); cyc_r=(); bs_r=(); bsput_r=(); redis_r=()
 for run in $(seq "$REPS"); do
   export QUEUE="q$run"

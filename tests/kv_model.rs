@@ -8,23 +8,9 @@ mod common;
 use std::collections::BTreeMap;
 
 use base64::Engine as _;
-use common::Server;
+use common::{Rng, Server};
 
 const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
-
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
 
 /// key → (version of the latest entry, value; None for a tombstone).
 type Model = BTreeMap<String, (u64, Option<Vec<u8>>)>;

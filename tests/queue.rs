@@ -6,10 +6,10 @@
 mod common;
 
 use std::collections::BTreeSet;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use base64::Engine as _;
-use common::{Response, Server};
+use common::{now_ms, Response, Server};
 use serde_json::{json, Value};
 
 const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
@@ -20,10 +20,6 @@ const CLOCK_SLACK_MS: u64 = 100;
 
 fn path(ns: &str, q: &str, op: &str) -> String {
     format!("/api/v1/queue/{ns}/{q}/{op}")
-}
-
-fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis() as u64
 }
 
 fn post(s: &Server, ns: &str, q: &str, op: &str, body: &Value) -> Response {

@@ -10,10 +10,9 @@ mod common;
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::Debug;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use base64::Engine as _;
-use common::{Response, Server};
+use common::{now_ms, Response, Rng, Server};
 use serde_json::{json, Value};
 
 const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
@@ -27,35 +26,6 @@ const LONG_MS: u64 = 600_000;
 const DELAY_MS: u64 = 3_600_000;
 /// Slack between the server's clock and ours (same clock, read a little apart).
 const CLOCK_SLACK_MS: u64 = 100;
-
-fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis() as u64
-}
-
-/// splitmix64.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n.max(1)
-    }
-    fn chance(&mut self, percent: u64) -> bool {
-        self.below(100) < percent
-    }
-    fn shuffle<T>(&mut self, v: &mut [T]) {
-        for i in (1..v.len()).rev() {
-            let j = self.below(i as u64 + 1) as usize;
-            v.swap(i, j);
-        }
-    }
-}
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum St {

@@ -1,0 +1,45 @@
+# Shared helpers of the side-by-side benchmark scripts (sourced, not run).
+
+# wait_port PORT -- until something listens on 127.0.0.1:PORT (20 s at most)
+wait_port() {
+  for _ in $(seq 200); do
+    (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
+    sleep 0.1
+  done
+  echo "port $1 never opened" >&2; exit 1
+}
+
+# median X... -- the median of numbers
+median() { printf '%s\n' "$@" | sort -g | awk '{a[NR]=$1} END {print (NR % 2) ? a[(NR+1)/2] : (a[NR/2] + a[NR/2+1]) / 2}'; }
+
+# ratio A B -- A / B with two decimals ("-" when B is 0)
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "-" }'; }
+
+# nginx_conf DIR PORT -- writes DIR/nginx.conf: 2 workers serving DIR/www on 127.0.0.1:PORT,
+# with DIR/www/100b.txt (100 bytes)
+nginx_conf() {
+  mkdir -p "$1/www"
+  head -c 100 /dev/zero | tr '\0' 'x' > "$1/www/100b.txt"
+  cat > "$1/nginx.conf" <<CONF
+worker_processes 2;
+pid $1/nginx.pid;
+error_log $1/nginx-error.log warn;
+events { worker_connections 4096; }
+http {
+    access_log off; sendfile on; tcp_nopush on; tcp_nodelay on;
+    keepalive_timeout 65; keepalive_requests 1000000;
+    client_body_temp_path $1/tmp_body; proxy_temp_path $1/tmp_proxy;
+    fastcgi_temp_path $1/tmp_fastcgi; uwsgi_temp_path $1/tmp_uwsgi; scgi_temp_path $1/tmp_scgi;
+    default_type application/octet-stream;
+    server { listen 127.0.0.1:$2; root $1/www; }
+}
+CONF
+}
+
+# redis_always DIR PORT -- starts redis-server with appendfsync always in DIR (background);
+# the caller records $! to stop it
+redis_always() {
+  mkdir -p "$1"
+  redis-server --bind 127.0.0.1 --port "$2" --dir "$1" --appendonly yes \
+    --appendfsync always --save "" --daemonize no --logfile "$1/redis.log" &
+}
