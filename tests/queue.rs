@@ -1148,3 +1148,26 @@ fn queues_spread_over_shards_all_work_and_are_listed() {
         );
     }
 }
+
+#[test]
+fn metrics_count_the_messages_held() {
+    let s = Server::builder().shards(2).start();
+    for q in ["m1", "m2", "m3"] {
+        enqueue(&s, "metrics", q, b"x");
+    }
+    let total = |s: &Server| -> u64 {
+        s.get("/api/v1/metrics").json()["shards"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["queue_messages"].as_u64().unwrap())
+            .sum()
+    };
+    poll("queue_messages reaches 3", Duration::from_secs(10), || {
+        (total(&s) == 3).then_some(())
+    });
+    let text = common::try_request(s.metrics, "GET", "/metrics", &[], b"")
+        .unwrap()
+        .text();
+    assert!(text.contains("# TYPE flo_queue_messages gauge"), "{text}");
+}

@@ -81,6 +81,8 @@ struct ShardRow {
     /// Bytes of entries in the shard's log segments, and those nothing needs any more.
     log_entry_bytes: u64,
     log_dead_bytes: u64,
+    /// Queue messages held (ready, delayed, leased, dead-lettered).
+    queue_messages: u64,
 }
 
 #[derive(Serialize)]
@@ -118,6 +120,7 @@ pub fn metrics(shard: &Shard) -> Response {
             kv_index_bytes: m.kv_index_bytes.load(Relaxed),
             log_entry_bytes: m.log_entry_bytes.load(Relaxed),
             log_dead_bytes: m.log_dead_bytes.load(Relaxed),
+            queue_messages: m.queue_messages.load(Relaxed),
             log_entries_total: node.log_metrics[id].entries_total.get(),
             log_bytes_total: node.log_metrics[id].bytes_total.get(),
             log_batches_total: node.log_metrics[id].batches_total.get(),

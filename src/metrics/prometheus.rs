@@ -142,6 +142,14 @@ pub fn render(node: &Node) -> String {
         "gauge",
         |m| m.log_dead_bytes.load(Relaxed),
     );
+    per_shard(
+        &mut out,
+        node,
+        "flo_queue_messages",
+        "Queue messages held (ready, delayed, leased, dead-lettered).",
+        "gauge",
+        |m| m.queue_messages.load(Relaxed),
+    );
     log_metrics(&mut out, node);
     header(
         &mut out,
