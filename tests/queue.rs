@@ -1171,3 +1171,43 @@ fn metrics_count_the_messages_held() {
         .text();
     assert!(text.contains("# TYPE flo_queue_messages gauge"), "{text}");
 }
+
+#[test]
+fn changing_max_deliveries_keeps_the_log_replayable() {
+    let mut s = Server::builder().config("[queue]\nmax_deliveries = 5\n").start();
+    let seq = enqueue(&s, "default", "cfg", b"m");
+    // Two deliveries under max_deliveries = 5 (the first lease runs out).
+    assert_eq!(
+        seqs(&dequeue(&s, "default", "cfg", json!({"visibility_timeout_ms": 100}))),
+        vec![seq]
+    );
+    let m = dequeue_eventually(
+        &s,
+        "default",
+        "cfg",
+        json!({"visibility_timeout_ms": 100}),
+        "second delivery",
+    );
+    assert_eq!(m[0]["delivery_count"], 2);
+    s.sigkill();
+    // Restarted with a lower limit: the log still replays (its leases say which was a last one);
+    // the limit applies to the leases made from now on.
+    let config = std::fs::read_to_string(&s.config_path).unwrap();
+    std::fs::write(
+        &s.config_path,
+        config.replace("max_deliveries = 5", "max_deliveries = 1"),
+    )
+    .unwrap();
+    s.restart();
+    let m = dequeue_eventually(
+        &s,
+        "default",
+        "cfg",
+        json!({"visibility_timeout_ms": 100}),
+        "third delivery",
+    );
+    assert_eq!(m[0]["delivery_count"], 3);
+    poll("dead-lettered after its last lease", Duration::from_secs(10), || {
+        dlq(&s, "default", "cfg").iter().any(|d| d["seq"] == seq).then_some(())
+    });
+}

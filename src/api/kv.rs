@@ -43,11 +43,9 @@ fn ttl_remaining(expires_at_ms: u64, now_ms: u64) -> Json {
 }
 
 async fn ask_owner(shard: &Shard, ns: &str, key: &str, cmd: KvCmd) -> Result<(KvReply, usize), ApiError> {
-    let owner = shard.node.partitioner.shard(ns, key);
-    match shard.ask(owner, Command::Kv(cmd)).await? {
-        Reply::Kv(r) => Ok((r, owner)),
-        Reply::Failed(e) => Err(e),
-        other => Err(ApiError::Internal(format!("unexpected reply {other:?}"))),
+    match shard.ask_owner(ns, key, Command::Kv(cmd)).await? {
+        (Reply::Kv(r), owner) => Ok((r, owner)),
+        (other, _) => Err(ApiError::Internal(format!("unexpected reply {other:?}"))),
     }
 }
 

@@ -108,11 +108,9 @@ fn message(shard: &Shard, m: MessageBody) -> Result<NewMsg, ApiError> {
 }
 
 async fn ask_owner(shard: &Shard, ns: &str, queue: &str, cmd: QueueCmd) -> Result<(QueueReply, usize), ApiError> {
-    let owner = shard.node.partitioner.shard(ns, queue);
-    match shard.ask(owner, Command::Queue(cmd)).await? {
-        Reply::Queue(r) => Ok((r, owner)),
-        Reply::Failed(e) => Err(e),
-        other => Err(ApiError::Internal(format!("unexpected reply {other:?}"))),
+    match shard.ask_owner(ns, queue, Command::Queue(cmd)).await? {
+        (Reply::Queue(r), owner) => Ok((r, owner)),
+        (other, _) => Err(ApiError::Internal(format!("unexpected reply {other:?}"))),
     }
 }
 
@@ -211,10 +209,10 @@ pub async fn handle(
             let QueueReply::Enqueued { seqs, deduplicated } = r else {
                 return Err(unexpected(r));
             };
-            let body = if batch {
-                json!({ "seqs": seqs, "deduplicated": deduplicated })
-            } else {
-                json!({ "seq": seqs[0], "deduplicated": deduplicated[0] })
+            let body = match (batch, seqs.first(), deduplicated.first()) {
+                (false, Some(seq), Some(dedup)) => json!({ "seq": seq, "deduplicated": dedup }),
+                (false, _, _) => return Err(ApiError::Internal("an enqueue answered no seq".into())),
+                (true, _, _) => json!({ "seqs": seqs, "deduplicated": deduplicated }),
             };
             return Ok(reply(200, &body, owner));
         }

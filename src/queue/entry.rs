@@ -28,7 +28,8 @@ pub struct Head<'a> {
     pub at_ms: u64,
 }
 
-/// A message of an ENQUEUE entry; `payload_offset` is where its payload starts in the body.
+/// A message of an ENQUEUE entry; `payload_offset` is where its payload starts in the body
+/// (set by [`encode_enqueue`] and by the decoder).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct NewMessage<'a> {
     pub seq: u64,
@@ -37,15 +38,6 @@ pub struct NewMessage<'a> {
     pub dedup_key: &'a str,
     pub payload: &'a [u8],
     pub payload_offset: usize,
-}
-
-/// A message to encode.
-pub struct Outgoing<'a> {
-    pub seq: u64,
-    pub visible_at_ms: u64,
-    pub priority: u8,
-    pub dedup_key: &'a str,
-    pub payload: &'a [u8],
 }
 
 /// The tail of LEASE, ACK, NACK, TOUCH, DEAD and REQUEUE.
@@ -64,8 +56,8 @@ fn head(out: &mut Vec<u8>, h: &Head<'_>) {
     out.extend_from_slice(h.queue.as_bytes());
 }
 
-/// Encodes an ENQUEUE body; returns it and, per message, where its payload starts.
-pub fn encode_enqueue(h: &Head<'_>, messages: &[Outgoing<'_>]) -> (Vec<u8>, Vec<usize>) {
+/// Encodes an ENQUEUE body, setting each message's `payload_offset`.
+pub fn encode_enqueue(h: &Head<'_>, messages: &mut [NewMessage<'_>]) -> Vec<u8> {
     assert!((1..=MAX_ITEMS).contains(&messages.len()));
     let size: usize = messages
         .iter()
@@ -74,8 +66,7 @@ pub fn encode_enqueue(h: &Head<'_>, messages: &[Outgoing<'_>]) -> (Vec<u8>, Vec<
     let mut b = Vec::with_capacity(HEAD_FIXED + h.namespace.len() + h.queue.len() + 4 + size);
     head(&mut b, h);
     b.extend_from_slice(&(messages.len() as u32).to_le_bytes());
-    let mut offsets = Vec::with_capacity(messages.len());
-    for m in messages {
+    for m in messages.iter_mut() {
         b.extend_from_slice(&m.seq.to_le_bytes());
         b.extend_from_slice(&m.visible_at_ms.to_le_bytes());
         b.push(m.priority);
@@ -83,10 +74,10 @@ pub fn encode_enqueue(h: &Head<'_>, messages: &[Outgoing<'_>]) -> (Vec<u8>, Vec<
         b.extend_from_slice(&(m.dedup_key.len() as u16).to_le_bytes());
         b.extend_from_slice(&(m.payload.len() as u32).to_le_bytes());
         b.extend_from_slice(m.dedup_key.as_bytes());
-        offsets.push(b.len());
+        m.payload_offset = b.len();
         b.extend_from_slice(m.payload);
     }
-    (b, offsets)
+    b
 }
 
 /// Encodes the body of an operation entry (or of PURGE, with `op` `None`).
@@ -243,29 +234,32 @@ mod tests {
 
     #[test]
     fn round_trips() {
-        let msgs = [
-            Outgoing {
+        let mut msgs = [
+            NewMessage {
                 seq: 7,
                 visible_at_ms: 0,
                 priority: 3,
                 dedup_key: "",
                 payload: b"hello",
+                payload_offset: 0,
             },
-            Outgoing {
+            NewMessage {
                 seq: 8,
                 visible_at_ms: 99,
                 priority: 255,
                 dedup_key: "order-1",
                 payload: b"",
+                payload_offset: 0,
             },
         ];
-        let (b, offsets) = encode_enqueue(&h(), &msgs);
+        let b = encode_enqueue(&h(), &mut msgs);
+        let offsets: Vec<usize> = msgs.iter().map(|m| m.payload_offset).collect();
         let (head, got) = decode_enqueue(&b).unwrap();
         assert_eq!(head, h());
         assert_eq!(got.len(), 2);
         assert_eq!((got[0].seq, got[0].priority, got[0].payload), (7, 3, &b"hello"[..]));
         assert_eq!(&b[offsets[0]..offsets[0] + 5], b"hello");
-        assert_eq!(got[0].payload_offset, offsets[0]);
+        assert_eq!(got, msgs, "the decoder gives back what was encoded, offsets included");
         assert_eq!((got[1].visible_at_ms, got[1].dedup_key), (99, "order-1"));
         let op = Op {
             time_ms: 5,
@@ -280,14 +274,15 @@ mod tests {
 
     #[test]
     fn malformed_bodies_are_errors() {
-        let (b, _) = encode_enqueue(
+        let b = encode_enqueue(
             &h(),
-            &[Outgoing {
+            &mut [NewMessage {
                 seq: 1,
                 visible_at_ms: 0,
                 priority: 0,
                 dedup_key: "k",
                 payload: b"xyz",
+                payload_offset: 0,
             }],
         );
         for n in 0..b.len() {

@@ -267,7 +267,7 @@ async fn enqueue(shard: &Shard, ns: &str, queue: &str, messages: Vec<NewMsg>) ->
                     if !key.is_empty() {
                         in_batch.insert(key, next);
                     }
-                    fresh.push(Outgoing {
+                    fresh.push(NewMessage {
                         seq: next,
                         visible_at_ms: if m.delay_ms > 0 {
                             now.saturating_add(m.delay_ms)
@@ -277,6 +277,7 @@ async fn enqueue(shard: &Shard, ns: &str, queue: &str, messages: Vec<NewMsg>) ->
                         priority: m.priority,
                         dedup_key: key,
                         payload: &m.payload,
+                        payload_offset: 0,
                     });
                     seqs.push(next);
                     deduplicated.push(false);
@@ -289,15 +290,14 @@ async fn enqueue(shard: &Shard, ns: &str, queue: &str, messages: Vec<NewMsg>) ->
         settled(shard, ns, queue).await?;
         return Ok(QueueReply::Enqueued { seqs, deduplicated });
     }
-    let (body, _) = encode_enqueue(&head(ns, queue, now), &fresh);
-    let added: Vec<u64> = fresh.iter().map(|o| o.seq).collect();
+    let body = encode_enqueue(&head(ns, queue, now), &mut fresh);
+    let added: Vec<u64> = fresh.iter().map(|m| m.seq).collect();
     let ticket = log.append(ENTRY_QUEUE_ENQUEUE, &body).map_err(log_error)?;
     {
-        let (_, decoded) = decode_enqueue(&body).map_err(ApiError::Internal)?;
         let mut store = shard.queues.borrow_mut();
         store.advance(ns, queue, now);
         store
-            .apply_enqueue(ns, queue, now, ticket.lsn, &decoded, At::Pending)
+            .apply_enqueue(ns, queue, now, ticket.lsn, &fresh, At::Pending)
             .map_err(ApiError::Internal)?;
     }
     // Long-polling consumers see the new messages at once; their leases wait for durability.
@@ -324,9 +324,12 @@ async fn dequeue(
             store.get_mut(ns, queue).map(|q| q.pop_ready(count)).unwrap_or_default()
         };
         if !seqs.is_empty() {
+            // The lease records the max_deliveries in effect, which decides (now and in
+            // replay) whether it is the message's last.
+            let max_deliveries = shard.queues.borrow().config.max_deliveries;
             let op = Op {
                 time_ms: now.saturating_add(visibility_ms),
-                flags: 0,
+                flags: max_deliveries,
                 seqs,
             };
             let appended = shard.log().and_then(|log| {
@@ -433,6 +436,8 @@ fn messages(shard: &Shard, ns: &str, queue: &str, seqs: &[u64]) -> Result<Vec<Me
         return Ok(Vec::new());
     };
     let mut out = Vec::with_capacity(seqs.len());
+    // Messages of one batch share an entry: map and check it (CRC) once for all of them.
+    let mut entry = None;
     for &seq in seqs {
         let (Some(m), Some(p)) = (q.msg(seq), q.payload(seq, store.segments())) else {
             continue;
@@ -445,7 +450,13 @@ fn messages(shard: &Shard, ns: &str, queue: &str, seqs: &[u64]) -> Result<Vec<Me
                 rel,
                 len,
             } => {
-                let e = shard.log()?.read_entry(segment, offset).map_err(log_error)?;
+                let e = match &entry {
+                    Some((at, e)) if *at == (segment, offset) => e,
+                    _ => {
+                        let e = shard.log()?.read_entry(segment, offset).map_err(log_error)?;
+                        &entry.insert(((segment, offset), e)).1
+                    }
+                };
                 let (rel, len) = (rel as usize, len as usize);
                 match e.body().get(rel..rel + len) {
                     Some(b) if e.entry_type == ENTRY_QUEUE_ENQUEUE => b.to_vec(),

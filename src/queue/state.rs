@@ -57,6 +57,10 @@ pub struct Msg {
     pub delivery_count: u16,
     pub priority: u8,
     pub state: State,
+    /// Leased for the last time: when this lease runs out the message is dead-lettered. Decided
+    /// when leased, with the `max_deliveries` the LEASE entry records, so replay never depends
+    /// on the configuration of the day.
+    last_lease: bool,
 }
 
 const _: () = assert!(std::mem::size_of::<Msg>() == 40);
@@ -144,7 +148,7 @@ impl Queue {
 
     /// Lets leases and delays that end at or before `now_ms` run out; true if a message became
     /// ready.
-    pub fn advance(&mut self, now_ms: u64, max_deliveries: u32) -> bool {
+    pub fn advance(&mut self, now_ms: u64) -> bool {
         let mut woke = false;
         while let Some(&Reverse((at, seq))) = self.delayed.peek() {
             if at > now_ms {
@@ -168,7 +172,7 @@ impl Queue {
             if m.state != State::Leased || m.time_ms != at {
                 continue; // stale: acked, nacked or touched since
             }
-            if u32::from(m.delivery_count) >= max_deliveries {
+            if m.last_lease {
                 m.state = State::Expired;
                 self.expired.push(seq);
             } else {
@@ -283,7 +287,8 @@ pub struct QueueStore {
     pub config: QueueConfig,
     /// The queue clock: the latest time an entry was stamped with (or replayed at).
     clock_ms: u64,
-    queues: HashMap<(Box<str>, Box<str>), Queue>,
+    /// Namespace → queue name → queue (nested so lookups by `&str` allocate nothing).
+    queues: HashMap<Box<str>, HashMap<Box<str>, Queue>>,
     segments: SegmentTable,
 }
 
@@ -304,15 +309,22 @@ impl QueueStore {
     }
 
     pub fn get(&self, ns: &str, q: &str) -> Option<&Queue> {
-        self.queues.get(&(ns.into(), q.into()))
+        self.queues.get(ns)?.get(q)
     }
 
     pub fn get_mut(&mut self, ns: &str, q: &str) -> Option<&mut Queue> {
-        self.queues.get_mut(&(Box::from(ns), Box::from(q)))
+        self.queues.get_mut(ns)?.get_mut(q)
     }
 
     fn queue(&mut self, ns: &str, q: &str) -> &mut Queue {
-        self.queues.entry((ns.into(), q.into())).or_default()
+        if !self.queues.contains_key(ns) {
+            self.queues.insert(ns.into(), HashMap::new());
+        }
+        let space = self.queues.get_mut(ns).expect("inserted above");
+        if !space.contains_key(q) {
+            space.insert(q.into(), Queue::default());
+        }
+        space.get_mut(q).expect("inserted above")
     }
 
     pub fn segments(&self) -> &SegmentTable {
@@ -328,41 +340,45 @@ impl QueueStore {
     pub fn names(&self, ns: &str) -> Vec<String> {
         let mut v: Vec<String> = self
             .queues
-            .keys()
-            .filter(|(n, _)| &**n == ns)
-            .map(|(_, q)| q.to_string())
-            .collect();
+            .get(ns)
+            .map(|space| space.keys().map(|q| q.to_string()).collect())
+            .unwrap_or_default();
         v.sort();
         v
     }
 
     /// Queues per namespace (for namespace listings).
     pub fn counts(&self) -> HashMap<String, u64> {
-        let mut out = HashMap::new();
-        for (ns, _) in self.queues.keys() {
-            *out.entry(ns.to_string()).or_default() += 1;
-        }
-        out
+        self.queues
+            .iter()
+            .map(|(ns, space)| (ns.to_string(), space.len() as u64))
+            .collect()
     }
 
     /// Every queue, for the timer.
     pub fn keys(&self) -> Vec<(Box<str>, Box<str>)> {
-        self.queues.keys().cloned().collect()
+        self.queues
+            .iter()
+            .flat_map(|(ns, space)| space.keys().map(move |q| (ns.clone(), q.clone())))
+            .collect()
     }
 
     pub fn advance(&mut self, ns: &str, q: &str, now_ms: u64) -> bool {
-        let max = self.config.max_deliveries;
-        self.get_mut(ns, q).is_some_and(|queue| queue.advance(now_ms, max))
+        self.get_mut(ns, q).is_some_and(|queue| queue.advance(now_ms))
     }
 
     /// Messages held, in every state, over all queues.
     pub fn message_count(&self) -> u64 {
-        self.queues.values().map(|q| q.slots.len() as u64).sum()
+        self.queues
+            .values()
+            .flat_map(HashMap::values)
+            .map(|q| q.slots.len() as u64)
+            .sum()
     }
 
     /// Drops dedup keys whose window has passed.
     pub fn sweep_dedup(&mut self, now_ms: u64) {
-        for q in self.queues.values_mut() {
+        for q in self.queues.values_mut().flat_map(HashMap::values_mut) {
             q.dedup.retain(|_, (_, until)| *until > now_ms);
         }
     }
@@ -411,6 +427,7 @@ impl QueueStore {
                 delivery_count: 0,
                 priority: m.priority,
                 state: if delayed { State::Delayed } else { State::Ready },
+                last_lease: false,
             });
             if delayed {
                 q.delayed.push(Reverse((m.visible_at_ms, m.seq)));
@@ -454,7 +471,7 @@ impl QueueStore {
         op: &super::entry::Op,
     ) -> Result<(), ReplayError> {
         use super::entry::*;
-        let Some(q) = self.queues.get_mut(&(Box::from(ns), Box::from(qname))) else {
+        let Some(q) = self.queues.get_mut(ns).and_then(|s| s.get_mut(qname)) else {
             return Err(format!("operation on queue {qname:?} of {ns:?}, which has no messages"));
         };
         q.last_lsn = q.last_lsn.max(lsn);
@@ -479,6 +496,8 @@ impl QueueStore {
                     m.state = State::Leased;
                     m.time_ms = op.time_ms;
                     m.delivery_count = m.delivery_count.saturating_add(1);
+                    // `flags` holds the max_deliveries in effect when the lease was made.
+                    m.last_lease = op.flags > 0 && u32::from(m.delivery_count) >= op.flags;
                     q.leases.push(Reverse((op.time_ms, seq)));
                     q.leased_count += 1;
                 }
@@ -533,7 +552,7 @@ impl QueueStore {
 
     /// Applies a PURGE: ready and delayed messages go; returns how many.
     pub fn apply_purge(&mut self, ns: &str, qname: &str, lsn: u64) -> u64 {
-        let Some(q) = self.queues.get_mut(&(Box::from(ns), Box::from(qname))) else {
+        let Some(q) = self.queues.get_mut(ns).and_then(|s| s.get_mut(qname)) else {
             return 0;
         };
         q.last_lsn = q.last_lsn.max(lsn);
@@ -636,7 +655,8 @@ mod tests {
         s.advance(NS, Q, now);
         let seqs = s.get_mut(NS, Q).unwrap().pop_ready(count);
         if !seqs.is_empty() {
-            op(s, ENTRY_QUEUE_LEASE, until, 0, &seqs).unwrap();
+            let max = s.config.max_deliveries;
+            op(s, ENTRY_QUEUE_LEASE, until, max, &seqs).unwrap();
         }
         seqs
     }
@@ -667,6 +687,28 @@ mod tests {
         op(&mut s, ENTRY_QUEUE_REQUEUE, 0, 0, &[1]).unwrap();
         assert_eq!(lease(&mut s, 300, 1, 400), vec![1]);
         assert_eq!(s.get(NS, Q).unwrap().msg(1).unwrap().delivery_count, 1);
+    }
+
+    #[test]
+    fn the_max_deliveries_a_lease_recorded_decides_not_the_config() {
+        // Leases made under max_deliveries = 2, replayed by a store configured with 5 (or 1):
+        // the second lease is still the last one, and the first is not.
+        for configured in [5, 1] {
+            let mut s = store(configured);
+            enqueue(&mut s, 0, &[(0, 0, "")]);
+            s.get_mut(NS, Q).unwrap().pop_ready(1);
+            op(&mut s, ENTRY_QUEUE_LEASE, 100, 2, &[1]).unwrap();
+            s.advance(NS, Q, 100);
+            assert_eq!(
+                s.get(NS, Q).unwrap().msg(1).unwrap().state,
+                State::Ready,
+                "max {configured}"
+            );
+            s.get_mut(NS, Q).unwrap().pop_ready(1);
+            op(&mut s, ENTRY_QUEUE_LEASE, 200, 2, &[1]).unwrap();
+            s.advance(NS, Q, 200);
+            assert_eq!(s.get(NS, Q).unwrap().expired(), &[1], "max {configured}");
+        }
     }
 
     #[test]

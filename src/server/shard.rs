@@ -187,6 +187,16 @@ impl Shard {
             .map_err(|_| ApiError::Unavailable(format!("shard {shard} stopped before answering")))
     }
 
+    /// Runs `command` on the shard that owns object `name` of `ns`; returns its reply (a
+    /// failure as the error) and which shard answered.
+    pub async fn ask_owner(&self, ns: &str, name: &str, command: Command) -> Result<(Reply, usize), ApiError> {
+        let owner = self.node.partitioner.shard(ns, name);
+        match self.ask(owner, command).await? {
+            Reply::Failed(e) => Err(e),
+            r => Ok((r, owner)),
+        }
+    }
+
     fn forward(&self, shard: usize, command: Command) -> Result<oneshot::Receiver<Reply>, ApiError> {
         let metrics = &self.node.metrics[self.id];
         metrics.forwarded_total.fetch_add(1, Relaxed);
