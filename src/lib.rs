@@ -8,6 +8,7 @@
 
 pub mod api;
 pub mod auth;
+pub mod b64;
 pub mod config;
 pub mod http;
 pub mod kv;
@@ -18,3 +19,4 @@ pub mod namespace;
 pub mod partition;
 pub mod queue;
 pub mod server;
+pub mod stream;

@@ -107,7 +107,7 @@ fn unknown_routes_and_wrong_methods() {
     assert_eq!(r.status, 400);
 
     // A primitive route that is not built yet says so, in the error model.
-    let r = s.get("/api/v1/stream/default/events/info");
+    let r = s.post_json("/api/v1/ts/default/query", r#"{"query":"cpu[1h]"}"#);
     assert_eq!(r.status, 501);
     assert_eq!(r.json()["error"], "not_implemented");
 }

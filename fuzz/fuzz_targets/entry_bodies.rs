@@ -1,9 +1,10 @@
-//! The decoders of KV and queue entry bodies on arbitrary bytes: never panic, and what decodes
-//! re-encodes to the same bytes.
+//! The decoders of KV, queue and stream entry bodies on arbitrary bytes: never panic, and what
+//! decodes re-encodes to the same bytes.
 #![no_main]
 
 use flo::kv::entry::{decode_delete, decode_put, encode_delete, encode_put};
 use flo::queue::entry::{decode_enqueue, decode_op, decode_purge, encode_enqueue, encode_op};
+use flo::stream::entry as stream;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
@@ -26,5 +27,22 @@ fuzz_target!(|data: &[u8]| {
     }
     if let Ok(h) = decode_purge(data) {
         assert_eq!(encode_op(&h, None), data);
+    }
+    if let Ok(a) = stream::decode_append(data) {
+        let payloads: Vec<Vec<u8>> = a.records().map(<[u8]>::to_vec).collect();
+        assert_eq!(payloads.len(), a.count as usize);
+        assert_eq!(stream::encode_append(&a.head, a.first_offset, &payloads), data);
+    }
+    if let Ok((h, before)) = stream::decode_trim(data) {
+        assert_eq!(stream::encode_trim(&h, before), data);
+    }
+    if let Ok((h, r)) = stream::decode_retention(data) {
+        assert_eq!(stream::encode_retention(&h, &r), data);
+    }
+    for t in stream::ENTRY_GROUP_CREATE..=stream::ENTRY_GROUP_DELETE {
+        if let Ok((h, group, op)) = stream::decode_group(t, data) {
+            assert_eq!(stream::group_entry_type(&op), t);
+            assert_eq!(stream::encode_group(&h, group, &op), data);
+        }
     }
 });

@@ -9,10 +9,12 @@ pub mod cluster;
 pub mod error;
 pub mod kv;
 pub mod namespaces;
+pub mod params;
 pub mod path;
 pub mod queue;
 pub mod router;
 pub mod server_info;
+pub mod stream;
 
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
@@ -53,6 +55,8 @@ impl Api {
                 | Endpoint::KvScan
                 | Endpoint::Queue(_)
                 | Endpoint::QueueList
+                | Endpoint::Stream(_)
+                | Endpoint::StreamList
                 | Endpoint::Unbuilt(_)
         );
         if needs_data && shard.node.phase.get() == crate::server::shutdown::Phase::Starting {
@@ -85,6 +89,13 @@ impl Api {
                 queue::handle(shard, ns, q, op, req.query, req.body).await
             }
             Endpoint::QueueList => queue::list(shard, route.namespace.as_deref().unwrap_or("")).await,
+            Endpoint::Stream(op) => {
+                let ns = route.namespace.as_deref().unwrap_or("");
+                let s = route.key.as_deref().unwrap_or("");
+                let group = route.sub.as_deref();
+                stream::handle(shard, ns, s, group, op, req.method, req.query, req.body).await
+            }
+            Endpoint::StreamList => stream::list(shard, route.namespace.as_deref().unwrap_or("")).await,
             Endpoint::Options => Ok(Response {
                 status: 204,
                 content_type: crate::http::response::TEXT,

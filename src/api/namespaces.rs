@@ -66,15 +66,20 @@ pub async fn list(shard: &Shard, access: &Access<'_>) -> Result<Response, ApiErr
     let mut records = Vec::new();
     let mut kv_keys: std::collections::HashMap<String, u64> = std::collections::HashMap::new();
     let mut queues: std::collections::HashMap<String, u64> = std::collections::HashMap::new();
+    let mut streams: std::collections::HashMap<String, u64> = std::collections::HashMap::new();
     for r in replies {
         match r {
-            Reply::Namespaces(list, counts, queue_counts) => {
+            Reply::Namespaces {
+                records: list,
+                kv_keys: k,
+                queues: q,
+                streams: s,
+            } => {
                 records.extend(list);
-                for (ns, n) in counts {
-                    *kv_keys.entry(ns).or_default() += n;
-                }
-                for (ns, n) in queue_counts {
-                    *queues.entry(ns).or_default() += n;
+                for (counts, into) in [(k, &mut kv_keys), (q, &mut queues), (s, &mut streams)] {
+                    for (ns, n) in counts {
+                        *into.entry(ns).or_default() += n;
+                    }
                 }
             }
             other => return Err(ApiError::Internal(format!("unexpected reply {other:?}"))),
@@ -90,7 +95,8 @@ pub async fn list(shard: &Shard, access: &Access<'_>) -> Result<Response, ApiErr
                 "created_at_ms": r.created_at_ms,
                 "kv_keys": kv_keys.get(&r.name).copied().unwrap_or(0),
                 "queues": queues.get(&r.name).copied().unwrap_or(0),
-                "streams": 0, "measurements": 0,
+                "streams": streams.get(&r.name).copied().unwrap_or(0),
+                "measurements": 0,
             })
         })
         .collect();

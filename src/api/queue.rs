@@ -9,7 +9,7 @@ use serde_json::{json, Value as Json};
 
 use super::error::ApiError;
 use super::namespaces::parse_body;
-use super::path;
+use super::params::{bad, in_range, number_param, shard_reply};
 use crate::http::Response;
 use crate::queue::entry::{DEDUP_KEY_MAX, MAX_ITEMS};
 use crate::queue::exec::{MessageOut, NewMsg, QueueCmd, QueueReply};
@@ -70,18 +70,6 @@ struct SeqsBody {
 #[serde(deny_unknown_fields)]
 struct Empty {}
 
-fn bad(msg: impl Into<String>) -> ApiError {
-    ApiError::BadRequest(msg.into())
-}
-
-fn in_range(name: &str, v: u64, lo: u64, hi: u64) -> Result<u64, ApiError> {
-    if (lo..=hi).contains(&v) {
-        Ok(v)
-    } else {
-        Err(bad(format!("{name} must be in {lo}..={hi}")))
-    }
-}
-
 fn message(shard: &Shard, m: MessageBody) -> Result<NewMsg, ApiError> {
     let payload = B64
         .decode(m.payload.as_bytes())
@@ -118,10 +106,6 @@ fn unexpected(r: QueueReply) -> ApiError {
     ApiError::Internal(format!("unexpected reply {r:?}"))
 }
 
-fn reply(status: u16, body: &Json, owner: usize) -> Response {
-    Response::json(status, body).with_header("Flo-Shard", owner.to_string())
-}
-
 fn stats_json(s: &Stats) -> Json {
     json!({ "name": s.name, "ready_count": s.ready_count, "leased_count": s.leased_count,
             "dlq_count": s.dlq_count, "total_enqueued": s.total_enqueued,
@@ -153,12 +137,7 @@ fn seqs(list: Vec<u64>) -> Result<Vec<u64>, ApiError> {
 }
 
 fn count_param(query: &str, name: &str, default: u64) -> Result<usize, ApiError> {
-    let v = match path::query_param(query, name)? {
-        None => default,
-        Some(v) => v
-            .parse::<u64>()
-            .map_err(|_| bad(format!("{name}={v:?} is not a number")))?,
-    };
+    let v = number_param(query, name)?.unwrap_or(default);
     Ok(in_range(name, v, 1, MAX_ITEMS as u64)? as usize)
 }
 
@@ -214,7 +193,7 @@ pub async fn handle(
                 (false, _, _) => return Err(ApiError::Internal("an enqueue answered no seq".into())),
                 (true, _, _) => json!({ "seqs": seqs, "deduplicated": deduplicated }),
             };
-            return Ok(reply(200, &body, owner));
+            return Ok(shard_reply(200, &body, owner));
         }
         "dequeue" => {
             let b: DequeueBody = if body.is_empty() {
@@ -330,7 +309,7 @@ pub async fn handle(
         ("purge", QueueReply::Done { count, .. }) => json!({ "purged": count }),
         (_, other) => return Err(unexpected(other)),
     };
-    Ok(reply(200, &body, owner))
+    Ok(shard_reply(200, &body, owner))
 }
 
 /// `GET /api/v1/queue/:namespace`: every queue of the namespace, from every shard.

@@ -29,6 +29,11 @@ pub enum Endpoint {
     Queue(&'static str),
     /// `/api/v1/queue/:namespace`.
     QueueList,
+    /// `/api/v1/stream/:namespace/:stream[/<op>]`: `read` (the stream's own path), `append`,
+    /// `info`, `retention`, `trim`, `group` (`groups/:group`), `group/read`, `group/ack`.
+    Stream(&'static str),
+    /// `/api/v1/stream/:namespace`.
+    StreamList,
     /// `OPTIONS` on a known path (or `OPTIONS *`).
     Options,
     /// A route of a primitive whose handlers are not built yet; the name says which.
@@ -45,8 +50,10 @@ pub struct Route<'a> {
     pub namespace: Option<Cow<'a, str>>,
     /// True when the request changes state (for read-only tokens).
     pub write: bool,
-    /// The object's name (decoded and validated): the KV key, or the queue.
+    /// The object's name (decoded and validated): the KV key, the queue or the stream.
     pub key: Option<Cow<'a, str>>,
+    /// The name inside the object (decoded and validated): the stream's consumer group.
+    pub sub: Option<Cow<'a, str>>,
 }
 
 /// True for the paths that need a token when auth is on: everything under `/api/` and the
@@ -76,6 +83,7 @@ pub fn route<'a>(method: &str, raw_path: &'a str, query: &'a str) -> Result<Rout
             namespace: None,
             write: false,
             key: None,
+            sub: None,
         });
     }
     let not_found = || ApiError::NotFound(format!("no route for {raw_path}"));
@@ -139,42 +147,43 @@ pub fn route<'a>(method: &str, raw_path: &'a str, query: &'a str) -> Result<Rout
                 [(Some(*q), "queue"), (None, "")],
                 Some(*q),
             ),
-            ["api", "v1", "stream", ns] => (GET, Endpoint::Unbuilt("streams"), Some(*ns), none, None),
+            ["api", "v1", "stream", ns] => (GET, Endpoint::StreamList, Some(*ns), none, None),
             ["api", "v1", "stream", ns, s] => (
                 GET,
-                Endpoint::Unbuilt("streams"),
+                Endpoint::Stream("read"),
                 Some(*ns),
                 [(Some(*s), "stream"), (None, "")],
-                None,
+                Some(*s),
             ),
             ["api", "v1", "stream", ns, s, op] => {
-                let allow = match *op {
-                    "append" | "trim" => POST,
-                    "info" => GET,
-                    "retention" => PUT,
+                let (allow, op) = match *op {
+                    "append" => (POST, "append"),
+                    "trim" => (POST, "trim"),
+                    "info" => (GET, "info"),
+                    "retention" => (PUT, "retention"),
                     _ => return Err(not_found()),
                 };
                 (
                     allow,
-                    Endpoint::Unbuilt("streams"),
+                    Endpoint::Stream(op),
                     Some(*ns),
                     [(Some(*s), "stream"), (None, "")],
-                    None,
+                    Some(*s),
                 )
             }
             ["api", "v1", "stream", ns, s, "groups", g] => (
                 GROUP,
-                Endpoint::Unbuilt("streams"),
+                Endpoint::Stream("group"),
                 Some(*ns),
                 [(Some(*s), "stream"), (Some(*g), "group")],
-                None,
+                Some(*s),
             ),
-            ["api", "v1", "stream", ns, s, "groups", g, "read" | "ack"] => (
+            ["api", "v1", "stream", ns, s, "groups", g, op @ ("read" | "ack")] => (
                 POST,
-                Endpoint::Unbuilt("streams"),
+                Endpoint::Stream(if *op == "read" { "group/read" } else { "group/ack" }),
                 Some(*ns),
                 [(Some(*s), "stream"), (Some(*g), "group")],
-                None,
+                Some(*s),
             ),
             ["api", "v1", "ts", ns] => (GET, Endpoint::Unbuilt("time series"), Some(*ns), none, None),
             ["api", "v1", "ts", ns, "write" | "query"] => {
@@ -210,9 +219,13 @@ pub fn route<'a>(method: &str, raw_path: &'a str, query: &'a str) -> Result<Rout
         Some(seg) => Some(path::name(seg, "namespace")?),
         None => None,
     };
-    for (seg, kind) in names {
+    let mut sub = None;
+    for (i, (seg, kind)) in names.into_iter().enumerate() {
         if let Some(seg) = seg {
-            path::name(seg, kind)?;
+            let decoded = path::name(seg, kind)?;
+            if i == 1 {
+                sub = Some(decoded);
+            }
         }
     }
     let key = match key_seg {
@@ -242,6 +255,7 @@ pub fn route<'a>(method: &str, raw_path: &'a str, query: &'a str) -> Result<Rout
         namespace,
         write,
         key,
+        sub,
     })
 }
 
@@ -339,5 +353,11 @@ mod tests {
         assert!(!is_protected("*"));
         assert!(is_protected("/api/v1/status") && is_protected("/api/v1/nope") && is_protected("/write"));
         assert_eq!(status_of("HEAD", "/api/v1/status"), 200);
+        let r = route("POST", "/api/v1/stream/app/ev%3A1/groups/g%2E1/read", "").unwrap();
+        assert_eq!(r.endpoint, Endpoint::Stream("group/read"));
+        assert_eq!((r.key.as_deref(), r.sub.as_deref()), (Some("ev:1"), Some("g.1")));
+        assert!(r.write);
+        let r = route("GET", "/api/v1/stream/app/ev", "offset=3").unwrap();
+        assert_eq!((r.endpoint, r.write), (Endpoint::Stream("read"), false));
     }
 }

@@ -83,6 +83,8 @@ struct ShardRow {
     log_dead_bytes: u64,
     /// Queue messages held (ready, delayed, leased, dead-lettered).
     queue_messages: u64,
+    /// Stream records retained.
+    stream_records: u64,
 }
 
 #[derive(Serialize)]
@@ -121,6 +123,7 @@ pub fn metrics(shard: &Shard) -> Response {
             log_entry_bytes: m.log_entry_bytes.load(Relaxed),
             log_dead_bytes: m.log_dead_bytes.load(Relaxed),
             queue_messages: m.queue_messages.load(Relaxed),
+            stream_records: m.stream_records.load(Relaxed),
             log_entries_total: node.log_metrics[id].entries_total.get(),
             log_bytes_total: node.log_metrics[id].bytes_total.get(),
             log_batches_total: node.log_metrics[id].batches_total.get(),
@@ -184,6 +187,8 @@ mod tests {
             kv_watch: crate::kv::watch::Watchers::new(10),
             queues,
             queue_watch: crate::kv::watch::Watchers::new(10),
+            streams: RefCell::default(),
+            stream_watch: crate::kv::watch::Watchers::new(10),
             namespaces_known: RefCell::default(),
         }
     }

@@ -21,7 +21,7 @@ use monoio::io::{AsyncReadRent, AsyncWriteRentExt};
 use monoio::net::TcpStream;
 
 use super::report::Stats;
-use super::workload::{Flow, RequestBytes, Workload};
+use super::workload::{Flow, Observed, RequestBytes, Workload};
 
 /// Bytes read per connection at once; also the largest response head accepted.
 const READ_BUF_BYTES: usize = 64 * 1024;
@@ -567,7 +567,7 @@ async fn run_connection(state: Rc<ThreadState>, conn: usize) {
             break;
         }
         if stateful {
-            workload.build_flow(&mut flow, &mut request);
+            workload.build_flow(conn, &mut flow, &mut request);
         } else if per_request {
             workload.build(conn, seq, &mut request);
         }
@@ -588,15 +588,17 @@ async fn run_connection(state: Rc<ThreadState>, conn: usize) {
                 if let Some(live) = state.live() {
                     live.responses.fetch_add(1, Ordering::Relaxed);
                 }
-                let acked = if stateful {
+                let seen = if stateful {
                     workload.observe(&mut flow, response.status, reader.last_body())
                 } else {
-                    0
+                    Observed::default()
                 };
                 if measured {
                     let mut stats = state.stats.borrow_mut();
                     stats.record_response(response.status, response.response_bytes, latency_us);
-                    stats.messages_acked += acked;
+                    stats.messages_acked += seen.acked;
+                    stats.records += seen.records;
+                    stats.payload_bytes += seen.payload_bytes;
                 }
                 if response.close {
                     stream = None;

@@ -59,6 +59,9 @@ pub struct Stats {
     pub errors: ErrorCounts,
     /// Queue workloads: messages whose ack the server confirmed.
     pub messages_acked: u64,
+    /// Stream workloads: records appended or read, and their payload bytes.
+    pub records: u64,
+    pub payload_bytes: u64,
 }
 
 impl Stats {
@@ -70,6 +73,8 @@ impl Stats {
             status_counts: vec![0; STATUS_CODES],
             errors: ErrorCounts::default(),
             messages_acked: 0,
+            records: 0,
+            payload_bytes: 0,
         }
     }
 
@@ -100,6 +105,8 @@ impl Stats {
         }
         self.errors.add(&other.errors);
         self.messages_acked += other.messages_acked;
+        self.records += other.records;
+        self.payload_bytes += other.payload_bytes;
     }
 
     /// Non-zero status counts, by status code.
@@ -165,6 +172,9 @@ pub struct Summary {
     pub status: BTreeMap<u16, u64>,
     /// Queue workloads: messages acked (0 for the others).
     pub messages_acked: u64,
+    /// Stream workloads: records appended or read, and their payload bytes (0 for the others).
+    pub records: u64,
+    pub payload_bytes: u64,
 }
 
 /// The `--json` object. Field order is the output order.
@@ -186,6 +196,9 @@ struct JsonReport<'a> {
     status: BTreeMap<String, u64>,
     messages_acked: u64,
     jobs_per_sec: f64,
+    records: u64,
+    records_per_sec: f64,
+    payload_mb_per_sec: f64,
 }
 
 impl Summary {
@@ -204,6 +217,8 @@ impl Summary {
             latency_us: LatencySummary::from_histogram(&stats.latency_us),
             status: stats.status_counts(),
             messages_acked: stats.messages_acked,
+            records: stats.records,
+            payload_bytes: stats.payload_bytes,
         }
     }
 
@@ -263,6 +278,15 @@ impl Summary {
                 per_second(self.messages_acked as f64, self.duration_s)
             );
         }
+        if self.records > 0 {
+            let _ = writeln!(
+                out,
+                "  stream: {} records   records/s: {:.1}   payload MB/s: {:.1}",
+                self.records,
+                per_second(self.records as f64, self.duration_s),
+                per_second(self.payload_bytes as f64 / 1e6, self.duration_s)
+            );
+        }
         out
     }
 
@@ -289,6 +313,9 @@ impl Summary {
                 .collect(),
             messages_acked: self.messages_acked,
             jobs_per_sec: per_second(self.messages_acked as f64, self.duration_s),
+            records: self.records,
+            records_per_sec: per_second(self.records as f64, self.duration_s),
+            payload_mb_per_sec: per_second(self.payload_bytes as f64 / 1e6, self.duration_s),
         };
         // Plain numbers, strings and maps with string keys always serialize.
         serde_json::to_string(&report).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"))

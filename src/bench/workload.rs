@@ -20,7 +20,14 @@
 //! dequeue, ack on each connection. The last two are *stateful*: a connection
 //! keeps response bodies and its next request depends on them ([`Flow`]).
 //!
-//! Adding a workload (stream, time series, ...) means adding a
+//! The stream workloads use stream `bench` of the namespace: `stream-append` appends
+//! `--batch` records of `--value-bytes` each per request (a single-record append when the
+//! batch is 1); `stream-read` reads it sequentially, `--batch` records a request, each
+//! connection following `next_offset` from its own evenly spaced start in `0..keys` (set
+//! `--keys` to the stream's length) and wrapping to 0 at the end. Both count records and
+//! payload bytes from the answers.
+//!
+//! Adding a workload (time series, ...) means adding a
 //! [`WorkloadKind`] variant, its `name`, whether it varies per request
 //! ([`Workload::varies_per_request`]) and a `build` arm. A workload whose
 //! requests differ per request writes its body into [`RequestBytes::body`] and
@@ -51,6 +58,10 @@ pub enum WorkloadKind {
     QueueConsume,
     /// The full cycle on each connection: enqueue one, dequeue one, ack it.
     QueuePipeline,
+    /// `POST /api/v1/stream/<namespace>/bench/append` of `--batch` records.
+    StreamAppend,
+    /// Sequential reads of stream `bench`, `--batch` records a request.
+    StreamRead,
 }
 
 impl WorkloadKind {
@@ -65,6 +76,8 @@ impl WorkloadKind {
             WorkloadKind::QueueProduce => "queue-produce",
             WorkloadKind::QueueConsume => "queue-consume",
             WorkloadKind::QueuePipeline => "queue-pipeline",
+            WorkloadKind::StreamAppend => "stream-append",
+            WorkloadKind::StreamRead => "stream-read",
         }
     }
 }
@@ -132,7 +145,8 @@ pub struct KvOptions {
     /// Connections of the run (0 is taken as 1); their starting keys are
     /// spaced `keys / connections` apart.
     pub connections: usize,
-    /// Queue workloads: messages per dequeue (and so per ack) of `queue-consume`.
+    /// Messages per dequeue (and so per ack) of `queue-consume`; records per request of the
+    /// stream workloads.
     pub batch: usize,
 }
 
@@ -160,6 +174,10 @@ struct KvTarget {
     enqueue_body: Vec<u8>,
     /// The complete dequeue body of `queue-consume`.
     dequeue_body: Vec<u8>,
+    /// The complete body of `stream-append`.
+    append_body: Vec<u8>,
+    value_bytes: u64,
+    batch: usize,
 }
 
 impl KvTarget {
@@ -175,6 +193,13 @@ impl KvTarget {
             options.batch.clamp(1, 1000)
         )
         .into_bytes();
+        let batch = options.batch.clamp(1, 1000);
+        let append_body = if batch == 1 {
+            enqueue_body.clone()
+        } else {
+            let record = format!(r#"{{"payload":"{encoded}"}}"#);
+            format!(r#"{{"records":[{}]}}"#, vec![record; batch].join(",")).into_bytes()
+        };
         KvTarget {
             namespace: options.namespace.clone(),
             keys,
@@ -182,6 +207,9 @@ impl KvTarget {
             put_body,
             enqueue_body,
             dequeue_body,
+            append_body,
+            value_bytes: options.value_bytes as u64,
+            batch,
         }
     }
 
@@ -226,22 +254,42 @@ impl Workload {
         match self.kind {
             WorkloadKind::Status | WorkloadKind::Health => false,
             WorkloadKind::KvPut | WorkloadKind::KvGet | WorkloadKind::KvMixed => true,
-            WorkloadKind::QueueProduce => false,
-            WorkloadKind::QueueConsume | WorkloadKind::QueuePipeline => true,
+            WorkloadKind::QueueProduce | WorkloadKind::StreamAppend => false,
+            WorkloadKind::QueueConsume | WorkloadKind::QueuePipeline | WorkloadKind::StreamRead => true,
         }
     }
 
-    /// Whether the next request of a connection depends on the answers before it (the queue
-    /// consumers ack what they were given): such connections keep response bodies, call
-    /// [`Workload::observe`] with each, and build requests with [`Workload::build_flow`].
+    /// Whether a connection keeps response bodies and calls [`Workload::observe`] with each:
+    /// when its next request depends on the answers before it (the queue consumers ack what
+    /// they were given, the stream reader follows `next_offset`; these build requests with
+    /// [`Workload::build_flow`]), or when the answers are counted (records appended).
     pub fn is_stateful(&self) -> bool {
-        matches!(self.kind, WorkloadKind::QueueConsume | WorkloadKind::QueuePipeline)
+        matches!(
+            self.kind,
+            WorkloadKind::QueueConsume
+                | WorkloadKind::QueuePipeline
+                | WorkloadKind::StreamAppend
+                | WorkloadKind::StreamRead
+        )
     }
 
-    /// The next request of a stateful connection.
-    pub fn build_flow(&self, flow: &mut Flow, out: &mut RequestBytes) {
+    /// The next request of a stateful connection (`conn`'s).
+    pub fn build_flow(&self, conn: usize, flow: &mut Flow, out: &mut RequestBytes) {
         out.body.clear();
         let ns = &self.kv.namespace;
+        match self.kind {
+            WorkloadKind::StreamAppend => {
+                let path = format_args!("/api/v1/stream/{ns}/bench/append");
+                return self.write_head_and_body(&mut out.wire, "POST", path, &self.kv.append_body);
+            }
+            WorkloadKind::StreamRead => {
+                let offset = *flow.cursor.get_or_insert_with(|| self.kv.key(conn, 0));
+                let count = self.kv.batch;
+                let path = format_args!("/api/v1/stream/{ns}/bench?offset={offset}&count={count}");
+                return self.write_head_and_body(&mut out.wire, "GET", path, &[]);
+            }
+            _ => {}
+        }
         if self.kind == WorkloadKind::QueuePipeline && flow.step == 0 {
             flow.step = 1;
             let path = format_args!("/api/v1/queue/{ns}/bench/enqueue");
@@ -268,17 +316,37 @@ impl Workload {
     }
 
     /// Takes in the answer to the last request of a stateful connection: the sequence numbers
-    /// a dequeue gave (to ack next) or the count an ack confirmed (returned).
-    pub fn observe(&self, flow: &mut Flow, status: u16, body: &[u8]) -> u64 {
+    /// a dequeue gave (to ack next), the count an ack confirmed, the records an append added,
+    /// where a stream read ends.
+    pub fn observe(&self, flow: &mut Flow, status: u16, body: &[u8]) -> Observed {
         if status != 200 {
             flow.step = 0;
-            return 0;
+            return Observed::default();
+        }
+        match self.kind {
+            WorkloadKind::StreamAppend => return self.records(append_count(body)),
+            WorkloadKind::StreamRead => {
+                // The answer ends with `"next_offset":N,"first_offset":F}`.
+                let tail = &body[body.len().saturating_sub(64)..];
+                let next = rfind(tail, br#""next_offset":"#).and_then(|i| leading_number(&tail[i + 14..]));
+                let from = flow.cursor.unwrap_or(0);
+                let read = next.map_or(0, |n| n.saturating_sub(from));
+                flow.cursor = match next {
+                    Some(n) if read > 0 && n < self.kv.keys => Some(n),
+                    _ => Some(0),
+                };
+                return self.records(read);
+            }
+            _ => {}
         }
         if let Some(rest) = body.strip_prefix(br#"{"acked":"#) {
-            return leading_number(rest).unwrap_or(0);
+            return Observed {
+                acked: leading_number(rest).unwrap_or(0),
+                ..Observed::default()
+            };
         }
         if !body.starts_with(br#"{"messages":"#) {
-            return 0; // an enqueue's answer
+            return Observed::default(); // an enqueue's answer
         }
         let mut at = 0;
         while let Some(i) = find(&body[at..], br#""seq":"#) {
@@ -291,7 +359,15 @@ impl Workload {
             // A dequeue that found nothing (another connection took the message): enqueue again.
             flow.step = 0;
         }
-        0
+        Observed::default()
+    }
+
+    fn records(&self, n: u64) -> Observed {
+        Observed {
+            acked: 0,
+            records: n,
+            payload_bytes: n * self.kv.value_bytes,
+        }
     }
 
     /// Writes request `seq` of connection `conn` into `out.wire` (replacing
@@ -308,8 +384,11 @@ impl Workload {
                 let path = format_args!("/api/v1/queue/{}/bench/enqueue", self.kv.namespace);
                 self.write_head_and_body(&mut out.wire, "POST", path, &self.kv.enqueue_body)
             }
-            WorkloadKind::QueueConsume | WorkloadKind::QueuePipeline => {
-                self.build_flow(&mut Flow::default(), out);
+            WorkloadKind::QueueConsume
+            | WorkloadKind::QueuePipeline
+            | WorkloadKind::StreamAppend
+            | WorkloadKind::StreamRead => {
+                self.build_flow(conn, &mut Flow::default(), out);
             }
         }
     }
@@ -352,12 +431,36 @@ impl Workload {
     }
 }
 
-/// Where a stateful (queue) connection is: the next step of the pipeline, and the sequence
-/// numbers it was given and has not acked yet.
+/// Where a stateful connection is: the next step of the queue pipeline and the sequence
+/// numbers it was given and has not acked yet; the offset a stream reader reads next.
 #[derive(Debug, Default)]
 pub struct Flow {
     step: u8,
     pending: Vec<u64>,
+    cursor: Option<u64>,
+}
+
+/// What one answer of a stateful connection counted.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Observed {
+    /// Queue messages whose ack the server confirmed.
+    pub acked: u64,
+    /// Stream records appended or read, and their payload bytes.
+    pub records: u64,
+    pub payload_bytes: u64,
+}
+
+/// Records an append answer confirms: `last_offset - first_offset + 1` for a batch, else 1.
+fn append_count(body: &[u8]) -> u64 {
+    let field = |name: &[u8]| find(body, name).and_then(|i| leading_number(&body[i + name.len()..]));
+    match (field(br#""first_offset":"#), field(br#""last_offset":"#)) {
+        (Some(a), Some(b)) if b >= a => b - a + 1,
+        _ => u64::from(find(body, br#""offset":"#).is_some()),
+    }
+}
+
+fn rfind(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    hay.windows(needle.len()).rposition(|w| w == needle)
 }
 
 fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
@@ -382,19 +485,81 @@ mod tests {
         let w = Workload::new(WorkloadKind::QueueConsume, "h", None).with_kv(&options);
         let mut flow = Flow::default();
         let mut req = RequestBytes::with_capacity(256);
-        w.build_flow(&mut flow, &mut req);
+        w.build_flow(0, &mut flow, &mut req);
         let text = String::from_utf8(req.wire.clone()).unwrap();
         assert!(text.starts_with("POST /api/v1/queue/bench/bench/dequeue"), "{text}");
         assert!(text.ends_with(r#"{"count":3,"visibility_timeout_ms":60000}"#), "{text}");
         let got = br#"{"messages":[{"seq":7,"payload":"eA=="},{"seq":19,"payload":"eA=="}]}"#;
-        assert_eq!(w.observe(&mut flow, 200, got), 0);
-        w.build_flow(&mut flow, &mut req);
+        assert_eq!(w.observe(&mut flow, 200, got).acked, 0);
+        w.build_flow(0, &mut flow, &mut req);
         let text = String::from_utf8(req.wire.clone()).unwrap();
         assert!(text.starts_with("POST /api/v1/queue/bench/bench/ack"), "{text}");
         assert!(text.ends_with(r#"{"sequences":[7,19]}"#), "{text}");
-        assert_eq!(w.observe(&mut flow, 200, br#"{"acked":2,"not_found":[]}"#), 2);
-        w.build_flow(&mut flow, &mut req);
+        assert_eq!(w.observe(&mut flow, 200, br#"{"acked":2,"not_found":[]}"#).acked, 2);
+        w.build_flow(0, &mut flow, &mut req);
         assert!(String::from_utf8(req.wire.clone()).unwrap().contains("/dequeue"));
+    }
+
+    #[test]
+    fn stream_workloads_count_records_and_follow_next_offset() {
+        let options = KvOptions {
+            batch: 3,
+            keys: 10,
+            value_bytes: 5,
+            connections: 2,
+            ..KvOptions::default()
+        };
+        let w = Workload::new(WorkloadKind::StreamAppend, "h", None).with_kv(&options);
+        let mut req = RequestBytes::with_capacity(256);
+        let mut flow = Flow::default();
+        w.build_flow(0, &mut flow, &mut req);
+        let text = String::from_utf8(req.wire.clone()).unwrap();
+        assert!(text.starts_with("POST /api/v1/stream/bench/bench/append"), "{text}");
+        assert!(
+            text.ends_with(r#"{"records":[{"payload":"AAECAwQ="},{"payload":"AAECAwQ="},{"payload":"AAECAwQ="}]}"#),
+            "{text}"
+        );
+        let seen = w.observe(
+            &mut flow,
+            200,
+            br#"{"first_offset":7,"last_offset":9,"timestamp_ms":1}"#,
+        );
+        assert_eq!((seen.records, seen.payload_bytes), (3, 15));
+        assert_eq!(
+            w.observe(&mut flow, 200, br#"{"offset":7,"timestamp_ms":1}"#).records,
+            1
+        );
+        assert_eq!(
+            w.observe(&mut flow, 429, br#"{"first_offset":7,"last_offset":9}"#)
+                .records,
+            0
+        );
+
+        let r = Workload::new(WorkloadKind::StreamRead, "h", None).with_kv(&options);
+        let mut flow = Flow::default();
+        let mut paths = Vec::new();
+        let answers: [&[u8]; 3] = [
+            br#"{"records":[..],"next_offset":8,"first_offset":0}"#,
+            br#"{"records":[..],"next_offset":10,"first_offset":0}"#,
+            br#"{"records":[..],"next_offset":3,"first_offset":0}"#,
+        ];
+        let mut records = 0;
+        for a in answers {
+            r.build_flow(1, &mut flow, &mut req);
+            let text = String::from_utf8(req.wire.clone()).unwrap();
+            paths.push(text.split(' ').nth(1).unwrap().to_string());
+            records += r.observe(&mut flow, 200, a).records;
+        }
+        assert_eq!(
+            paths,
+            [
+                "/api/v1/stream/bench/bench?offset=5&count=3",
+                "/api/v1/stream/bench/bench?offset=8&count=3",
+                "/api/v1/stream/bench/bench?offset=0&count=3",
+            ],
+            "connection 1 of 2 starts half way, follows next_offset and wraps at the end"
+        );
+        assert_eq!(records, 3 + 2 + 3);
     }
 
     #[test]
@@ -413,10 +578,10 @@ mod tests {
         ];
         let mut acked = 0;
         for a in answers {
-            w.build_flow(&mut flow, &mut req);
+            w.build_flow(0, &mut flow, &mut req);
             let text = String::from_utf8(req.wire.clone()).unwrap();
             paths.push(text.split(' ').nth(1).unwrap().rsplit('/').next().unwrap().to_string());
-            acked += w.observe(&mut flow, 200, a);
+            acked += w.observe(&mut flow, 200, a).acked;
         }
         assert_eq!(paths, ["enqueue", "dequeue", "ack", "enqueue", "dequeue", "enqueue"]);
         assert_eq!(acked, 1);

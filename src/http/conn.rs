@@ -33,6 +33,9 @@ const READ_CHUNK_BYTES: usize = 16 * 1024;
 const READ_BODY_STEP_BYTES: usize = 4 * 1024 * 1024;
 /// Write buffer size above which pending pipelined responses are written out.
 const WRITE_FLUSH_BYTES: usize = 64 * 1024;
+/// Response bodies this large are written from their own buffer instead of being copied into
+/// the connection's write buffer.
+const DIRECT_BODY_BYTES: usize = 64 * 1024;
 /// Buffers larger than this are released after the request that needed them.
 const BUFFER_KEEP_BYTES: usize = 256 * 1024;
 /// How long a lingering close drains the client's unread bytes.
@@ -179,7 +182,7 @@ pub async fn serve<S: Service>(mut stream: TcpStream, svc: &S, limits: &ConnLimi
 
         // --- dispatch ---
         let close = head.close || stop.is_set();
-        let (resp, head_only) = {
+        let (mut resp, head_only) = {
             let method = std::str::from_utf8(&rbuf[head.method.clone()]).unwrap_or("");
             let path = std::str::from_utf8(&rbuf[head.path.clone()]);
             let query = std::str::from_utf8(&rbuf[head.query.clone()]);
@@ -202,7 +205,17 @@ pub async fn serve<S: Service>(mut stream: TcpStream, svc: &S, limits: &ConnLimi
             }
         };
         let keep_alive_10 = head.minor_version == 0 && !close;
-        encode(&resp, &mut wbuf, close, keep_alive_10, head_only);
+        // A large body is sent from its own buffer after the head, not copied behind it.
+        let direct = !head_only && resp.body.len() >= DIRECT_BODY_BYTES;
+        encode(&resp, &mut wbuf, close, keep_alive_10, head_only || direct);
+        if direct {
+            let body = std::mem::take(&mut resp.body);
+            if !flush(&mut stream, &mut wbuf, limits.request_timeout).await
+                || !flush(&mut stream, &mut { body }, limits.request_timeout).await
+            {
+                return;
+            }
+        }
 
         // --- next ---
         rbuf.drain(..body_end);

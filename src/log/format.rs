@@ -262,6 +262,30 @@ pub fn decode_entry(b: &[u8]) -> Result<Decoded<'_>, FormatError> {
     }))
 }
 
+/// An entry's type, LSN, unchecked body and stored bytes, as [`peek_entry`] sees them.
+pub type Peeked<'a> = (u16, u64, &'a [u8], usize);
+
+/// The header of the entry at the start of `b` and its body, without checking the body: (type,
+/// LSN, body, stored bytes), or `None` at the end of the entries. For skipping entries a reader
+/// does not need; an entry that is used must go through [`decode_entry`].
+pub fn peek_entry(b: &[u8]) -> Result<Option<Peeked<'_>>, FormatError> {
+    need(b, 4)?;
+    let entry_bytes = u32_at(b, E_LEN) as usize;
+    if entry_bytes == 0 {
+        return Ok(None);
+    }
+    if !(ENTRY_HEADER_BYTES..=ENTRY_HEADER_BYTES + MAX_BODY_BYTES).contains(&entry_bytes) {
+        return Err(FormatError::BadLength(entry_bytes as u64));
+    }
+    need(b, entry_bytes)?;
+    Ok(Some((
+        u16_at(b, E_TYPE),
+        u64_at(b, E_LSN),
+        &b[ENTRY_HEADER_BYTES..entry_bytes],
+        align_up(entry_bytes),
+    )))
+}
+
 /// The fixed part of a sealed segment's footer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Footer {

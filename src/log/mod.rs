@@ -4,6 +4,7 @@
 //! opens a log and replays it, `segment` holds the active and sealed segment types, `topology`
 //! the data directory's placement record.
 
+pub mod body;
 #[cfg(test)]
 mod crash_tests;
 pub mod error;
@@ -20,4 +21,4 @@ pub mod writer;
 
 pub use error::LogError;
 pub use recovery::{open, RecoveryStats};
-pub use writer::{Log, LogOptions, MappedEntry, Position, Ticket};
+pub use writer::{Log, LogOptions, MappedEntry, Position, SegmentEntries, Ticket};

@@ -712,7 +712,7 @@ impl SegmentFile for SimFile {
 impl Fs for SimFs {
     type File = SimFile;
 
-    async fn create_zeroed(&self, path: &Path, len: u64) -> io::Result<SimFile> {
+    async fn create_zeroed(&self, path: &Path, len: u64, _write_zeros: bool) -> io::Result<SimFile> {
         let p = key(path);
         let id = {
             let mut d = self.disk.borrow_mut();
@@ -898,7 +898,7 @@ mod tests {
     fn disk_with_file(len: u64) -> (SimFs, SimFile) {
         let fs = SimFs::new();
         fs.create_dir_all(&p("d")).unwrap();
-        let f = block_on(fs.create_zeroed(&p("d/f"), len)).unwrap();
+        let f = block_on(fs.create_zeroed(&p("d/f"), len, true)).unwrap();
         block_on(fs.sync_dir(&p("d"))).unwrap();
         (fs, f)
     }
@@ -982,7 +982,7 @@ mod tests {
     fn unsynced_create_vanishes_with_drop_all() {
         let fs = SimFs::new();
         fs.create_dir_all(&p("d")).unwrap();
-        let f = block_on(fs.create_zeroed(&p("d/new"), 1024)).unwrap();
+        let f = block_on(fs.create_zeroed(&p("d/new"), 1024, true)).unwrap();
         assert_eq!(f.len(), 1024);
         assert!(!fs.crash(0, CrashMode::DropAll).exists(&p("d/new")));
         let kept = fs.crash(0, CrashMode::KeepAll);
@@ -1058,7 +1058,7 @@ mod tests {
                 fs.create_dir_all(&p("d")).unwrap();
                 block_on(fs.write_small_atomic(&path, b"old contents")).unwrap();
                 // An unrelated unsynced change in the same directory, for the name lottery.
-                drop(block_on(fs.create_zeroed(&p("d/other"), 512)).unwrap());
+                drop(block_on(fs.create_zeroed(&p("d/other"), 512, true)).unwrap());
                 fs.crash_after(crash_point);
                 let r = block_on(fs.write_small_atomic(&path, b"new, longer contents"));
                 assert_eq!(r.is_ok(), crash_point >= 4);
@@ -1091,7 +1091,7 @@ mod tests {
         assert!(fs.is_dead());
         assert_eq!(block_on(f.sync_data()).unwrap_err().to_string(), "simulated crash");
         assert!(block_on(fs.open(&p("d/f"))).is_err());
-        assert!(block_on(fs.create_zeroed(&p("d/g"), 512)).is_err());
+        assert!(block_on(fs.create_zeroed(&p("d/g"), 512, true)).is_err());
         assert!(fs.list(&p("d")).is_err());
         assert!(f.view().is_err());
         assert!(!fs.exists(&p("d/g")));
@@ -1148,7 +1148,7 @@ mod tests {
 
         let (fs, _f) = disk_with_file(512);
         fs.fail_at(fs.ops(), FaultKind::EnospcForever);
-        let e = block_on(fs.create_zeroed(&p("d/g"), 512)).unwrap_err();
+        let e = block_on(fs.create_zeroed(&p("d/g"), 512, true)).unwrap_err();
         assert_eq!(e.raw_os_error(), Some(libc::ENOSPC));
         assert_eq!(
             fs.file_bytes(&p("d/g")).unwrap(),
@@ -1166,7 +1166,7 @@ mod tests {
         fs.create_dir_all(&p("d")).unwrap();
         let mut files = Vec::new();
         for i in 0..6 {
-            let f = block_on(fs.create_zeroed(&p(&format!("d/{i}")), 4096)).unwrap();
+            let f = block_on(fs.create_zeroed(&p(&format!("d/{i}")), 4096, true)).unwrap();
             if i % 2 == 0 {
                 block_on(fs.sync_dir(&p("d"))).unwrap();
             }
@@ -1205,8 +1205,8 @@ mod tests {
         assert_eq!(fs.list(&p("data")).unwrap_err().kind(), io::ErrorKind::NotFound);
         fs.create_dir_all(&p("data/shard-0")).unwrap();
         fs.create_dir_all(&p("data/shard-1/")).unwrap();
-        drop(block_on(fs.create_zeroed(&p("data/shard-0/b"), 16)).unwrap());
-        drop(block_on(fs.create_zeroed(&p("data/shard-0/a"), 16)).unwrap());
+        drop(block_on(fs.create_zeroed(&p("data/shard-0/b"), 16, true)).unwrap());
+        drop(block_on(fs.create_zeroed(&p("data/shard-0/a"), 16, true)).unwrap());
         block_on(fs.write_small_atomic(&p("data/topology"), b"{}")).unwrap();
         assert_eq!(fs.list(&p("data")).unwrap(), ["shard-0", "shard-1", "topology"]);
         assert_eq!(fs.list(&p("data/shard-0")).unwrap(), ["a", "b"]);
@@ -1214,9 +1214,9 @@ mod tests {
         assert_eq!(fs.read_small(&p("data/topology")).unwrap().unwrap(), b"{}");
         assert_eq!(fs.read_small(&p("data/none")).unwrap(), None);
 
-        let e = block_on(fs.create_zeroed(&p("data/shard-0/a"), 16)).unwrap_err();
+        let e = block_on(fs.create_zeroed(&p("data/shard-0/a"), 16, true)).unwrap_err();
         assert_eq!(e.kind(), io::ErrorKind::AlreadyExists);
-        let e = block_on(fs.create_zeroed(&p("nodir/a"), 16)).unwrap_err();
+        let e = block_on(fs.create_zeroed(&p("nodir/a"), 16, true)).unwrap_err();
         assert_eq!(e.kind(), io::ErrorKind::NotFound);
         let e = block_on(fs.open(&p("data/shard-0/c"))).unwrap_err();
         assert_eq!(e.kind(), io::ErrorKind::NotFound);
@@ -1226,7 +1226,7 @@ mod tests {
         assert_eq!(e.kind(), io::ErrorKind::NotFound);
         let e = block_on(fs.sync_dir(&p("nodir"))).unwrap_err();
         assert_eq!(e.kind(), io::ErrorKind::NotFound);
-        assert!(block_on(fs.create_zeroed(&p("data/huge"), u64::MAX)).is_err());
+        assert!(block_on(fs.create_zeroed(&p("data/huge"), u64::MAX, true)).is_err());
 
         let f = block_on(fs.open(&p("data/shard-0/a"))).unwrap();
         assert_eq!(f.len(), 16);

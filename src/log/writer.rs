@@ -32,6 +32,12 @@ use super::metrics::LogMetrics;
 use super::segment::{ActiveSegment, SealedSegment};
 use crate::config::Durability;
 
+/// What a sync makes durable: up to this LSN, by syncing this file.
+type SyncTarget<File> = (u64, Rc<File>);
+
+/// A segment filled faster than this marks the log as bandwidth-bound (see `make_spare`).
+const FAST_FILL: Duration = Duration::from_secs(2);
+
 /// How a shard's log behaves.
 #[derive(Clone, Debug)]
 pub struct LogOptions {
@@ -73,7 +79,8 @@ impl BatchSignal {
 }
 
 /// An appended entry; resolves to its [`Position`] when its batch is durable (or to the error
-/// that failed the log).
+/// that failed the log). Clones observe the same entry.
+#[derive(Clone)]
 pub struct Ticket {
     pub lsn: u64,
     /// Offset of the entry inside its batch.
@@ -81,19 +88,27 @@ pub struct Ticket {
     signal: Rc<BatchSignal>,
 }
 
+impl Ticket {
+    /// The entry's position once its batch is durable (or the error that failed the log);
+    /// `None` while the batch is in flight.
+    pub fn placed(&self) -> Option<Result<Position, LogError>> {
+        let r = self.signal.result.borrow();
+        Some(r.as_ref()?.clone().and_then(|()| {
+            let (segment, base) = self.signal.placed.get().ok_or(LogError::Stopping)?;
+            Ok(Position {
+                lsn: self.lsn,
+                segment,
+                offset: base + self.rel,
+            })
+        }))
+    }
+}
+
 impl Future for Ticket {
     type Output = Result<Position, LogError>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        if let Some(r) = self.signal.result.borrow().as_ref() {
-            let out = r.clone().and_then(|()| {
-                let (segment, base) = self.signal.placed.get().ok_or(LogError::Stopping)?;
-                Ok(Position {
-                    lsn: self.lsn,
-                    segment,
-                    offset: base + self.rel,
-                })
-            });
+        if let Some(out) = self.placed() {
             return Poll::Ready(out);
         }
         let mut wakers = self.signal.wakers.borrow_mut();
@@ -148,11 +163,17 @@ pub struct Log<F: Fs> {
     flusher_waker: RefCell<Option<Waker>>,
     /// Wakes whoever waits for the spare segment.
     spare_waiters: RefCell<Vec<Waker>>,
+    /// Appenders waiting for room in the open batch.
+    room_waiters: RefCell<Vec<Waker>>,
     flusher_running: Cell<bool>,
     /// Tasks waiting for an LSN to become durable.
     durable_waiters: RefCell<Vec<Waker>>,
     /// When the last fdatasync finished (async mode syncs every `flush_interval`).
     last_sync: Cell<Instant>,
+    /// When the active segment was opened, and whether the one before it filled in less than
+    /// [`FAST_FILL`].
+    last_roll: Cell<Option<Instant>>,
+    filling_fast: Cell<bool>,
 }
 
 impl<F: Fs> Log<F> {
@@ -191,9 +212,12 @@ impl<F: Fs> Log<F> {
             opts,
             flusher_waker: RefCell::new(None),
             spare_waiters: RefCell::new(Vec::new()),
+            room_waiters: RefCell::new(Vec::new()),
             flusher_running: Cell::new(false),
             durable_waiters: RefCell::new(Vec::new()),
             last_sync: Cell::new(Instant::now()),
+            last_roll: Cell::new(None),
+            filling_fast: Cell::new(false),
         }
     }
 
@@ -344,6 +368,30 @@ impl<F: Fs> Log<F> {
         Ok(e)
     }
 
+    /// The segment starting at LSN `segment`, mapped, for walking its durable entries.
+    pub fn segment_entries(&self, segment: u64) -> Result<SegmentEntries<F::File>, LogError> {
+        let inner = self.inner.borrow();
+        let (view, end) = match &inner.active {
+            Some(a) if a.first_lsn == segment => (a.view()?, a.write_pos),
+            _ => {
+                let i = inner
+                    .sealed
+                    .binary_search_by_key(&segment, |s| s.first_lsn)
+                    .map_err(|_| LogError::Corrupt {
+                        file: self.dir.join(super::format::segment_file_name(segment)),
+                        offset: 0,
+                        reason: format!("no segment starts at LSN {segment}"),
+                    })?;
+                (inner.sealed[i].view()?, inner.sealed[i].entries_end)
+            }
+        };
+        Ok(SegmentEntries {
+            end: usize::try_from(end).unwrap_or(usize::MAX).min(view.len()),
+            view,
+            durable_lsn: inner.durable_lsn,
+        })
+    }
+
     /// The durable entry at `offset` of the segment starting at LSN `segment`.
     pub fn read_entry(&self, segment: u64, offset: u64) -> Result<MappedEntry<F::File>, LogError> {
         let inner = self.inner.borrow();
@@ -378,8 +426,14 @@ impl<F: Fs> Log<F> {
     }
 
     /// The flusher: runs until `stop` (then writes and syncs what is left) or until poisoned.
+    ///
+    /// A large batch (a quarter of `batch_max_bytes` or more) is synced in the background while the
+    /// next batch is written, so the disk is not idle while the next batch is copied into the
+    /// page cache; small batches are synced inline, which keeps batches of small appends large.
+    /// Either way a batch is acknowledged only by a sync that started after its write ended.
     pub async fn run_flusher(self: Rc<Self>) {
         assert!(!self.flusher_running.replace(true), "one flusher per log");
+        let mut syncing: Option<(monoio::task::JoinHandle<Result<(), LogError>>, Batch)> = None;
         loop {
             let batch = {
                 let mut inner = self.inner.borrow_mut();
@@ -390,7 +444,16 @@ impl<F: Fs> Log<F> {
                     Some(std::mem::replace(&mut inner.batch, next))
                 }
             };
+            if batch.is_some() {
+                self.wake_room_waiters();
+            }
             let Some(mut batch) = batch else {
+                if let Some((sync, done)) = syncing.take() {
+                    if !self.finish(sync.await, done) {
+                        return;
+                    }
+                    continue;
+                }
                 if self.inner.borrow().stopping {
                     let _ = self.sync_written().await;
                     return;
@@ -400,7 +463,27 @@ impl<F: Fs> Log<F> {
             };
             let result = self.write_batch(&mut batch).await;
             self.prepare_spare_in_background();
+            if let Some((sync, done)) = syncing.take() {
+                if !self.finish(sync.await, done) {
+                    batch
+                        .signal
+                        .complete(Err(self.poisoned().unwrap_or(LogError::Stopping)));
+                    return;
+                }
+            }
             let result = match (result, self.opts.durability) {
+                (Ok(()), Durability::Sync) if batch.buf.len() >= self.opts.batch_max_bytes / 4 => {
+                    match self.sync_target() {
+                        Ok(Some((target, file))) => {
+                            let log = self.clone();
+                            let sync = monoio::spawn(async move { log.sync_file(target, file).await });
+                            syncing = Some((sync, batch));
+                            continue;
+                        }
+                        Ok(None) => Ok(()),
+                        Err(e) => Err(e),
+                    }
+                }
                 (Ok(()), Durability::Sync) => self.sync_written().await,
                 // Async: acknowledged once written; under steady load the sync is due by time,
                 // not only when the flusher goes idle.
@@ -415,15 +498,24 @@ impl<F: Fs> Log<F> {
                 }
                 (r, _) => r,
             };
-            if let Err(e) = &result {
-                self.poison(e.clone());
-            }
-            batch.signal.complete(result);
-            if self.inner.borrow().poisoned.is_some() {
-                self.fail_pending();
+            if !self.finish(result, batch) {
                 return;
             }
         }
+    }
+
+    /// Completes a batch with its result; false (after failing what is pending) once the log
+    /// is poisoned.
+    fn finish(&self, result: Result<(), LogError>, batch: Batch) -> bool {
+        if let Err(e) = &result {
+            self.poison(e.clone());
+        }
+        batch.signal.complete(result);
+        if self.inner.borrow().poisoned.is_some() {
+            self.fail_pending();
+            return false;
+        }
+        true
     }
 
     /// Starts making the next spare segment unless one is ready or on its way.
@@ -452,6 +544,21 @@ impl<F: Fs> Log<F> {
             std::mem::replace(&mut inner.batch, next)
         };
         batch.signal.complete(Err(e));
+        self.wake_room_waiters();
+    }
+
+    fn wake_room_waiters(&self) {
+        for w in self.room_waiters.borrow_mut().drain(..) {
+            w.wake();
+        }
+    }
+
+    /// Resolves once an entry with a body of `body_bytes` fits in the open batch (or the log
+    /// can take no appends at all, so that `append` answers why). Appenders of large entries
+    /// wait here instead of being refused while a batch is in flight; the room is theirs only
+    /// if they append before their next await.
+    pub fn room(&self, body_bytes: usize) -> Room<'_, F> {
+        Room { log: self, body_bytes }
     }
 
     /// Waits until the open batch has entries, the log stops, or (async mode) the flush
@@ -469,17 +576,28 @@ impl<F: Fs> Log<F> {
 
     /// Makes everything written durable.
     async fn sync_written(&self) -> Result<(), LogError> {
-        let (target, file) = {
-            let inner = self.inner.borrow();
-            if inner.written_lsn == inner.durable_lsn {
-                return Ok(());
-            }
-            match &inner.active {
-                Some(a) => (inner.written_lsn, a.file.clone()),
-                // Written data always lives in the active segment.
-                None => return Err(LogError::Stopping),
-            }
-        };
+        match self.sync_target()? {
+            Some((target, file)) => self.sync_file(target, file).await,
+            None => Ok(()),
+        }
+    }
+
+    /// What a sync started now makes durable: up to the last LSN written, in the active
+    /// segment's file (`None` when everything written is durable already).
+    fn sync_target(&self) -> Result<Option<SyncTarget<F::File>>, LogError> {
+        let inner = self.inner.borrow();
+        if inner.written_lsn == inner.durable_lsn {
+            return Ok(None);
+        }
+        match &inner.active {
+            Some(a) => Ok(Some((inner.written_lsn, a.file.clone()))),
+            // Written data always lives in the active segment.
+            None => Err(LogError::Stopping),
+        }
+    }
+
+    /// Syncs `file`, then counts everything up to `target` as durable.
+    async fn sync_file(&self, target: u64, file: Rc<F::File>) -> Result<(), LogError> {
         let started = Instant::now();
         let r = file.sync_data().await;
         self.last_sync.set(Instant::now());
@@ -536,6 +654,10 @@ impl<F: Fs> Log<F> {
 
     /// Seals the active segment (if any) and activates a new one starting at `first_lsn`.
     async fn roll(&self, first_lsn: u64) -> Result<(), LogError> {
+        let now = Instant::now();
+        if let Some(prev) = self.last_roll.replace(Some(now)) {
+            self.filling_fast.set(now.duration_since(prev) < FAST_FILL);
+        }
         self.seal_active().await?;
         let (spare_path, file) = self.take_spare().await?;
         let header = SegmentHeader {
@@ -589,21 +711,21 @@ impl<F: Fs> Log<F> {
             footer_bytes: fbytes.len() as u32,
             footer_crc: crc32fast::hash(&fbytes),
         };
-        let len = active.file.len();
-        let (r, _) = active.file.write_at(fbytes.to_vec(), active.write_pos).await;
+        // The segment's entries are final now: readers find it among the sealed ones at once,
+        // not only once its footer is durable (in between it would be in neither place).
+        let file = active.file.clone();
+        let len = file.len();
+        let sealed = active.into_sealed(footer.last_lsn, footer.entries_end);
+        self.inner.borrow_mut().sealed.push(sealed);
+        let (r, _) = file.write_at(fbytes.to_vec(), footer.entries_end).await;
         r.map_err(|e| LogError::from_io("write footer", &e))?;
-        let (r, _) = active
-            .file
+        let (r, _) = file
             .write_at(trailer.encode().to_vec(), len - TRAILER_BYTES as u64)
             .await;
         r.map_err(|e| LogError::from_io("write trailer", &e))?;
-        active
-            .file
-            .sync_data()
+        file.sync_data()
             .await
             .map_err(|e| LogError::from_io("fdatasync seal", &e))?;
-        let sealed = active.into_sealed(footer.last_lsn, footer.entries_end);
-        self.inner.borrow_mut().sealed.push(sealed);
         Ok(())
     }
 
@@ -638,7 +760,10 @@ impl<F: Fs> Log<F> {
             inner.spare_seq
         };
         let path = self.dir.join(format!("spare-{seq}.seg"));
-        let r = self.fs.create_zeroed(&path, self.opts.segment_bytes).await;
+        // A log that filled its last segment fast is bandwidth-bound: writing the zeros would
+        // double its disk traffic. Otherwise they are written, so small syncs stay cheap.
+        let write_zeros = !self.filling_fast.get();
+        let r = self.fs.create_zeroed(&path, self.opts.segment_bytes, write_zeros).await;
         let r = match r {
             Ok(f) => self.fs.sync_dir(&self.dir).await.map(|()| f),
             Err(e) => Err(e),
@@ -672,6 +797,69 @@ impl<F: SegmentFile> MappedEntry<F> {
     /// The entry's body, straight from the mapping.
     pub fn body(&self) -> &[u8] {
         &self.view[self.body.clone()]
+    }
+}
+
+/// The durable entries of one segment through its mapping, for readers that walk entries in
+/// order (streams): [`SegmentEntries::peek`] skips an entry by its header alone,
+/// [`SegmentEntries::entry`] decodes and checks one.
+pub struct SegmentEntries<F: SegmentFile> {
+    view: Rc<F::View>,
+    end: usize,
+    durable_lsn: u64,
+}
+
+impl<F: SegmentFile> SegmentEntries<F> {
+    fn rest(&self, offset: u64) -> Result<&[u8], String> {
+        let at = usize::try_from(offset).unwrap_or(usize::MAX);
+        if at >= self.end {
+            return Err(format!("offset {offset} is past the segment's entries"));
+        }
+        Ok(&self.view[at..self.end])
+    }
+
+    /// The type and body of the durable entry at `offset`, and the offset of the entry after
+    /// it; the body is not checked.
+    pub fn peek(&self, offset: u64) -> Result<(u16, &[u8], u64), String> {
+        match super::format::peek_entry(self.rest(offset)?) {
+            Ok(Some((t, lsn, body, stored))) if lsn <= self.durable_lsn => Ok((t, body, offset + stored as u64)),
+            other => Err(format!("no durable entry at offset {offset}: {other:?}")),
+        }
+    }
+
+    /// The durable entry at `offset`, decoded and checked, and the offset of the entry after it.
+    pub fn entry(&self, offset: u64) -> Result<(EntryRef<'_>, u64), String> {
+        match decode_entry(self.rest(offset)?) {
+            Ok(Decoded::Entry(e)) if e.lsn <= self.durable_lsn => Ok((e, offset + e.stored_bytes() as u64)),
+            other => Err(format!("no durable entry at offset {offset}: {other:?}")),
+        }
+    }
+}
+
+/// The future of [`Log::room`].
+pub struct Room<'a, F: Fs> {
+    log: &'a Log<F>,
+    body_bytes: usize,
+}
+
+impl<F: Fs> Future for Room<'_, F> {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let inner = self.log.inner.borrow();
+        let need = stored_bytes(self.body_bytes);
+        if inner.batch.buf.is_empty()
+            || inner.batch.buf.len() + need <= self.log.opts.batch_max_bytes
+            || inner.poisoned.is_some()
+            || inner.stopping
+        {
+            return Poll::Ready(());
+        }
+        let mut waiters = self.log.room_waiters.borrow_mut();
+        if !waiters.iter().any(|w| w.will_wake(cx.waker())) {
+            waiters.push(cx.waker().clone());
+        }
+        Poll::Pending
     }
 }
 

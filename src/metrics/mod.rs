@@ -39,6 +39,8 @@ pub struct ShardMetrics {
     pub log_dead_bytes: AtomicU64,
     /// Queue messages held (every state), as of the last queue timer sweep.
     pub queue_messages: AtomicU64,
+    /// Stream records retained, as of the last stream timer tick.
+    pub stream_records: AtomicU64,
     /// Responses by status class: index 0 = 1xx .. 4 = 5xx.
     pub responses_by_class: [AtomicU64; 5],
     window: RateWindow,

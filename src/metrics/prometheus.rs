@@ -150,6 +150,14 @@ pub fn render(node: &Node) -> String {
         "gauge",
         |m| m.queue_messages.load(Relaxed),
     );
+    per_shard(
+        &mut out,
+        node,
+        "flo_stream_records",
+        "Stream records retained.",
+        "gauge",
+        |m| m.stream_records.load(Relaxed),
+    );
     log_metrics(&mut out, node);
     header(
         &mut out,

@@ -17,16 +17,10 @@ pub const DEDUP_KEY_MAX: usize = 1024;
 /// NACK flag: to the dead-letter queue.
 pub const FLAG_TO_DLQ: u32 = 1;
 
-const HEAD_FIXED: usize = 12;
 const MESSAGE_FIXED: usize = 24;
 
-/// What every queue entry starts with.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Head<'a> {
-    pub namespace: &'a str,
-    pub queue: &'a str,
-    pub at_ms: u64,
-}
+pub use crate::log::body::Head;
+use crate::log::body::{put_head, Reader};
 
 /// A message of an ENQUEUE entry; `payload_offset` is where its payload starts in the body
 /// (set by [`encode_enqueue`] and by the decoder).
@@ -48,14 +42,6 @@ pub struct Op {
     pub seqs: Vec<u64>,
 }
 
-fn head(out: &mut Vec<u8>, h: &Head<'_>) {
-    out.extend_from_slice(&(h.namespace.len() as u16).to_le_bytes());
-    out.extend_from_slice(&(h.queue.len() as u16).to_le_bytes());
-    out.extend_from_slice(&h.at_ms.to_le_bytes());
-    out.extend_from_slice(h.namespace.as_bytes());
-    out.extend_from_slice(h.queue.as_bytes());
-}
-
 /// Encodes an ENQUEUE body, setting each message's `payload_offset`.
 pub fn encode_enqueue(h: &Head<'_>, messages: &mut [NewMessage<'_>]) -> Vec<u8> {
     assert!((1..=MAX_ITEMS).contains(&messages.len()));
@@ -63,8 +49,8 @@ pub fn encode_enqueue(h: &Head<'_>, messages: &mut [NewMessage<'_>]) -> Vec<u8> 
         .iter()
         .map(|m| MESSAGE_FIXED + m.dedup_key.len() + m.payload.len())
         .sum();
-    let mut b = Vec::with_capacity(HEAD_FIXED + h.namespace.len() + h.queue.len() + 4 + size);
-    head(&mut b, h);
+    let mut b = Vec::with_capacity(crate::log::body::head_bytes(h.namespace.len(), h.name.len()) + 4 + size);
+    put_head(&mut b, h);
     b.extend_from_slice(&(messages.len() as u32).to_le_bytes());
     for m in messages.iter_mut() {
         b.extend_from_slice(&m.seq.to_le_bytes());
@@ -83,7 +69,7 @@ pub fn encode_enqueue(h: &Head<'_>, messages: &mut [NewMessage<'_>]) -> Vec<u8> 
 /// Encodes the body of an operation entry (or of PURGE, with `op` `None`).
 pub fn encode_op(h: &Head<'_>, op: Option<&Op>) -> Vec<u8> {
     let mut b = Vec::new();
-    head(&mut b, h);
+    put_head(&mut b, h);
     if let Some(op) = op {
         assert!((1..=MAX_ITEMS).contains(&op.seqs.len()));
         b.extend_from_slice(&op.time_ms.to_le_bytes());
@@ -96,69 +82,17 @@ pub fn encode_op(h: &Head<'_>, op: Option<&Op>) -> Vec<u8> {
     b
 }
 
-/// A bounds-checked reader over a body.
-struct Reader<'a> {
-    b: &'a [u8],
-    at: usize,
-}
-
-impl<'a> Reader<'a> {
-    fn take(&mut self, n: usize) -> Result<&'a [u8], String> {
-        let end = self.at.checked_add(n).filter(|&e| e <= self.b.len());
-        let end = end.ok_or_else(|| "queue entry shorter than its lengths say".to_string())?;
-        let s = &self.b[self.at..end];
-        self.at = end;
-        Ok(s)
-    }
-    fn u8(&mut self) -> Result<u8, String> {
-        Ok(self.take(1)?[0])
-    }
-    fn u16(&mut self) -> Result<usize, String> {
-        let s = self.take(2)?;
-        Ok(u16::from_le_bytes([s[0], s[1]]) as usize)
-    }
-    fn u32(&mut self) -> Result<u32, String> {
-        let s = self.take(4)?;
-        Ok(u32::from_le_bytes([s[0], s[1], s[2], s[3]]))
-    }
-    fn u64(&mut self) -> Result<u64, String> {
-        let mut x = [0u8; 8];
-        x.copy_from_slice(self.take(8)?);
-        Ok(u64::from_le_bytes(x))
-    }
-    fn text(&mut self, n: usize, what: &str) -> Result<&'a str, String> {
-        std::str::from_utf8(self.take(n)?).map_err(|_| format!("{what} is not UTF-8"))
-    }
-    fn done(&self) -> Result<(), String> {
-        if self.at == self.b.len() {
-            Ok(())
-        } else {
-            Err("queue entry longer than its lengths say".into())
-        }
-    }
-}
-
 fn read_head<'a>(r: &mut Reader<'a>) -> Result<Head<'a>, String> {
-    let (ns_len, q_len) = (r.u16()?, r.u16()?);
-    let at_ms = r.u64()?;
-    let max = crate::api::path::NAME_MAX_BYTES;
-    if !(1..=max).contains(&ns_len) || !(1..=max).contains(&q_len) {
-        return Err("namespace or queue name length out of range".into());
-    }
-    Ok(Head {
-        namespace: r.text(ns_len, "namespace")?,
-        queue: r.text(q_len, "queue name")?,
-        at_ms,
-    })
+    crate::log::body::read_head(r, "queue name")
 }
 
 /// Decodes the head of any queue entry.
 pub fn decode_head(b: &[u8]) -> Result<Head<'_>, String> {
-    read_head(&mut Reader { b, at: 0 })
+    read_head(&mut Reader::new(b))
 }
 
 pub fn decode_enqueue(b: &[u8]) -> Result<(Head<'_>, Vec<NewMessage<'_>>), String> {
-    let mut r = Reader { b, at: 0 };
+    let mut r = Reader::new(b);
     let h = read_head(&mut r)?;
     let n = r.u32()? as usize;
     if !(1..=MAX_ITEMS).contains(&n) {
@@ -178,7 +112,7 @@ pub fn decode_enqueue(b: &[u8]) -> Result<(Head<'_>, Vec<NewMessage<'_>>), Strin
         }
         let payload_len = r.u32()? as usize;
         let dedup_key = r.text(dedup_len, "dedup key")?;
-        let payload_offset = r.at;
+        let payload_offset = r.at();
         let payload = r.take(payload_len)?;
         if seq == 0 {
             return Err("message with sequence number 0".into());
@@ -197,7 +131,7 @@ pub fn decode_enqueue(b: &[u8]) -> Result<(Head<'_>, Vec<NewMessage<'_>>), Strin
 }
 
 pub fn decode_op(b: &[u8]) -> Result<(Head<'_>, Op), String> {
-    let mut r = Reader { b, at: 0 };
+    let mut r = Reader::new(b);
     let h = read_head(&mut r)?;
     let time_ms = r.u64()?;
     let flags = r.u32()?;
@@ -214,7 +148,7 @@ pub fn decode_op(b: &[u8]) -> Result<(Head<'_>, Op), String> {
 }
 
 pub fn decode_purge(b: &[u8]) -> Result<Head<'_>, String> {
-    let mut r = Reader { b, at: 0 };
+    let mut r = Reader::new(b);
     let h = read_head(&mut r)?;
     r.done()?;
     Ok(h)
@@ -227,7 +161,7 @@ mod tests {
     fn h() -> Head<'static> {
         Head {
             namespace: "app",
-            queue: "jobs",
+            name: "jobs",
             at_ms: 1_700_000_000_000,
         }
     }

@@ -117,7 +117,7 @@ fn clock(shard: &Shard) -> u64 {
 fn head<'a>(ns: &'a str, queue: &'a str, at_ms: u64) -> Head<'a> {
     Head {
         namespace: ns,
-        queue,
+        name: queue,
         at_ms,
     }
 }

@@ -577,7 +577,7 @@ impl QueueStore {
             return Ok(false);
         }
         let head = decode_head(e.body)?;
-        let (ns, qn) = (head.namespace.to_string(), head.queue.to_string());
+        let (ns, qn) = (head.namespace.to_string(), head.name.to_string());
         self.clock(head.at_ms);
         self.advance(&ns, &qn, head.at_ms);
         match e.entry_type {

@@ -23,6 +23,7 @@ pub enum Command {
     /// A KV request.
     Kv(crate::kv::exec::KvCmd),
     Queue(crate::queue::exec::QueueCmd),
+    Stream(crate::stream::exec::StreamCmd),
     /// Stop: close the listener, let in-flight requests finish.
     Stop,
 }
@@ -34,11 +35,17 @@ pub enum Reply {
     NamespaceCreated(bool),
     /// The command failed (the log refused or failed it).
     Failed(crate::api::error::ApiError),
-    /// The namespace records this shard owns, and the visible KV keys it holds per namespace.
-    /// Namespace records, visible KV keys per namespace, queues per namespace.
-    Namespaces(Vec<NamespaceRecord>, Vec<(String, u64)>, Vec<(String, u64)>),
+    /// The namespace records this shard owns, and per namespace the visible KV keys, queues
+    /// and streams it holds.
+    Namespaces {
+        records: Vec<NamespaceRecord>,
+        kv_keys: Vec<(String, u64)>,
+        queues: Vec<(String, u64)>,
+        streams: Vec<(String, u64)>,
+    },
     Kv(crate::kv::exec::KvReply),
     Queue(crate::queue::exec::QueueReply),
+    Stream(crate::stream::exec::StreamReply),
     Stopping,
 }
 
@@ -109,7 +116,12 @@ mod tests {
         let env = rx.try_recv().unwrap();
         env.reply
             .unwrap()
-            .send(Reply::Namespaces(vec![], vec![], vec![]))
+            .send(Reply::Namespaces {
+                records: vec![],
+                kv_keys: vec![],
+                queues: vec![],
+                streams: vec![],
+            })
             .unwrap();
         assert!(inbox.forward(Command::ListNamespaces).is_ok());
         drop(rx);

@@ -55,6 +55,10 @@ pub struct Shard {
     pub queues: RefCell<crate::queue::state::QueueStore>,
     /// Consumers long-polling queues of this shard.
     pub queue_watch: crate::kv::watch::Watchers,
+    /// The streams this shard owns.
+    pub streams: RefCell<crate::stream::state::StreamStore>,
+    /// Readers long-polling streams of this shard.
+    pub stream_watch: crate::kv::watch::Watchers,
     /// Namespaces whose record is known to exist (so a first write need not ask again).
     pub namespaces_known: RefCell<std::collections::HashSet<String>>,
 }
@@ -81,13 +85,18 @@ impl Shard {
     pub async fn execute(&self, command: Command) -> Reply {
         match command {
             Command::CreateNamespace { name, created_at_ms } => self.create_namespace(name, created_at_ms).await,
-            Command::ListNamespaces => Reply::Namespaces(
-                self.namespaces.borrow().list(),
-                self.kv.borrow().key_counts(crate::metrics::now_ms()),
-                self.queues.borrow().counts().into_iter().collect(),
-            ),
+            Command::ListNamespaces => Reply::Namespaces {
+                records: self.namespaces.borrow().list(),
+                kv_keys: self.kv.borrow().key_counts(crate::metrics::now_ms()),
+                queues: self.queues.borrow().counts().into_iter().collect(),
+                streams: self.streams.borrow().counts().into_iter().collect(),
+            },
             Command::Queue(cmd) => match crate::queue::exec::execute(self, cmd).await {
                 Ok(r) => Reply::Queue(r),
+                Err(e) => Reply::Failed(e),
+            },
+            Command::Stream(cmd) => match crate::stream::exec::execute(self, cmd).await {
+                Ok(r) => Reply::Stream(r),
                 Err(e) => Reply::Failed(e),
             },
             Command::Kv(cmd) => match crate::kv::exec::execute(self, cmd).await {
@@ -170,6 +179,7 @@ impl Shard {
             }
             _ if self.kv.borrow_mut().replay(entry, at)? => Ok(()),
             _ if self.queues.borrow_mut().replay(entry, at)? => Ok(()),
+            _ if self.streams.borrow_mut().replay(entry, at)? => Ok(()),
             t => Err(format!(
                 "entry type {t} at LSN {} is unknown (written by a newer flo?)",
                 entry.lsn
@@ -291,6 +301,8 @@ pub fn run(id: usize, node: Arc<Node>, inbox: async_channel::Receiver<Envelope>,
             kv_watch: crate::kv::watch::Watchers::new(node.config.limits.max_waiters_per_shard),
             queues: RefCell::new(crate::queue::exec::store(&node.config)),
             queue_watch: crate::kv::watch::Watchers::new(node.config.limits.max_waiters_per_shard),
+            streams: RefCell::default(),
+            stream_watch: crate::kv::watch::Watchers::new(node.config.limits.max_waiters_per_shard),
             namespaces_known: RefCell::default(),
         });
         if node.partitioner.namespace_shard(DEFAULT_NAMESPACE) == id {
@@ -306,6 +318,10 @@ pub fn run(id: usize, node: Arc<Node>, inbox: async_channel::Receiver<Envelope>,
         monoio::spawn(crate::queue::exec::timer(
             shard.clone(),
             Duration::from_millis(QUEUE_TICK_MS),
+        ));
+        monoio::spawn(crate::stream::exec::timer(
+            shard.clone(),
+            Duration::from_millis(STREAM_TICK_MS),
         ));
         if let Some(l) = metrics_listener {
             monoio::spawn(accept_metrics(shard.clone(), l));
@@ -486,6 +502,8 @@ async fn serve_inbox(shard: Rc<Shard>, inbox: async_channel::Receiver<Envelope>)
 const KV_SWEEP_BUDGET: usize = 20_000;
 /// How often the queue timer looks for leases and delays that ran out.
 const QUEUE_TICK_MS: u64 = 10;
+/// How often the stream timer enforces retention.
+const STREAM_TICK_MS: u64 = 100;
 
 /// Frees the memory of expired and deleted keys a little at a time, once a second.
 async fn sweep_kv(shard: Rc<Shard>) {
@@ -500,9 +518,9 @@ async fn sweep_kv(shard: Rc<Shard>) {
         let m = &shard.node.metrics[shard.id];
         m.kv_slots.store(kv.slot_count(), Relaxed);
         m.kv_index_bytes.store(kv.index_bytes(), Relaxed);
-        let queue_dead = shard.queues.borrow().dead_bytes();
+        let others = shard.queues.borrow().dead_bytes() + shard.streams.borrow().dead_bytes();
         m.log_dead_bytes
-            .store(kv.dead_bytes().map(|(_, d)| d).sum::<u64>() + queue_dead, Relaxed);
+            .store(kv.dead_bytes().map(|(_, d)| d).sum::<u64>() + others, Relaxed);
         if let Some(log) = shard.log.get() {
             m.log_entry_bytes
                 .store(log.segments().iter().map(|s| s.1).sum(), Relaxed);
