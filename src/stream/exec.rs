@@ -299,7 +299,7 @@ pub async fn execute(shard: &Shard, cmd: StreamCmd) -> Result<StreamReply, ApiEr
                 match start {
                     Start::Earliest => s.first_offset,
                     Start::Latest => s.durable_next,
-                    Start::Offset(o) => o.clamp(s.first_offset, s.durable_next),
+                    Start::Offset(o) => o.min(s.durable_next).max(s.first_offset),
                 }
             };
             let op = GroupOp::Create {

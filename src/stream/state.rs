@@ -319,7 +319,8 @@ impl Stream {
     }
 
     fn apply_trim(&mut self, segments: &mut SegmentTable, before: u64) {
-        let t = before.clamp(self.first_offset, self.next_offset);
+        debug_assert!(self.first_offset <= self.next_offset);
+        let t = before.min(self.next_offset).max(self.first_offset);
         self.first_offset = t;
         while let Some(p) = self.points.front() {
             let next = self.points.get(1);
