@@ -20,3 +20,4 @@ pub mod partition;
 pub mod queue;
 pub mod server;
 pub mod stream;
+pub mod ts;

@@ -71,9 +71,14 @@ pub struct BenchArgs {
     #[arg(long, default_value_t = workload::DEFAULT_VALUE_BYTES,
           value_parser = clap::value_parser!(u32).range(..=64 * 1024 * 1024))]
     pub value_bytes: u32,
-    /// queue-consume: messages per dequeue (each ack confirms what one dequeue gave).
-    #[arg(long, default_value_t = workload::DEFAULT_BATCH as u32, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    /// queue-consume: messages per dequeue (each ack confirms what one dequeue gave); stream
+    /// workloads: records per request (at most 1000); ts-ingest: lines per request.
+    #[arg(long, default_value_t = workload::DEFAULT_BATCH as u32, value_parser = clap::value_parser!(u32).range(1..=100_000))]
     pub batch: u32,
+    /// ts-ingest: write through InfluxDB's `/write?db=` instead of Flo's own path (to drive
+    /// InfluxDB, or Flo's compatible endpoint, with the same data).
+    #[arg(long)]
+    pub influx: bool,
     /// Bearer token sent as `Authorization: Bearer <token>`.
     #[arg(long, env = "FLO_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
@@ -179,6 +184,7 @@ fn execute(args: &BenchArgs) -> Result<Summary, String> {
             value_bytes: args.value_bytes as usize,
             batch: args.batch as usize,
             connections,
+            influx: args.influx,
         }),
         measure_start,
         deadline,

@@ -172,7 +172,8 @@ pub struct Summary {
     pub status: BTreeMap<u16, u64>,
     /// Queue workloads: messages acked (0 for the others).
     pub messages_acked: u64,
-    /// Stream workloads: records appended or read, and their payload bytes (0 for the others).
+    /// Stream workloads: records appended or read, and their payload bytes; ts-ingest: points
+    /// (lines) written (0 for the others).
     pub records: u64,
     pub payload_bytes: u64,
 }
@@ -278,7 +279,14 @@ impl Summary {
                 per_second(self.messages_acked as f64, self.duration_s)
             );
         }
-        if self.records > 0 {
+        if self.records > 0 && self.workload.starts_with("ts-") {
+            let _ = writeln!(
+                out,
+                "  ts: {} points (lines)   points/s: {:.1}",
+                self.records,
+                per_second(self.records as f64, self.duration_s)
+            );
+        } else if self.records > 0 {
             let _ = writeln!(
                 out,
                 "  stream: {} records   records/s: {:.1}   payload MB/s: {:.1}",

@@ -27,7 +27,13 @@
 //! `--keys` to the stream's length) and wrapping to 0 at the end. Both count records and
 //! payload bytes from the answers.
 //!
-//! Adding a workload (time series, ...) means adding a
+//! `ts-ingest` writes TSBS "cpu-only"-like data as line protocol: `--keys` hosts, each with 10
+//! tags and 10 integer-valued fields random-walking in 0..=100, one point per host every 10 s
+//! of data time; a request carries `--batch` lines, and each connection writes its own share of
+//! the hosts, advancing its clock once all of them have a point. With `--influx` it posts to
+//! `/write?db=<namespace>&precision=ms` (InfluxDB, or Flo's compatible endpoint).
+//!
+//! Adding a workload means adding a
 //! [`WorkloadKind`] variant, its `name`, whether it varies per request
 //! ([`Workload::varies_per_request`]) and a `build` arm. A workload whose
 //! requests differ per request writes its body into [`RequestBytes::body`] and
@@ -62,6 +68,8 @@ pub enum WorkloadKind {
     StreamAppend,
     /// Sequential reads of stream `bench`, `--batch` records a request.
     StreamRead,
+    /// Line-protocol writes of TSBS-like cpu data, `--batch` lines a request.
+    TsIngest,
 }
 
 impl WorkloadKind {
@@ -78,6 +86,7 @@ impl WorkloadKind {
             WorkloadKind::QueuePipeline => "queue-pipeline",
             WorkloadKind::StreamAppend => "stream-append",
             WorkloadKind::StreamRead => "stream-read",
+            WorkloadKind::TsIngest => "ts-ingest",
         }
     }
 }
@@ -146,8 +155,10 @@ pub struct KvOptions {
     /// spaced `keys / connections` apart.
     pub connections: usize,
     /// Messages per dequeue (and so per ack) of `queue-consume`; records per request of the
-    /// stream workloads.
+    /// stream workloads; lines per request of `ts-ingest`.
     pub batch: usize,
+    /// `ts-ingest`: post to InfluxDB's `/write` path.
+    pub influx: bool,
 }
 
 impl Default for KvOptions {
@@ -158,6 +169,7 @@ impl Default for KvOptions {
             value_bytes: DEFAULT_VALUE_BYTES as usize,
             connections: 64,
             batch: DEFAULT_BATCH,
+            influx: false,
         }
     }
 }
@@ -177,7 +189,11 @@ struct KvTarget {
     /// The complete body of `stream-append`.
     append_body: Vec<u8>,
     value_bytes: u64,
+    /// Records per request of the stream workloads (at most 1000).
     batch: usize,
+    /// Lines per request of `ts-ingest`.
+    lines: usize,
+    influx: bool,
 }
 
 impl KvTarget {
@@ -210,6 +226,8 @@ impl KvTarget {
             append_body,
             value_bytes: options.value_bytes as u64,
             batch,
+            lines: options.batch.max(1),
+            influx: options.influx,
         }
     }
 
@@ -255,7 +273,10 @@ impl Workload {
             WorkloadKind::Status | WorkloadKind::Health => false,
             WorkloadKind::KvPut | WorkloadKind::KvGet | WorkloadKind::KvMixed => true,
             WorkloadKind::QueueProduce | WorkloadKind::StreamAppend => false,
-            WorkloadKind::QueueConsume | WorkloadKind::QueuePipeline | WorkloadKind::StreamRead => true,
+            WorkloadKind::QueueConsume
+            | WorkloadKind::QueuePipeline
+            | WorkloadKind::StreamRead
+            | WorkloadKind::TsIngest => true,
         }
     }
 
@@ -270,6 +291,7 @@ impl Workload {
                 | WorkloadKind::QueuePipeline
                 | WorkloadKind::StreamAppend
                 | WorkloadKind::StreamRead
+                | WorkloadKind::TsIngest
         )
     }
 
@@ -287,6 +309,16 @@ impl Workload {
                 let count = self.kv.batch;
                 let path = format_args!("/api/v1/stream/{ns}/bench?offset={offset}&count={count}");
                 return self.write_head_and_body(&mut out.wire, "GET", path, &[]);
+            }
+            WorkloadKind::TsIngest => {
+                let ts = flow.ts.get_or_insert_with(|| TsHosts::new(&self.kv, conn));
+                flow.sent = ts.write_lines(self.kv.lines, &mut out.body);
+                if self.kv.influx {
+                    let path = format_args!("/write?db={ns}&precision=ms");
+                    return self.write_head_and_body(&mut out.wire, "POST", path, &out.body);
+                }
+                let path = format_args!("/api/v1/ts/{ns}/write?precision=ms");
+                return self.write_head_and_body(&mut out.wire, "POST", path, &out.body);
             }
             _ => {}
         }
@@ -319,6 +351,18 @@ impl Workload {
     /// a dequeue gave (to ack next), the count an ack confirmed, the records an append added,
     /// where a stream read ends.
     pub fn observe(&self, flow: &mut Flow, status: u16, body: &[u8]) -> Observed {
+        if self.kind == WorkloadKind::TsIngest {
+            // Flo answers 200 with the count, InfluxDB (and Flo's compatible path) 204.
+            let points = match status {
+                200 => find(body, br#""points_written":"#).and_then(|i| leading_number(&body[i + 17..])),
+                204 => Some(flow.sent),
+                _ => None,
+            };
+            return Observed {
+                records: points.unwrap_or(0),
+                ..Observed::default()
+            };
+        }
         if status != 200 {
             flow.step = 0;
             return Observed::default();
@@ -387,7 +431,8 @@ impl Workload {
             WorkloadKind::QueueConsume
             | WorkloadKind::QueuePipeline
             | WorkloadKind::StreamAppend
-            | WorkloadKind::StreamRead => {
+            | WorkloadKind::StreamRead
+            | WorkloadKind::TsIngest => {
                 self.build_flow(conn, &mut Flow::default(), out);
             }
         }
@@ -438,6 +483,100 @@ pub struct Flow {
     step: u8,
     pending: Vec<u64>,
     cursor: Option<u64>,
+    ts: Option<TsHosts>,
+    /// Lines in the last `ts-ingest` request.
+    sent: u64,
+}
+
+/// Tag values of a TSBS-like host (besides its name), chosen from these by host number.
+const TS_REGIONS: [&str; 3] = ["us-east-1", "eu-west-1", "ap-southeast-2"];
+const TS_OS: [&str; 3] = ["Ubuntu16.04LTS", "Ubuntu15.10", "Ubuntu16.10"];
+const TS_FIELDS: [&str; 10] = [
+    "usage_user",
+    "usage_system",
+    "usage_idle",
+    "usage_nice",
+    "usage_iowait",
+    "usage_irq",
+    "usage_softirq",
+    "usage_steal",
+    "usage_guest",
+    "usage_guest_nice",
+];
+/// Data time of the first point (2016-01-01, TSBS's default start) and between a host's points.
+const TS_START_MS: u64 = 1_451_606_400_000;
+const TS_INTERVAL_MS: u64 = 10_000;
+
+/// The hosts one `ts-ingest` connection writes: their tag prefixes, their fields' random walks,
+/// and the connection's data clock.
+#[derive(Debug)]
+pub struct TsHosts {
+    /// `cpu,hostname=host_N,...` up to the space before the fields, per host.
+    prefixes: Vec<String>,
+    values: Vec<[u8; 10]>,
+    next_host: usize,
+    now_ms: u64,
+    rng: u64,
+}
+
+impl TsHosts {
+    fn new(kv: &KvTarget, conn: usize) -> TsHosts {
+        let (from, to) = (kv.key(conn, 0), kv.key(conn + 1, 0));
+        let to = if to <= from { kv.keys } else { to };
+        let prefixes: Vec<String> = (from..to.max(from + 1))
+            .map(|h| {
+                let region = TS_REGIONS[(h % 3) as usize];
+                format!(
+                    "cpu,hostname=host_{h},region={region},datacenter={region}{},rack={},os={},arch=x{},team={},\
+                     service={},service_version={},service_environment={} ",
+                    ["a", "b", "c"][(h / 3 % 3) as usize],
+                    h % 100,
+                    TS_OS[(h / 7 % 3) as usize],
+                    if h % 2 == 0 { "64" } else { "86" },
+                    ["SF", "NYC", "LON", "CHI"][(h % 4) as usize],
+                    h % 20,
+                    h % 2,
+                    ["production", "staging", "test"][(h / 5 % 3) as usize],
+                )
+            })
+            .collect();
+        let values = (0..prefixes.len()).map(|h| [(h * 37 % 101) as u8; 10]).collect();
+        TsHosts {
+            prefixes,
+            values,
+            next_host: 0,
+            now_ms: TS_START_MS,
+            rng: 0x9e37_79b9_7f4a_7c15 ^ conn as u64,
+        }
+    }
+
+    /// Writes `lines` points (one per host in turn) into `out`; returns how many.
+    fn write_lines(&mut self, lines: usize, out: &mut Vec<u8>) -> u64 {
+        out.clear();
+        for _ in 0..lines {
+            let h = self.next_host;
+            out.extend_from_slice(self.prefixes[h].as_bytes());
+            for (i, field) in TS_FIELDS.iter().enumerate() {
+                self.rng ^= self.rng << 13;
+                self.rng ^= self.rng >> 7;
+                self.rng ^= self.rng << 17;
+                let v = &mut self.values[h][i];
+                // A step of -2..=2, kept in 0..=100.
+                *v = (i16::from(*v) + (self.rng % 5) as i16 - 2).clamp(0, 100) as u8;
+                if i > 0 {
+                    out.push(b',');
+                }
+                let _ = write!(out, "{field}={v}");
+            }
+            let _ = writeln!(out, " {}", self.now_ms);
+            self.next_host += 1;
+            if self.next_host == self.prefixes.len() {
+                self.next_host = 0;
+                self.now_ms += TS_INTERVAL_MS;
+            }
+        }
+        lines as u64
+    }
 }
 
 /// What one answer of a stateful connection counted.
@@ -560,6 +699,63 @@ mod tests {
             "connection 1 of 2 starts half way, follows next_offset and wraps at the end"
         );
         assert_eq!(records, 3 + 2 + 3);
+    }
+
+    #[test]
+    fn ts_ingest_writes_each_host_once_per_interval() {
+        let options = KvOptions {
+            batch: 3,
+            keys: 4,
+            connections: 2,
+            ..KvOptions::default()
+        };
+        let w = Workload::new(WorkloadKind::TsIngest, "h", None).with_kv(&options);
+        let mut flow = Flow::default();
+        let mut req = RequestBytes::with_capacity(4096);
+        w.build_flow(1, &mut flow, &mut req);
+        let text = String::from_utf8(req.wire.clone()).unwrap();
+        assert!(
+            text.starts_with("POST /api/v1/ts/bench/write?precision=ms HTTP/1.1"),
+            "{text}"
+        );
+        let body = text.split("\r\n\r\n").nth(1).unwrap();
+        let lines: Vec<&str> = body.lines().collect();
+        assert_eq!(lines.len(), 3);
+        // Connection 1 of 2 writes hosts 2 and 3; the third line is host 2 again, 10 s later.
+        assert!(lines[0].starts_with("cpu,hostname=host_2,"), "{}", lines[0]);
+        assert!(lines[1].starts_with("cpu,hostname=host_3,"), "{}", lines[1]);
+        assert!(lines[2].starts_with("cpu,hostname=host_2,"), "{}", lines[2]);
+        let ts = |l: &str| l.rsplit(' ').next().unwrap().parse::<u64>().unwrap();
+        assert_eq!(
+            (ts(lines[0]), ts(lines[1]), ts(lines[2])),
+            (TS_START_MS, TS_START_MS, TS_START_MS + 10_000)
+        );
+        for l in &lines {
+            let fields = l.split(' ').nth(1).unwrap();
+            assert_eq!(fields.split(',').count(), 10, "{l}");
+            for f in fields.split(',') {
+                let v: u32 = f.split('=').nth(1).unwrap().parse().unwrap();
+                assert!(v <= 100, "{f}");
+            }
+            assert_eq!(
+                l.split(' ').next().unwrap().split(',').count(),
+                11,
+                "measurement and 10 tags: {l}"
+            );
+        }
+        let seen = w.observe(&mut flow, 200, br#"{"points_written":3,"fields_dropped":0}"#);
+        assert_eq!(seen.records, 3);
+        let influx = Workload::new(WorkloadKind::TsIngest, "h", None).with_kv(&KvOptions {
+            influx: true,
+            ..options
+        });
+        let mut flow = Flow::default();
+        influx.build_flow(0, &mut flow, &mut req);
+        assert!(String::from_utf8(req.wire.clone())
+            .unwrap()
+            .starts_with("POST /write?db=bench&precision=ms "));
+        assert_eq!(influx.observe(&mut flow, 204, b"").records, 3);
+        assert_eq!(influx.observe(&mut flow, 400, b"{}").records, 0);
     }
 
     #[test]

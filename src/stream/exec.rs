@@ -254,7 +254,9 @@ pub async fn execute(shard: &Shard, cmd: StreamCmd) -> Result<StreamReply, ApiEr
                 .apply_retention(&ns, &stream, retention, ticket.lsn)
                 .map_err(ApiError::Internal)?;
             ticket.await.map_err(log_error)?;
-            enforce_retention(shard, &ns, &stream)?;
+            if let Err(e) = enforce_retention(shard, &ns, &stream) {
+                tracing::warn!(shard = shard.id, %ns, %stream, error = %e.message(), "retention deferred");
+            }
             settled(shard, &ns, &stream, None).await?;
             info(shard, &ns, &stream)?
                 .map(StreamReply::Info)
@@ -390,7 +392,11 @@ async fn append(shard: &Shard, ns: &str, stream: &str, mut body: Vec<u8>, count:
         .map_err(ApiError::Internal)?;
     ticket.await.map_err(log_error)?;
     settle(shard, ns, stream)?;
-    enforce_retention(shard, ns, stream)?;
+    // The append is durable: a retention that cannot be applied now is the timer's to retry,
+    // not a reason to answer the append with an error.
+    if let Err(e) = enforce_retention(shard, ns, stream) {
+        tracing::warn!(shard = shard.id, %ns, %stream, error = %e.message(), "retention deferred");
+    }
     Ok(StreamReply::Appended {
         first,
         last: first + u64::from(count) - 1,
