@@ -1,10 +1,11 @@
-//! The decoders of KV, queue and stream entry bodies on arbitrary bytes: never panic, and what
-//! decodes re-encodes to the same bytes.
+//! The decoders of KV, queue, stream and time-series entry bodies on arbitrary bytes: never
+//! panic, and what decodes re-encodes to the same bytes.
 #![no_main]
 
 use flo::kv::entry::{decode_delete, decode_put, encode_delete, encode_put};
 use flo::queue::entry::{decode_enqueue, decode_op, decode_purge, encode_enqueue, encode_op};
 use flo::stream::entry as stream;
+use flo::ts::entry as ts;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
@@ -38,6 +39,22 @@ fuzz_target!(|data: &[u8]| {
     }
     if let Ok((h, r)) = stream::decode_retention(data) {
         assert_eq!(stream::encode_retention(&h, &r), data);
+    }
+    if let Ok(p) = ts::decode_points(data) {
+        let points: Vec<(u32, i64, f64)> = p.iter().collect();
+        assert_eq!(ts::encode_points(p.namespace, p.batch_id, &p.participants, &p.new_series, &points), data);
+    }
+    if let Ok((ns, id)) = ts::decode_abort(data) {
+        assert_eq!(ts::encode_abort(ns, id), data);
+    }
+    if let Ok(c) = ts::decode_chunk(data) {
+        assert_eq!(ts::encode_chunk(c.namespace, c.series, c.kind, c.bytes), data);
+    }
+    if let Ok((ns, m, age)) = ts::decode_retention(data) {
+        assert_eq!(ts::encode_retention(ns, m, age), data);
+    }
+    if let Ok((ns, series, lsns)) = ts::decode_drop(data) {
+        assert_eq!(ts::encode_drop(ns, series, &lsns), data);
     }
     for t in stream::ENTRY_GROUP_CREATE..=stream::ENTRY_GROUP_DELETE {
         if let Ok((h, group, op)) = stream::decode_group(t, data) {
