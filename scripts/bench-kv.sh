@@ -33,8 +33,7 @@ mkdir -p "$WORK/flo-data"
 nginx_conf "$WORK" "$NGINX_PORT"
 nginx -p "$WORK" -c "$WORK/nginx.conf" -g 'daemon off;' &
 PIDS+=($!)
-target/release/flo server start --data-dir "$WORK/flo-data" --dashboard-port "$FLO_PORT" \
-  --metrics-port $((FLO_PORT + 1)) --shards "$SHARDS" --log-level warn &
+start_flo "$WORK/flo-data" "$FLO_PORT" --shards "$SHARDS"
 PIDS+=($!)
 HAVE_ETCD=0
 if command -v etcd >/dev/null; then
@@ -45,12 +44,7 @@ if command -v etcd >/dev/null; then
   PIDS+=($!)
   HAVE_ETCD=1
 fi
-HAVE_REDIS=0
-if command -v redis-server >/dev/null && command -v redis-benchmark >/dev/null; then
-  redis_always "$WORK/redis" "$REDIS_PORT"
-  PIDS+=($!)
-  HAVE_REDIS=1
-fi
+maybe_redis "$WORK/redis" "$REDIS_PORT"
 wait_port "$NGINX_PORT"
 wait_port "$FLO_PORT"
 [ "$HAVE_ETCD" = 1 ] && wait_port "$ETCD_PORT"

@@ -28,8 +28,7 @@ trap 'kill "${PIDS[@]}" 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$
 source scripts/bench/lib.sh
 secs() { awk -v d="$1" 'BEGIN { if (d ~ /ms$/) print d / 1000; else if (d ~ /m$/) print d * 60; else print d + 0 }'; }
 
-target/release/flo server start --data-dir "$WORK/flo" --dashboard-port "$FLO_PORT" \
-  --metrics-port $((FLO_PORT + 1)) --log-level warn &
+start_flo "$WORK/flo" "$FLO_PORT"
 PIDS+=($!)
 HAVE_BS=0
 if command -v beanstalkd >/dev/null && [ -f "$BEANSTALK_CLIENT" ]; then
@@ -39,12 +38,7 @@ if command -v beanstalkd >/dev/null && [ -f "$BEANSTALK_CLIENT" ]; then
   PIDS+=("$BS_PID")
   HAVE_BS=1
 fi
-HAVE_REDIS=0
-if command -v redis-server >/dev/null && command -v redis-benchmark >/dev/null; then
-  redis_always "$WORK/redis" "$REDIS_PORT"
-  PIDS+=($!)
-  HAVE_REDIS=1
-fi
+maybe_redis "$WORK/redis" "$REDIS_PORT"
 wait_port "$FLO_PORT"
 [ "$HAVE_BS" = 1 ] && wait_port 11300
 [ "$HAVE_REDIS" = 1 ] && wait_port "$REDIS_PORT"

@@ -28,15 +28,9 @@ secs() { awk -v d="$1" 'BEGIN { if (d ~ /ms$/) print d / 1000; else if (d ~ /m$/
 S=$(secs "$DURATION")
 FLO=target/release/flo
 
-$FLO server start --data-dir "$WORK/flo" --dashboard-port "$FLO_PORT" \
-  --metrics-port $((FLO_PORT + 1)) --log-level warn &
+start_flo "$WORK/flo" "$FLO_PORT"
 PIDS+=($!)
-HAVE_REDIS=0
-if command -v redis-server >/dev/null && command -v redis-benchmark >/dev/null; then
-  redis_always "$WORK/redis" "$REDIS_PORT"
-  PIDS+=($!)
-  HAVE_REDIS=1
-fi
+maybe_redis "$WORK/redis" "$REDIS_PORT"
 wait_port "$FLO_PORT"
 [ "$HAVE_REDIS" = 1 ] && wait_port "$REDIS_PORT"
 

@@ -20,4 +20,6 @@ pub mod partition;
 pub mod queue;
 pub mod server;
 pub mod stream;
+#[cfg(test)]
+pub(crate) mod test_rng;
 pub mod ts;

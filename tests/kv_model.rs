@@ -25,10 +25,7 @@ fn next_version(model: &Model, key: &str) -> u64 {
 
 #[test]
 fn kv_matches_a_model_across_restarts() {
-    let ops: u64 = std::env::var("FLO_MODEL_OPS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(2000);
+    let ops = common::env_u64("FLO_MODEL_OPS", 2000);
     let mut s = Server::builder().shards(2).start();
     let mut rng = Rng(0x5eed_1234_abcd_9876);
     let mut model = Model::new();

@@ -889,23 +889,6 @@ fn blocking_dequeue(s: &Server, ns: &str, q: &str, block_ms: u64) -> std::thread
     })
 }
 
-/// Gives blocking dequeues time to reach the server: polls /api/v1/metrics until the shards
-/// report `n` waiters (if the server counts queue waiters there), at most 1 s.
-fn let_waiters_settle(s: &Server, n: u64) {
-    let deadline = Instant::now() + Duration::from_secs(1);
-    while Instant::now() < deadline {
-        let m = s.get("/api/v1/metrics").json();
-        let total: u64 = m["shards"]
-            .as_array()
-            .map(|rows| rows.iter().filter_map(|r| r["waiters"].as_u64()).sum::<u64>())
-            .unwrap_or(0);
-        if total >= n {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-}
-
 #[test]
 fn block_ms_long_polls_until_a_message_arrives() {
     let s = Server::start();
@@ -926,7 +909,7 @@ fn block_ms_long_polls_until_a_message_arrives() {
     // Two waiters, one message: one of them gets it at once, the other keeps waiting.
     let w1 = blocking_dequeue(&s, "default", "lp", 20000);
     let w2 = blocking_dequeue(&s, "default", "lp", 20000);
-    let_waiters_settle(&s, 2);
+    common::let_waiters_settle(&s, 2);
     assert!(
         !w1.is_finished() && !w2.is_finished(),
         "a long-poll returned with nothing to give"
@@ -977,7 +960,7 @@ fn block_ms_long_polls_until_a_message_arrives() {
 fn block_ms_on_a_queue_not_yet_created_waits_for_its_first_enqueue() {
     let s = Server::start();
     let w = blocking_dequeue(&s, "default", "fresh", 20000);
-    let_waiters_settle(&s, 1);
+    common::let_waiters_settle(&s, 1);
     assert!(
         !w.is_finished(),
         "a long-poll on a new queue returned with nothing to give"

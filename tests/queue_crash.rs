@@ -349,14 +349,8 @@ fn drain(s: &Server, round: usize) -> (Vec<Delivery>, Vec<Value>, Vec<Vec<Value>
 #[test]
 fn queues_keep_their_promises_across_sigkill_under_load() {
     let started = Instant::now();
-    let kills: usize = std::env::var("FLO_QUEUE_KILLS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(3);
-    let seed: u64 = std::env::var("FLO_QUEUE_SEED")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0x0c0f_fee0_dead_beef);
+    let kills = common::env_u64("FLO_QUEUE_KILLS", 3) as usize;
+    let seed = common::env_u64("FLO_QUEUE_SEED", 0x0c0f_fee0_dead_beef);
     let mut rng = Rng(seed);
     let mut s = Server::builder()
         .shards(2)

@@ -12,7 +12,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::fmt::Debug;
 
 use base64::Engine as _;
-use common::{now_ms, Response, Rng, Server};
+use common::{now_ms, Response, Rng, Server, Trace};
 use serde_json::{json, Value};
 
 const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
@@ -117,42 +117,11 @@ struct Counts {
 struct Run {
     s: Server,
     rng: Rng,
-    seed: u64,
     queues: Vec<Model>,
-    op: u64,
-    history: Vec<String>,
+    t: Trace,
 }
 
 impl Run {
-    // --- Failing with context. ---
-
-    fn fail(&self, msg: String) -> ! {
-        let tail = self.history.len().saturating_sub(30);
-        panic!(
-            "seed {:#x}, op {}: {msg}\nthe last operations (of {}):\n{}",
-            self.seed,
-            self.op,
-            self.history.len(),
-            self.history[tail..].join("\n")
-        );
-    }
-
-    fn eq<T: PartialEq + Debug>(&self, got: T, want: T, what: &str) {
-        if got != want {
-            self.fail(format!("{what}:\n  got  {got:?}\n  want {want:?}"));
-        }
-    }
-
-    fn check(&self, ok: bool, what: impl FnOnce() -> String) {
-        if !ok {
-            self.fail(what());
-        }
-    }
-
-    fn note(&mut self, what: String) {
-        self.history.push(format!("#{} {what}", self.op));
-    }
-
     // --- Talking to the server. ---
 
     fn path(q: usize, op: &str) -> String {
@@ -166,7 +135,7 @@ impl Run {
     /// A POST that must answer 200; its JSON body.
     fn post_ok(&self, q: usize, op: &str, body: &Value) -> Value {
         let r = self.post(q, op, body);
-        self.check(r.status == 200, || {
+        self.t.check(r.status == 200, || {
             format!("{op} {} {body}: {} {}", QUEUES[q], r.status, r.text())
         });
         self.json(&r)
@@ -174,23 +143,24 @@ impl Run {
 
     fn get_ok(&self, p: &str) -> Value {
         let r = self.s.get(p);
-        self.check(r.status == 200, || format!("GET {p}: {} {}", r.status, r.text()));
+        self.t
+            .check(r.status == 200, || format!("GET {p}: {} {}", r.status, r.text()));
         self.json(&r)
     }
 
     fn json(&self, r: &Response) -> Value {
-        serde_json::from_slice(&r.body).unwrap_or_else(|e| self.fail(format!("not JSON ({e}): {}", r.text())))
+        serde_json::from_slice(&r.body).unwrap_or_else(|e| self.t.fail(format!("not JSON ({e}): {}", r.text())))
     }
 
     fn rows(&self, v: &Value) -> Vec<Value> {
         v["messages"]
             .as_array()
             .cloned()
-            .unwrap_or_else(|| self.fail(format!("no messages in {v}")))
+            .unwrap_or_else(|| self.t.fail(format!("no messages in {v}")))
     }
 
     fn u64_of(&self, v: &Value, k: &str) -> u64 {
-        v[k].as_u64().unwrap_or_else(|| self.fail(format!("no {k} in {v}")))
+        v[k].as_u64().unwrap_or_else(|| self.t.fail(format!("no {k} in {v}")))
     }
 
     fn seqs_of(&self, rows: &[Value]) -> Vec<u64> {
@@ -202,7 +172,7 @@ impl Run {
     fn check_row(&mut self, q: usize, row: &Value, what: &str) {
         let seq = self.u64_of(row, "seq");
         let Some(m) = self.queues[q].msgs.get(&seq).cloned() else {
-            self.fail(format!(
+            self.t.fail(format!(
                 "{what}: {} has no message {seq} in the model: {row}",
                 QUEUES[q]
             ));
@@ -210,26 +180,29 @@ impl Run {
         let payload = row["payload"]
             .as_str()
             .and_then(|p| B64.decode(p).ok())
-            .unwrap_or_else(|| self.fail(format!("{what}: bad payload in {row}")));
-        self.eq(payload, m.payload.clone(), &format!("{what}: payload of seq {seq}"));
+            .unwrap_or_else(|| self.t.fail(format!("{what}: bad payload in {row}")));
+        self.t
+            .eq(payload, m.payload.clone(), &format!("{what}: payload of seq {seq}"));
         if !row["priority"].is_null() || what.starts_with("dequeue") || what.starts_with("peek") {
-            self.eq(
+            self.t.eq(
                 row["priority"].as_u64(),
                 Some(m.priority),
                 &format!("{what}: priority of seq {seq}"),
             );
         }
-        self.eq(
+        self.t.eq(
             row["delivery_count"].as_u64(),
             Some(m.delivery_count),
             &format!("{what}: delivery_count of seq {seq}"),
         );
         if let Some(at) = row["enqueued_at_ms"].as_u64() {
             match m.enqueued_at {
-                Some(first) => self.eq(at, first, &format!("{what}: enqueued_at_ms of seq {seq} changed")),
+                Some(first) => self
+                    .t
+                    .eq(at, first, &format!("{what}: enqueued_at_ms of seq {seq} changed")),
                 None => {
                     let (lo, hi) = m.enqueued_window;
-                    self.check(
+                    self.t.check(
                         lo.saturating_sub(CLOCK_SLACK_MS) <= at && at <= hi + CLOCK_SLACK_MS,
                         || format!("{what}: enqueued_at_ms {at} of seq {seq} outside the enqueue's [{lo}, {hi}]"),
                     );
@@ -237,7 +210,7 @@ impl Run {
                 }
             }
         } else if what.starts_with("dequeue") || what.starts_with("peek") {
-            self.fail(format!("{what}: no enqueued_at_ms in {row}"));
+            self.t.fail(format!("{what}: no enqueued_at_ms in {row}"));
         }
     }
 
@@ -287,7 +260,7 @@ impl Run {
         let mut want_nf: Vec<u64> = seqs.iter().copied().filter(|s| !found.contains(s)).collect();
         want_nf.sort();
         if required || !v[count_key].is_null() {
-            self.eq(
+            self.t.eq(
                 v[count_key].as_u64(),
                 Some(found.len() as u64),
                 &format!("{what}: {count_key} in {v}"),
@@ -296,15 +269,15 @@ impl Run {
         if required || !v["not_found"].is_null() {
             let mut nf: Vec<u64> = v["not_found"]
                 .as_array()
-                .unwrap_or_else(|| self.fail(format!("{what}: no not_found in {v}")))
+                .unwrap_or_else(|| self.t.fail(format!("{what}: no not_found in {v}")))
                 .iter()
                 .map(|x| {
                     x.as_u64()
-                        .unwrap_or_else(|| self.fail(format!("{what}: not_found {v}")))
+                        .unwrap_or_else(|| self.t.fail(format!("{what}: not_found {v}")))
                 })
                 .collect();
             nf.sort();
-            self.eq(nf, want_nf, &format!("{what}: not_found in {v}"));
+            self.t.eq(nf, want_nf, &format!("{what}: not_found in {v}"));
         }
     }
 
@@ -345,7 +318,7 @@ impl Run {
         } else {
             bodies[0].clone()
         };
-        self.note(format!("enqueue {} {body}", QUEUES[q]));
+        self.t.note(format!("enqueue {} {body}", QUEUES[q]));
         let before = now_ms();
         let v = self.post_ok(q, "enqueue", &body);
         let after = now_ms();
@@ -385,20 +358,20 @@ impl Run {
         } else {
             json!({ "seq": want_seqs[0], "deduplicated": want_dedup[0] })
         };
-        self.eq(v, want, &format!("enqueue {}", QUEUES[q]));
+        self.t.eq(v, want, &format!("enqueue {}", QUEUES[q]));
     }
 
     fn dequeue(&mut self) {
         let q = self.pick_queue();
         let count = 1 + self.rng.below(4);
         let body = json!({ "count": count, "visibility_timeout_ms": LONG_MS });
-        self.note(format!("dequeue {} {body}", QUEUES[q]));
+        self.t.note(format!("dequeue {} {body}", QUEUES[q]));
         let before = now_ms();
         let v = self.post_ok(q, "dequeue", &body);
         let after = now_ms();
         let rows = self.rows(&v);
         let want: Vec<u64> = self.queues[q].ready().into_iter().take(count as usize).collect();
-        self.eq(
+        self.t.eq(
             self.seqs_of(&rows),
             want.clone(),
             &format!("dequeue {}: seqs", QUEUES[q]),
@@ -409,7 +382,7 @@ impl Run {
             m.delivery_count += 1;
             self.check_row(q, row, &format!("dequeue {}", QUEUES[q]));
             let lease = self.u64_of(row, "lease_expires_at_ms");
-            self.check(
+            self.t.check(
                 before + LONG_MS - CLOCK_SLACK_MS <= lease && lease <= after + LONG_MS + CLOCK_SLACK_MS,
                 || format!("dequeue: lease_expires_at_ms {lease} is not [{before}, {after}] + {LONG_MS}: {row}"),
             );
@@ -447,7 +420,7 @@ impl Run {
             "touch" => body["visibility_timeout_ms"] = json!(LONG_MS),
             _ => {}
         }
-        self.note(format!("{op} {} {body}", QUEUES[q]));
+        self.t.note(format!("{op} {} {body}", QUEUES[q]));
         let before = now_ms();
         let v = self.post_ok(q, op, &body);
         let after = now_ms();
@@ -490,7 +463,7 @@ impl Run {
     fn peek(&mut self) {
         let q = self.pick_queue();
         let count = 1 + self.rng.below(8);
-        self.note(format!("peek {} count={count}", QUEUES[q]));
+        self.t.note(format!("peek {} count={count}", QUEUES[q]));
         self.check_peek(q, count as usize);
     }
 
@@ -498,7 +471,7 @@ impl Run {
         let v = self.get_ok(&format!("{}?count={count}", Self::path(q, "peek")));
         let rows = self.rows(&v);
         let want: Vec<u64> = self.queues[q].ready().into_iter().take(count).collect();
-        self.eq(
+        self.t.eq(
             self.seqs_of(&rows),
             want,
             &format!("peek {} count={count}: seqs", QUEUES[q]),
@@ -513,7 +486,7 @@ impl Run {
         if !self.queues[q].exists {
             return self.stats(q);
         }
-        self.note(format!("dlq {}", QUEUES[q]));
+        self.t.note(format!("dlq {}", QUEUES[q]));
         self.check_dlq(q);
     }
 
@@ -522,14 +495,15 @@ impl Run {
         let rows = self.rows(&v);
         let mut got = self.seqs_of(&rows);
         got.sort();
-        self.eq(got, self.queues[q].with(St::Dead), &format!("dlq {}: seqs", QUEUES[q]));
+        self.t
+            .eq(got, self.queues[q].with(St::Dead), &format!("dlq {}: seqs", QUEUES[q]));
         let mut by_death = Vec::new();
         for row in &rows {
             self.check_row(q, row, &format!("dlq {}", QUEUES[q]));
             let seq = self.u64_of(row, "seq");
             let at = self.u64_of(row, "dead_at_ms");
             let (order, lo, hi) = self.queues[q].msgs[&seq].death;
-            self.check(
+            self.t.check(
                 lo.saturating_sub(CLOCK_SLACK_MS) <= at && at <= hi + CLOCK_SLACK_MS,
                 || format!("dlq: dead_at_ms {at} of seq {seq} outside its nack's [{lo}, {hi}]"),
             );
@@ -537,7 +511,7 @@ impl Run {
         }
         by_death.sort();
         for w in by_death.windows(2) {
-            self.check(w[0].1 <= w[1].1, || {
+            self.t.check(w[0].1 <= w[1].1, || {
                 format!(
                     "dlq: seq {} died after seq {} but has an earlier dead_at_ms",
                     w[1].2, w[0].2
@@ -547,26 +521,26 @@ impl Run {
     }
 
     fn stats(&mut self, q: usize) {
-        self.note(format!("stats {}", QUEUES[q]));
+        self.t.note(format!("stats {}", QUEUES[q]));
         self.check_stats(q);
     }
 
     fn check_stats(&mut self, q: usize) {
         let r = self.s.get(&Self::path(q, "stats"));
         if !self.queues[q].exists {
-            self.eq(
+            self.t.eq(
                 r.status,
                 404,
                 &format!("stats of {}, which never existed: {}", QUEUES[q], r.text()),
             );
             return;
         }
-        self.check(r.status == 200, || {
+        self.t.check(r.status == 200, || {
             format!("stats {}: {} {}", QUEUES[q], r.status, r.text())
         });
         let v = self.json(&r);
-        self.eq(v["name"].as_str(), Some(QUEUES[q]), "stats: name");
-        self.eq(
+        self.t.eq(v["name"].as_str(), Some(QUEUES[q]), "stats: name");
+        self.t.eq(
             self.counts_of(&v),
             self.queues[q].counts(),
             &format!("stats {}: {v}", QUEUES[q]),
@@ -585,12 +559,12 @@ impl Run {
     }
 
     fn list(&mut self) {
-        self.note("list".into());
+        self.t.note("list".into());
         let v = self.get_ok(&format!("/api/v1/queue/{NS}"));
         let rows = v["queues"]
             .as_array()
             .cloned()
-            .unwrap_or_else(|| self.fail(format!("no queues in {v}")));
+            .unwrap_or_else(|| self.t.fail(format!("no queues in {v}")));
         let mut got: Vec<(String, Counts)> = rows
             .iter()
             .map(|r| (r["name"].as_str().unwrap_or("?").to_string(), self.counts_of(r)))
@@ -601,7 +575,7 @@ impl Run {
             .map(|q| (QUEUES[q].to_string(), self.queues[q].counts()))
             .collect();
         want.sort_by(|a, b| a.0.cmp(&b.0));
-        self.eq(got, want, "queue listing");
+        self.t.eq(got, want, "queue listing");
     }
 
     fn purge(&mut self) {
@@ -609,24 +583,26 @@ impl Run {
         if !self.queues[q].exists {
             return self.stats(q);
         }
-        self.note(format!("purge {}", QUEUES[q]));
+        self.t.note(format!("purge {}", QUEUES[q]));
         let v = self.post_ok(q, "purge", &json!({}));
         let m = &mut self.queues[q];
         let before = m.msgs.len();
         m.msgs.retain(|_, x| !matches!(x.state, St::Ready | St::Delayed));
         let purged = (before - m.msgs.len()) as u64;
         if !v["purged"].is_null() {
-            self.eq(v["purged"].as_u64(), Some(purged), "purge: purged");
+            self.t.eq(v["purged"].as_u64(), Some(purged), "purge: purged");
         }
     }
 
     fn restart(&mut self, kill: bool) {
-        self.note(if kill { "SIGKILL + restart" } else { "SIGTERM + restart" }.into());
+        self.t
+            .note(if kill { "SIGKILL + restart" } else { "SIGTERM + restart" }.into());
         if kill {
             self.s.sigkill();
         } else {
             let status = self.s.sigterm();
-            self.check(status.success(), || format!("SIGTERM exit status {status}"));
+            self.t
+                .check(status.success(), || format!("SIGTERM exit status {status}"));
         }
         self.s.restart();
         self.check_all();
@@ -657,14 +633,8 @@ impl Run {
 
 #[test]
 fn queues_match_a_model_across_restarts() {
-    let ops: u64 = std::env::var("FLO_MODEL_OPS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(600);
-    let seed: u64 = std::env::var("FLO_MODEL_SEED")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0x51ee_d0f0_9e0e_0001);
+    let ops = common::env_u64("FLO_MODEL_OPS", 600);
+    let seed = common::env_u64("FLO_MODEL_SEED", 0x51ee_d0f0_9e0e_0001);
     let s = Server::builder()
         .shards(1)
         .config("[queue]\nmax_deliveries = 5\ndedup_window_ms = 3600000\n")
@@ -672,15 +642,13 @@ fn queues_match_a_model_across_restarts() {
     let mut run = Run {
         s,
         rng: Rng(seed),
-        seed,
         queues: (0..QUEUES.len()).map(|_| Model::new()).collect(),
-        op: 0,
-        history: Vec::new(),
+        t: Trace::new(seed),
     };
     let started = std::time::Instant::now();
     let mut restarts = 0;
     for op in 0..ops {
-        run.op = op;
+        run.t.op = op;
         // At least one restart of each kind, and more at random.
         if op == ops / 3 || op == 2 * ops / 3 || run.rng.below(120) == 0 {
             let kill = if op == ops / 3 {
@@ -717,7 +685,7 @@ fn queues_match_a_model_across_restarts() {
             }
         }
     }
-    run.op = ops;
+    run.t.op = ops;
     run.check_all();
     let totals: Vec<String> = (0..QUEUES.len())
         .map(|q| format!("{}: {:?}", QUEUES[q], run.queues[q].counts()))

@@ -331,23 +331,6 @@ fn group_ack(s: &Server, ns: &str, st: &str, g: &str, offs: &[u64]) -> u64 {
     u64_of(&v, "acked")
 }
 
-/// Gives blocking reads time to reach the server: polls /api/v1/metrics until the shards
-/// report `n` waiters (if the server counts stream waiters there), at most 1 s.
-fn let_waiters_settle(s: &Server, n: u64) {
-    let deadline = Instant::now() + Duration::from_secs(1);
-    while Instant::now() < deadline {
-        let m = s.get("/api/v1/metrics").json();
-        let total: u64 = m["shards"]
-            .as_array()
-            .map(|rows| rows.iter().filter_map(|r| r["waiters"].as_u64()).sum::<u64>())
-            .unwrap_or(0);
-        if total >= n {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-}
-
 /// Starts a request on another thread; returns its answer and how long it took.
 fn in_background(
     s: &Server,
@@ -700,7 +683,7 @@ fn block_ms_long_polls_until_a_record_is_appended() {
         format!("{}?offset=1&block_ms=20000", stream_path("default", "lp")),
         None,
     );
-    let_waiters_settle(&s, 1);
+    common::let_waiters_settle(&s, 1);
     assert!(!w.is_finished(), "a long-poll returned with nothing to give");
     let (o, ts) = append(&s, "default", "lp", b"wake up");
     assert_eq!(o, 1);
@@ -724,7 +707,7 @@ fn block_ms_long_polls_until_a_record_is_appended() {
         format!("{}?offset=3&block_ms=20000", stream_path("default", "lp")),
         None,
     );
-    let_waiters_settle(&s, 1);
+    common::let_waiters_settle(&s, 1);
     assert_eq!(append(&s, "default", "lp", b"two").0, 2);
     assert_eq!(append(&s, "default", "lp", b"three").0, 3);
     let (r, _) = w.join().expect("reader thread");
@@ -1326,7 +1309,7 @@ fn group_reads_long_poll_for_new_records() {
         group_path(ns, st, g, "read"),
         Some(json!({"consumer": "w", "count": 10, "block_ms": 20000})),
     );
-    let_waiters_settle(&s, 1);
+    common::let_waiters_settle(&s, 1);
     assert!(!w.is_finished(), "a long-poll returned with nothing to give");
     let (o, _) = append(&s, ns, st, b"fresh");
     let appended_at = Instant::now();
@@ -1823,10 +1806,7 @@ fn read_back(
 
 #[test]
 fn a_million_small_records_over_many_segments_read_back_in_order() {
-    let total: u64 = std::env::var("FLO_STREAM_RECORDS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(1_000_000);
+    let total = common::env_u64("FLO_STREAM_RECORDS", 1_000_000);
     let per = 1000u64;
     let batches = total.div_ceil(per);
     let started = Instant::now();

@@ -394,14 +394,8 @@ fn verify(s: &Server, events: &[Event], round: usize) -> (Vec<String>, u64) {
 #[test]
 fn streams_keep_acknowledged_appends_across_sigkill() {
     let started = Instant::now();
-    let kills: usize = std::env::var("FLO_STREAM_KILLS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(3);
-    let seed: u64 = std::env::var("FLO_STREAM_SEED")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0x5eed_0f57_ea3c_4a00);
+    let kills = common::env_u64("FLO_STREAM_KILLS", 3) as usize;
+    let seed = common::env_u64("FLO_STREAM_SEED", 0x5eed_0f57_ea3c_4a00);
     let mut rng = Rng(seed);
     let mut s = Server::builder()
         .shards(2)

@@ -13,7 +13,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Debug;
 
 use base64::Engine as _;
-use common::{now_ms, Response, Rng, Server};
+use common::{now_ms, Response, Rng, Server, Trace};
 use serde_json::{json, Value};
 
 const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
@@ -60,42 +60,11 @@ impl Model {
 struct Run {
     s: Server,
     rng: Rng,
-    seed: u64,
     streams: Vec<Model>,
-    op: u64,
-    history: Vec<String>,
+    t: Trace,
 }
 
 impl Run {
-    // --- Failing with context. ---
-
-    fn fail(&self, msg: String) -> ! {
-        let tail = self.history.len().saturating_sub(30);
-        panic!(
-            "seed {:#x}, op {}: {msg}\nthe last operations (of {}):\n{}",
-            self.seed,
-            self.op,
-            self.history.len(),
-            self.history[tail..].join("\n")
-        );
-    }
-
-    fn eq<T: PartialEq + Debug>(&self, got: T, want: T, what: &str) {
-        if got != want {
-            self.fail(format!("{what}:\n  got  {got:?}\n  want {want:?}"));
-        }
-    }
-
-    fn check(&self, ok: bool, what: impl FnOnce() -> String) {
-        if !ok {
-            self.fail(what());
-        }
-    }
-
-    fn note(&mut self, what: String) {
-        self.history.push(format!("#{} {what}", self.op));
-    }
-
     // --- Talking to the server. ---
 
     fn stream_path(st: usize) -> String {
@@ -111,12 +80,12 @@ impl Run {
     }
 
     fn json(&self, r: &Response) -> Value {
-        serde_json::from_slice(&r.body).unwrap_or_else(|e| self.fail(format!("not JSON ({e}): {}", r.text())))
+        serde_json::from_slice(&r.body).unwrap_or_else(|e| self.t.fail(format!("not JSON ({e}): {}", r.text())))
     }
 
     /// The answer must have `status`; its JSON body.
     fn expect(&self, r: &Response, status: u16, what: &str) -> Value {
-        self.check(r.status == status, || {
+        self.t.check(r.status == status, || {
             format!("{what}: status {} (want {status}): {}", r.status, r.text())
         });
         let v = self.json(r);
@@ -126,26 +95,27 @@ impl Run {
                 409 => "conflict",
                 _ => "bad_request",
             };
-            self.eq(v["error"].as_str(), Some(code), &format!("{what}: error code in {v}"));
+            self.t
+                .eq(v["error"].as_str(), Some(code), &format!("{what}: error code in {v}"));
         }
         v
     }
 
     fn u64_of(&self, v: &Value, k: &str) -> u64 {
-        v[k].as_u64().unwrap_or_else(|| self.fail(format!("no {k} in {v}")))
+        v[k].as_u64().unwrap_or_else(|| self.t.fail(format!("no {k} in {v}")))
     }
 
     /// (offset, timestamp, payload, delivery_count) of each record of an answer.
     fn records_of(&self, v: &Value) -> Vec<(u64, u64, Vec<u8>, Option<u64>)> {
         v["records"]
             .as_array()
-            .unwrap_or_else(|| self.fail(format!("no records in {v}")))
+            .unwrap_or_else(|| self.t.fail(format!("no records in {v}")))
             .iter()
             .map(|r| {
                 let payload = r["payload"]
                     .as_str()
                     .and_then(|p| B64.decode(p).ok())
-                    .unwrap_or_else(|| self.fail(format!("bad payload in {r}")));
+                    .unwrap_or_else(|| self.t.fail(format!("bad payload in {r}")));
                 (
                     self.u64_of(r, "offset"),
                     self.u64_of(r, "timestamp_ms"),
@@ -209,7 +179,8 @@ impl Run {
         } else {
             json!({ "payload": B64.encode(&payloads[0]) })
         };
-        self.note(format!("append {} {} records (batch: {batch})", STREAMS[st], n));
+        self.t
+            .note(format!("append {} {} records (batch: {batch})", STREAMS[st], n));
         let before = now_ms();
         let r = self
             .s
@@ -217,7 +188,7 @@ impl Run {
         let after = now_ms();
         let v = self.expect(&r, 200, &format!("append to {}", STREAMS[st]));
         let ts = self.u64_of(&v, "timestamp_ms");
-        self.check(
+        self.t.check(
             before.saturating_sub(CLOCK_SLACK_MS) <= ts && ts <= after + CLOCK_SLACK_MS,
             || format!("append: timestamp_ms {ts} outside [{before}, {after}]"),
         );
@@ -230,7 +201,7 @@ impl Run {
         } else {
             json!({"offset": first, "timestamp_ms": ts})
         };
-        self.eq(v, want, &format!("append to {}", STREAMS[st]));
+        self.t.eq(v, want, &format!("append to {}", STREAMS[st]));
     }
 
     fn read(&mut self) {
@@ -248,7 +219,7 @@ impl Run {
             q.push("block_ms=0".into());
         }
         let p = format!("{}?{}", Self::stream_path(st), q.join("&"));
-        self.note(format!("GET {p}"));
+        self.t.note(format!("GET {p}"));
         self.check_read(st, &p, offset, count.unwrap_or(100));
     }
 
@@ -263,17 +234,17 @@ impl Run {
         let start = offset.unwrap_or(m.first).max(m.first);
         let end = (start + count).min(m.next()).max(start);
         let want_next = end;
-        self.eq(
+        self.t.eq(
             self.records_of(&v),
             self.want_records(st, start, end, None),
             &format!("GET {p}: records"),
         );
-        self.eq(
+        self.t.eq(
             v["next_offset"].as_u64(),
             Some(want_next),
             &format!("GET {p}: next_offset"),
         );
-        self.eq(
+        self.t.eq(
             v["first_offset"].as_u64(),
             Some(self.streams[st].first),
             &format!("GET {p}: first_offset"),
@@ -283,7 +254,7 @@ impl Run {
     fn trim(&mut self) {
         let st = self.pick_stream();
         let before = self.pick_offset(st);
-        self.note(format!("trim {} before {before}", STREAMS[st]));
+        self.t.note(format!("trim {} before {before}", STREAMS[st]));
         let r = self.s.post_json(
             &format!("{}/trim", Self::stream_path(st)),
             &json!({ "before_offset": before }).to_string(),
@@ -299,7 +270,7 @@ impl Run {
         for g in m.groups.values_mut() {
             g.pending.retain(|&o, _| o >= first);
         }
-        self.eq(v, json!({ "first_offset": first }), "trim answer");
+        self.t.eq(v, json!({ "first_offset": first }), "trim answer");
     }
 
     /// The model's info of stream `st` (bytes aside: checked alone).
@@ -323,17 +294,17 @@ impl Run {
         let mut got = v.clone();
         let bytes = v["bytes"]
             .as_u64()
-            .unwrap_or_else(|| self.fail(format!("{what}: no bytes in {v}")));
+            .unwrap_or_else(|| self.t.fail(format!("{what}: no bytes in {v}")));
         let count = self.streams[st].next() - self.streams[st].first;
-        self.check((bytes > 0) == (count > 0), || {
+        self.t.check((bytes > 0) == (count > 0), || {
             format!("{what}: bytes {bytes} with {count} records retained: {v}")
         });
         got["bytes"] = Value::Null;
-        self.eq(got, self.want_info(st), what);
+        self.t.eq(got, self.want_info(st), what);
     }
 
     fn info(&mut self, st: usize) {
-        self.note(format!("info {}", STREAMS[st]));
+        self.t.note(format!("info {}", STREAMS[st]));
         self.check_info(st);
     }
 
@@ -348,7 +319,7 @@ impl Run {
     }
 
     fn list(&mut self) {
-        self.note("list".into());
+        self.t.note("list".into());
         let r = self.s.get(&format!("/api/v1/stream/{NS}"));
         let existing: Vec<usize> = (0..STREAMS.len()).filter(|&st| self.streams[st].exists).collect();
         if existing.is_empty() && r.status == 404 {
@@ -359,10 +330,10 @@ impl Run {
         let rows = v["streams"]
             .as_array()
             .cloned()
-            .unwrap_or_else(|| self.fail(format!("no streams in {v}")));
+            .unwrap_or_else(|| self.t.fail(format!("no streams in {v}")));
         let names: Vec<&str> = rows.iter().map(|r| r["name"].as_str().unwrap_or("?")).collect();
         let want: Vec<&str> = existing.iter().map(|&st| STREAMS[st]).collect();
-        self.eq(names, want, "listing: names, sorted");
+        self.t.eq(names, want, "listing: names, sorted");
         for (row, st) in rows.iter().zip(existing) {
             self.check_info_value(st, row, &format!("listing row of {}", STREAMS[st]));
         }
@@ -377,20 +348,21 @@ impl Run {
         let m = &self.streams[st];
         let grp = &m.groups[g];
         let cursor = self.u64_of(v, "cursor");
-        self.check(cursor == grp.cursor || cursor == grp.cursor.max(m.first), || {
-            format!(
-                "{what}: cursor {cursor}, want {} (first_offset {}): {v}",
-                grp.cursor, m.first
-            )
-        });
+        self.t
+            .check(cursor == grp.cursor || cursor == grp.cursor.max(m.first), || {
+                format!(
+                    "{what}: cursor {cursor}, want {} (first_offset {}): {v}",
+                    grp.cursor, m.first
+                )
+            });
         let consumers: Vec<String> = v["consumers"]
             .as_array()
-            .unwrap_or_else(|| self.fail(format!("{what}: no consumers in {v}")))
+            .unwrap_or_else(|| self.t.fail(format!("{what}: no consumers in {v}")))
             .iter()
             .map(|c| c.as_str().unwrap_or("?").to_string())
             .collect();
         let listed: BTreeSet<String> = consumers.iter().cloned().collect();
-        self.check(
+        self.t.check(
             consumers.windows(2).all(|w| w[0] < w[1])
                 && grp.consumers.is_subset(&listed)
                 && listed
@@ -414,7 +386,7 @@ impl Run {
             "dead_letter_count": 0,
             "dead_letters": [],
         });
-        self.eq(v.clone(), want, what);
+        self.t.eq(v.clone(), want, what);
     }
 
     fn group_create(&mut self) {
@@ -446,7 +418,7 @@ impl Run {
             body["max_deliveries"] = json!(d);
             d
         };
-        self.note(format!("create group {} {g} {body}", STREAMS[st]));
+        self.t.note(format!("create group {} {g} {body}", STREAMS[st]));
         let r = self.s.post_json(&Self::group_path(st, g, ""), &body.to_string());
         let what = format!("create group {} {g} {body}", STREAMS[st]);
         if !self.streams[st].exists {
@@ -493,7 +465,7 @@ impl Run {
             body["block_ms"] = json!(0);
         }
         let what = format!("group read {} {g} {body}", STREAMS[st]);
-        self.note(what.clone());
+        self.t.note(what.clone());
         let r = self.s.post_json(&Self::group_path(st, g, "read"), &body.to_string());
         if self.group_missing(st, g, &r, &what) {
             return;
@@ -502,7 +474,7 @@ impl Run {
         let m = &self.streams[st];
         let from = m.groups[g].cursor.max(m.first);
         let to = (from + count.unwrap_or(10)).min(m.next()).max(from);
-        self.eq(
+        self.t.eq(
             self.records_of(&v),
             self.want_records(st, from, to, Some(1)),
             &format!("{what}: records"),
@@ -536,7 +508,7 @@ impl Run {
         let mut offs: Vec<u64> = offs.into_iter().collect();
         self.rng.shuffle(&mut offs);
         let what = format!("ack {} {g} {offs:?}", STREAMS[st]);
-        self.note(what.clone());
+        self.t.note(what.clone());
         let r = self
             .s
             .post_json(&Self::group_path(st, g, "ack"), &json!({ "offsets": offs }).to_string());
@@ -546,13 +518,13 @@ impl Run {
         let v = self.expect(&r, 200, &what);
         let grp = self.streams[st].groups.get_mut(g).unwrap();
         let acked = offs.iter().filter(|o| grp.pending.remove(o).is_some()).count();
-        self.eq(v, json!({ "acked": acked }), &what);
+        self.t.eq(v, json!({ "acked": acked }), &what);
     }
 
     fn group_info(&mut self) {
         let st = self.pick_stream();
         let g = self.pick(&GROUPS);
-        self.note(format!("group info {} {g}", STREAMS[st]));
+        self.t.note(format!("group info {} {g}", STREAMS[st]));
         self.check_group(st, g);
     }
 
@@ -570,23 +542,25 @@ impl Run {
         let st = self.pick_stream();
         let g = self.pick(&GROUPS);
         let what = format!("delete group {} {g}", STREAMS[st]);
-        self.note(what.clone());
+        self.t.note(what.clone());
         let r = self.s.delete(&Self::group_path(st, g, ""));
         if self.group_missing(st, g, &r, &what) {
             return;
         }
         let v = self.expect(&r, 200, &what);
-        self.eq(v, json!({"deleted": true}), &what);
+        self.t.eq(v, json!({"deleted": true}), &what);
         self.streams[st].groups.remove(g);
     }
 
     fn restart(&mut self, kill: bool) {
-        self.note(if kill { "SIGKILL + restart" } else { "SIGTERM + restart" }.into());
+        self.t
+            .note(if kill { "SIGKILL + restart" } else { "SIGTERM + restart" }.into());
         if kill {
             self.s.sigkill();
         } else {
             let status = self.s.sigterm();
-            self.check(status.success(), || format!("SIGTERM exit status {status}"));
+            self.t
+                .check(status.success(), || format!("SIGTERM exit status {status}"));
         }
         self.s.restart();
         self.check_all();
@@ -621,27 +595,19 @@ impl Run {
 
 #[test]
 fn streams_match_a_model_across_restarts() {
-    let ops: u64 = std::env::var("FLO_MODEL_OPS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(2000);
-    let seed: u64 = std::env::var("FLO_MODEL_SEED")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0x57ee_d0f0_9e0e_0001);
+    let ops = common::env_u64("FLO_MODEL_OPS", 2000);
+    let seed = common::env_u64("FLO_MODEL_SEED", 0x57ee_d0f0_9e0e_0001);
     let s = Server::builder().shards(2).start();
     let mut run = Run {
         s,
         rng: Rng(seed),
-        seed,
         streams: (0..STREAMS.len()).map(|_| Model::default()).collect(),
-        op: 0,
-        history: Vec::new(),
+        t: Trace::new(seed),
     };
     let started = std::time::Instant::now();
     let mut restarts = 0;
     for op in 0..ops {
-        run.op = op;
+        run.t.op = op;
         // At least one restart of each kind, and more at random.
         if op == ops / 3 || op == 2 * ops / 3 || run.rng.below(150) == 0 {
             let kill = if op == ops / 3 {
@@ -671,7 +637,7 @@ fn streams_match_a_model_across_restarts() {
             _ => run.group_delete(),
         }
     }
-    run.op = ops;
+    run.t.op = ops;
     run.check_all();
     let totals: Vec<String> = (0..STREAMS.len())
         .map(|st| {

@@ -3,53 +3,15 @@
 //! written back with `write_point` parses to the same point (floats compared by bits).
 #![no_main]
 
-use flo::ts::line::{parse, parse_partial, write_point, FieldValue, LineError, ParseError, Point, Precision};
+use flo::ts::line::{
+    parse, parse_partial, write_point, LineError, OwnedPoint, OwnedValue, ParseError, Point, Precision,
+};
 use libfuzzer_sys::fuzz_target;
 
-/// A point copied out of the callback.
-#[derive(Debug, PartialEq)]
-struct Owned {
-    line: usize,
-    measurement: String,
-    tags: Vec<(String, String)>,
-    fields: Vec<(String, Value)>,
-    ts: i64,
-}
-
-#[derive(Debug, PartialEq)]
-enum Value {
-    /// By bits.
-    Float(u64),
-    Int(i64),
-    UInt(u64),
-    Bool(bool),
-    /// Raw, escapes in.
-    Str(String),
-}
+type Owned = OwnedPoint;
 
 fn own(p: &Point<'_>) -> Owned {
-    Owned {
-        line: p.line_number(),
-        measurement: p.measurement().to_string(),
-        tags: p.tags().map(|t| (t.key.to_string(), t.value.to_string())).collect(),
-        fields: p
-            .fields()
-            .map(|f| {
-                let v = match f.value {
-                    FieldValue::Float(v) => {
-                        assert!(v.is_finite());
-                        Value::Float(v.to_bits())
-                    }
-                    FieldValue::Int(v) => Value::Int(v),
-                    FieldValue::UInt(v) => Value::UInt(v),
-                    FieldValue::Bool(v) => Value::Bool(v),
-                    FieldValue::Str(s) => Value::Str(s.to_string()),
-                };
-                (f.key.to_string(), v)
-            })
-            .collect(),
-        ts: p.timestamp_ns(),
-    }
+    p.to_owned_point()
 }
 
 /// The invariants of every point the parser gives.
@@ -65,8 +27,11 @@ fn check(p: &Owned) {
     for (k, v) in &p.tags {
         assert!(!k.is_empty() && !v.is_empty() && !k.starts_with('_') && k != "time");
     }
-    for (k, _) in &p.fields {
+    for (k, v) in &p.fields {
         assert!(!k.is_empty() && !k.starts_with('_') && k != "time");
+        if let OwnedValue::Float(bits) = v {
+            assert!(f64::from_bits(*bits).is_finite(), "no NaN or infinity is a field value");
+        }
         assert!(p.tags.iter().all(|(t, _)| t != k));
     }
 }

@@ -43,3 +43,22 @@ redis_always() {
   redis-server --bind 127.0.0.1 --port "$2" --dir "$1" --appendonly yes \
     --appendfsync always --save "" --daemonize no --logfile "$1/redis.log" &
 }
+
+# start_flo DATA_DIR PORT [ARGS...] -- starts the release build of Flo in the background with
+# data in DATA_DIR, the API on 127.0.0.1:PORT and metrics on PORT+1; the caller records $!
+start_flo() {
+  local dir="$1" port="$2"; shift 2
+  target/release/flo server start --data-dir "$dir" --dashboard-port "$port" \
+    --metrics-port $((port + 1)) --log-level warn "$@" &
+}
+
+# maybe_redis DIR PORT -- if Redis is installed, starts it with appendfsync always (adding its
+# pid to PIDS) and sets HAVE_REDIS=1; else HAVE_REDIS=0
+maybe_redis() {
+  HAVE_REDIS=0
+  if command -v redis-server >/dev/null && command -v redis-benchmark >/dev/null; then
+    redis_always "$1" "$2"
+    PIDS+=($!)
+    HAVE_REDIS=1
+  fi
+}

@@ -6,6 +6,8 @@ use serde_json::Value as Json;
 use super::error::ApiError;
 use super::path;
 use crate::http::Response;
+use crate::server::inbox::{Command, Reply};
+use crate::server::shard::Shard;
 
 pub fn bad(msg: impl Into<String>) -> ApiError {
     ApiError::BadRequest(msg.into())
@@ -29,6 +31,24 @@ pub fn number_param(query: &str, name: &str) -> Result<Option<u64>, ApiError> {
             .map(Some)
             .map_err(|_| bad(format!("{name}={v:?} is not a number"))),
     }
+}
+
+/// Runs the command `make` builds on every shard and joins what `pick` takes from each answer
+/// (a failure, or an answer `pick` does not know, is the error).
+pub async fn from_every_shard<T>(
+    shard: &Shard,
+    make: impl Fn() -> Command,
+    pick: impl Fn(Reply) -> Result<Vec<T>, Reply>,
+) -> Result<Vec<T>, ApiError> {
+    let mut all = Vec::new();
+    for r in shard.ask_all(make).await? {
+        match pick(r) {
+            Ok(items) => all.extend(items),
+            Err(Reply::Failed(e)) => return Err(e),
+            Err(other) => return Err(ApiError::Internal(format!("unexpected reply {other:?}"))),
+        }
+    }
+    Ok(all)
 }
 
 /// A JSON answer with the `Flo-Shard` header naming the shard that owns the object.

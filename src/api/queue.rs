@@ -9,7 +9,7 @@ use serde_json::{json, Value as Json};
 
 use super::error::ApiError;
 use super::namespaces::parse_body;
-use super::params::{bad, in_range, number_param, shard_reply};
+use super::params::{bad, from_every_shard, in_range, number_param, shard_reply};
 use crate::http::Response;
 use crate::queue::entry::{DEDUP_KEY_MAX, MAX_ITEMS};
 use crate::queue::exec::{MessageOut, NewMsg, QueueCmd, QueueReply};
@@ -314,17 +314,15 @@ pub async fn handle(
 
 /// `GET /api/v1/queue/:namespace`: every queue of the namespace, from every shard.
 pub async fn list(shard: &Shard, ns: &str) -> Result<Response, ApiError> {
-    let replies = shard
-        .ask_all(|| Command::Queue(QueueCmd::List { ns: ns.to_string() }))
-        .await?;
-    let mut all = Vec::new();
-    for r in replies {
-        match r {
-            Reply::Queue(QueueReply::List(stats)) => all.extend(stats),
-            Reply::Failed(e) => return Err(e),
-            other => return Err(ApiError::Internal(format!("unexpected reply {other:?}"))),
-        }
-    }
+    let mut all = from_every_shard(
+        shard,
+        || Command::Queue(QueueCmd::List { ns: ns.to_string() }),
+        |r| match r {
+            Reply::Queue(QueueReply::List(stats)) => Ok(stats),
+            other => Err(other),
+        },
+    )
+    .await?;
     all.sort_by(|a, b| a.name.cmp(&b.name));
     let rows: Vec<Json> = all.iter().map(stats_json).collect();
     Ok(Response::json(200, &json!({ "queues": rows })))

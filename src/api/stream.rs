@@ -11,7 +11,7 @@ use serde_json::{json, Value as Json};
 
 use super::error::ApiError;
 use super::namespaces::parse_body;
-use super::params::{bad, in_range, number_param, shard_reply};
+use super::params::{bad, from_every_shard, in_range, number_param, shard_reply};
 use super::path;
 use crate::http::Response;
 use crate::server::inbox::{Command, Reply};
@@ -332,17 +332,15 @@ pub async fn handle(
 
 /// `GET /api/v1/stream/:namespace`: every stream of the namespace, from every shard.
 pub async fn list(shard: &Shard, ns: &str) -> Result<Response, ApiError> {
-    let replies = shard
-        .ask_all(|| Command::Stream(StreamCmd::List { ns: ns.to_string() }))
-        .await?;
-    let mut all = Vec::new();
-    for r in replies {
-        match r {
-            Reply::Stream(StreamReply::List(infos)) => all.extend(infos),
-            Reply::Failed(e) => return Err(e),
-            other => return Err(ApiError::Internal(format!("unexpected reply {other:?}"))),
-        }
-    }
+    let mut all = from_every_shard(
+        shard,
+        || Command::Stream(StreamCmd::List { ns: ns.to_string() }),
+        |r| match r {
+            Reply::Stream(StreamReply::List(infos)) => Ok(infos),
+            other => Err(other),
+        },
+    )
+    .await?;
     all.sort_by(|a, b| a.name.cmp(&b.name));
     let rows: Vec<Json> = all.iter().map(info_json).collect();
     Ok(Response::json(200, &json!({ "streams": rows })))

@@ -181,14 +181,7 @@ async fn wait_for(shard: &Shard, ns: &str, key: &str, w: Wait) -> Result<Option<
         if done(shard) || now >= w.deadline_ms {
             return settled_slot(shard, ns, key, now).await;
         }
-        let change = shard
-            .kv_watch
-            .changed(ns, key)
-            .ok_or_else(|| ApiError::Overloaded("too many readers are waiting on this shard".into()))?;
-        let waiters = &shard.node.metrics[shard.id].waiters;
-        waiters.store(shard.kv_watch.len() as u64, std::sync::atomic::Ordering::Relaxed);
-        let _ = monoio::time::timeout(std::time::Duration::from_millis(w.deadline_ms - now), change).await;
-        waiters.store(shard.kv_watch.len() as u64, std::sync::atomic::Ordering::Relaxed);
+        shard.wait_change(&shard.kv_watch, ns, key, w.deadline_ms).await?;
     }
 }
 

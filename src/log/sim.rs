@@ -442,22 +442,8 @@ impl Disk {
     }
 }
 
-/// A small deterministic PRNG (SplitMix64), also used by the log's crash tests.
-pub(crate) struct SplitMix64(pub(crate) u64);
-
-impl SplitMix64 {
-    pub(crate) fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    pub(crate) fn below(&mut self, n: u64) -> u64 {
-        self.next_u64() % n.max(1)
-    }
-}
+/// The tests' seeded PRNG, under the name the log's tests know it by.
+pub(crate) use crate::test_rng::Rng as SplitMix64;
 
 /// Pending once; woken by a task spawned behind every task already queued, so they all run
 /// first (a task that wakes itself is polled again at once by monoio).

@@ -357,12 +357,7 @@ async fn dequeue(
         if crate::metrics::now_ms() >= deadline {
             return Ok(QueueReply::Messages(Vec::new()));
         }
-        let change = shard
-            .queue_watch
-            .changed(ns, queue)
-            .ok_or_else(|| ApiError::Overloaded("too many consumers are waiting on this shard".into()))?;
-        let left = deadline.saturating_sub(crate::metrics::now_ms());
-        let _ = monoio::time::timeout(std::time::Duration::from_millis(left), change).await;
+        shard.wait_change(&shard.queue_watch, ns, queue, deadline).await?;
     }
 }
 

@@ -187,6 +187,28 @@ impl Shard {
         }
     }
 
+    /// Waits until `key` of `ns` changes in `watchers` (one of this shard's), or until the
+    /// clock reaches `until_ms`; 429 when the shard already has its maximum of waiters. Keeps
+    /// the shard's `waiters` figure (KV, queue and stream long-polls together) up to date.
+    pub async fn wait_change(
+        &self,
+        watchers: &crate::kv::watch::Watchers,
+        ns: &str,
+        key: &str,
+        until_ms: u64,
+    ) -> Result<(), ApiError> {
+        let change = watchers
+            .changed(ns, key)
+            .ok_or_else(|| ApiError::Overloaded("too many requests are waiting on this shard".into()))?;
+        let count = || (self.kv_watch.len() + self.queue_watch.len() + self.stream_watch.len()) as u64;
+        let waiters = &self.node.metrics[self.id].waiters;
+        waiters.store(count(), Relaxed);
+        let left = until_ms.saturating_sub(crate::metrics::now_ms());
+        let _ = monoio::time::timeout(Duration::from_millis(left), change).await;
+        waiters.store(count(), Relaxed);
+        Ok(())
+    }
+
     /// Runs `command` on `shard`: here if it is this shard, else through its inbox.
     pub async fn ask(&self, shard: usize, command: Command) -> Result<Reply, ApiError> {
         if shard == self.id {

@@ -486,12 +486,7 @@ async fn read(
                 return Ok(StreamReply::Records(json.into_bytes()));
             }
         }
-        let change = shard
-            .stream_watch
-            .changed(ns, stream)
-            .ok_or_else(|| ApiError::Overloaded("too many readers are waiting on this shard".into()))?;
-        let left = deadline.saturating_sub(crate::metrics::now_ms());
-        let _ = monoio::time::timeout(std::time::Duration::from_millis(left), change).await;
+        shard.wait_change(&shard.stream_watch, ns, stream, deadline).await?;
     }
 }
 
@@ -584,13 +579,9 @@ async fn group_read(
             json.push_str("]}");
             return Ok(StreamReply::Records(json.into_bytes()));
         }
-        let change = shard
-            .stream_watch
-            .changed(ns, stream)
-            .ok_or_else(|| ApiError::Overloaded("too many readers are waiting on this shard".into()))?;
-        let now = crate::metrics::now_ms();
+        // Also wake when the next lease runs out: its record is due for redelivery.
         let until = next_due.map_or(deadline, |d| d.saturating_add(1).min(deadline));
-        let _ = monoio::time::timeout(std::time::Duration::from_millis(until.saturating_sub(now)), change).await;
+        shard.wait_change(&shard.stream_watch, ns, stream, until).await?;
     }
 }
 
@@ -608,13 +599,23 @@ fn render_group_records(
     let g = s.groups.get(group).ok_or_else(|| no_group(stream, group))?;
     let log = shard.log()?;
     let more = (rd.redelivered.len() + (rd.cursor - rd.new_from) as usize).saturating_sub(1);
-    for &o in &rd.redelivered {
-        s.read(ns, stream, log, &st.segments, o, |at, ts, payload| {
-            debug_assert_eq!(at, o);
+    // Redeliveries in offset order, each run of consecutive offsets read in one walk (leases
+    // taken together run out together, so runs are the common case).
+    let mut again = rd.redelivered.clone();
+    again.sort_unstable();
+    let mut i = 0;
+    while i < again.len() {
+        let start = i;
+        while i + 1 < again.len() && again[i + 1] == again[i] + 1 {
+            i += 1;
+        }
+        let last = again[i];
+        s.read(ns, stream, log, &st.segments, again[start], |at, ts, payload| {
             render(json, at, ts, payload, g.deliveries(at), more);
-            false
+            at < last
         })
         .map_err(corrupt)?;
+        i += 1;
     }
     if rd.new_from < rd.cursor {
         s.read(ns, stream, log, &st.segments, rd.new_from, |at, ts, payload| {

@@ -769,39 +769,7 @@ pub fn decode(bytes: &[u8]) -> Result<Vec<(i64, f64)>> {
 mod tests {
     use super::*;
 
-    /// splitmix64: a small deterministic generator for test data.
-    struct Rng(u64);
-
-    impl Rng {
-        fn u64(&mut self) -> u64 {
-            self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-            let mut z = self.0;
-            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-            z ^ (z >> 31)
-        }
-
-        /// Uniform in 0..n.
-        fn below(&mut self, n: u64) -> u64 {
-            self.u64() % n
-        }
-
-        /// Uniform in lo..=hi.
-        fn range(&mut self, lo: i64, hi: i64) -> i64 {
-            lo + self.below((hi - lo + 1) as u64) as i64
-        }
-
-        fn unit(&mut self) -> f64 {
-            (self.u64() >> 11) as f64 / (1u64 << 53) as f64
-        }
-
-        /// Standard normal (Box-Muller).
-        fn normal(&mut self) -> f64 {
-            let u1 = self.unit().max(f64::MIN_POSITIVE);
-            let u2 = self.unit();
-            (-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos()
-        }
-    }
+    use crate::test_rng::Rng;
 
     fn bits(points: &[(i64, f64)]) -> Vec<(i64, u64)> {
         points.iter().map(|&(t, v)| (t, v.to_bits())).collect()
@@ -867,7 +835,7 @@ mod tests {
         let pts: Vec<(i64, f64)> = (0..MAX_POINTS)
             .map(|_| {
                 t += rng.range(1, 20_000);
-                (t, f64::from_bits(rng.u64()))
+                (t, f64::from_bits(rng.next_u64()))
             })
             .collect();
         round_trip(&pts);
@@ -1109,7 +1077,7 @@ mod tests {
         }
         for len in 0..200 {
             for _ in 0..50 {
-                let mut b: Vec<u8> = (0..len).map(|_| rng.u64() as u8).collect();
+                let mut b: Vec<u8> = (0..len).map(|_| rng.next_u64() as u8).collect();
                 if let Some(first) = b.first_mut() {
                     *first = 1 + (*first % 3);
                 }
@@ -1194,7 +1162,7 @@ mod tests {
                     rng.range(1, 1 << w)
                 }
                 3 => rng.range(1, 3),
-                _ => (rng.u64() >> 8) as i64 + 1,
+                _ => (rng.next_u64() >> 8) as i64 + 1,
             };
             match t.checked_add(d) {
                 Some(next) => t = next,
@@ -1221,7 +1189,7 @@ mod tests {
                 let v = match vshape {
                     0 => k as f64 / 10f64.powi(decimals),
                     1 => x,
-                    2 => f64::from_bits(rng.u64()),
+                    2 => f64::from_bits(rng.next_u64()),
                     3 => specials[rng.below(specials.len() as u64) as usize],
                     4 if rng.below(20) == 0 => specials[rng.below(specials.len() as u64) as usize],
                     4 => k as f64 / 100.0,

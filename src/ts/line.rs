@@ -193,6 +193,30 @@ fn resolve<'a>(line: &'a str, scratch: &'a str, s: Span) -> &'a str {
     src.get(s.start..s.end).unwrap_or("")
 }
 
+/// A point copied out of the parser's callback (tests, the fuzz target, tools that keep points).
+#[derive(Clone, Debug, PartialEq)]
+pub struct OwnedPoint {
+    pub line: usize,
+    pub measurement: String,
+    /// Sorted by key.
+    pub tags: Vec<(String, String)>,
+    /// Sorted by key, one per key.
+    pub fields: Vec<(String, OwnedValue)>,
+    /// Nanoseconds.
+    pub ts: i64,
+}
+
+/// A field value of an [`OwnedPoint`]; a float is kept by its bits, so equality is exact.
+#[derive(Clone, Debug, PartialEq)]
+pub enum OwnedValue {
+    Float(u64),
+    Int(i64),
+    UInt(u64),
+    Bool(bool),
+    /// Raw, escapes still in.
+    Str(String),
+}
+
 /// A parsed, validated point. Borrows the body and the parser; copy out what outlives the
 /// callback.
 #[derive(Clone, Copy)]
@@ -207,6 +231,29 @@ pub struct Point<'a> {
 }
 
 impl<'a> Point<'a> {
+    /// The point, copied out.
+    pub fn to_owned_point(&self) -> OwnedPoint {
+        OwnedPoint {
+            line: self.line_number(),
+            measurement: self.measurement().to_string(),
+            tags: self.tags().map(|t| (t.key.to_string(), t.value.to_string())).collect(),
+            fields: self
+                .fields()
+                .map(|f| {
+                    let v = match f.value {
+                        FieldValue::Float(v) => OwnedValue::Float(v.to_bits()),
+                        FieldValue::Int(v) => OwnedValue::Int(v),
+                        FieldValue::UInt(v) => OwnedValue::UInt(v),
+                        FieldValue::Bool(v) => OwnedValue::Bool(v),
+                        FieldValue::Str(s) => OwnedValue::Str(s.to_string()),
+                    };
+                    (f.key.to_string(), v)
+                })
+                .collect(),
+            ts: self.timestamp_ns(),
+        }
+    }
+
     /// The line of the body the point came from, counted from 1.
     pub fn line_number(&self) -> usize {
         self.line_number
@@ -991,47 +1038,10 @@ fn is_raw_string(raw: &str) -> bool {
 mod tests {
     use super::*;
 
-    /// A point copied out of the callback.
-    #[derive(Clone, Debug, PartialEq)]
-    struct Owned {
-        line: usize,
-        measurement: String,
-        tags: Vec<(String, String)>,
-        fields: Vec<(String, OwnedValue)>,
-        ts: i64,
-    }
-
-    #[derive(Clone, Debug, PartialEq)]
-    enum OwnedValue {
-        /// By bits.
-        Float(u64),
-        Int(i64),
-        UInt(u64),
-        Bool(bool),
-        /// Raw.
-        Str(String),
-    }
+    type Owned = OwnedPoint;
 
     fn own(p: &Point<'_>) -> Owned {
-        Owned {
-            line: p.line_number(),
-            measurement: p.measurement().to_string(),
-            tags: p.tags().map(|t| (t.key.to_string(), t.value.to_string())).collect(),
-            fields: p
-                .fields()
-                .map(|f| {
-                    let v = match f.value {
-                        FieldValue::Float(v) => OwnedValue::Float(v.to_bits()),
-                        FieldValue::Int(v) => OwnedValue::Int(v),
-                        FieldValue::UInt(v) => OwnedValue::UInt(v),
-                        FieldValue::Bool(v) => OwnedValue::Bool(v),
-                        FieldValue::Str(s) => OwnedValue::Str(s.to_string()),
-                    };
-                    (f.key.to_string(), v)
-                })
-                .collect(),
-            ts: p.timestamp_ns(),
-        }
+        p.to_owned_point()
     }
 
     const NOW: i64 = 1_718_900_000_000_000_000;
@@ -1681,23 +1691,7 @@ http_response,method=GET,result=success,server=http://example.com/a\\ b?x\\=1 ht
         assert_eq!(out, b"keep", "a refused line leaves nothing behind");
     }
 
-    /// xorshift64*: reproducible randomness without a dependency.
-    struct Rng(u64);
-
-    impl Rng {
-        fn next(&mut self) -> u64 {
-            self.0 ^= self.0 >> 12;
-            self.0 ^= self.0 << 25;
-            self.0 ^= self.0 >> 27;
-            self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-        }
-        fn below(&mut self, n: usize) -> usize {
-            (self.next() % n as u64) as usize
-        }
-        fn pick<'a, T>(&mut self, xs: &'a [T]) -> &'a T {
-            &xs[self.below(xs.len())]
-        }
-    }
+    use crate::test_rng::Rng;
 
     /// A random name with plenty of bytes that need escaping.
     fn name(rng: &mut Rng) -> String {
@@ -1706,7 +1700,7 @@ http_response,method=GET,result=success,server=http://example.com/a\\ b?x\\=1 ht
             "/",
         ];
         loop {
-            let n = 1 + rng.below(6);
+            let n = 1 + rng.index(6);
             let s: String = (0..n).map(|_| *rng.pick(PARTS)).collect();
             if !s.starts_with('_') && s != "time" {
                 return s;
@@ -1715,22 +1709,22 @@ http_response,method=GET,result=success,server=http://example.com/a\\ b?x\\=1 ht
     }
 
     fn value(rng: &mut Rng) -> OwnedValue {
-        match rng.below(5) {
+        match rng.index(5) {
             0 => {
-                let v = match rng.below(4) {
-                    0 => f64::from_bits(rng.next()),
-                    1 => (rng.next() % 100_000) as f64 / 100.0,
+                let v = match rng.index(4) {
+                    0 => f64::from_bits(rng.next_u64()),
+                    1 => (rng.next_u64() % 100_000) as f64 / 100.0,
                     2 => -0.0,
-                    _ => (rng.next() as i64) as f64,
+                    _ => (rng.next_u64() as i64) as f64,
                 };
                 let v = if v.is_finite() { v } else { 1.5 };
                 float(v)
             }
-            1 => OwnedValue::Int(rng.next() as i64),
-            2 => OwnedValue::UInt(rng.next()),
-            3 => OwnedValue::Bool(rng.below(2) == 1),
+            1 => OwnedValue::Int(rng.next_u64() as i64),
+            2 => OwnedValue::UInt(rng.next_u64()),
+            3 => OwnedValue::Bool(rng.index(2) == 1),
             _ => {
-                let s = if rng.below(4) == 0 { String::new() } else { name(rng) };
+                let s = if rng.index(4) == 0 { String::new() } else { name(rng) };
                 let mut raw = String::new();
                 escape_string(&s, &mut raw);
                 OwnedValue::Str(raw)
@@ -1756,9 +1750,9 @@ http_response,method=GET,result=success,server=http://example.com/a\\ b?x\\=1 ht
             let mut body = Vec::new();
             let mut want = Vec::new();
             let mut line = 0;
-            for _ in 0..1 + rng.below(8) {
+            for _ in 0..1 + rng.index(8) {
                 // Comments and blank lines between points.
-                match rng.below(6) {
+                match rng.index(6) {
                     0 => {
                         body.extend_from_slice(b"# comment, with = signs\n");
                         line += 1;
@@ -1775,14 +1769,14 @@ http_response,method=GET,result=success,server=http://example.com/a\\ b?x\\=1 ht
                 }
                 let mut keys = std::collections::BTreeSet::new();
                 let mut tags = Vec::new();
-                for _ in 0..rng.below(4) {
+                for _ in 0..rng.index(4) {
                     let k = name(&mut rng);
                     if keys.insert(k.clone()) {
                         tags.push((k, name(&mut rng)));
                     }
                 }
                 let mut fields = Vec::new();
-                for _ in 0..1 + rng.below(4) {
+                for _ in 0..1 + rng.index(4) {
                     let k = name(&mut rng);
                     if keys.insert(k.clone()) {
                         fields.push((k, value(&mut rng)));
@@ -1791,10 +1785,10 @@ http_response,method=GET,result=success,server=http://example.com/a\\ b?x\\=1 ht
                 if fields.is_empty() {
                     continue;
                 }
-                let ts = if rng.below(4) == 0 {
+                let ts = if rng.index(4) == 0 {
                     None
                 } else {
-                    Some(rng.next() as i64)
+                    Some(rng.next_u64() as i64)
                 };
                 write_line(
                     &mut body,
@@ -1804,7 +1798,7 @@ http_response,method=GET,result=success,server=http://example.com/a\\ b?x\\=1 ht
                     ts,
                 )
                 .unwrap_or_else(|e| panic!("round {round}: {e}"));
-                if rng.below(3) == 0 {
+                if rng.index(3) == 0 {
                     // CRLF instead of LF.
                     body.pop();
                     body.extend_from_slice(b"\r\n");

@@ -505,6 +505,81 @@ pub fn spec_owner_shard(namespace: &str, name: &str, partitions: u64, shards: u6
     (h % partitions) % shards
 }
 
+/// Gives blocking requests (long-polls) time to reach the server: polls `/api/v1/metrics` until
+/// the shards report `n` waiters, at most 1 s (a test that needs the waiter to be there also
+/// checks what the request answers, so a slow server makes it wait, not pass wrongly).
+pub fn let_waiters_settle(s: &Server, n: u64) {
+    let deadline = Instant::now() + Duration::from_secs(1);
+    while Instant::now() < deadline {
+        let m = s.get("/api/v1/metrics").json();
+        let total: u64 = m["shards"]
+            .as_array()
+            .map(|rows| rows.iter().filter_map(|r| r["waiters"].as_u64()).sum::<u64>())
+            .unwrap_or(0);
+        if total >= n {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// What a model test did, for failing with context: its seed, the operation it is at, and the
+/// operations so far (the last 30 are printed with the failure).
+pub struct Trace {
+    pub seed: u64,
+    pub op: u64,
+    history: Vec<String>,
+}
+
+impl Trace {
+    pub fn new(seed: u64) -> Trace {
+        Trace {
+            seed,
+            op: 0,
+            history: Vec::new(),
+        }
+    }
+
+    pub fn fail(&self, msg: String) -> ! {
+        let tail = self.history.len().saturating_sub(30);
+        panic!(
+            "seed {:#x}, op {}: {msg}\nthe last operations (of {}):\n{}",
+            self.seed,
+            self.op,
+            self.history.len(),
+            self.history[tail..].join("\n")
+        );
+    }
+
+    pub fn eq<T: PartialEq + std::fmt::Debug>(&self, got: T, want: T, what: &str) {
+        if got != want {
+            self.fail(format!("{what}:\n  got  {got:?}\n  want {want:?}"));
+        }
+    }
+
+    pub fn check(&self, ok: bool, what: impl FnOnce() -> String) {
+        if !ok {
+            self.fail(what());
+        }
+    }
+
+    pub fn note(&mut self, what: String) {
+        self.history.push(format!("#{} {what}", self.op));
+    }
+}
+
+/// A run-size or seed setting from the environment (`FLO_MODEL_OPS`, `FLO_*_SEED`, ...):
+/// `default` when unset; a value that is not a number stops the test instead of being ignored.
+pub fn env_u64(name: &str, default: u64) -> u64 {
+    match std::env::var(name) {
+        Ok(v) => v
+            .trim()
+            .parse()
+            .unwrap_or_else(|_| panic!("{name}={v:?} is not a number")),
+        Err(_) => default,
+    }
+}
+
 /// Unix time in ms (the server runs on the same machine, so on the same clock).
 pub fn now_ms() -> u64 {
     std::time::SystemTime::now()

@@ -689,50 +689,29 @@ fn limits() {
 
 // ---- Property and mutation tests (seeded, deterministic) ----
 
-/// xorshift64*: a small seeded generator, so failures reproduce.
-struct Rng(u64);
+use crate::test_rng::Rng;
 
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-
-    fn pick<'a, T>(&mut self, items: &'a [T]) -> &'a T {
-        &items[self.below(items.len())]
-    }
-
-    fn chance(&mut self, percent: usize) -> bool {
-        self.below(100) < percent
-    }
-
-    fn float(&mut self) -> f64 {
-        match self.below(4) {
-            0 => self.below(1000) as f64,
-            1 => self.below(100_000) as f64 / 1000.0,
-            2 => *self.pick(&[
-                0.1,
-                1.8,
-                1e300,
-                5e-324,
-                1e-7,
-                123456789.125,
-                f64::MAX,
-                f64::MIN_POSITIVE,
-            ]),
-            _ => loop {
-                let f = f64::from_bits(self.next());
-                if f.is_finite() {
-                    break f.abs();
-                }
-            },
-        }
+/// A number for generated queries: small integers, decimals, and awkward values.
+fn float(rng: &mut Rng) -> f64 {
+    match rng.index(4) {
+        0 => rng.index(1000) as f64,
+        1 => rng.index(100_000) as f64 / 1000.0,
+        2 => *rng.pick(&[
+            0.1,
+            1.8,
+            1e300,
+            5e-324,
+            1e-7,
+            123456789.125,
+            f64::MAX,
+            f64::MIN_POSITIVE,
+        ]),
+        _ => loop {
+            let f = f64::from_bits(rng.next_u64());
+            if f.is_finite() {
+                break f.abs();
+            }
+        },
     }
 }
 
@@ -761,10 +740,10 @@ const REGEXES: &[&str] = &[
 
 fn random_duration(rng: &mut Rng) -> u64 {
     let units = [1, S, M, H, D, W];
-    match rng.below(10) {
+    match rng.index(10) {
         0 => MAX_DURATION_MS,
-        1 => 1 + rng.next() % MAX_DURATION_MS,
-        _ => (1 + rng.below(1000) as u64) * rng.pick(&units),
+        1 => 1 + rng.next_u64() % MAX_DURATION_MS,
+        _ => (1 + rng.index(1000) as u64) * rng.pick(&units),
     }
 }
 
@@ -773,7 +752,7 @@ fn random_expr(rng: &mut Rng, depth: usize) -> Expr {
         return if rng.chance(50) {
             Expr::Value
         } else {
-            Expr::Num(rng.float())
+            Expr::Num(float(rng))
         };
     }
     if rng.chance(20) {
@@ -790,7 +769,7 @@ fn random_expr(rng: &mut Rng, depth: usize) -> Expr {
 fn random_stage(rng: &mut Rng) -> Stage {
     let opt_window = |rng: &mut Rng| rng.chance(50).then(|| random_duration(rng));
     let field = |rng: &mut Rng| rng.chance(50).then(|| rng.pick(NAMES).to_string());
-    match rng.below(16) {
+    match rng.index(16) {
         0 => Stage::Window(random_duration(rng)),
         1 => Stage::Agg {
             func: *rng.pick(&AggFunc::ALL),
@@ -798,14 +777,14 @@ fn random_stage(rng: &mut Rng) -> Stage {
             field: field(rng),
         },
         2 => Stage::Percentile {
-            q: rng.float() % 1.0,
+            q: float(rng) % 1.0,
             window: opt_window(rng),
             field: field(rng),
         },
         3 => Stage::Rate(opt_window(rng)),
         4 => Stage::Delta,
         5 => {
-            let n = rng.float();
+            let n = float(rng);
             let n = if rng.chance(50) { -n } else { n };
             Stage::Where(*rng.pick(&[Cmp::Gt, Cmp::Ge, Cmp::Lt, Cmp::Le, Cmp::Eq, Cmp::Ne]), n)
         }
@@ -813,12 +792,12 @@ fn random_stage(rng: &mut Rng) -> Stage {
         7 => Stage::Abs,
         8 => Stage::Ceil,
         9 => Stage::Floor,
-        10 => Stage::Round(rng.below(MAX_ROUND_DIGITS as usize + 1) as u32),
+        10 => Stage::Round(rng.index(MAX_ROUND_DIGITS as usize + 1) as u32),
         11 => Stage::Field(rng.pick(NAMES).to_string()),
         12 => Stage::Alias(rng.pick(NAMES).to_string()),
         13 => {
             let mut tags: Vec<String> = Vec::new();
-            for _ in 0..1 + rng.below(4) {
+            for _ in 0..1 + rng.index(4) {
                 let t = rng.pick(NAMES).to_string();
                 if !tags.contains(&t) {
                     tags.push(t);
@@ -826,14 +805,14 @@ fn random_stage(rng: &mut Rng) -> Stage {
             }
             Stage::GroupBy(tags)
         }
-        14 => Stage::TopK(1 + rng.below(100)),
-        _ => Stage::BottomK(1 + rng.below(100)),
+        14 => Stage::TopK(1 + rng.index(100)),
+        _ => Stage::BottomK(1 + rng.index(100)),
     }
 }
 
 fn random_query(rng: &mut Rng) -> Query {
     let mut filters = Vec::new();
-    for _ in 0..rng.below(4) {
+    for _ in 0..rng.index(4) {
         let op = *rng.pick(&[TagOp::Eq, TagOp::Ne, TagOp::Re, TagOp::NotRe]);
         let value = match op {
             TagOp::Eq | TagOp::Ne => rng.pick(VALUES),
@@ -841,20 +820,20 @@ fn random_query(rng: &mut Rng) -> Query {
         };
         filters.push(TagFilter::new(*rng.pick(NAMES), op, *value));
     }
-    let range = match rng.below(3) {
+    let range = match rng.index(3) {
         0 => Range::Default,
         1 => Range::Relative {
             ms: random_duration(rng),
         },
         _ => {
-            let (a, b) = (rng.next() as i64, rng.next() as i64);
+            let (a, b) = (rng.next_u64() as i64, rng.next_u64() as i64);
             Range::Absolute {
                 from_ms: a.min(b),
                 to_ms: a.max(b),
             }
         }
     };
-    let stages = (0..rng.below(8)).map(|_| random_stage(rng)).collect();
+    let stages = (0..rng.index(8)).map(|_| random_stage(rng)).collect();
     Query {
         source: Source {
             measurement: rng.pick(NAMES).to_string(),
@@ -944,10 +923,10 @@ fn mutated_queries_never_panic_and_print_back() {
     let mut rng = Rng(0x5eed_cafe_f00d_beef);
     for _ in 0..30_000 {
         let mut text = rng.pick(&seeds).clone();
-        for _ in 0..1 + rng.below(4) {
+        for _ in 0..1 + rng.index(4) {
             let boundaries: Vec<usize> = (0..=text.len()).filter(|&i| text.is_char_boundary(i)).collect();
             let at = *rng.pick(&boundaries);
-            match rng.below(3) {
+            match rng.index(3) {
                 0 => {
                     let piece = *rng.pick(PIECES);
                     text.insert_str(at, piece);
