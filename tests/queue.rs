@@ -121,21 +121,9 @@ fn counts(s: &Server, ns: &str, q: &str) -> Counts {
     Counts::of(&stats(s, ns, q))
 }
 
-/// Calls `f` every 20 ms until it returns `Some`, failing after `timeout`.
-fn poll<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "{what}: not within {timeout:?}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
 /// Polls dequeue (with `body`) until it returns at least one message.
 fn dequeue_eventually(s: &Server, ns: &str, q: &str, body: Value, what: &str) -> Vec<Value> {
-    poll(what, Duration::from_secs(5), || {
+    common::poll(what, Duration::from_secs(5), || {
         let m = dequeue(s, ns, q, body.clone());
         (!m.is_empty()).then_some(m)
     })
@@ -370,7 +358,7 @@ fn delayed_messages_wait_for_their_time() {
         );
     }
     // Once its time has come it is ready and, being more urgent, goes before seq 3.
-    poll("delayed message becomes ready", Duration::from_secs(5), || {
+    common::poll("delayed message becomes ready", Duration::from_secs(5), || {
         (counts(&s, "default", "later").delayed == 0).then_some(())
     });
     assert!(
@@ -448,7 +436,7 @@ fn dedup_key_returns_the_original_seq_within_the_window() {
         }
     );
     // After the window the key is free again.
-    let r = poll("dedup window ends", Duration::from_secs(5), || {
+    let r = common::poll("dedup window ends", Duration::from_secs(5), || {
         let r = enqueue_with(&s, "default", "dd", b"later", json!({"dedup_key": "order-1"}));
         (r["deduplicated"] == false).then_some(r)
     });
@@ -565,7 +553,7 @@ fn expired_leases_redeliver_then_dead_letter_and_requeue() {
 
     // The second expiry reaches max_deliveries = 2: dead-lettered, not redelivered.
     let before_death = now_ms();
-    let dead = poll("message dead-lettered", Duration::from_secs(5), || {
+    let dead = common::poll("message dead-lettered", Duration::from_secs(5), || {
         let d = dlq(&s, "default", "work");
         (!d.is_empty()).then_some(d)
     });
@@ -916,7 +904,7 @@ fn block_ms_long_polls_until_a_message_arrives() {
     );
     let enqueued_at = Instant::now();
     let first = enqueue(&s, "default", "lp", b"wake up");
-    poll("a waiter is woken", Duration::from_secs(5), || {
+    common::poll("a waiter is woken", Duration::from_secs(5), || {
         (w1.is_finished() || w2.is_finished()).then_some(())
     });
     assert!(enqueued_at.elapsed() < Duration::from_secs(5));
@@ -1146,7 +1134,7 @@ fn metrics_count_the_messages_held() {
             .map(|r| r["queue_messages"].as_u64().unwrap())
             .sum()
     };
-    poll("queue_messages reaches 3", Duration::from_secs(10), || {
+    common::poll("queue_messages reaches 3", Duration::from_secs(10), || {
         (total(&s) == 3).then_some(())
     });
     let text = common::try_request(s.metrics, "GET", "/metrics", &[], b"")
@@ -1190,7 +1178,7 @@ fn changing_max_deliveries_keeps_the_log_replayable() {
         "third delivery",
     );
     assert_eq!(m[0]["delivery_count"], 3);
-    poll("dead-lettered after its last lease", Duration::from_secs(10), || {
+    common::poll("dead-lettered after its last lease", Duration::from_secs(10), || {
         dlq(&s, "default", "cfg").iter().any(|d| d["seq"] == seq).then_some(())
     });
 }

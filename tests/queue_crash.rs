@@ -370,20 +370,8 @@ fn queues_keep_their_promises_across_sigkill_under_load() {
             handles.push(std::thread::spawn(move || consumer(api, round, id, cs)));
         }
         // Kill at some moment while every thread is busy.
-        std::thread::sleep(Duration::from_millis(500 + rng.below(1000)));
-        let running = handles.iter().filter(|h| !h.is_finished()).count();
-        if running < handles.len() {
-            // Only a contract breach stops a thread early; it is reported below.
-            eprintln!(
-                "round {round}: {} client threads stopped before the kill",
-                handles.len() - running
-            );
-        }
-        s.sigkill();
-        for h in handles {
-            events.extend(h.join().expect("client thread panicked"));
-        }
-        s.restart();
+        let busy = Duration::from_millis(500 + rng.below(1000));
+        common::kill_round(&mut s, round, busy, handles, &mut events);
     }
     let (drained, stats, dlqs) = drain(&s, kills);
 

@@ -650,14 +650,7 @@ fn queues_match_a_model_across_restarts() {
     for op in 0..ops {
         run.t.op = op;
         // At least one restart of each kind, and more at random.
-        if op == ops / 3 || op == 2 * ops / 3 || run.rng.below(120) == 0 {
-            let kill = if op == ops / 3 {
-                true
-            } else if op == 2 * ops / 3 {
-                false
-            } else {
-                run.rng.chance(50)
-            };
+        if let Some(kill) = common::restart_due(&mut run.rng, op, ops, 120) {
             run.restart(kill);
             restarts += 1;
         }

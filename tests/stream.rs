@@ -229,18 +229,6 @@ fn info(s: &Server, ns: &str, st: &str) -> Value {
     v
 }
 
-/// Calls `f` every 20 ms until it returns `Some`, failing after `timeout`.
-fn poll<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "{what}: not within {timeout:?}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
 /// Polls info until `first_offset` is at least `want`; returns that info.
 fn wait_first_offset(s: &Server, ns: &str, st: &str, want: u64, what: &str) -> Value {
     let deadline = Instant::now() + ASYNC_WAIT;
@@ -304,7 +292,7 @@ fn group_read(s: &Server, ns: &str, st: &str, g: &str, consumer: &str, count: u6
 
 /// Polls group reads until one returns records.
 fn group_read_eventually(s: &Server, ns: &str, st: &str, g: &str, consumer: &str, count: u64, what: &str) -> Vec<Rec> {
-    poll(what, ASYNC_WAIT, || {
+    common::poll(what, ASYNC_WAIT, || {
         let rs = group_read(s, ns, st, g, consumer, count);
         (!rs.is_empty()).then_some(rs)
     })
@@ -314,7 +302,7 @@ fn group_read_eventually(s: &Server, ns: &str, st: &str, g: &str, consumer: &str
 /// asserts the read gets nothing, as everything left is past its last delivery), so a server
 /// that gives records up when a read finds them timed out gets the chance to.
 fn wait_dead_letters(s: &Server, ns: &str, st: &str, g: &str, n: u64) -> Value {
-    poll(&format!("{g} has {n} dead letters"), ASYNC_WAIT, || {
+    common::poll(&format!("{g} has {n} dead letters"), ASYNC_WAIT, || {
         let rs = group_read(s, ns, st, g, "reaper", 10);
         assert!(
             rs.is_empty(),
@@ -1419,7 +1407,7 @@ fn retention_max_bytes_drops_the_oldest() {
     );
     // Enforced after the next append at the latest.
     append(&s, ns, st, &[100u8; 1000]);
-    let i = poll("max_bytes enforced", ASYNC_WAIT, || {
+    let i = common::poll("max_bytes enforced", ASYNC_WAIT, || {
         let i = info(&s, ns, st);
         (u64_of(&i, "bytes") <= max).then_some(i)
     });

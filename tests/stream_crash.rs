@@ -421,20 +421,8 @@ fn streams_keep_acknowledged_appends_across_sigkill() {
             handles.push(std::thread::spawn(move || reader(api, round, seed)));
         }
         // Kill at some moment while every thread is busy.
-        std::thread::sleep(Duration::from_millis(300 + rng.below(1200)));
-        let running = handles.iter().filter(|h| !h.is_finished()).count();
-        if running < handles.len() {
-            // Only a contract breach stops a thread early; it is reported below.
-            eprintln!(
-                "round {round}: {} client threads stopped before the kill",
-                handles.len() - running
-            );
-        }
-        s.sigkill();
-        for h in handles {
-            events.extend(h.join().expect("client thread panicked"));
-        }
-        s.restart();
+        let busy = Duration::from_millis(300 + rng.below(1200));
+        common::kill_round(&mut s, round, busy, handles, &mut events);
         for e in &events {
             if let Event::Bad(b) = e {
                 violations.push(format!("round {round}: bad answer: {b}"));

@@ -568,6 +568,58 @@ impl Trace {
     }
 }
 
+/// Calls `f` every 20 ms until it returns `Some`, failing after `timeout`.
+pub fn poll<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "{what}: not within {timeout:?}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Whether a model test restarts the server before operation `op` of `ops`, and how
+/// (`Some(true)`: SIGKILL, `Some(false)`: SIGTERM): at a third (kill) and two thirds (clean
+/// stop) of the run, and about once in `one_in` operations besides, either way.
+pub fn restart_due(rng: &mut Rng, op: u64, ops: u64, one_in: u64) -> Option<bool> {
+    if op == ops / 3 {
+        Some(true)
+    } else if op == 2 * ops / 3 {
+        Some(false)
+    } else if rng.below(one_in) == 0 {
+        Some(rng.chance(50))
+    } else {
+        None
+    }
+}
+
+/// Lets the client threads of a crash-test round run for `busy`, SIGKILLs the server, gathers
+/// what the threads saw into `events`, and restarts the server.
+pub fn kill_round<E>(
+    s: &mut Server,
+    round: usize,
+    busy: Duration,
+    handles: Vec<std::thread::JoinHandle<Vec<E>>>,
+    events: &mut Vec<E>,
+) {
+    std::thread::sleep(busy);
+    let running = handles.iter().filter(|h| !h.is_finished()).count();
+    if running < handles.len() {
+        // Only a contract breach stops a thread early; the test reports it.
+        eprintln!(
+            "round {round}: {} client threads stopped before the kill",
+            handles.len() - running
+        );
+    }
+    s.sigkill();
+    for h in handles {
+        events.extend(h.join().expect("client thread panicked"));
+    }
+    s.restart();
+}
+
 /// A run-size or seed setting from the environment (`FLO_MODEL_OPS`, `FLO_*_SEED`, ...):
 /// `default` when unset; a value that is not a number stops the test instead of being ignored.
 pub fn env_u64(name: &str, default: u64) -> u64 {
