@@ -49,6 +49,7 @@ pub struct Config {
     pub log: LogConfig,
     pub limits: LimitsConfig,
     pub queue: QueueSection,
+    pub ts: TsSection,
     pub auth: AuthConfig,
     pub logging: LoggingConfig,
 }
@@ -67,6 +68,22 @@ impl Default for QueueSection {
         QueueSection {
             max_deliveries: 5,
             dedup_window_ms: 300_000,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct TsSection {
+    /// A series' head not full after this long (since its first point arrived) is cut into a
+    /// chunk anyway.
+    pub head_age_ms: u64,
+}
+
+impl Default for TsSection {
+    fn default() -> Self {
+        TsSection {
+            head_age_ms: crate::ts::series::HEAD_AGE_MS,
         }
     }
 }
@@ -199,6 +216,7 @@ impl Default for Config {
             log: LogConfig::default(),
             limits: LimitsConfig::default(),
             queue: QueueSection::default(),
+            ts: TsSection::default(),
             auth: AuthConfig::default(),
             logging: LoggingConfig::default(),
         }
@@ -415,6 +433,9 @@ impl Config {
                 "log.batch_max_bytes",
                 "must be at least 4096 and at most a quarter of log.segment_bytes",
             ));
+        }
+        if !(1_000..=86_400_000).contains(&self.ts.head_age_ms) {
+            return Err(err("ts.head_age_ms", "must be in 1000..=86400000"));
         }
         if !(1..=1000).contains(&self.queue.max_deliveries) {
             return Err(err("queue.max_deliveries", "must be in 1..=1000"));

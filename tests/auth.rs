@@ -3,8 +3,8 @@
 //! Covers: auth off (nothing needs a header), tokens from `FLO_AUTH_TOKENS` and from
 //! `[auth] token_sha256`, the 401/403 error shapes, `/health` staying public, the metrics port
 //! taking the same tokens, `auth_failures_total`, scoped tokens (`read_only`, `namespaces`) on
-//! every kind of route (unbuilt primitive routes answer 501 `not_implemented` once auth and scope
-//! pass, so 501 means "allowed" and 403 means "refused"), the InfluxDB write paths, and the
+//! every kind of route (once auth and scope pass, the handler answers — a success or its own
+//! 4xx — so anything but 401/403 means "allowed"), the InfluxDB write paths, and the
 //! same token getting the same answer from every shard.
 
 mod common;
@@ -143,7 +143,7 @@ fn assert_forbidden(r: &Response, what: &str) {
 }
 
 /// The route's auth and scope checks passed: the answer is the handler's own (a success, or an
-/// error of the handler such as 404, 400 or 501 for routes not built yet), never 401 or 403.
+/// error of the handler such as 404 or 400), never 401 or 403.
 #[track_caller]
 fn assert_allowed(r: &Response, what: &str) {
     assert!(r.status != 401 && r.status != 403, "{what}: refused: {}", r.text());
@@ -153,9 +153,9 @@ fn assert_allowed(r: &Response, what: &str) {
 }
 
 /// Requests (method, path, body) on routes of every primitive, `{ns}` standing for the
-/// namespace (KV answers for real; routes not built yet answer 501). Reads for a read-only
+/// namespace. Reads for a read-only
 /// token.
-const UNBUILT_READS: &[(&str, &str, &str)] = &[
+const ROUTE_READS: &[(&str, &str, &str)] = &[
     ("GET", "/api/v1/kv/{ns}/k", ""),
     ("GET", "/api/v1/kv/{ns}", ""),
     ("GET", "/api/v1/queue/{ns}/jobs/stats", ""),
@@ -167,8 +167,8 @@ const UNBUILT_READS: &[(&str, &str, &str)] = &[
     ("POST", "/api/v1/ts/{ns}/query", r#"{"query":"x"}"#),
 ];
 
-/// Like [`UNBUILT_READS`], but writes (a dequeue leases, so it is one).
-const UNBUILT_WRITES: &[(&str, &str, &str)] = &[
+/// Like [`ROUTE_READS`], but writes (a dequeue leases, so it is one).
+const ROUTE_WRITES: &[(&str, &str, &str)] = &[
     ("PUT", "/api/v1/kv/{ns}/k", r#"{"value":"dg=="}"#),
     ("DELETE", "/api/v1/kv/{ns}/k", ""),
     ("POST", "/api/v1/queue/{ns}/jobs/enqueue", r#"{"payload":"p"}"#),
@@ -188,7 +188,7 @@ const UNBUILT_WRITES: &[(&str, &str, &str)] = &[
 
 /// Every unbuilt route, reads then writes.
 fn unbuilt_routes() -> impl Iterator<Item = &'static (&'static str, &'static str, &'static str)> {
-    UNBUILT_READS.iter().chain(UNBUILT_WRITES)
+    ROUTE_READS.iter().chain(ROUTE_WRITES)
 }
 
 /// `path` with `{ns}` replaced by `namespace`.
@@ -243,7 +243,7 @@ fn env_tokens_guard_api_and_metrics_port() {
         assert_unauthorized(&server.get(path), &format!("GET {path} without a token"));
         failures += 1;
     }
-    for &(method, path, body) in UNBUILT_WRITES {
+    for &(method, path, body) in ROUTE_WRITES {
         let path = at(path, "default");
         let what = format!("{method} {path} without a token");
         assert_unauthorized(&call(&server, method, &path, None, body), &what);
@@ -385,12 +385,12 @@ fn read_only_token_reads_but_never_writes() {
     let server = start_scoped(2);
     // Without `namespaces`, a read-only token reads every namespace.
     for namespace in ["app", "other"] {
-        for &(method, path, body) in UNBUILT_READS {
+        for &(method, path, body) in ROUTE_READS {
             let path = at(path, namespace);
             let what = format!("{method} {path} read-only");
             assert_allowed(&call(&server, method, &path, Some(READER), body), &what);
         }
-        for &(method, path, body) in UNBUILT_WRITES {
+        for &(method, path, body) in ROUTE_WRITES {
             let path = at(path, namespace);
             let r = call(&server, method, &path, Some(READER), body);
             assert_forbidden(&r, &format!("{method} {path} read-only"));

@@ -106,10 +106,11 @@ fn unknown_routes_and_wrong_methods() {
     let r = s.get("/api/v1/stream/default/..%2F..%2Fetc");
     assert_eq!(r.status, 400);
 
-    // A primitive route that is not built yet says so, in the error model.
-    let r = s.post_json("/api/v1/ts/default/query", r#"{"query":"cpu[1h]"}"#);
-    assert_eq!(r.status, 501);
-    assert_eq!(r.json()["error"], "not_implemented");
+    // A handler's own 400 carries its details in the error model.
+    let r = s.post_json("/api/v1/ts/default/query", r#"{"query":"cpu[1h"}"#);
+    assert_eq!(r.status, 400);
+    assert_eq!(r.json()["error"], "bad_request");
+    assert_eq!(r.json()["details"]["position"], 6, "the end of the query");
 }
 
 #[test]

@@ -9,6 +9,11 @@ use crate::http::Response;
 #[derive(Clone, Debug, PartialEq)]
 pub enum ApiError {
     BadRequest(String),
+    /// 400 with `details` (the line of bad line protocol, the position in a query).
+    Invalid {
+        message: String,
+        details: Value,
+    },
     Unauthorized,
     Forbidden(String),
     NotFound(String),
@@ -27,14 +32,12 @@ pub enum ApiError {
     Overloaded(String),
     Internal(String),
     Unavailable(String),
-    /// The route exists in the contract; the capability behind it has not been built yet.
-    NotImplemented(&'static str),
 }
 
 impl ApiError {
     pub fn status(&self) -> u16 {
         match self {
-            ApiError::BadRequest(_) => 400,
+            ApiError::BadRequest(_) | ApiError::Invalid { .. } => 400,
             ApiError::Unauthorized => 401,
             ApiError::Forbidden(_) => 403,
             ApiError::NotFound(_) | ApiError::KeyNotFound { .. } => 404,
@@ -43,14 +46,13 @@ impl ApiError {
             ApiError::PayloadTooLarge(_) => 413,
             ApiError::Overloaded(_) => 429,
             ApiError::Internal(_) => 500,
-            ApiError::NotImplemented(_) => 501,
             ApiError::Unavailable(_) => 503,
         }
     }
 
     pub fn code(&self) -> &'static str {
         match self {
-            ApiError::BadRequest(_) => "bad_request",
+            ApiError::BadRequest(_) | ApiError::Invalid { .. } => "bad_request",
             ApiError::Unauthorized => "unauthorized",
             ApiError::Forbidden(_) => "forbidden",
             ApiError::NotFound(_) | ApiError::KeyNotFound { .. } => "not_found",
@@ -59,7 +61,6 @@ impl ApiError {
             ApiError::PayloadTooLarge(_) => "payload_too_large",
             ApiError::Overloaded(_) => "overloaded",
             ApiError::Internal(_) => "internal",
-            ApiError::NotImplemented(_) => "not_implemented",
             ApiError::Unavailable(_) => "unavailable",
         }
     }
@@ -72,12 +73,12 @@ impl ApiError {
             | ApiError::PayloadTooLarge(m)
             | ApiError::Overloaded(m)
             | ApiError::Internal(m)
-            | ApiError::Unavailable(m) => m.clone(),
+            | ApiError::Unavailable(m)
+            | ApiError::Invalid { message: m, .. } => m.clone(),
             ApiError::Unauthorized => "missing or invalid bearer token".into(),
             ApiError::KeyNotFound { key } => format!("key {key:?} not found"),
             ApiError::MethodNotAllowed { allow } => format!("method not allowed here (allowed: {allow})"),
             ApiError::Conflict { message, .. } => message.clone(),
-            ApiError::NotImplemented(what) => format!("{what} is not available in this version of flo"),
         }
     }
 
@@ -85,7 +86,11 @@ impl ApiError {
         let mut body = Map::new();
         body.insert("error".into(), Value::from(self.code()));
         body.insert("message".into(), Value::from(self.message()));
-        body.insert("details".into(), json!({}));
+        let details = match self {
+            ApiError::Invalid { details, .. } => details.clone(),
+            _ => json!({}),
+        };
+        body.insert("details".into(), details);
         match self {
             ApiError::KeyNotFound { key } => {
                 body.insert("key".into(), Value::from(key.as_str()));
@@ -122,7 +127,10 @@ mod tests {
             ApiError::MethodNotAllowed { allow: "GET" },
             ApiError::Overloaded("x".into()),
             ApiError::Unavailable("x".into()),
-            ApiError::NotImplemented("KV"),
+            ApiError::Invalid {
+                message: "x".into(),
+                details: json!({"line": 1}),
+            },
         ] {
             let r = e.to_response();
             let v: Value = serde_json::from_slice(&r.body).unwrap();

@@ -15,6 +15,7 @@ pub mod queue;
 pub mod router;
 pub mod server_info;
 pub mod stream;
+pub mod ts;
 
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
@@ -57,7 +58,8 @@ impl Api {
                 | Endpoint::QueueList
                 | Endpoint::Stream(_)
                 | Endpoint::StreamList
-                | Endpoint::Unbuilt(_)
+                | Endpoint::Ts(_)
+                | Endpoint::TsList
         );
         if needs_data && shard.node.phase.get() == crate::server::shutdown::Phase::Starting {
             return Err(ApiError::Unavailable(
@@ -96,13 +98,24 @@ impl Api {
                 stream::handle(shard, ns, s, group, op, req.method, req.query, req.body).await
             }
             Endpoint::StreamList => stream::list(shard, route.namespace.as_deref().unwrap_or("")).await,
+            Endpoint::Ts(op) => {
+                let ns = route.namespace.as_deref().unwrap_or("");
+                let m = route.key.as_deref().unwrap_or("");
+                match op {
+                    "write" => ts::write(shard, ns, req.query, req.body, false).await,
+                    "influx" => ts::write(shard, ns, req.query, req.body, true).await,
+                    "query" => ts::query(shard, ns, req.body).await,
+                    "series" => ts::series(shard, ns, m).await,
+                    _ => ts::retention(shard, ns, m, req.body).await,
+                }
+            }
+            Endpoint::TsList => ts::list(shard, route.namespace.as_deref().unwrap_or("")).await,
             Endpoint::Options => Ok(Response {
                 status: 204,
                 content_type: crate::http::response::TEXT,
                 headers: vec![("Allow", route.allow.to_string())],
                 body: Vec::new(),
             }),
-            Endpoint::Unbuilt(what) => Err(ApiError::NotImplemented(what)),
         }
     }
 

@@ -67,6 +67,8 @@ pub async fn list(shard: &Shard, access: &Access<'_>) -> Result<Response, ApiErr
     let mut kv_keys: std::collections::HashMap<String, u64> = std::collections::HashMap::new();
     let mut queues: std::collections::HashMap<String, u64> = std::collections::HashMap::new();
     let mut streams: std::collections::HashMap<String, u64> = std::collections::HashMap::new();
+    // A measurement's series may live on several shards: count names once.
+    let mut measurements: std::collections::HashSet<(String, String)> = std::collections::HashSet::new();
     for r in replies {
         match r {
             Reply::Namespaces {
@@ -74,8 +76,10 @@ pub async fn list(shard: &Shard, access: &Access<'_>) -> Result<Response, ApiErr
                 kv_keys: k,
                 queues: q,
                 streams: s,
+                measurements: m,
             } => {
                 records.extend(list);
+                measurements.extend(m);
                 for (counts, into) in [(k, &mut kv_keys), (q, &mut queues), (s, &mut streams)] {
                     for (ns, n) in counts {
                         *into.entry(ns).or_default() += n;
@@ -96,7 +100,7 @@ pub async fn list(shard: &Shard, access: &Access<'_>) -> Result<Response, ApiErr
                 "kv_keys": kv_keys.get(&r.name).copied().unwrap_or(0),
                 "queues": queues.get(&r.name).copied().unwrap_or(0),
                 "streams": streams.get(&r.name).copied().unwrap_or(0),
-                "measurements": 0,
+                "measurements": measurements.iter().filter(|(ns, _)| *ns == r.name).count(),
             })
         })
         .collect();

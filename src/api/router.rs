@@ -34,10 +34,13 @@ pub enum Endpoint {
     Stream(&'static str),
     /// `/api/v1/stream/:namespace`.
     StreamList,
+    /// `/api/v1/ts/:namespace/<op>`: `write`, `query`, `series` (`:measurement/series`),
+    /// `retention` (`:measurement/retention`); `influx` for `/write` and `/api/v2/write`.
+    Ts(&'static str),
+    /// `/api/v1/ts/:namespace`: the measurements.
+    TsList,
     /// `OPTIONS` on a known path (or `OPTIONS *`).
     Options,
-    /// A route of a primitive whose handlers are not built yet; the name says which.
-    Unbuilt(&'static str),
 }
 
 /// A routed request.
@@ -185,25 +188,30 @@ pub fn route<'a>(method: &str, raw_path: &'a str, query: &'a str) -> Result<Rout
                 [(Some(*s), "stream"), (Some(*g), "group")],
                 Some(*s),
             ),
-            ["api", "v1", "ts", ns] => (GET, Endpoint::Unbuilt("time series"), Some(*ns), none, None),
-            ["api", "v1", "ts", ns, "write" | "query"] => {
-                (POST, Endpoint::Unbuilt("time series"), Some(*ns), none, None)
-            }
+            ["api", "v1", "ts", ns] => (GET, Endpoint::TsList, Some(*ns), none, None),
+            ["api", "v1", "ts", ns, op @ ("write" | "query")] => (
+                POST,
+                Endpoint::Ts(if *op == "write" { "write" } else { "query" }),
+                Some(*ns),
+                none,
+                None,
+            ),
             ["api", "v1", "ts", ns, m, op] => {
-                let allow = match *op {
-                    "series" => GET,
-                    "retention" => PUT,
+                let (allow, op) = match *op {
+                    "series" => (GET, "series"),
+                    "retention" => (PUT, "retention"),
                     _ => return Err(not_found()),
                 };
                 (
                     allow,
-                    Endpoint::Unbuilt("time series"),
+                    Endpoint::Ts(op),
                     Some(*ns),
-                    [(Some(*m), "measurement"), (None, "")],
-                    None,
+                    none,
+                    // A measurement follows line-protocol rules, not the names' pattern.
+                    Some(*m),
                 )
             }
-            ["write"] | ["api", "v2", "write"] => (POST, Endpoint::Unbuilt("time series"), None, none, None),
+            ["write"] | ["api", "v2", "write"] => (POST, Endpoint::Ts("influx"), None, none, None),
             _ => return Err(not_found()),
         };
 

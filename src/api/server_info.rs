@@ -85,6 +85,9 @@ struct ShardRow {
     queue_messages: u64,
     /// Stream records retained.
     stream_records: u64,
+    /// Time series held and their stored samples.
+    ts_series: u64,
+    ts_samples: u64,
 }
 
 #[derive(Serialize)]
@@ -124,6 +127,8 @@ pub fn metrics(shard: &Shard) -> Response {
             log_dead_bytes: m.log_dead_bytes.load(Relaxed),
             queue_messages: m.queue_messages.load(Relaxed),
             stream_records: m.stream_records.load(Relaxed),
+            ts_series: m.ts_series.load(Relaxed),
+            ts_samples: m.ts_samples.load(Relaxed),
             log_entries_total: node.log_metrics[id].entries_total.get(),
             log_bytes_total: node.log_metrics[id].bytes_total.get(),
             log_batches_total: node.log_metrics[id].batches_total.get(),
@@ -189,6 +194,7 @@ mod tests {
             queue_watch: crate::kv::watch::Watchers::new(10),
             streams: RefCell::default(),
             stream_watch: crate::kv::watch::Watchers::new(10),
+            ts: RefCell::default(),
             namespaces_known: RefCell::default(),
         }
     }

@@ -79,6 +79,9 @@ pub struct BenchArgs {
     /// InfluxDB, or Flo's compatible endpoint, with the same data).
     #[arg(long)]
     pub influx: bool,
+    /// ts-query: the query sent, FloQL (or InfluxQL with `--influx`, sent to `/query?db=`).
+    #[arg(long, default_value = "cpu[1h] | avg(5m)")]
+    pub query: String,
     /// Bearer token sent as `Authorization: Bearer <token>`.
     #[arg(long, env = "FLO_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
@@ -185,6 +188,7 @@ fn execute(args: &BenchArgs) -> Result<Summary, String> {
             batch: args.batch as usize,
             connections,
             influx: args.influx,
+            query: args.query.clone(),
         }),
         measure_start,
         deadline,

@@ -33,6 +33,10 @@
 //! the hosts, advancing its clock once all of them have a point. With `--influx` it posts to
 //! `/write?db=<namespace>&precision=ms` (InfluxDB, or Flo's compatible endpoint).
 //!
+//! `ts-query` sends `--query` again and again: FloQL to `/api/v1/ts/<namespace>/query`, or with
+//! `--influx` InfluxQL to InfluxDB's `/query?db=<namespace>&epoch=ms`; answers are counted by
+//! status only (latency is the figure).
+//!
 //! Adding a workload means adding a
 //! [`WorkloadKind`] variant, its `name`, whether it varies per request
 //! ([`Workload::varies_per_request`]) and a `build` arm. A workload whose
@@ -70,6 +74,8 @@ pub enum WorkloadKind {
     StreamRead,
     /// Line-protocol writes of TSBS-like cpu data, `--batch` lines a request.
     TsIngest,
+    /// The same `--query` again and again (FloQL, or InfluxQL with `--influx`).
+    TsQuery,
 }
 
 impl WorkloadKind {
@@ -87,6 +93,7 @@ impl WorkloadKind {
             WorkloadKind::StreamAppend => "stream-append",
             WorkloadKind::StreamRead => "stream-read",
             WorkloadKind::TsIngest => "ts-ingest",
+            WorkloadKind::TsQuery => "ts-query",
         }
     }
 }
@@ -157,8 +164,10 @@ pub struct KvOptions {
     /// Messages per dequeue (and so per ack) of `queue-consume`; records per request of the
     /// stream workloads; lines per request of `ts-ingest`.
     pub batch: usize,
-    /// `ts-ingest`: post to InfluxDB's `/write` path.
+    /// `ts-ingest`: post to InfluxDB's `/write` path; `ts-query`: InfluxQL to `/query`.
     pub influx: bool,
+    /// `ts-query`: the query.
+    pub query: String,
 }
 
 impl Default for KvOptions {
@@ -170,6 +179,7 @@ impl Default for KvOptions {
             connections: 64,
             batch: DEFAULT_BATCH,
             influx: false,
+            query: String::new(),
         }
     }
 }
@@ -194,6 +204,8 @@ struct KvTarget {
     /// Lines per request of `ts-ingest`.
     lines: usize,
     influx: bool,
+    /// `ts-query`: the JSON body (FloQL), or the URL-encoded InfluxQL.
+    query: Vec<u8>,
 }
 
 impl KvTarget {
@@ -228,6 +240,11 @@ impl KvTarget {
             batch,
             lines: options.batch.max(1),
             influx: options.influx,
+            query: if options.influx {
+                url_encode(&options.query).into_bytes()
+            } else {
+                serde_json::json!({ "query": options.query }).to_string().into_bytes()
+            },
         }
     }
 
@@ -272,7 +289,7 @@ impl Workload {
         match self.kind {
             WorkloadKind::Status | WorkloadKind::Health => false,
             WorkloadKind::KvPut | WorkloadKind::KvGet | WorkloadKind::KvMixed => true,
-            WorkloadKind::QueueProduce | WorkloadKind::StreamAppend => false,
+            WorkloadKind::QueueProduce | WorkloadKind::StreamAppend | WorkloadKind::TsQuery => false,
             WorkloadKind::QueueConsume
             | WorkloadKind::QueuePipeline
             | WorkloadKind::StreamRead
@@ -428,6 +445,17 @@ impl Workload {
                 let path = format_args!("/api/v1/queue/{}/bench/enqueue", self.kv.namespace);
                 self.write_head_and_body(&mut out.wire, "POST", path, &self.kv.enqueue_body)
             }
+            WorkloadKind::TsQuery => {
+                let ns = &self.kv.namespace;
+                if self.kv.influx {
+                    let q = String::from_utf8_lossy(&self.kv.query);
+                    let path = format_args!("/query?db={ns}&epoch=ms&q={q}");
+                    self.write_head_and_body(&mut out.wire, "GET", path, &[])
+                } else {
+                    let path = format_args!("/api/v1/ts/{ns}/query");
+                    self.write_head_and_body(&mut out.wire, "POST", path, &self.kv.query)
+                }
+            }
             WorkloadKind::QueueConsume
             | WorkloadKind::QueuePipeline
             | WorkloadKind::StreamAppend
@@ -474,6 +502,19 @@ impl Workload {
         wire.extend_from_slice(b"\r\n");
         wire.extend_from_slice(body);
     }
+}
+
+/// Percent-encodes everything but unreserved characters (RFC 3986), for a query parameter.
+fn url_encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() * 3);
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
 }
 
 /// Where a stateful connection is: the next step of the queue pipeline and the sequence

@@ -88,6 +88,12 @@ pub struct Ticket {
     signal: Rc<BatchSignal>,
 }
 
+impl std::fmt::Debug for Ticket {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Ticket").field("lsn", &self.lsn).finish_non_exhaustive()
+    }
+}
+
 impl Ticket {
     /// The entry's position once its batch is durable (or the error that failed the log);
     /// `None` while the batch is in flight.

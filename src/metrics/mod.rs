@@ -41,6 +41,9 @@ pub struct ShardMetrics {
     pub queue_messages: AtomicU64,
     /// Stream records retained, as of the last stream timer tick.
     pub stream_records: AtomicU64,
+    /// Time series held, and their stored samples, as of the last time-series timer tick.
+    pub ts_series: AtomicU64,
+    pub ts_samples: AtomicU64,
     /// Responses by status class: index 0 = 1xx .. 4 = 5xx.
     pub responses_by_class: [AtomicU64; 5],
     window: RateWindow,

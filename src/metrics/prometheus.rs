@@ -158,6 +158,22 @@ pub fn render(node: &Node) -> String {
         "gauge",
         |m| m.stream_records.load(Relaxed),
     );
+    per_shard(
+        &mut out,
+        node,
+        "flo_ts_series",
+        "Time series held (measurement + tags + field).",
+        "gauge",
+        |m| m.ts_series.load(Relaxed),
+    );
+    per_shard(
+        &mut out,
+        node,
+        "flo_ts_samples",
+        "Time-series samples stored, in chunks and heads.",
+        "gauge",
+        |m| m.ts_samples.load(Relaxed),
+    );
     log_metrics(&mut out, node);
     header(
         &mut out,

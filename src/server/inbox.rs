@@ -24,6 +24,7 @@ pub enum Command {
     Kv(crate::kv::exec::KvCmd),
     Queue(crate::queue::exec::QueueCmd),
     Stream(crate::stream::exec::StreamCmd),
+    Ts(crate::ts::exec::TsCmd),
     /// Stop: close the listener, let in-flight requests finish.
     Stop,
 }
@@ -42,10 +43,13 @@ pub enum Reply {
         kv_keys: Vec<(String, u64)>,
         queues: Vec<(String, u64)>,
         streams: Vec<(String, u64)>,
+        /// (namespace, measurement) of the series this shard holds.
+        measurements: Vec<(String, String)>,
     },
     Kv(crate::kv::exec::KvReply),
     Queue(crate::queue::exec::QueueReply),
     Stream(crate::stream::exec::StreamReply),
+    Ts(crate::ts::exec::TsReply),
     Stopping,
 }
 
@@ -94,6 +98,15 @@ impl Inbox {
         Ok(rx)
     }
 
+    /// Sends without a reply, waiting while the inbox is full (for messages that must arrive,
+    /// such as a multi-part write's commit or abort).
+    pub async fn send(&self, command: Command) -> Result<(), ForwardError> {
+        self.tx
+            .send(Envelope { command, reply: None })
+            .await
+            .map_err(|_| ForwardError::Closed)
+    }
+
     /// Sends without waiting for room or a reply, from a thread outside the runtimes (the
     /// signal thread). Blocks while the inbox is full.
     pub fn send_blocking(&self, command: Command) -> Result<(), ForwardError> {
@@ -121,6 +134,7 @@ mod tests {
                 kv_keys: vec![],
                 queues: vec![],
                 streams: vec![],
+                measurements: vec![],
             })
             .unwrap();
         assert!(inbox.forward(Command::ListNamespaces).is_ok());

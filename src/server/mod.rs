@@ -50,6 +50,10 @@ pub struct Node {
     pub log_metrics: Box<[Arc<LogMetrics>]>,
     /// Recovery cuts the log at corruption instead of refusing to start.
     pub repair: bool,
+    /// Multi-part time-series writes committed, not yet in every owner's heads.
+    pub ts_commits: crate::ts::commit::CommitTable,
+    /// How the shards settle pending multi-part writes after recovery.
+    pub ts_recovery: crate::ts::commit::RecoveryExchange,
 }
 
 impl Node {
@@ -79,6 +83,8 @@ impl Node {
             drained: AtomicUsize::new(0),
             log_metrics: (0..shards).map(|_| Arc::new(LogMetrics::default())).collect(),
             repair: false,
+            ts_commits: Default::default(),
+            ts_recovery: Default::default(),
             config,
         };
         (node, receivers)

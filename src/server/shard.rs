@@ -59,6 +59,8 @@ pub struct Shard {
     pub streams: RefCell<crate::stream::state::StreamStore>,
     /// Readers long-polling streams of this shard.
     pub stream_watch: crate::kv::watch::Watchers,
+    /// The time series this shard owns.
+    pub ts: RefCell<crate::ts::series::SeriesStore>,
     /// Namespaces whose record is known to exist (so a first write need not ask again).
     pub namespaces_known: RefCell<std::collections::HashSet<String>>,
 }
@@ -90,6 +92,7 @@ impl Shard {
                 kv_keys: self.kv.borrow().key_counts(crate::metrics::now_ms()),
                 queues: self.queues.borrow().counts().into_iter().collect(),
                 streams: self.streams.borrow().counts().into_iter().collect(),
+                measurements: self.ts.borrow().measurement_names(),
             },
             Command::Queue(cmd) => match crate::queue::exec::execute(self, cmd).await {
                 Ok(r) => Reply::Queue(r),
@@ -97,6 +100,10 @@ impl Shard {
             },
             Command::Stream(cmd) => match crate::stream::exec::execute(self, cmd).await {
                 Ok(r) => Reply::Stream(r),
+                Err(e) => Reply::Failed(e),
+            },
+            Command::Ts(cmd) => match crate::ts::exec::execute(self, cmd).await {
+                Ok(r) => Reply::Ts(r),
                 Err(e) => Reply::Failed(e),
             },
             Command::Kv(cmd) => match crate::kv::exec::execute(self, cmd).await {
@@ -180,6 +187,7 @@ impl Shard {
             _ if self.kv.borrow_mut().replay(entry, at)? => Ok(()),
             _ if self.queues.borrow_mut().replay(entry, at)? => Ok(()),
             _ if self.streams.borrow_mut().replay(entry, at)? => Ok(()),
+            _ if crate::ts::exec::replay(&mut self.ts.borrow_mut(), entry, at)? => Ok(()),
             t => Err(format!(
                 "entry type {t} at LSN {} is unknown (written by a newer flo?)",
                 entry.lsn
@@ -229,7 +237,7 @@ impl Shard {
         }
     }
 
-    fn forward(&self, shard: usize, command: Command) -> Result<oneshot::Receiver<Reply>, ApiError> {
+    pub fn forward(&self, shard: usize, command: Command) -> Result<oneshot::Receiver<Reply>, ApiError> {
         let metrics = &self.node.metrics[self.id];
         metrics.forwarded_total.fetch_add(1, Relaxed);
         self.node.inboxes[shard].forward(command).map_err(|e| match e {
@@ -325,6 +333,7 @@ pub fn run(id: usize, node: Arc<Node>, inbox: async_channel::Receiver<Envelope>,
             queue_watch: crate::kv::watch::Watchers::new(node.config.limits.max_waiters_per_shard),
             streams: RefCell::default(),
             stream_watch: crate::kv::watch::Watchers::new(node.config.limits.max_waiters_per_shard),
+            ts: RefCell::default(),
             namespaces_known: RefCell::default(),
         });
         if node.partitioner.namespace_shard(DEFAULT_NAMESPACE) == id {
@@ -345,6 +354,7 @@ pub fn run(id: usize, node: Arc<Node>, inbox: async_channel::Receiver<Envelope>,
             shard.clone(),
             Duration::from_millis(STREAM_TICK_MS),
         ));
+        monoio::spawn(crate::ts::exec::timer(shard.clone(), Duration::from_millis(TS_TICK_MS)));
         if let Some(l) = metrics_listener {
             monoio::spawn(accept_metrics(shard.clone(), l));
         }
@@ -361,6 +371,18 @@ pub fn run(id: usize, node: Arc<Node>, inbox: async_channel::Receiver<Envelope>,
             }
             Err(e) => {
                 let _ = ready.send(Err(format!("shard {id}: {e}")));
+                return;
+            }
+        };
+        // Multi-part time-series writes pending at the last stop are settled with the other
+        // shards before anything is served.
+        let flusher = match crate::ts::exec::resolve_pending(&shard).await {
+            Ok(()) => flusher,
+            Err(e) => {
+                let _ = ready.send(Err(format!(
+                    "shard {id}: cannot settle pending time-series writes: {}",
+                    e.message()
+                )));
                 return;
             }
         };
@@ -526,6 +548,8 @@ const KV_SWEEP_BUDGET: usize = 20_000;
 const QUEUE_TICK_MS: u64 = 10;
 /// How often the stream timer enforces retention.
 const STREAM_TICK_MS: u64 = 100;
+/// How often the time-series timer cuts aged heads, places chunks and enforces retention.
+const TS_TICK_MS: u64 = 1000;
 
 /// Frees the memory of expired and deleted keys a little at a time, once a second.
 async fn sweep_kv(shard: Rc<Shard>) {
@@ -540,7 +564,8 @@ async fn sweep_kv(shard: Rc<Shard>) {
         let m = &shard.node.metrics[shard.id];
         m.kv_slots.store(kv.slot_count(), Relaxed);
         m.kv_index_bytes.store(kv.index_bytes(), Relaxed);
-        let others = shard.queues.borrow().dead_bytes() + shard.streams.borrow().dead_bytes();
+        let others =
+            shard.queues.borrow().dead_bytes() + shard.streams.borrow().dead_bytes() + shard.ts.borrow().dead_bytes();
         m.log_dead_bytes
             .store(kv.dead_bytes().map(|(_, d)| d).sum::<u64>() + others, Relaxed);
         if let Some(log) = shard.log.get() {

@@ -9,6 +9,7 @@ pub const ENTRY_TS_ABORT: u16 = 401;
 pub const ENTRY_TS_CHUNK: u16 = 402;
 pub const ENTRY_TS_RETENTION: u16 = 403;
 pub const ENTRY_TS_DROP: u16 = 404;
+pub const ENTRY_TS_COMMIT: u16 = 405;
 
 /// Chunk kinds of `TS_CHUNK`.
 pub const CHUNK_IN_ORDER: u8 = 0;
@@ -151,12 +152,6 @@ pub fn decode_points(b: &[u8]) -> Result<Points<'_>, String> {
             .map(|_| r.u16().map(|v| v as u16))
             .collect::<Result<_, _>>()?,
     };
-    let mut seen = participants.clone();
-    seen.sort_unstable();
-    seen.dedup();
-    if seen.len() != participants.len() {
-        return Err("a shard takes part twice".into());
-    }
     let new_count = r.u32()? as usize;
     let mut new_series = Vec::with_capacity(new_count.min(b.len() / 12));
     for _ in 0..new_count {
@@ -207,8 +202,9 @@ pub fn decode_points(b: &[u8]) -> Result<Points<'_>, String> {
     })
 }
 
+/// `TS_ABORT` and `TS_COMMIT` have the same body: the namespace and the batch id.
 pub fn encode_abort(ns: &str, batch_id: u64) -> Vec<u8> {
-    assert!(batch_id != 0, "only a multi-part write is aborted");
+    assert!(batch_id != 0, "only a multi-part write is aborted or committed");
     let mut b = Vec::with_capacity(12 + ns.len());
     put_head(&mut b, ns);
     b.extend_from_slice(&batch_id.to_le_bytes());
@@ -221,7 +217,7 @@ pub fn decode_abort(b: &[u8]) -> Result<(&str, u64), String> {
     let id = r.u64()?;
     r.done()?;
     if id == 0 {
-        return Err("abort of batch 0".into());
+        return Err("abort or commit of batch 0".into());
     }
     Ok((ns, id))
 }
@@ -360,9 +356,12 @@ mod tests {
         let mut gap = series();
         gap[1].id = 9;
         assert!(decode_points(&encode_points("a", 0, &[], &gap, &pts)).is_err());
-        assert!(
-            decode_points(&encode_points("a", 5, &[1, 1], &[], &pts)).is_err(),
-            "twice"
+        let two = encode_points("a", 5, &[1, 1], &[], &pts);
+        let two_here = decode_points(&two).unwrap();
+        assert_eq!(
+            two_here.participants,
+            [1, 1],
+            "a shard may hold several parts of a write"
         );
         let mut one_part = encode_points("a", 5, &[1, 2], &[], &pts);
         one_part[13..15].copy_from_slice(&1u16.to_le_bytes());

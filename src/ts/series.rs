@@ -1,7 +1,7 @@
 //! The series one shard owns, as a state machine on its log (`format-spec/ts.md`): the series
 //! registry (ids by canonical key), the tag index, and per series its head, its late head and
-//! the places of its chunks. Not yet wired to the API (issue 7): the write path, the commit
-//! table for multi-part writes and the query executor build on it.
+//! its chunks; multi-part writes held until their commit; which `TS_POINTS` entries still hold
+//! points not yet in a chunk (the rest are dead bytes for compaction).
 //!
 //! Invariants:
 //! * Series ids are 1, 2, 3, ... in the order the log defines them; a canonical key (namespace,
@@ -9,34 +9,74 @@
 //! * A head is sorted by timestamp with no timestamp twice (a repeated one keeps the value
 //!   written last). Every point in a series' head is after `sealed_until`, the last timestamp of
 //!   its newest in-order chunk; points at or before it are in the late head.
-//! * Points of a multi-part write stay out of the heads until the write is committed.
+//! * Points of a multi-part write stay out of the heads until the write is committed
+//!   (`TS_COMMIT`) and are dropped by `TS_ABORT`.
+//! * State changes in log order: the live shard applies an entry when it appends it, replay when
+//!   it reads it, so a chunk always finds the head it was cut from. Readers see only durable
+//!   points: every head point carries its entry's LSN, and a chunk not yet durable keeps its
+//!   points in memory (with their LSNs) until its place is known.
 
 use std::collections::{BTreeMap, HashMap};
 
-use super::entry::{Chunk, NewSeries, Points, CHUNK_IN_ORDER};
+use super::entry::{Chunk, NewSeries, Points, CHUNK_IN_ORDER, CHUNK_LATE};
 use crate::log::places::SegmentTable;
-use crate::log::Position;
+use crate::log::{Position, Ticket};
 
 /// Points a head holds before it is cut into a chunk.
 pub const HEAD_POINTS: usize = 1024;
+/// A head older than this (since its first point arrived) is cut by the shard timer.
+pub const HEAD_AGE_MS: u64 = 10 * 60 * 1000;
+/// Log bytes one not-yet-chunked point takes in a `TS_POINTS` entry (id, time, value).
+pub const POINT_BYTES: u64 = 20;
+
+/// One point of a head, with the LSN of the entry that wrote it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct HeadPoint {
+    pub ts: i64,
+    pub v: f64,
+    pub lsn: u64,
+}
 
 /// A series' newest points, sorted by timestamp, one value per timestamp.
 #[derive(Debug, Default, Clone, PartialEq)]
 pub struct Head {
-    points: Vec<(i64, f64)>,
+    points: Vec<HeadPoint>,
+    /// Wall-clock ms when the first point of the current head arrived (the age timer's).
+    since_ms: u64,
 }
 
 impl Head {
-    /// Adds a point; a timestamp already there takes the new value.
-    pub fn insert(&mut self, ts: i64, v: f64) {
-        match self.points.binary_search_by_key(&ts, |p| p.0) {
-            Ok(i) => self.points[i].1 = v,
-            Err(i) => self.points.insert(i, (ts, v)),
+    /// Adds a point; a timestamp already there takes the new value. Returns the LSN of the
+    /// point replaced.
+    pub fn insert(&mut self, ts: i64, v: f64, lsn: u64, now_ms: u64) -> Option<u64> {
+        if self.points.is_empty() {
+            self.since_ms = now_ms;
+        }
+        // Points mostly arrive in order: look at the end first.
+        if self.points.last().is_none_or(|p| p.ts < ts) {
+            self.points.push(HeadPoint { ts, v, lsn });
+            return None;
+        }
+        match self.points.binary_search_by_key(&ts, |p| p.ts) {
+            Ok(i) => {
+                let old = self.points[i].lsn;
+                self.points[i] = HeadPoint { ts, v, lsn };
+                Some(old)
+            }
+            Err(i) => {
+                self.points.insert(i, HeadPoint { ts, v, lsn });
+                None
+            }
         }
     }
 
-    pub fn points(&self) -> &[(i64, f64)] {
+    pub fn points(&self) -> &[HeadPoint] {
         &self.points
+    }
+
+    /// (timestamp, value) pairs, for encoding and tests.
+    pub fn pairs(&self) -> Vec<(i64, f64)> {
+        self.points.iter().map(|p| (p.ts, p.v)).collect()
     }
 
     pub fn len(&self) -> usize {
@@ -46,18 +86,32 @@ impl Head {
     pub fn is_empty(&self) -> bool {
         self.points.is_empty()
     }
+
+    pub fn since_ms(&self) -> u64 {
+        self.since_ms
+    }
 }
 
-/// Where one of a series' chunks is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Where a chunk's points are.
+#[derive(Debug, Clone)]
+pub enum Stored {
+    /// In the log at this place (`places.rs`): durable, read from the mapped segment.
+    Placed(u64),
+    /// Appended, not yet durable: its points stay here until the ticket resolves.
+    Cut(Ticket, Vec<HeadPoint>),
+}
+
+/// One of a series' chunks.
+#[derive(Debug, Clone)]
 pub struct ChunkRef {
-    /// Place of the `TS_CHUNK` entry (`places.rs`).
-    pub loc: u64,
     pub lsn: u64,
     pub kind: u8,
     pub first_ts: i64,
     pub last_ts: i64,
     pub count: u16,
+    /// Stored bytes of the `TS_CHUNK` entry.
+    pub bytes: u32,
+    pub stored: Stored,
 }
 
 /// One series: measurement + tag set + field, in a namespace.
@@ -71,50 +125,155 @@ pub struct Series {
     pub late: Head,
     /// The last timestamp of the newest in-order chunk.
     pub sealed_until: Option<i64>,
+    /// In LSN order.
     pub chunks: Vec<ChunkRef>,
 }
 
-/// A multi-part write's part, waiting for its commit.
+impl Series {
+    /// Points stored (chunks and heads; a timestamp written twice may count twice).
+    pub fn samples(&self) -> u64 {
+        self.chunks.iter().map(|c| u64::from(c.count)).sum::<u64>() + (self.head.len() + self.late.len()) as u64
+    }
+
+    /// Log bytes its points take now: chunk entries plus not-yet-chunked points.
+    pub fn bytes(&self) -> u64 {
+        self.chunks.iter().map(|c| u64::from(c.bytes)).sum::<u64>()
+            + (self.head.len() + self.late.len()) as u64 * POINT_BYTES
+    }
+}
+
+/// Where a `TS_POINTS` entry is.
+#[derive(Debug, Clone)]
+pub enum EntryAt {
+    Placed(Position),
+    InFlight(Ticket),
+}
+
+/// A `TS_POINTS` entry with points not yet in a chunk.
+#[derive(Debug)]
+struct LiveEntry {
+    at: EntryAt,
+    bytes: u64,
+    remaining: u32,
+}
+
+/// A multi-part write's parts in this shard, waiting for its commit.
 #[derive(Debug)]
 struct PendingPart {
+    namespace: Box<str>,
     participants: Vec<u16>,
-    points: Vec<(u32, i64, f64)>,
+    /// (series, timestamp, value, LSN of the part's entry)
+    points: Vec<(u32, i64, f64, u64)>,
+    parts: u16,
 }
+
+/// The fields of one line key prefix, with their series ids.
+type LineFields = Vec<(Box<str>, u32)>;
 
 /// (namespace, measurement, tag key, tag value) of the tag index.
 type TagKey = (Box<str>, Box<str>, Box<str>, Box<str>);
 
-/// The canonical key of a series.
-pub fn series_key(ns: &str, measurement: &str, tags: &[(&str, &str)], field: &str) -> String {
-    debug_assert!(tags.windows(2).all(|w| w[0].0 < w[1].0), "tags sorted by key");
-    let mut k = String::with_capacity(ns.len() + measurement.len() + field.len() + tags.len() * 16 + 3);
-    for part in [ns, measurement] {
-        k.push_str(part);
-        k.push('\0');
+/// Appends a length-prefixed component to a canonical key.
+fn put_part(k: &mut Vec<u8>, s: &str) {
+    k.extend_from_slice(&(s.len() as u32).to_le_bytes());
+    k.extend_from_slice(s.as_bytes());
+}
+
+/// A fast hash for the registry's keys (multiply-rotate over 8-byte words; the keys are the
+/// server's own, so no flooding defence is needed beyond what the limits give).
+#[derive(Clone, Copy, Default)]
+pub struct FastHash;
+
+impl std::hash::BuildHasher for FastHash {
+    type Hasher = FastHasher;
+    fn build_hasher(&self) -> FastHasher {
+        FastHasher(0x243f_6a88_85a3_08d3)
     }
+}
+
+pub struct FastHasher(u64);
+
+impl std::hash::Hasher for FastHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        const K: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut chunks = bytes.chunks_exact(8);
+        for c in &mut chunks {
+            let w = u64::from_le_bytes(c.try_into().expect("8 bytes"));
+            self.0 = (self.0.rotate_left(5) ^ w).wrapping_mul(K);
+        }
+        let rest = chunks.remainder();
+        if !rest.is_empty() {
+            let mut w = [0u8; 8];
+            w[..rest.len()].copy_from_slice(rest);
+            self.0 = (self.0.rotate_left(5) ^ u64::from_le_bytes(w) ^ (rest.len() as u64) << 56).wrapping_mul(K);
+        }
+    }
+
+    fn finish(&self) -> u64 {
+        // Final avalanche, so the table's low bits depend on every input bit.
+        let mut h = self.0;
+        h ^= h >> 33;
+        h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
+        h ^ (h >> 33)
+    }
+}
+
+/// The key of a line's series up to their field (namespace, measurement, tags sorted by key;
+/// every component length-prefixed, so no two tag sets share one), into `k`.
+pub fn series_key_prefix<'t>(
+    k: &mut Vec<u8>,
+    ns: &str,
+    measurement: &str,
+    tags: impl ExactSizeIterator<Item = (&'t str, &'t str)>,
+) {
+    put_part(k, ns);
+    put_part(k, measurement);
+    k.extend_from_slice(&(tags.len() as u32).to_le_bytes());
     for (tk, tv) in tags {
-        k.push_str(tk);
-        k.push('\u{1}');
-        k.push_str(tv);
-        k.push('\0');
+        put_part(k, tk);
+        put_part(k, tv);
     }
-    k.push('\u{2}');
-    k.push_str(field);
-    k
+}
+
+/// What one measurement holds, for listings.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct MeasurementStats {
+    pub series: u64,
+    pub fields: Vec<String>,
+    pub samples: u64,
+    pub bytes: u64,
 }
 
 /// Every series of a shard.
 #[derive(Debug, Default)]
 pub struct SeriesStore {
     series: Vec<Series>,
-    by_key: HashMap<String, u32>,
+    /// Key prefix of a line (namespace, measurement, tags; [`series_key_prefix`]) → its series'
+    /// fields and ids: one lookup per line, not one per field.
+    by_line: HashMap<Vec<u8>, LineFields, FastHash>,
     /// (namespace, measurement, tag key, tag value) → ids, ascending.
     tag_index: BTreeMap<TagKey, Vec<u32>>,
     /// (namespace, measurement) → ids, ascending.
     measurements: BTreeMap<(Box<str>, Box<str>), Vec<u32>>,
+    /// (namespace, measurement) → retention max age in ms.
+    retention: BTreeMap<(Box<str>, Box<str>), u64>,
     pending: HashMap<u64, PendingPart>,
+    /// Batches whose parts replay saw committed, with how many parts: recovery's answer to
+    /// "does this shard hold its parts of batch b?" once they are no longer pending.
+    committed_seen: HashMap<u64, u16>,
+    entries: HashMap<u64, LiveEntry>,
+    /// Entries wholly chunked before their place was known.
+    dead_in_flight: Vec<(Ticket, u64)>,
+    /// Series with chunks not yet durable.
+    cutting: Vec<u32>,
     pub segments: SegmentTable,
+    dead_bytes: u64,
+    /// Every stored point (chunks and heads), for metrics.
+    samples: u64,
 }
+
+/// The result of applying points: which heads are now full.
+pub type FullHeads = Vec<u32>;
 
 impl SeriesStore {
     /// The id the next new series gets.
@@ -122,8 +281,17 @@ impl SeriesStore {
         self.series.len() as u32 + 1
     }
 
-    pub fn lookup(&self, key: &str) -> Option<u32> {
-        self.by_key.get(key).copied()
+    /// The fields (and their series ids) of a line's key prefix ([`series_key_prefix`]).
+    pub fn line_fields(&self, prefix: &[u8]) -> &[(Box<str>, u32)] {
+        self.by_line.get(prefix).map_or(&[], Vec::as_slice)
+    }
+
+    /// The id of the series of a line's key prefix and a field.
+    pub fn lookup(&self, prefix: &[u8], field: &str) -> Option<u32> {
+        self.line_fields(prefix)
+            .iter()
+            .find(|(f, _)| **f == *field)
+            .map(|(_, id)| *id)
     }
 
     pub fn get(&self, id: u32) -> Option<&Series> {
@@ -151,11 +319,13 @@ impl SeriesStore {
         if s.id != self.next_id() {
             return Err(format!("series {} defined where {} was next", s.id, self.next_id()));
         }
-        let key = series_key(ns, s.measurement, &s.tags, s.field);
-        if self.by_key.contains_key(&key) {
+        let mut prefix = Vec::new();
+        series_key_prefix(&mut prefix, ns, s.measurement, s.tags.iter().copied());
+        let fields = self.by_line.entry(prefix).or_default();
+        if fields.iter().any(|(f, _)| **f == *s.field) {
             return Err(format!("series {} defined twice", s.id));
         }
-        self.by_key.insert(key, s.id);
+        fields.push((s.field.into(), s.id));
         for (k, v) in &s.tags {
             self.tag_index
                 .entry((ns.into(), s.measurement.into(), (*k).into(), (*v).into()))
@@ -179,73 +349,176 @@ impl SeriesStore {
         Ok(())
     }
 
+    /// One point of entry `lsn` is no longer needed (chunked, overwritten or aborted).
+    fn release(&mut self, lsn: u64, points: u32) {
+        let Some(e) = self.entries.get_mut(&lsn) else {
+            debug_assert!(false, "points of entry {lsn} released twice");
+            return;
+        };
+        e.remaining = e.remaining.saturating_sub(points);
+        if e.remaining > 0 {
+            return;
+        }
+        let e = self.entries.remove(&lsn).expect("present");
+        self.dead_bytes += e.bytes;
+        match e.at {
+            EntryAt::Placed(pos) => {
+                let loc = self.segments.loc(&pos);
+                self.segments.mark_dead(loc, e.bytes);
+            }
+            EntryAt::InFlight(t) => self.dead_in_flight.push((t, e.bytes)),
+        }
+    }
+
     /// Puts committed points into the heads; returns the series whose head is now full.
-    fn add(&mut self, ns: &str, points: impl Iterator<Item = (u32, i64, f64)>) -> Result<Vec<u32>, String> {
+    fn add(
+        &mut self,
+        ns: &str,
+        points: impl Iterator<Item = (u32, i64, f64, u64)>,
+        now_ms: u64,
+    ) -> Result<FullHeads, String> {
         let mut full = Vec::new();
-        for (id, ts, v) in points {
+        let mut released = Vec::new();
+        for (id, ts, v, lsn) in points {
             let s = self
                 .get_mut(id)
                 .ok_or_else(|| format!("a point of series {id}, never defined"))?;
             if &*s.namespace != ns {
                 return Err(format!("series {id} is not of namespace {ns:?}"));
             }
-            if s.sealed_until.is_some_and(|t| ts <= t) {
-                s.late.insert(ts, v);
+            let replaced = if s.sealed_until.is_some_and(|t| ts <= t) {
+                s.late.insert(ts, v, lsn, now_ms)
             } else {
-                s.head.insert(ts, v);
+                let r = s.head.insert(ts, v, lsn, now_ms);
                 if s.head.len() == HEAD_POINTS {
                     full.push(id);
                 }
+                r
+            };
+            match replaced {
+                Some(old) => released.push(old),
+                None => self.samples += 1,
             }
+        }
+        for lsn in released {
+            self.release(lsn, 1);
         }
         Ok(full)
     }
 
-    /// Applies a `TS_POINTS` entry: defines its series, and puts its points into the heads (one
-    /// part) or aside until their write commits (several parts). Returns the full heads.
-    pub fn apply_points(&mut self, p: &Points<'_>) -> Result<Vec<u32>, String> {
+    /// Applies a `TS_POINTS` entry at `lsn` (`bytes` stored): defines its series, and puts its
+    /// points into the heads (one part) or aside until their write commits (several parts).
+    /// Returns the full heads.
+    pub fn apply_points(
+        &mut self,
+        p: &Points<'_>,
+        lsn: u64,
+        at: EntryAt,
+        bytes: u64,
+        now_ms: u64,
+    ) -> Result<FullHeads, String> {
         for s in &p.new_series {
             self.define(p.namespace, s)?;
-        }
-        if p.batch_id == 0 {
-            return self.add(p.namespace, p.iter());
-        }
-        if self.pending.contains_key(&p.batch_id) {
-            return Err(format!("two parts of batch {} in one shard", p.batch_id));
         }
         for (id, _, _) in p.iter() {
             if self.get(id).is_none_or(|s| &*s.namespace != p.namespace) {
                 return Err(format!("a point of series {id}, never defined in {:?}", p.namespace));
             }
         }
-        self.pending.insert(
-            p.batch_id,
-            PendingPart {
-                participants: p.participants.clone(),
-                points: p.iter().collect(),
+        self.entries.insert(
+            lsn,
+            LiveEntry {
+                at,
+                bytes,
+                remaining: p.len() as u32,
             },
         );
+        if p.batch_id == 0 {
+            return self.add(p.namespace, p.iter().map(|(id, ts, v)| (id, ts, v, lsn)), now_ms);
+        }
+        let part = self.pending.entry(p.batch_id).or_insert_with(|| PendingPart {
+            namespace: p.namespace.into(),
+            participants: p.participants.clone(),
+            points: Vec::new(),
+            parts: 0,
+        });
+        if part.participants != p.participants || &*part.namespace != p.namespace {
+            return Err(format!("parts of batch {} disagree on their participants", p.batch_id));
+        }
+        part.parts += 1;
+        part.points.extend(p.iter().map(|(id, ts, v)| (id, ts, v, lsn)));
         Ok(Vec::new())
     }
 
-    /// Batches with a part here that wait for their commit, with their participants.
-    pub fn pending(&self) -> impl Iterator<Item = (u64, &[u16])> {
-        self.pending.iter().map(|(b, p)| (*b, p.participants.as_slice()))
+    /// Batches with parts here that wait for their commit: (batch, namespace, participants,
+    /// parts held).
+    pub fn pending(&self) -> impl Iterator<Item = (u64, &str, &[u16], u16)> {
+        self.pending
+            .iter()
+            .map(|(b, p)| (*b, &*p.namespace, p.participants.as_slice(), p.parts))
     }
 
-    /// A multi-part write committed: its part here goes into the heads.
-    pub fn commit(&mut self, ns: &str, batch_id: u64) -> Result<Vec<u32>, String> {
+    pub fn has_pending(&self) -> bool {
+        !self.pending.is_empty()
+    }
+
+    /// Parts of `batch` this shard holds, pending or (as replay saw) committed.
+    pub fn parts_held(&self, batch: u64) -> u16 {
+        self.pending
+            .get(&batch)
+            .map(|p| p.parts)
+            .or_else(|| self.committed_seen.get(&batch).copied())
+            .unwrap_or(0)
+    }
+
+    /// Points of the pending parts whose batch `visible` accepts, by series, in the order their
+    /// commit will apply them.
+    pub fn pending_points(&self, visible: impl Fn(u64) -> bool) -> HashMap<u32, Vec<(i64, f64)>> {
+        let mut out: HashMap<u32, Vec<(i64, f64)>> = HashMap::new();
+        if self.pending.is_empty() {
+            return out;
+        }
+        let mut batches: Vec<(&u64, &PendingPart)> = self.pending.iter().filter(|(b, _)| visible(**b)).collect();
+        // Commit order is unknown here; LSN order of the parts is the closest stable one.
+        batches.sort_by_key(|(_, p)| p.points.first().map_or(0, |x| x.3));
+        for (_, part) in batches {
+            for (id, ts, v, _) in &part.points {
+                out.entry(*id).or_default().push((*ts, *v));
+            }
+        }
+        out
+    }
+
+    /// Forgets what replay saw committed (after recovery has settled every pending batch).
+    pub fn forget_committed(&mut self) {
+        self.committed_seen = HashMap::new();
+    }
+
+    /// A multi-part write committed (`TS_COMMIT`): its parts here go into the heads. `replay`
+    /// remembers the batch for recovery's exchange.
+    pub fn commit(&mut self, ns: &str, batch_id: u64, now_ms: u64, replay: bool) -> Result<FullHeads, String> {
         let part = self
             .pending
             .remove(&batch_id)
             .ok_or_else(|| format!("commit of batch {batch_id}, which has no part here"))?;
-        self.add(ns, part.points.into_iter())
+        if replay {
+            self.committed_seen.insert(batch_id, part.parts);
+        }
+        self.add(ns, part.points.into_iter(), now_ms)
     }
 
-    /// `TS_ABORT`: the part of `batch_id` is dropped (nothing if it is not here: an abort may
+    /// `TS_ABORT`: the parts of `batch_id` are dropped (nothing if none is here: an abort may
     /// be written for a part that never became durable).
     pub fn abort(&mut self, batch_id: u64) {
-        self.pending.remove(&batch_id);
+        if let Some(part) = self.pending.remove(&batch_id) {
+            let mut per_entry: HashMap<u64, u32> = HashMap::new();
+            for (_, _, _, lsn) in part.points {
+                *per_entry.entry(lsn).or_default() += 1;
+            }
+            for (lsn, n) in per_entry {
+                self.release(lsn, n);
+            }
+        }
     }
 
     /// Encodes the chunk of a series' head (`kind` 0) or late head (1), if it has points.
@@ -256,14 +529,14 @@ impl SeriesStore {
             return None;
         }
         let mut out = Vec::new();
-        super::chunk::encode(head.points(), &mut out);
+        super::chunk::encode(&head.pairs(), &mut out);
         Some(out)
     }
 
-    /// Applies a `TS_CHUNK` entry at `pos`: the head it was cut from must hold exactly its points'
-    /// span and count; the head empties and the chunk's place is kept.
-    pub fn apply_chunk(&mut self, c: &Chunk<'_>, pos: &Position) -> Result<(), String> {
-        let loc = self.segments.loc(pos);
+    /// Applies a `TS_CHUNK` entry at `lsn`, `bytes` stored: the head it was cut from must hold
+    /// exactly its points' span and count; the head empties into the chunk, placed (replay, or
+    /// once durable) or with its points kept until it is.
+    pub fn apply_chunk(&mut self, c: &Chunk<'_>, lsn: u64, at: EntryAt, bytes: u64) -> Result<(), String> {
         let s = self
             .get_mut(c.series)
             .ok_or_else(|| format!("a chunk of series {}, never defined", c.series))?;
@@ -276,7 +549,7 @@ impl SeriesStore {
         } else {
             &mut s.late
         };
-        let span = (head.points.first().map(|p| p.0), head.points.last().map(|p| p.0));
+        let span = (head.points.first().map(|p| p.ts), head.points.last().map(|p| p.ts));
         if head.len() != usize::from(h.count) || span != (Some(h.first_ts), Some(h.last_ts)) {
             return Err(format!(
                 "chunk of series {} holds {} points {}..={}, its head {} points {span:?}",
@@ -287,19 +560,200 @@ impl SeriesStore {
                 head.len()
             ));
         }
-        head.points.clear();
+        let points = std::mem::take(&mut head.points);
         if c.kind == CHUNK_IN_ORDER {
             s.sealed_until = Some(h.last_ts);
         }
+        let mut per_entry: Vec<(u64, u32)> = Vec::new();
+        for p in &points {
+            match per_entry.last_mut() {
+                Some((lsn, n)) if *lsn == p.lsn => *n += 1,
+                _ => per_entry.push((p.lsn, 1)),
+            }
+        }
+        let stored = match at {
+            EntryAt::Placed(pos) => Stored::Placed(self.segments.loc(&pos)),
+            EntryAt::InFlight(t) => {
+                self.cutting.push(c.series);
+                Stored::Cut(t, points)
+            }
+        };
+        let s = self.get_mut(c.series).expect("looked up above");
         s.chunks.push(ChunkRef {
-            loc,
-            lsn: pos.lsn,
+            lsn,
             kind: c.kind,
             first_ts: h.first_ts,
             last_ts: h.last_ts,
             count: h.count,
+            bytes: bytes as u32,
+            stored,
         });
+        for (lsn, n) in per_entry {
+            self.release(lsn, n);
+        }
         Ok(())
+    }
+
+    /// Places chunks and dead entries whose batch became durable. Returns whether the log
+    /// failed one (the shard's log is then poisoned anyway).
+    pub fn settle(&mut self) {
+        let dead = std::mem::take(&mut self.dead_in_flight);
+        for (t, bytes) in dead {
+            match t.placed() {
+                Some(Ok(pos)) => {
+                    let loc = self.segments.loc(&pos);
+                    self.segments.mark_dead(loc, bytes);
+                }
+                Some(Err(_)) => {}
+                None => self.dead_in_flight.push((t, bytes)),
+            }
+        }
+        let cutting = std::mem::take(&mut self.cutting);
+        for id in cutting {
+            let mut waiting = false;
+            let Some(s) = self.series.get_mut(id as usize - 1) else {
+                continue;
+            };
+            let mut placed = Vec::new();
+            for (i, c) in s.chunks.iter().enumerate() {
+                if let Stored::Cut(t, _) = &c.stored {
+                    match t.placed() {
+                        Some(Ok(pos)) => placed.push((i, pos)),
+                        _ => waiting = true,
+                    }
+                }
+            }
+            for (i, pos) in placed {
+                let loc = self.segments.loc(&pos);
+                let s = &mut self.series[id as usize - 1];
+                s.chunks[i].stored = Stored::Placed(loc);
+            }
+            if waiting && !self.cutting.contains(&id) {
+                self.cutting.push(id);
+            }
+        }
+    }
+
+    /// Series whose head (or late head) should be cut now: older than `max_age_ms`.
+    pub fn aged(&self, now_ms: u64, max_age_ms: u64) -> Vec<(u32, u8)> {
+        let mut out = Vec::new();
+        for (i, s) in self.series.iter().enumerate() {
+            let id = i as u32 + 1;
+            for (head, kind) in [(&s.head, CHUNK_IN_ORDER), (&s.late, CHUNK_LATE)] {
+                if !head.is_empty() && now_ms.saturating_sub(head.since_ms) >= max_age_ms {
+                    out.push((id, kind));
+                }
+            }
+        }
+        out
+    }
+
+    /// Heads (and late heads) holding at least `n` points: to be cut.
+    pub fn full(&self, n: usize) -> Vec<(u32, u8)> {
+        let mut out = Vec::new();
+        for (i, s) in self.series.iter().enumerate() {
+            if s.head.len() >= n {
+                out.push((i as u32 + 1, CHUNK_IN_ORDER));
+            }
+            if s.late.len() >= n {
+                out.push((i as u32 + 1, CHUNK_LATE));
+            }
+        }
+        out
+    }
+
+    /// Sets a measurement's retention (`TS_RETENTION`); 0 removes it.
+    pub fn set_retention(&mut self, ns: &str, measurement: &str, max_age_ms: u64) {
+        let k = (Box::from(ns), Box::from(measurement));
+        if max_age_ms == 0 {
+            self.retention.remove(&k);
+        } else {
+            self.retention.insert(k, max_age_ms);
+        }
+    }
+
+    pub fn retention(&self, ns: &str, measurement: &str) -> Option<u64> {
+        self.retention.get(&(Box::from(ns), Box::from(measurement))).copied()
+    }
+
+    /// Durable chunks that retention drops at `now_ms`: (series, LSNs), oldest first.
+    pub fn expired(&self, now_ms: u64) -> Vec<(u32, Vec<u64>)> {
+        let mut out = Vec::new();
+        for ((ns, m), max_age) in &self.retention {
+            let cutoff = (now_ms as i64).saturating_sub(*max_age as i64);
+            let Some(ids) = self.measurements.get(&(ns.clone(), m.clone())) else {
+                continue;
+            };
+            for &id in ids {
+                let s = &self.series[id as usize - 1];
+                let lsns: Vec<u64> = s
+                    .chunks
+                    .iter()
+                    .filter(|c| c.last_ts < cutoff && matches!(c.stored, Stored::Placed(_)))
+                    .map(|c| c.lsn)
+                    .collect();
+                if !lsns.is_empty() {
+                    out.push((id, lsns));
+                }
+            }
+        }
+        out
+    }
+
+    /// `TS_DROP`: the chunks of `series` at these LSNs are gone; their entries are dead bytes.
+    pub fn drop_chunks(&mut self, ns: &str, series: u32, lsns: &[u64]) -> Result<(), String> {
+        let s = self
+            .get_mut(series)
+            .ok_or_else(|| format!("a drop in series {series}, never defined"))?;
+        if &*s.namespace != ns {
+            return Err(format!("series {series} is not of namespace {ns:?}"));
+        }
+        let mut dropped = Vec::new();
+        for lsn in lsns {
+            let i = s
+                .chunks
+                .iter()
+                .position(|c| c.lsn == *lsn)
+                .ok_or_else(|| format!("a drop of chunk {lsn} that series {series} does not hold"))?;
+            dropped.push(s.chunks.remove(i));
+        }
+        for c in dropped {
+            self.samples = self.samples.saturating_sub(u64::from(c.count));
+            self.dead_bytes += u64::from(c.bytes);
+            if let Stored::Placed(loc) = c.stored {
+                self.segments.mark_dead(loc, u64::from(c.bytes));
+            }
+        }
+        Ok(())
+    }
+
+    /// (namespace, measurement) of every series held.
+    pub fn measurement_names(&self) -> Vec<(String, String)> {
+        self.measurements
+            .keys()
+            .map(|(n, m)| (n.to_string(), m.to_string()))
+            .collect()
+    }
+
+    /// Measurements of a namespace with what they hold.
+    pub fn measurement_stats(&self, ns: &str) -> BTreeMap<String, MeasurementStats> {
+        let mut out: BTreeMap<String, MeasurementStats> = BTreeMap::new();
+        for ((n, m), ids) in &self.measurements {
+            if &**n != ns {
+                continue;
+            }
+            let st = out.entry(m.to_string()).or_default();
+            for &id in ids {
+                let s = &self.series[id as usize - 1];
+                st.series += 1;
+                st.samples += s.samples();
+                st.bytes += s.bytes();
+                if !st.fields.iter().any(|f| **f == *s.field) {
+                    st.fields.push(s.field.to_string());
+                }
+            }
+        }
+        out
     }
 
     /// Series held.
@@ -309,6 +763,96 @@ impl SeriesStore {
 
     pub fn is_empty(&self) -> bool {
         self.series.is_empty()
+    }
+
+    /// Bytes of this store's entries that nothing needs any more.
+    pub fn dead_bytes(&self) -> u64 {
+        self.dead_bytes
+    }
+
+    /// Points stored, in chunks and heads.
+    pub fn samples(&self) -> u64 {
+        self.samples
+    }
+
+    /// A series' points in `from..=to` that are durable (`durable_lsn`), ascending, one per
+    /// timestamp (the one written last). `load` reads a placed chunk's body; `extra` are points
+    /// of committed parts not yet in the heads (they win: their commit applies them last).
+    #[allow(
+        clippy::too_many_arguments,
+        reason = "one read's inputs; a struct would only rename them"
+    )]
+    pub fn read(
+        &self,
+        id: u32,
+        from: i64,
+        to: i64,
+        durable_lsn: u64,
+        mut load: impl FnMut(u64, u64) -> Result<Vec<(i64, f64)>, String>,
+        extra: &[(i64, f64)],
+        out: &mut Vec<(i64, f64)>,
+    ) -> Result<(), String> {
+        out.clear();
+        let Some(s) = self.get(id) else {
+            return Ok(());
+        };
+        let in_range = |ts: i64| ts >= from && ts <= to;
+        let mut sorted = true;
+        let mut push = |out: &mut Vec<(i64, f64)>, ts: i64, v: f64| {
+            if let Some(last) = out.last() {
+                if last.0 >= ts {
+                    sorted = false;
+                }
+            }
+            out.push((ts, v));
+        };
+        for c in &s.chunks {
+            if c.last_ts < from || c.first_ts > to {
+                continue;
+            }
+            match &c.stored {
+                Stored::Placed(loc) => {
+                    for (ts, v) in load(*loc, c.lsn)? {
+                        if in_range(ts) {
+                            push(out, ts, v);
+                        }
+                    }
+                }
+                Stored::Cut(_, points) => {
+                    for p in points {
+                        if p.lsn <= durable_lsn && in_range(p.ts) {
+                            push(out, p.ts, p.v);
+                        }
+                    }
+                }
+            }
+        }
+        for head in [&s.late, &s.head] {
+            for p in head.points() {
+                if p.lsn <= durable_lsn && in_range(p.ts) {
+                    push(out, p.ts, p.v);
+                }
+            }
+        }
+        for (ts, v) in extra {
+            if in_range(*ts) {
+                push(out, *ts, *v);
+            }
+        }
+        if !sorted {
+            // Stable: for one timestamp, the value written last stays last.
+            out.sort_by_key(|p| p.0);
+            let mut w = 0;
+            for r in 0..out.len() {
+                if r + 1 < out.len() && out[r + 1].0 == out[r].0 {
+                    continue;
+                }
+                out[w] = out[r];
+                w += 1;
+            }
+            out.truncate(w);
+        }
+        Ok(())
     }
 }
 
@@ -334,13 +878,33 @@ mod tests {
         }
     }
 
+    /// Applies a one-part `TS_POINTS` entry at `lsn`, as replay does.
+    fn add(st: &mut SeriesStore, lsn: u64, new: &[NewSeries<'_>], pts: &[(u32, i64, f64)]) -> FullHeads {
+        let body = encode_points("app", 0, &[], new, pts);
+        st.apply_points(&decode_points(&body).unwrap(), lsn, EntryAt::Placed(pos(lsn)), 100, 0)
+            .unwrap()
+    }
+
+    /// Cuts a head and applies its chunk as replay would; returns the entry's body.
+    fn chunk(st: &mut SeriesStore, id: u32, kind: u8, lsn: u64) -> Result<Vec<u8>, String> {
+        let body = encode_chunk("app", id, kind, &st.cut(id, kind).unwrap());
+        st.apply_chunk(&decode_chunk(&body).unwrap(), lsn, EntryAt::Placed(pos(lsn)), 50)?;
+        Ok(body)
+    }
+
+    fn all(st: &SeriesStore, id: u32) -> Vec<(i64, f64)> {
+        let mut out = Vec::new();
+        st.read(id, i64::MIN, i64::MAX, u64::MAX, |_, _| Ok(Vec::new()), &[], &mut out)
+            .unwrap();
+        out
+    }
+
     #[test]
     fn series_are_defined_once_indexed_and_selected() {
         let mut st = SeriesStore::default();
-        let body = encode_points(
-            "app",
-            0,
-            &[],
+        add(
+            &mut st,
+            1,
             &[
                 new_series(1, "a", "usage"),
                 new_series(2, "b", "usage"),
@@ -348,15 +912,16 @@ mod tests {
             ],
             &[(1, 10, 1.0), (2, 10, 2.0), (3, 10, 3.0)],
         );
-        st.apply_points(&decode_points(&body).unwrap()).unwrap();
         assert_eq!((st.len(), st.next_id()), (3, 4));
         assert_eq!(st.select("app", "cpu", &[]), [1, 2, 3]);
         assert_eq!(st.select("app", "cpu", &[("host", "a")]), [1, 3]);
         assert_eq!(st.select("app", "cpu", &[("host", "a"), ("region", "eu")]), [1, 3]);
         assert!(st.select("app", "cpu", &[("host", "c")]).is_empty());
         assert!(st.select("other", "cpu", &[]).is_empty());
-        let key = series_key("app", "cpu", &[("host", "b"), ("region", "eu")], "usage");
-        assert_eq!(st.lookup(&key), Some(2));
+        let mut key = Vec::new();
+        series_key_prefix(&mut key, "app", "cpu", [("host", "b"), ("region", "eu")].into_iter());
+        assert_eq!(st.lookup(&key, "usage"), Some(2));
+        assert_eq!(st.lookup(&key, "idle"), None);
         assert!(
             st.define("app", &new_series(4, "a", "usage")).is_err(),
             "same key twice"
@@ -367,31 +932,39 @@ mod tests {
         );
         let stray = encode_points("app", 0, &[], &[], &[(7, 1, 1.0)]);
         assert!(
-            st.apply_points(&decode_points(&stray).unwrap()).is_err(),
+            st.apply_points(&decode_points(&stray).unwrap(), 2, EntryAt::Placed(pos(2)), 1, 0)
+                .is_err(),
             "an undefined series"
         );
         let other_ns = encode_points("zzz", 0, &[], &[], &[(1, 1, 1.0)]);
         assert!(
-            st.apply_points(&decode_points(&other_ns).unwrap()).is_err(),
+            st.apply_points(&decode_points(&other_ns).unwrap(), 3, EntryAt::Placed(pos(3)), 1, 0)
+                .is_err(),
             "another namespace"
         );
+        let stats = st.measurement_stats("app");
+        assert_eq!(stats["cpu"].series, 3);
+        assert_eq!(stats["cpu"].samples, 3);
+        assert_eq!(stats["cpu"].fields, ["usage", "idle"]);
     }
 
     #[test]
     fn heads_sort_keep_the_last_value_and_fill_into_chunks() {
         let mut st = SeriesStore::default();
         st.define("app", &new_series(1, "a", "usage")).unwrap();
-        let add = |st: &mut SeriesStore, pts: &[(u32, i64, f64)]| {
-            st.apply_points(&decode_points(&encode_points("app", 0, &[], &[], pts)).unwrap())
-                .unwrap()
-        };
-        assert!(add(&mut st, &[(1, 30, 3.0), (1, 10, 1.0), (1, 20, 2.0), (1, 10, 1.5)]).is_empty());
-        assert_eq!(st.get(1).unwrap().head.points(), [(10, 1.5), (20, 2.0), (30, 3.0)]);
+        assert!(add(
+            &mut st,
+            1,
+            &[],
+            &[(1, 30, 3.0), (1, 10, 1.0), (1, 20, 2.0), (1, 10, 1.5)]
+        )
+        .is_empty());
+        assert_eq!(st.get(1).unwrap().head.pairs(), [(10, 1.5), (20, 2.0), (30, 3.0)]);
         let rest: Vec<(u32, i64, f64)> = (0..HEAD_POINTS as i64 - 3).map(|i| (1, 100 + i, i as f64)).collect();
-        assert_eq!(add(&mut st, &rest), [1], "the head is full");
-        let chunk = st.cut(1, CHUNK_IN_ORDER).unwrap();
-        let body = encode_chunk("app", 1, CHUNK_IN_ORDER, &chunk);
-        st.apply_chunk(&decode_chunk(&body).unwrap(), &pos(9)).unwrap();
+        assert_eq!(add(&mut st, 2, &[], &rest), [1], "the head is full");
+        assert_eq!(st.dead_bytes(), 0, "every entry still holds head points");
+        let first = chunk(&mut st, 1, CHUNK_IN_ORDER, 9).unwrap();
+        assert_eq!(st.dead_bytes(), 200, "both points entries are wholly in the chunk");
         let s = st.get(1).unwrap();
         assert!(s.head.is_empty());
         assert_eq!(s.sealed_until, Some(100 + HEAD_POINTS as i64 - 4));
@@ -400,16 +973,16 @@ mod tests {
             (1, HEAD_POINTS, 9)
         );
         // A point at or before the sealed end is late: kept apart, never dropped.
-        add(&mut st, &[(1, 15, 9.0), (1, 5_000, 1.0)]);
+        add(&mut st, 10, &[], &[(1, 15, 9.0), (1, 5_000, 1.0)]);
         let s = st.get(1).unwrap();
-        assert_eq!(
-            (s.late.points(), s.head.points()),
-            (&[(15, 9.0)][..], &[(5_000, 1.0)][..])
-        );
+        assert_eq!((s.late.pairs(), s.head.pairs()), (vec![(15, 9.0)], vec![(5_000, 1.0)]));
         // Replaying a chunk that does not match its head is corruption.
-        assert!(st.apply_chunk(&decode_chunk(&body).unwrap(), &pos(10)).is_err());
-        let late = encode_chunk("app", 1, CHUNK_LATE, &st.cut(1, CHUNK_LATE).unwrap());
-        st.apply_chunk(&decode_chunk(&late).unwrap(), &pos(11)).unwrap();
+        let again = decode_chunk(&first).unwrap();
+        assert!(
+            st.apply_chunk(&again, 11, EntryAt::Placed(pos(11)), 50).is_err(),
+            "a chunk that does not match its head"
+        );
+        chunk(&mut st, 1, CHUNK_LATE, 12).unwrap();
         let s = st.get(1).unwrap();
         assert!(s.late.is_empty());
         assert_eq!(
@@ -421,24 +994,69 @@ mod tests {
     }
 
     #[test]
+    fn reads_merge_chunks_late_points_and_heads_and_hide_what_is_not_durable() {
+        let mut st = SeriesStore::default();
+        st.define("app", &new_series(1, "a", "usage")).unwrap();
+        let first: Vec<(u32, i64, f64)> = (0..HEAD_POINTS as i64).map(|i| (1, i * 10, i as f64)).collect();
+        add(&mut st, 1, &[], &first);
+        let bytes = st.cut(1, CHUNK_IN_ORDER).unwrap();
+        let body = encode_chunk("app", 1, CHUNK_IN_ORDER, &bytes);
+        st.apply_chunk(&decode_chunk(&body).unwrap(), 2, EntryAt::Placed(pos(2)), 50)
+            .unwrap();
+        // A late point rewrites t=20; a new point at the end; one more not yet durable.
+        add(&mut st, 3, &[], &[(1, 20, -1.0), (1, 100_000, 7.0)]);
+        add(&mut st, 4, &[], &[(1, 100_010, 8.0)]);
+        let load = |loc: u64, lsn: u64| {
+            assert_eq!((loc & u64::from(u32::MAX), lsn), (128, 2));
+            crate::ts::chunk::decode(&bytes).map_err(|e| e.to_string())
+        };
+        let mut out = Vec::new();
+        st.read(1, 0, 30, 3, load, &[], &mut out).unwrap();
+        assert_eq!(out, [(0, 0.0), (10, 1.0), (20, -1.0), (30, 3.0)], "the late write wins");
+        st.read(1, 99_990, i64::MAX, 3, load, &[], &mut out).unwrap();
+        assert_eq!(out, [(100_000, 7.0)], "LSN 4 is not durable");
+        st.read(1, 99_990, i64::MAX, 4, load, &[], &mut out).unwrap();
+        assert_eq!(out, [(100_000, 7.0), (100_010, 8.0)]);
+    }
+
+    #[test]
     fn multi_part_points_wait_for_their_commit() {
         let mut st = SeriesStore::default();
         let part = encode_points("app", 77, &[0, 1], &[new_series(1, "a", "usage")], &[(1, 10, 1.0)]);
-        st.apply_points(&decode_points(&part).unwrap()).unwrap();
+        st.apply_points(&decode_points(&part).unwrap(), 1, EntryAt::Placed(pos(1)), 40, 0)
+            .unwrap();
         assert!(st.get(1).unwrap().head.is_empty(), "invisible until committed");
-        assert_eq!(st.pending().collect::<Vec<_>>(), [(77, &[0u16, 1][..])]);
-        let again = encode_points("app", 77, &[0, 1], &[], &[(1, 11, 1.0)]);
-        assert!(
-            st.apply_points(&decode_points(&again).unwrap()).is_err(),
-            "a second part of 77 here"
-        );
-        st.commit("app", 77).unwrap();
-        assert_eq!(st.get(1).unwrap().head.points(), [(10, 1.0)]);
-        assert!(st.commit("app", 77).is_err());
+        assert_eq!(st.pending().collect::<Vec<_>>(), [(77, "app", &[0u16, 1][..], 1)]);
+        assert_eq!((st.parts_held(77), st.parts_held(78)), (1, 0));
+        st.commit("app", 77, 0, true).unwrap();
+        assert_eq!(all(&st, 1), [(10, 1.0)]);
+        assert!(st.commit("app", 77, 0, true).is_err());
+        assert_eq!(st.parts_held(77), 1, "replay remembers the commit for recovery");
+        st.forget_committed();
+        assert_eq!(st.parts_held(77), 0);
         let other = encode_points("app", 78, &[0, 1], &[], &[(1, 20, 2.0)]);
-        st.apply_points(&decode_points(&other).unwrap()).unwrap();
+        st.apply_points(&decode_points(&other).unwrap(), 2, EntryAt::Placed(pos(2)), 30, 0)
+            .unwrap();
         st.abort(78);
         assert_eq!(st.pending().count(), 0);
-        assert_eq!(st.get(1).unwrap().head.len(), 1, "an aborted part leaves no point");
+        assert_eq!(st.dead_bytes(), 30, "an aborted part is dead bytes");
+        assert_eq!(all(&st, 1), [(10, 1.0)], "an aborted part leaves no point");
+    }
+
+    #[test]
+    fn retention_drops_whole_durable_chunks() {
+        let mut st = SeriesStore::default();
+        st.define("app", &new_series(1, "a", "usage")).unwrap();
+        let pts: Vec<(u32, i64, f64)> = (0..HEAD_POINTS as i64).map(|i| (1, i, 1.0)).collect();
+        add(&mut st, 1, &[], &pts);
+        chunk(&mut st, 1, CHUNK_IN_ORDER, 2).unwrap();
+        add(&mut st, 3, &[], &[(1, 5_000, 2.0)]);
+        assert!(st.expired(10_000).is_empty(), "no retention set");
+        st.set_retention("app", "cpu", 8_000);
+        assert_eq!(st.expired(10_000), [(1, vec![2])]);
+        st.drop_chunks("app", 1, &[2]).unwrap();
+        assert!(st.drop_chunks("app", 1, &[2]).is_err(), "dropped already");
+        assert_eq!(all(&st, 1), [(5_000, 2.0)]);
+        assert_eq!(st.samples(), 1);
     }
 }

@@ -1,0 +1,449 @@
+//! Time-series handlers: line-protocol writes (Flo's own and the InfluxDB-compatible ones),
+//! FloQL queries, measurement and series listings, retention.
+//!
+//! The shard that receives a write coordinates it (`format-spec/ts.md`): it parses and validates
+//! the whole body first (nothing is written for a bad line, except in InfluxDB's partial-write
+//! mode), splits the lines by the shard owning their series, sends each owner its part, and
+//! answers once every part is durable — after recording a write of several parts as committed
+//! in the node's commit table. A part that fails aborts the others. Queries fan out to every
+//! shard and are merged here.
+
+use std::io::Read;
+use std::rc::Rc;
+use std::sync::Arc;
+
+use serde::Deserialize;
+use serde_json::json;
+
+use super::error::ApiError;
+use super::namespaces::parse_body;
+use super::params::{bad, from_every_shard};
+use super::path;
+use crate::http::Response;
+use crate::server::inbox::{Command, Reply};
+use crate::server::shard::Shard;
+use crate::ts::exec::{Part, TsCmd, TsReply, MAX_PART_POINTS};
+use crate::ts::line::{LineError, ParseError, Parser, Point, Precision};
+
+/// InfluxDB's partial-write errors reported per answer, at most.
+const MAX_REPORTED_LINES: usize = 10;
+
+/// The parts of a write, per owner shard.
+struct Split {
+    parts: Vec<Vec<Part>>,
+    route: String,
+}
+
+impl Split {
+    fn new(shards: usize) -> Split {
+        Split {
+            parts: (0..shards).map(|_| vec![Part::default()]).collect(),
+            route: String::with_capacity(256),
+        }
+    }
+
+    fn add(&mut self, shard: &Shard, ns: &str, p: &Point<'_>) {
+        // The owner of a line: the shard of its measurement and tag set (tags come sorted).
+        self.route.clear();
+        self.route.push_str(p.measurement());
+        for t in p.tags() {
+            self.route.push(',');
+            self.route.push_str(t.key);
+            self.route.push('=');
+            self.route.push_str(t.value);
+        }
+        let stored = p.fields().filter(|f| f.value.as_f64().is_some()).count();
+        if stored == 0 {
+            return;
+        }
+        let owner = shard.node.partitioner.shard(ns, &self.route);
+        let list = &mut self.parts[owner];
+        if list.last().is_some_and(|l| l.points + stored > MAX_PART_POINTS) {
+            list.push(Part::default());
+        }
+        let part = list.last_mut().expect("never empty");
+        let fields = p.fields().filter_map(|f| f.value.as_f64().map(|v| (f.key, v)));
+        part.push(
+            p.measurement(),
+            p.tags().map(|t| (t.key, t.value)),
+            fields,
+            p.timestamp_ns().div_euclid(1_000_000),
+        );
+    }
+
+    fn into_parts(self) -> Vec<(usize, Part)> {
+        let mut out = Vec::new();
+        for (s, list) in self.parts.into_iter().enumerate() {
+            for p in list {
+                if !p.is_empty() {
+                    out.push((s, p));
+                }
+            }
+        }
+        out
+    }
+}
+
+/// A body, inflated when it is gzip (known by its magic bytes: line protocol never starts
+/// with 0x1f), at most `limit` bytes.
+fn inflate(body: &[u8], limit: u64) -> Result<std::borrow::Cow<'_, [u8]>, ApiError> {
+    if !body.starts_with(&[0x1f, 0x8b]) {
+        return Ok(std::borrow::Cow::Borrowed(body));
+    }
+    let mut out = Vec::with_capacity(body.len() * 4);
+    let mut dec = flate2::read::GzDecoder::new(body).take(limit + 1);
+    dec.read_to_end(&mut out)
+        .map_err(|e| bad(format!("the gzip body cannot be inflated: {e}")))?;
+    if out.len() as u64 > limit {
+        return Err(ApiError::PayloadTooLarge(format!(
+            "the inflated body is over the limit of {limit} bytes"
+        )));
+    }
+    Ok(std::borrow::Cow::Owned(out))
+}
+
+fn precision(query: &str, influx: bool) -> Result<Precision, ApiError> {
+    let Some(p) = path::query_param(query, "precision")? else {
+        return Ok(if influx { Precision::Ns } else { Precision::Ms });
+    };
+    let p = match (influx, &*p) {
+        (true, "n") => "ns",
+        (true, "u") => "us",
+        (_, other) => other,
+    };
+    Precision::parse(p).ok_or_else(|| bad(format!("precision must be one of ns, us, ms, s (got {p:?})")))
+}
+
+/// A random batch id, never 0.
+fn batch_id() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u64(COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed));
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos()),
+    );
+    h.finish().max(1)
+}
+
+/// `POST /api/v1/ts/:ns/write`, `POST /write?db=` and `POST /api/v2/write?bucket=`.
+pub async fn write(shard: &Rc<Shard>, ns: &str, query: &str, body: &[u8], influx: bool) -> Result<Response, ApiError> {
+    let precision = precision(query, influx)?;
+    let body = inflate(body, shard.node.config.http.max_body_bytes)?;
+    let now_ns = (crate::metrics::now_ms() as i64).saturating_mul(1_000_000);
+    let mut split = Split::new(shard.node.shard_count());
+    let mut parser = Parser::new();
+    let mut bad_lines: Vec<LineError> = Vec::new();
+    let mut rejected = 0usize;
+    let stats = if influx {
+        parser
+            .parse_partial(
+                &body,
+                precision,
+                now_ns,
+                |p| {
+                    split.add(shard, ns, p);
+                    Ok::<(), ()>(())
+                },
+                |e| {
+                    rejected += 1;
+                    if bad_lines.len() < MAX_REPORTED_LINES {
+                        bad_lines.push(e);
+                    }
+                },
+            )
+            .map_err(|()| ApiError::Internal("the line parser stopped".into()))?
+    } else {
+        let add = |p: &Point<'_>| {
+            split.add(shard, ns, p);
+            Ok::<(), ()>(())
+        };
+        match parser.parse(&body, precision, now_ns, add) {
+            Ok(s) => s,
+            Err(ParseError::Line(e)) => {
+                return Err(ApiError::Invalid {
+                    message: format!("line {}: {}", e.line, e.reason),
+                    details: json!({ "line": e.line, "reason": e.reason }),
+                })
+            }
+            Err(ParseError::Stopped(())) => return Err(ApiError::Internal("the line parser stopped".into())),
+        }
+    };
+    let parts = split.into_parts();
+    if !parts.is_empty() {
+        shard.ensure_namespace(ns).await?;
+        write_parts(shard, ns, parts).await?;
+    }
+    if rejected > 0 {
+        let first = bad_lines
+            .iter()
+            .map(|e| format!("line {}: {}", e.line, e.reason))
+            .collect::<Vec<_>>()
+            .join("; ");
+        return Err(ApiError::Invalid {
+            message: format!("partial write: {first} dropped={rejected}"),
+            details: json!({
+                "points_written": stats.points,
+                "dropped": rejected,
+                "lines": bad_lines.iter().map(|e| json!({"line": e.line, "reason": e.reason})).collect::<Vec<_>>(),
+            }),
+        });
+    }
+    if influx {
+        return Ok(Response {
+            status: 204,
+            content_type: crate::http::response::TEXT,
+            headers: Vec::new(),
+            body: Vec::new(),
+        });
+    }
+    Ok(Response::json(
+        200,
+        &json!({ "points_written": stats.points, "fields_dropped": stats.fields_dropped }),
+    ))
+}
+
+/// A part sent to its owner, waiting for the answer.
+enum Waiting {
+    Here(monoio::task::JoinHandle<Reply>),
+    There(futures_channel::oneshot::Receiver<Reply>),
+}
+
+/// Sends every part to its owner and waits until all are durable; a write of several parts is
+/// committed in the node's table before this returns, or aborted everywhere when one failed.
+async fn write_parts(shard: &Rc<Shard>, ns: &str, parts: Vec<(usize, Part)>) -> Result<(), ApiError> {
+    let (batch, participants): (u64, Vec<u16>) = if parts.len() == 1 {
+        (0, Vec::new())
+    } else {
+        (batch_id(), parts.iter().map(|(s, _)| *s as u16).collect())
+    };
+    let mut owners: Vec<usize> = parts.iter().map(|(s, _)| *s).collect();
+    owners.dedup();
+    let mut waiting = Vec::with_capacity(parts.len());
+    let mut failed: Option<ApiError> = None;
+    for (s, part) in parts {
+        let cmd = Command::Ts(TsCmd::Write {
+            ns: ns.to_string(),
+            batch_id: batch,
+            participants: participants.clone(),
+            part,
+        });
+        if s == shard.id {
+            let here = shard.clone();
+            waiting.push(Waiting::Here(monoio::spawn(async move { here.execute(cmd).await })));
+        } else {
+            match shard.forward(s, cmd) {
+                Ok(rx) => waiting.push(Waiting::There(rx)),
+                Err(e) => {
+                    failed = Some(e);
+                    break;
+                }
+            }
+        }
+    }
+    for w in waiting {
+        let reply = match w {
+            Waiting::Here(h) => h.await,
+            Waiting::There(rx) => rx
+                .await
+                .unwrap_or_else(|_| Reply::Failed(ApiError::Unavailable("a shard stopped before answering".into()))),
+        };
+        match reply {
+            Reply::Ts(TsReply::Done) => {}
+            Reply::Failed(e) => {
+                failed.get_or_insert(e);
+            }
+            other => {
+                failed.get_or_insert(ApiError::Internal(format!("unexpected reply {other:?}")));
+            }
+        }
+    }
+    if let Some(e) = failed {
+        if batch != 0 {
+            tell(shard, &owners, || {
+                Command::Ts(TsCmd::Abort {
+                    ns: ns.to_string(),
+                    batch_id: batch,
+                })
+            });
+        }
+        return Err(e);
+    }
+    if batch != 0 {
+        shard.node.ts_commits.insert(batch, owners.len() as u16);
+        tell(shard, &owners, || Command::Ts(TsCmd::Commit { batch_id: batch }));
+    }
+    Ok(())
+}
+
+/// Sends a command to each of `shards` without waiting for it to run (waiting for room in a
+/// full inbox: the message must arrive).
+fn tell(shard: &Rc<Shard>, shards: &[usize], make: impl Fn() -> Command) {
+    for &s in shards {
+        let cmd = make();
+        let here = shard.clone();
+        monoio::spawn(async move {
+            if s == here.id {
+                let _ = here.execute(cmd).await;
+            } else {
+                let _ = here.node.inboxes[s].send(cmd).await;
+            }
+        });
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct QueryBody {
+    query: String,
+}
+
+/// `POST /api/v1/ts/:ns/query`.
+pub async fn query(shard: &Rc<Shard>, ns: &str, body: &[u8]) -> Result<Response, ApiError> {
+    let q: QueryBody = parse_body(body)?;
+    let parsed = crate::ts::floql::parse(&q.query).map_err(|e| ApiError::Invalid {
+        message: e.message.clone(),
+        details: json!({ "position": e.position }),
+    })?;
+    let plan = crate::ts::query::Plan::new(&parsed, crate::metrics::now_ms() as i64).map_err(query_error)?;
+    let plan = Arc::new(plan);
+    // Every shard shows the multi-part writes committed before this instant, and no other.
+    let snapshot = shard.node.ts_commits.begin_query();
+    let outputs = from_every_shard(
+        shard,
+        || {
+            Command::Ts(TsCmd::Query {
+                ns: ns.to_string(),
+                plan: plan.clone(),
+                snapshot: snapshot.seq,
+            })
+        },
+        |r| match r {
+            Reply::Ts(TsReply::Query(o)) => Ok(vec![o]),
+            other => Err(other),
+        },
+    )
+    .await?;
+    drop(snapshot);
+    let series = plan.finish(outputs).map_err(query_error)?;
+    let mut out = Vec::with_capacity(256);
+    crate::ts::query::render(&series, &mut out);
+    Ok(Response::json_bytes(200, out))
+}
+
+fn query_error(e: crate::ts::query::QueryError) -> ApiError {
+    ApiError::Invalid {
+        message: e.message,
+        details: json!({ "position": e.position }),
+    }
+}
+
+/// `GET /api/v1/ts/:ns`: measurements with their series, fields, samples and bytes.
+pub async fn list(shard: &Rc<Shard>, ns: &str) -> Result<Response, ApiError> {
+    let maps = from_every_shard(
+        shard,
+        || Command::Ts(TsCmd::Measurements { ns: ns.to_string() }),
+        |r| match r {
+            Reply::Ts(TsReply::Measurements(m)) => Ok(vec![m]),
+            other => Err(other),
+        },
+    )
+    .await?;
+    let mut all: std::collections::BTreeMap<String, crate::ts::series::MeasurementStats> = Default::default();
+    for m in maps {
+        for (name, st) in m {
+            let e = all.entry(name).or_default();
+            e.series += st.series;
+            e.samples += st.samples;
+            e.bytes += st.bytes;
+            for f in st.fields {
+                if !e.fields.contains(&f) {
+                    e.fields.push(f);
+                }
+            }
+        }
+    }
+    let measurements: Vec<_> = all
+        .into_iter()
+        .map(|(name, mut st)| {
+            st.fields.sort();
+            json!({
+                "name": name,
+                "series_count": st.series,
+                "fields": st.fields,
+                "samples": st.samples,
+                "bytes": st.bytes,
+            })
+        })
+        .collect();
+    Ok(Response::json(200, &json!({ "measurements": measurements })))
+}
+
+/// `GET /api/v1/ts/:ns/:measurement/series`.
+pub async fn series(shard: &Rc<Shard>, ns: &str, measurement: &str) -> Result<Response, ApiError> {
+    let mut all = from_every_shard(
+        shard,
+        || {
+            Command::Ts(TsCmd::Series {
+                ns: ns.to_string(),
+                measurement: measurement.to_string(),
+            })
+        },
+        |r| match r {
+            Reply::Ts(TsReply::Series(s)) => Ok(s),
+            other => Err(other),
+        },
+    )
+    .await?;
+    if all.is_empty() {
+        return Err(ApiError::NotFound(format!(
+            "measurement {measurement:?} not found in namespace {ns:?}"
+        )));
+    }
+    all.sort_by(|a, b| (&a.tags, &a.field).cmp(&(&b.tags, &b.field)));
+    let series: Vec<_> = all
+        .iter()
+        .map(|s| {
+            let tags: serde_json::Map<String, serde_json::Value> =
+                s.tags.iter().map(|(k, v)| (k.clone(), json!(v))).collect();
+            json!({ "measurement": measurement, "tags": tags, "field": s.field, "points": s.samples })
+        })
+        .collect();
+    Ok(Response::json(200, &json!({ "series": series, "count": series.len() })))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RetentionBody {
+    max_age_ms: u64,
+}
+
+/// `PUT /api/v1/ts/:ns/:measurement/retention` `{"max_age_ms": n}` (0 removes it).
+pub async fn retention(shard: &Rc<Shard>, ns: &str, measurement: &str, body: &[u8]) -> Result<Response, ApiError> {
+    let r: RetentionBody = parse_body(body)?;
+    if r.max_age_ms > i64::MAX as u64 {
+        return Err(bad("max_age_ms is out of range"));
+    }
+    shard.ensure_namespace(ns).await?;
+    from_every_shard(
+        shard,
+        || {
+            Command::Ts(TsCmd::Retention {
+                ns: ns.to_string(),
+                measurement: measurement.to_string(),
+                max_age_ms: r.max_age_ms,
+            })
+        },
+        |r| match r {
+            Reply::Ts(TsReply::Done) => Ok(Vec::<()>::new()),
+            other => Err(other),
+        },
+    )
+    .await?;
+    Ok(Response::json(
+        200,
+        &json!({ "measurement": measurement, "max_age_ms": r.max_age_ms }),
+    ))
+}

@@ -1,0 +1,375 @@
+//! Time series through the real binary: line-protocol writes (precisions, server time for a
+//! missing timestamp, string fields dropped, comments, empty bodies), a bad line answered 400
+//! with its line number and nothing of the body written (also when its lines span shards),
+//! the InfluxDB-compatible endpoints (204, ns default, gzip bodies, partial writes), listings,
+//! FloQL answers and errors with positions, heads filling into chunks (bit-exact values, late
+//! and rewritten points, fewer bytes per sample), retention, and all of it across SIGTERM and
+//! SIGKILL restarts.
+
+mod common;
+
+use std::io::Write;
+
+use common::{now_ms, Response, Server};
+use serde_json::{json, Value};
+
+fn write(s: &Server, ns: &str, query: &str, body: &str) -> Response {
+    s.request(
+        "POST",
+        &format!("/api/v1/ts/{ns}/write{query}"),
+        &[("Content-Type", "text/plain")],
+        body.as_bytes(),
+    )
+}
+
+fn query(s: &Server, ns: &str, q: &str) -> Response {
+    s.post_json(&format!("/api/v1/ts/{ns}/query"), &json!({ "query": q }).to_string())
+}
+
+/// The answer's series as (field, tags as "k=v,..", points).
+/// Points of an answer; `None` for a value answered as null.
+type Points = Vec<(i64, Option<f64>)>;
+
+fn series(r: &Response) -> Vec<(String, String, Points)> {
+    assert_eq!(r.status, 200, "{}", r.text());
+    let v = r.json();
+    v["series"]
+        .as_array()
+        .expect("series")
+        .iter()
+        .map(|s| {
+            let tags = s["tags"]
+                .as_object()
+                .expect("tags")
+                .iter()
+                .map(|(k, v)| format!("{k}={}", v.as_str().expect("tag value")))
+                .collect::<Vec<_>>()
+                .join(",");
+            let pts = s["points"]
+                .as_array()
+                .expect("points")
+                .iter()
+                .map(|p| (p[0].as_i64().expect("ts"), p[1].as_f64()))
+                .collect();
+            (s["field"].as_str().expect("field").to_string(), tags, pts)
+        })
+        .collect()
+}
+
+fn points(r: &Response) -> Vec<(i64, f64)> {
+    let all = series(r);
+    assert_eq!(all.len(), 1, "one series expected: {}", r.text());
+    all[0].2.iter().map(|(t, v)| (*t, v.expect("a finite value"))).collect()
+}
+
+fn measurements(s: &Server, ns: &str) -> Value {
+    let r = s.get(&format!("/api/v1/ts/{ns}"));
+    assert_eq!(r.status, 200, "{}", r.text());
+    r.json()["measurements"].clone()
+}
+
+#[test]
+fn writes_in_every_precision_are_read_back_in_ms() {
+    let s = Server::start();
+    let r = write(
+        &s,
+        "app",
+        "",
+        "# a comment\n\ncpu,host=a usage=1.5,n=3i,u=4u,b=true,msg=\"hi there\" 1000\n",
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json(), json!({"points_written": 1, "fields_dropped": 1}));
+    for (p, ts) in [("s", "2"), ("ms", "3000"), ("us", "4000000"), ("ns", "5000000000")] {
+        let r = write(
+            &s,
+            "app",
+            &format!("?precision={p}"),
+            &format!("cpu,host=a usage=9 {ts}"),
+        );
+        assert_eq!(r.status, 200, "{p}: {}", r.text());
+    }
+    let all = series(&query(&s, "app", "cpu[0..10000]"));
+    let fields: Vec<(&str, Points)> = all.iter().map(|(f, _, p)| (f.as_str(), p.clone())).collect();
+    assert_eq!(
+        fields,
+        [
+            ("b", vec![(1000, Some(1.0))]),
+            ("n", vec![(1000, Some(3.0))]),
+            ("u", vec![(1000, Some(4.0))]),
+            (
+                "usage",
+                vec![
+                    (1000, Some(1.5)),
+                    (2000, Some(9.0)),
+                    (3000, Some(9.0)),
+                    (4000, Some(9.0)),
+                    (5000, Some(9.0))
+                ]
+            ),
+        ]
+    );
+    // No timestamp: the server's time.
+    let before = now_ms() as i64;
+    assert_eq!(write(&s, "app", "", "mem,host=a used=1").status, 200);
+    let after = now_ms() as i64;
+    let pts = points(&query(&s, "app", "mem[1m]"));
+    assert!(
+        pts.len() == 1 && pts[0].0 >= before - 100 && pts[0].0 <= after + 100,
+        "{pts:?}"
+    );
+    // Empty and comment-only bodies write nothing and succeed.
+    for body in ["", "# nothing\n\n"] {
+        let r = write(&s, "app", "", body);
+        assert_eq!(
+            (r.status, r.json()),
+            (200, json!({"points_written": 0, "fields_dropped": 0}))
+        );
+    }
+    assert_eq!(write(&s, "app", "?precision=h", "cpu usage=1 1").status, 400);
+}
+
+#[test]
+fn a_bad_line_is_400_with_its_number_and_nothing_of_the_body_is_written() {
+    let s = Server::builder().shards(2).start();
+    // Many hosts, so the good lines span both shards.
+    let mut body = String::new();
+    for h in 0..40 {
+        body.push_str(&format!("cpu,host=h{h} usage={h} 1000\n"));
+    }
+    body.push_str("cpu,host=x usage=1,usage=2i 1000\n");
+    let r = write(&s, "app", "", &body);
+    assert_eq!(r.status, 400, "{}", r.text());
+    let v = r.json();
+    assert_eq!(v["error"], "bad_request");
+    assert_eq!(v["details"]["line"], 41);
+    assert!(v["details"]["reason"].as_str().unwrap().contains("usage"), "{v}");
+    assert_eq!(measurements(&s, "app"), json!([]), "nothing written");
+    assert!(series(&query(&s, "app", "cpu[0..2000]")).is_empty());
+    for (bad, why) in [
+        ("_cpu usage=1", "underscore measurement"),
+        ("cpu,time=1 usage=1", "time tag"),
+        ("cpu usage", "no value"),
+        ("cpu,host=a,host=b usage=1", "repeated tag"),
+        ("cpu,host=a host=1", "field is also a tag"),
+        ("cpu usage=1 99999999999999999999", "timestamp out of range"),
+    ] {
+        let r = write(&s, "app", "", bad);
+        assert_eq!(r.status, 400, "{why}: {}", r.text());
+        assert_eq!(r.json()["details"]["line"], 1, "{why}");
+    }
+    // The same body without the bad line is written whole.
+    let good: String = body.lines().take(40).map(|l| format!("{l}\n")).collect();
+    assert_eq!(write(&s, "app", "", &good).status, 200);
+    assert_eq!(measurements(&s, "app")[0]["series_count"], 40);
+}
+
+#[test]
+fn influxdb_endpoints_take_ns_gzip_and_partial_writes() {
+    let s = Server::start();
+    let r = s.request("POST", "/write?db=influx", &[], b"cpu,host=a usage=1 1000000000");
+    assert_eq!(r.status, 204, "{}", r.text());
+    assert!(r.body.is_empty());
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    gz.write_all(b"cpu,host=a usage=2 2000000000\ncpu,host=a usage=3 3000000000\n")
+        .unwrap();
+    let gz = gz.finish().unwrap();
+    let r = s.request(
+        "POST",
+        "/api/v2/write?bucket=influx&precision=ns",
+        &[("Content-Encoding", "gzip")],
+        &gz,
+    );
+    assert_eq!(r.status, 204, "{}", r.text());
+    let r = s.request(
+        "POST",
+        "/write?db=influx&precision=s",
+        &[],
+        b"cpu,host=a usage=4 4\nnot a line\ncpu,host=a usage=5 5\n",
+    );
+    assert_eq!(r.status, 400, "a partial write is reported");
+    let v = r.json();
+    assert!(v["message"].as_str().unwrap().starts_with("partial write"), "{v}");
+    assert_eq!(v["details"]["dropped"], 1);
+    assert_eq!(
+        points(&query(&s, "influx", "cpu[0..10000]")),
+        [(1000, 1.0), (2000, 2.0), (3000, 3.0), (4000, 4.0), (5000, 5.0)],
+        "the valid lines of the partial write are kept"
+    );
+    assert_eq!(s.request("POST", "/write", &[], b"cpu usage=1").status, 400, "no db");
+    let bomb = {
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+        gz.write_all(&vec![b'#'; 40 << 20]).unwrap();
+        gz.finish().unwrap()
+    };
+    assert_eq!(s.request("POST", "/write?db=influx", &[], &bomb).status, 413);
+}
+
+#[test]
+fn floql_answers_and_reports_errors_at_their_position() {
+    let s = Server::builder().shards(2).start();
+    let mut body = String::new();
+    for (h, region) in [("a", "eu"), ("b", "eu"), ("c", "us")] {
+        for i in 0..12i64 {
+            let v = match h {
+                "a" => i as f64,
+                "b" => 10.0 * i as f64,
+                _ => 100.0,
+            };
+            body.push_str(&format!("cpu,host={h},region={region} usage={v} {}\n", i * 60_000));
+        }
+    }
+    assert_eq!(write(&s, "q", "", &body).status, 200);
+    let r = query(&s, "q", "cpu{host=a}[0..719999] | avg(5m)");
+    assert_eq!(points(&r), [(0, 2.0), (300_000, 7.0), (600_000, 10.5)]);
+    let r = query(&s, "q", "cpu{region=eu}[0..719999] | group_by(region) | sum(10m)");
+    assert_eq!(points(&r), [(0, 495.0), (600_000, 231.0)]);
+    let r = query(&s, "q", "cpu{host=~\"a|b\"}[0..719999] | max()");
+    assert_eq!(
+        series(&r)
+            .iter()
+            .map(|(_, t, p)| (t.clone(), p.clone()))
+            .collect::<Vec<_>>(),
+        [
+            ("host=a,region=eu".to_string(), vec![(0, Some(11.0))]),
+            ("host=b,region=eu".to_string(), vec![(0, Some(110.0))])
+        ]
+    );
+    let r = query(&s, "q", "cpu[0..719999] | last() | topk(1)");
+    assert_eq!(series(&r)[0].1, "host=b,region=eu");
+    let r = query(
+        &s,
+        "q",
+        "cpu{host!=c}[0..719999] | rate() | where(value > 0.1) | count()",
+    );
+    assert_eq!(series(&r).len(), 1, "only b rises faster than 0.1/s");
+    assert!(series(&query(&s, "q", "nothing[1h]")).is_empty());
+    assert!(series(&query(&s, "elsewhere", "cpu[1h]")).is_empty());
+    for (q, pos) in [
+        ("cpu{host=a", 10),
+        ("cpu | avg(5x)", 11),
+        ("cpu{host=~\"(\"}", 10),
+        ("cpu | nope()", 6),
+    ] {
+        let r = query(&s, "q", q);
+        assert_eq!(r.status, 400, "{q}: {}", r.text());
+        assert_eq!(r.json()["details"]["position"], pos, "{q}: {}", r.text());
+    }
+    let r = s.post_json("/api/v1/ts/q/query", r#"{"query":"cpu","limit":1}"#);
+    assert_eq!(r.status, 400, "unknown field");
+}
+
+#[test]
+fn heads_fill_into_chunks_and_every_point_survives_restarts() {
+    let mut s = Server::builder().shards(2).start();
+    let n = 5000i64;
+    // Values with many bits, written out of order in batches, plus a rewrite and late points.
+    let value = |i: i64| (i as f64 * 0.1).sin() * 1e3 + 1.0 / 3.0;
+    let mut ts: Vec<i64> = (0..n).collect();
+    ts.reverse();
+    ts[100..300].sort();
+    for chunk in ts.chunks(700) {
+        let body: String = chunk
+            .iter()
+            .map(|i| format!("sensor,id=s1 v={:?} {}\n", value(*i), i * 1000))
+            .collect();
+        assert_eq!(write(&s, "c", "", &body).status, 200);
+    }
+    // A rewrite of a point long in a chunk, and one still in the head: last write wins.
+    assert_eq!(
+        write(&s, "c", "", "sensor,id=s1 v=-1 5000\nsensor,id=s1 v=-2 4999000").status,
+        200
+    );
+    let want = |i: i64| match i {
+        5 => -1.0,
+        4999 => -2.0,
+        _ => value(i),
+    };
+    let check = |s: &Server, when: &str| {
+        let got = points(&query(s, "c", &format!("sensor[0..{}]", n * 1000)));
+        assert_eq!(got.len(), n as usize, "{when}");
+        for (i, (t, v)) in got.iter().enumerate() {
+            assert_eq!(*t, i as i64 * 1000, "{when}");
+            assert_eq!(v.to_bits(), want(i as i64).to_bits(), "{when}: point {i}");
+        }
+        let m = &measurements(s, "c")[0];
+        let (samples, bytes) = (m["samples"].as_u64().unwrap(), m["bytes"].as_u64().unwrap());
+        assert!(samples >= n as u64, "{when}: {m}");
+        assert!(
+            bytes < 20 * samples,
+            "{when}: chunked points take less than raw ones: {bytes} bytes for {samples} samples"
+        );
+    };
+    check(&s, "live");
+    s.sigkill();
+    s.restart();
+    check(&s, "after SIGKILL");
+    let r = s.sigterm();
+    assert!(r.success());
+    s.restart();
+    check(&s, "after SIGTERM");
+    // Aggregates over chunks and heads agree with the points.
+    let r = query(&s, "c", &format!("sensor[0..{}] | count()", n * 1000));
+    assert_eq!(points(&r), [(0, n as f64)]);
+}
+
+#[test]
+fn listings_and_retention() {
+    let s = Server::builder().shards(2).start();
+    let now = now_ms() as i64;
+    let body = format!(
+        "cpu,host=a usage=1,idle=2 {}\ncpu,host=b usage=3 {}\ndisk,dev=sda used=5 {}\n",
+        now - 3_600_000,
+        now,
+        now
+    );
+    assert_eq!(write(&s, "l", "", &body).status, 200);
+    let m = measurements(&s, "l");
+    assert_eq!(m[0]["name"], "cpu");
+    assert_eq!(m[0]["series_count"], 3);
+    assert_eq!(m[0]["fields"], json!(["idle", "usage"]));
+    assert_eq!(m[0]["samples"], 3);
+    assert!(m[0]["bytes"].as_u64().unwrap() > 0);
+    assert_eq!(m[1]["name"], "disk");
+    let r = s.get("/api/v1/ts/l/cpu/series");
+    assert_eq!(r.status, 200);
+    let v = r.json();
+    assert_eq!(v["count"], 3);
+    assert_eq!(v["series"][0]["tags"], json!({"host": "a"}));
+    assert_eq!(s.get("/api/v1/ts/l/nothing/series").status, 404);
+    assert_eq!(measurements(&s, "empty"), json!([]));
+    // Retention hides what is older at once (whole chunks are dropped by the timer).
+    let r = s.put_json("/api/v1/ts/l/cpu/retention", r#"{"max_age_ms":600000}"#);
+    assert_eq!(r.status, 200, "{}", r.text());
+    let got = series(&query(&s, "l", "cpu[2h]"));
+    assert_eq!(got.len(), 1, "only b's recent point: {got:?}");
+    assert_eq!(s.put_json("/api/v1/ts/l/cpu/retention", r#"{"max_age":1}"#).status, 400);
+    assert_eq!(
+        s.put_json("/api/v1/ts/l/cpu/retention", r#"{"max_age_ms":0}"#).status,
+        200
+    );
+    assert_eq!(series(&query(&s, "l", "cpu[2h]")).len(), 3, "retention removed");
+}
+
+#[test]
+fn random_walk_integers_take_about_a_byte_per_sample() {
+    let s = Server::builder().shards(2).start();
+    // 20 series × 2048 points, 10 s apart, values a random walk in 0..=100: two full chunks each.
+    let mut rng = common::Rng(7);
+    let mut body = String::new();
+    for host in 0..10 {
+        let (mut a, mut b) = (50i64, 50i64);
+        for i in 0..2048i64 {
+            a = (a + rng.below(3) as i64 - 1).clamp(0, 100);
+            b = (b + rng.below(3) as i64 - 1).clamp(0, 100);
+            body.push_str(&format!("cpu,host=h{host} user={a}i,system={b}i {}\n", i * 10_000));
+        }
+    }
+    assert_eq!(write(&s, "w", "", &body).status, 200);
+    let m = &measurements(&s, "w")[0];
+    let (samples, bytes) = (m["samples"].as_u64().unwrap(), m["bytes"].as_u64().unwrap());
+    assert_eq!(samples, 20 * 2048);
+    let per = bytes as f64 / samples as f64;
+    assert!(per < 1.5, "{per:.3} bytes per sample ({bytes} / {samples})");
+    let r = query(&s, "w", "cpu{host=h3}[0..20480000] | field(user) | count()");
+    assert_eq!(points(&r), [(0, 2048.0)]);
+}
