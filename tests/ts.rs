@@ -157,10 +157,33 @@ fn a_bad_line_is_400_with_its_number_and_nothing_of_the_body_is_written() {
         assert_eq!(r.status, 400, "{why}: {}", r.text());
         assert_eq!(r.json()["details"]["line"], 1, "{why}");
     }
+    // A large body is parsed in pieces on every shard: the line number is still the body's,
+    // and nothing is written.
+    let mut big = String::new();
+    for i in 0..6000 {
+        big.push_str(&format!("big,host=h{} usage={i} {}\n", i % 97, 1000 + i));
+    }
+    assert!(big.len() > 128 * 1024);
+    let good_big = big.clone();
+    big.push_str("big,host=x usage=\n");
+    big.push_str("big,host=y usage=1 1\n");
+    let r = write(&s, "app", "", &big);
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert_eq!(r.json()["details"]["line"], 6001);
+    assert!(series(&query(&s, "app", "big[0..100000]")).is_empty());
+    let r = write(&s, "app", "", &good_big);
+    assert_eq!(r.json()["points_written"], 6000);
+    let counted = series(&query(&s, "app", "big[0..100000] | count()"));
+    assert_eq!(counted.len(), 97);
+    assert_eq!(counted.iter().map(|(_, _, p)| p[0].1.unwrap()).sum::<f64>(), 6000.0);
     // The same body without the bad line is written whole.
     let good: String = body.lines().take(40).map(|l| format!("{l}\n")).collect();
     assert_eq!(write(&s, "app", "", &good).status, 200);
-    assert_eq!(measurements(&s, "app")[0]["series_count"], 40);
+    let m = measurements(&s, "app");
+    assert_eq!(
+        (m[1]["name"].clone(), m[1]["series_count"].clone()),
+        (json!("cpu"), json!(40))
+    );
 }
 
 #[test]

@@ -22,67 +22,12 @@ use super::path;
 use crate::http::Response;
 use crate::server::inbox::{Command, Reply};
 use crate::server::shard::Shard;
-use crate::ts::exec::{Part, TsCmd, TsReply, MAX_PART_POINTS};
-use crate::ts::line::{LineError, ParseError, Parser, Point, Precision};
+use crate::ts::exec::{Part, TsCmd, TsReply};
+use crate::ts::line::{LineError, Precision};
+use crate::ts::split;
 
-/// InfluxDB's partial-write errors reported per answer, at most.
-const MAX_REPORTED_LINES: usize = 10;
-
-/// The parts of a write, per owner shard.
-struct Split {
-    parts: Vec<Vec<Part>>,
-    route: String,
-}
-
-impl Split {
-    fn new(shards: usize) -> Split {
-        Split {
-            parts: (0..shards).map(|_| vec![Part::default()]).collect(),
-            route: String::with_capacity(256),
-        }
-    }
-
-    fn add(&mut self, shard: &Shard, ns: &str, p: &Point<'_>) {
-        // The owner of a line: the shard of its measurement and tag set (tags come sorted).
-        self.route.clear();
-        self.route.push_str(p.measurement());
-        for t in p.tags() {
-            self.route.push(',');
-            self.route.push_str(t.key);
-            self.route.push('=');
-            self.route.push_str(t.value);
-        }
-        let stored = p.fields().filter(|f| f.value.as_f64().is_some()).count();
-        if stored == 0 {
-            return;
-        }
-        let owner = shard.node.partitioner.shard(ns, &self.route);
-        let list = &mut self.parts[owner];
-        if list.last().is_some_and(|l| l.points + stored > MAX_PART_POINTS) {
-            list.push(Part::default());
-        }
-        let part = list.last_mut().expect("never empty");
-        let fields = p.fields().filter_map(|f| f.value.as_f64().map(|v| (f.key, v)));
-        part.push(
-            p.measurement(),
-            p.tags().map(|t| (t.key, t.value)),
-            fields,
-            p.timestamp_ns().div_euclid(1_000_000),
-        );
-    }
-
-    fn into_parts(self) -> Vec<(usize, Part)> {
-        let mut out = Vec::new();
-        for (s, list) in self.parts.into_iter().enumerate() {
-            for p in list {
-                if !p.is_empty() {
-                    out.push((s, p));
-                }
-            }
-        }
-        out
-    }
-}
+/// Bodies at least this large are parsed in pieces, one on every shard at once.
+const PARALLEL_PARSE_BYTES: usize = 64 * 1024;
 
 /// A body, inflated when it is gzip (known by its magic bytes: line protocol never starts
 /// with 0x1f), at most `limit` bytes.
@@ -133,61 +78,29 @@ pub async fn write(shard: &Rc<Shard>, ns: &str, query: &str, body: &[u8], influx
     let precision = precision(query, influx)?;
     let body = inflate(body, shard.node.config.http.max_body_bytes)?;
     let now_ns = (crate::metrics::now_ms() as i64).saturating_mul(1_000_000);
-    let mut split = Split::new(shard.node.shard_count());
-    let mut parser = Parser::new();
-    let mut bad_lines: Vec<LineError> = Vec::new();
-    let mut rejected = 0usize;
-    let stats = if influx {
-        parser
-            .parse_partial(
-                &body,
-                precision,
-                now_ns,
-                |p| {
-                    split.add(shard, ns, p);
-                    Ok::<(), ()>(())
-                },
-                |e| {
-                    rejected += 1;
-                    if bad_lines.len() < MAX_REPORTED_LINES {
-                        bad_lines.push(e);
-                    }
-                },
-            )
-            .map_err(|()| ApiError::Internal("the line parser stopped".into()))?
-    } else {
-        let add = |p: &Point<'_>| {
-            split.add(shard, ns, p);
-            Ok::<(), ()>(())
-        };
-        match parser.parse(&body, precision, now_ns, add) {
-            Ok(s) => s,
-            Err(ParseError::Line(e)) => {
-                return Err(ApiError::Invalid {
-                    message: format!("line {}: {}", e.line, e.reason),
-                    details: json!({ "line": e.line, "reason": e.reason }),
-                })
-            }
-            Err(ParseError::Stopped(())) => return Err(ApiError::Internal("the line parser stopped".into())),
-        }
-    };
-    let parts = split.into_parts();
-    if !parts.is_empty() {
+    let parsed = parse_lines(shard, &body, precision, now_ns, influx)
+        .await
+        .map_err(|e| ApiError::Invalid {
+            message: format!("line {}: {}", e.line, e.reason),
+            details: json!({ "line": e.line, "reason": e.reason }),
+        })?;
+    if !parsed.parts.is_empty() {
         shard.ensure_namespace(ns).await?;
-        write_parts(shard, ns, parts).await?;
+        write_parts(shard, ns, parsed.parts).await?;
     }
-    if rejected > 0 {
-        let first = bad_lines
+    if parsed.rejected > 0 {
+        let first = parsed
+            .bad_lines
             .iter()
             .map(|e| format!("line {}: {}", e.line, e.reason))
             .collect::<Vec<_>>()
             .join("; ");
         return Err(ApiError::Invalid {
-            message: format!("partial write: {first} dropped={rejected}"),
+            message: format!("partial write: {first} dropped={}", parsed.rejected),
             details: json!({
-                "points_written": stats.points,
-                "dropped": rejected,
-                "lines": bad_lines.iter().map(|e| json!({"line": e.line, "reason": e.reason})).collect::<Vec<_>>(),
+                "points_written": parsed.points,
+                "dropped": parsed.rejected,
+                "lines": parsed.bad_lines.iter().map(|e| json!({"line": e.line, "reason": e.reason})).collect::<Vec<_>>(),
             }),
         });
     }
@@ -201,8 +114,73 @@ pub async fn write(shard: &Rc<Shard>, ns: &str, query: &str, body: &[u8], influx
     }
     Ok(Response::json(
         200,
-        &json!({ "points_written": stats.points, "fields_dropped": stats.fields_dropped }),
+        &json!({ "points_written": parsed.points, "fields_dropped": parsed.fields_dropped }),
     ))
+}
+
+/// Parses a body into the parts of its owners: here for a small body, else in pieces of whole
+/// lines on every shard at once (a piece whose shard is too busy to take it is parsed here).
+async fn parse_lines(
+    shard: &Rc<Shard>,
+    body: &[u8],
+    precision: Precision,
+    now_ns: i64,
+    partial: bool,
+) -> Result<split::Parsed, LineError> {
+    let partitioner = &shard.node.partitioner;
+    let shards = shard.node.shard_count();
+    if shards == 1 || body.len() < PARALLEL_PARSE_BYTES {
+        return split::parse(partitioner, body, 1, precision, now_ns, partial);
+    }
+    let shared: Arc<[u8]> = Arc::from(body);
+    let mut waiting = Vec::with_capacity(shards);
+    for (i, (from, to, first_line)) in split::pieces(&shared, shards).into_iter().enumerate() {
+        let cmd = Command::Ts(TsCmd::Parse {
+            body: shared.clone(),
+            from,
+            to,
+            first_line,
+            precision,
+            now_ns,
+            partial,
+        });
+        let there = if i == shard.id {
+            None
+        } else {
+            shard.forward(i, cmd).ok()
+        };
+        waiting.push((there, from, to, first_line));
+    }
+    let mut pieces = Vec::with_capacity(waiting.len());
+    // This shard's own piece (and any a busy shard could not take) while the others parse.
+    let mut here: Vec<Option<Result<split::Parsed, LineError>>> = waiting
+        .iter()
+        .map(|(there, from, to, first_line)| match there {
+            Some(_) => None,
+            None => Some(split::parse(
+                partitioner,
+                &shared[*from..*to],
+                *first_line,
+                precision,
+                now_ns,
+                partial,
+            )),
+        })
+        .collect();
+    for (i, (there, from, to, first_line)) in waiting.into_iter().enumerate() {
+        let r = match (here[i].take(), there) {
+            (Some(r), _) => r,
+            (None, Some(rx)) => match rx.await {
+                Ok(Reply::Ts(TsReply::Parsed(r))) => r,
+                // The shard went away or answered oddly: parse the piece here.
+                _ => split::parse(partitioner, &shared[from..to], first_line, precision, now_ns, partial),
+            },
+            (None, None) => split::parse(partitioner, &shared[from..to], first_line, precision, now_ns, partial),
+        };
+        // Pieces are in body order: the first error is the body's first bad line.
+        pieces.push(r?);
+    }
+    Ok(split::join(pieces))
 }
 
 /// A part sent to its owner, waiting for the answer.

@@ -79,6 +79,9 @@ pub struct BenchArgs {
     /// InfluxDB, or Flo's compatible endpoint, with the same data).
     #[arg(long)]
     pub influx: bool,
+    /// ts-ingest: fields per line (the first N of TSBS's 10 cpu fields).
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u8).range(1..=10))]
+    pub fields: u8,
     /// ts-query: the query sent, FloQL (or InfluxQL with `--influx`, sent to `/query?db=`).
     #[arg(long, default_value = "cpu[1h] | avg(5m)")]
     pub query: String,
@@ -189,6 +192,7 @@ fn execute(args: &BenchArgs) -> Result<Summary, String> {
             connections,
             influx: args.influx,
             query: args.query.clone(),
+            fields: usize::from(args.fields),
         }),
         measure_start,
         deadline,

@@ -30,7 +30,7 @@
 //! `ts-ingest` writes TSBS "cpu-only"-like data as line protocol: `--keys` hosts, each with 10
 //! tags and 10 integer-valued fields random-walking in 0..=100, one point per host every 10 s
 //! of data time; a request carries `--batch` lines, and each connection writes its own share of
-//! the hosts, advancing its clock once all of them have a point. With `--influx` it posts to
+//! the hosts, advancing its clock once all of them have a point (`--fields` takes fewer fields). With `--influx` it posts to
 //! `/write?db=<namespace>&precision=ms` (InfluxDB, or Flo's compatible endpoint).
 //!
 //! `ts-query` sends `--query` again and again: FloQL to `/api/v1/ts/<namespace>/query`, or with
@@ -168,6 +168,8 @@ pub struct KvOptions {
     pub influx: bool,
     /// `ts-query`: the query.
     pub query: String,
+    /// `ts-ingest`: fields per line (1..=10).
+    pub fields: usize,
 }
 
 impl Default for KvOptions {
@@ -180,6 +182,7 @@ impl Default for KvOptions {
             batch: DEFAULT_BATCH,
             influx: false,
             query: String::new(),
+            fields: TS_FIELDS.len(),
         }
     }
 }
@@ -206,6 +209,8 @@ struct KvTarget {
     influx: bool,
     /// `ts-query`: the JSON body (FloQL), or the URL-encoded InfluxQL.
     query: Vec<u8>,
+    /// `ts-ingest`: fields per line.
+    fields: usize,
 }
 
 impl KvTarget {
@@ -240,6 +245,7 @@ impl KvTarget {
             batch,
             lines: options.batch.max(1),
             influx: options.influx,
+            fields: options.fields.clamp(1, TS_FIELDS.len()),
             query: if options.influx {
                 url_encode(&options.query).into_bytes()
             } else {
@@ -555,6 +561,7 @@ pub struct TsHosts {
     /// `cpu,hostname=host_N,...` up to the space before the fields, per host.
     prefixes: Vec<String>,
     values: Vec<[u8; 10]>,
+    fields: usize,
     next_host: usize,
     now_ms: u64,
     rng: u64,
@@ -585,6 +592,7 @@ impl TsHosts {
         TsHosts {
             prefixes,
             values,
+            fields: kv.fields,
             next_host: 0,
             now_ms: TS_START_MS,
             rng: 0x9e37_79b9_7f4a_7c15 ^ conn as u64,
@@ -597,7 +605,7 @@ impl TsHosts {
         for _ in 0..lines {
             let h = self.next_host;
             out.extend_from_slice(self.prefixes[h].as_bytes());
-            for (i, field) in TS_FIELDS.iter().enumerate() {
+            for (i, field) in TS_FIELDS[..self.fields].iter().enumerate() {
                 self.rng ^= self.rng << 13;
                 self.rng ^= self.rng >> 7;
                 self.rng ^= self.rng << 17;

@@ -17,7 +17,7 @@ use super::entry::{
     CHUNK_IN_ORDER, ENTRY_TS_ABORT, ENTRY_TS_CHUNK, ENTRY_TS_COMMIT, ENTRY_TS_DROP, ENTRY_TS_POINTS,
     ENTRY_TS_RETENTION,
 };
-use super::series::{series_key_prefix, EntryAt, MeasurementStats, SeriesStore, HEAD_POINTS};
+use super::series::{decode_line_key, EntryAt, MeasurementStats, SeriesStore, HEAD_POINTS};
 use crate::api::error::ApiError;
 use crate::log::format::stored_bytes;
 use crate::log::LogError;
@@ -29,24 +29,18 @@ const ROOM_WAIT: Duration = Duration::from_secs(5);
 pub const MAX_PART_POINTS: usize = 100_000;
 
 /// The lines of a write that one shard owns, encoded by the coordinator (in memory only):
-/// per line `u32 len` + measurement, `u32 tag count`, per tag `u32 len` + key and `u32 len` +
-/// value (sorted by key), `u32 field count`, per field `u32 len` + name and 8 bytes f64, then
-/// the 8-byte timestamp in ms. Names are valid UTF-8 (they come from `&str`).
+/// per line `u32 len` + its line key (`series::line_key`), `u32 field count`, per field
+/// `u32 len` + name and 8 bytes f64, then the 8-byte timestamp in ms. Names are valid UTF-8
+/// (they come from `&str`).
 #[derive(Debug, Default)]
 pub struct Part {
     buf: Vec<u8>,
     pub points: usize,
 }
 
-fn put(buf: &mut Vec<u8>, s: &str) {
-    buf.extend_from_slice(&(s.len() as u32).to_le_bytes());
-    buf.extend_from_slice(s.as_bytes());
-}
-
 /// One line of a part, borrowed from it.
 pub struct PartLine<'a> {
-    pub measurement: &'a str,
-    pub tags: Vec<(&'a str, &'a str)>,
+    pub key: &'a [u8],
     pub fields: Vec<(&'a str, f64)>,
     pub ts_ms: i64,
 }
@@ -57,52 +51,48 @@ struct PartReader<'a> {
 }
 
 impl<'a> PartReader<'a> {
+    fn bytes(&mut self, n: usize) -> Result<&'a [u8], String> {
+        let s = self.b.get(self.at..self.at + n).ok_or("part cut short")?;
+        self.at += n;
+        Ok(s)
+    }
+
     fn u32(&mut self) -> Result<u32, String> {
-        let s = self.b.get(self.at..self.at + 4).ok_or("part cut short")?;
-        self.at += 4;
-        Ok(u32::from_le_bytes(s.try_into().map_err(|_| "part cut short")?))
+        Ok(u32::from_le_bytes(
+            self.bytes(4)?.try_into().map_err(|_| "part cut short")?,
+        ))
     }
 
     fn u64(&mut self) -> Result<u64, String> {
-        let s = self.b.get(self.at..self.at + 8).ok_or("part cut short")?;
-        self.at += 8;
-        Ok(u64::from_le_bytes(s.try_into().map_err(|_| "part cut short")?))
-    }
-
-    fn str(&mut self) -> Result<&'a str, String> {
-        let n = self.u32()? as usize;
-        let s = self.b.get(self.at..self.at + n).ok_or("part cut short")?;
-        self.at += n;
-        std::str::from_utf8(s).map_err(|_| "a name of a part is not UTF-8".to_string())
+        Ok(u64::from_le_bytes(
+            self.bytes(8)?.try_into().map_err(|_| "part cut short")?,
+        ))
     }
 }
 
 impl Part {
-    /// Adds a line (tags sorted by key; fields with their stored values).
-    pub fn push<'t, 'f>(
-        &mut self,
-        measurement: &str,
-        tags: impl ExactSizeIterator<Item = (&'t str, &'t str)>,
-        fields: impl Iterator<Item = (&'f str, f64)>,
-        ts_ms: i64,
-    ) {
-        put(&mut self.buf, measurement);
-        self.buf.extend_from_slice(&(tags.len() as u32).to_le_bytes());
-        for (k, v) in tags {
-            put(&mut self.buf, k);
-            put(&mut self.buf, v);
-        }
+    /// Adds a line: its line key and its fields with their stored values.
+    pub fn push<'f>(&mut self, key: &[u8], fields: impl Iterator<Item = (&'f str, f64)>, ts_ms: i64) {
+        self.buf.extend_from_slice(&(key.len() as u32).to_le_bytes());
+        self.buf.extend_from_slice(key);
         let count_at = self.buf.len();
         self.buf.extend_from_slice(&0u32.to_le_bytes());
         let mut n = 0u32;
         for (f, v) in fields {
-            put(&mut self.buf, f);
+            self.buf.extend_from_slice(&(f.len() as u32).to_le_bytes());
+            self.buf.extend_from_slice(f.as_bytes());
             self.buf.extend_from_slice(&v.to_bits().to_le_bytes());
             n += 1;
         }
         self.buf[count_at..count_at + 4].copy_from_slice(&n.to_le_bytes());
         self.buf.extend_from_slice(&ts_ms.to_le_bytes());
         self.points += n as usize;
+    }
+
+    /// Appends another part's lines.
+    pub fn append(&mut self, other: &Part) {
+        self.buf.extend_from_slice(&other.buf);
+        self.points += other.points;
     }
 
     pub fn is_empty(&self) -> bool {
@@ -113,22 +103,17 @@ impl Part {
     pub fn lines(&self, mut f: impl FnMut(&PartLine<'_>)) -> Result<(), String> {
         let mut r = PartReader { b: &self.buf, at: 0 };
         let mut line = PartLine {
-            measurement: "",
-            tags: Vec::new(),
+            key: &[],
             fields: Vec::new(),
             ts_ms: 0,
         };
         while r.at < self.buf.len() {
-            line.measurement = r.str()?;
-            line.tags.clear();
-            for _ in 0..r.u32()? {
-                let k = r.str()?;
-                let v = r.str()?;
-                line.tags.push((k, v));
-            }
+            let n = r.u32()? as usize;
+            line.key = r.bytes(n)?;
             line.fields.clear();
             for _ in 0..r.u32()? {
-                let name = r.str()?;
+                let n = r.u32()? as usize;
+                let name = std::str::from_utf8(r.bytes(n)?).map_err(|_| "a field name of a part is not UTF-8")?;
                 line.fields.push((name, f64::from_bits(r.u64()?)));
             }
             line.ts_ms = r.u64()? as i64;
@@ -163,6 +148,17 @@ pub enum TsCmd {
         measurement: String,
         max_age_ms: u64,
     },
+    /// Parse a piece of a large write's body (`split.rs`), so a body's lines are parsed on
+    /// every shard at once.
+    Parse {
+        body: std::sync::Arc<[u8]>,
+        from: usize,
+        to: usize,
+        first_line: usize,
+        precision: super::line::Precision,
+        now_ns: i64,
+        partial: bool,
+    },
     /// Run the shard's part of a query; `snapshot` is its commit snapshot (`commit.rs`).
     Query {
         ns: String,
@@ -185,6 +181,7 @@ pub enum TsReply {
     Measurements(BTreeMap<String, MeasurementStats>),
     Series(Vec<SeriesInfo>),
     Query(super::query::ShardOutput),
+    Parsed(Result<super::split::Parsed, super::line::LineError>),
 }
 
 impl PartialEq for TsReply {
@@ -253,6 +250,22 @@ pub async fn execute(shard: &Shard, cmd: TsCmd) -> Result<TsReply, ApiError> {
             ticket.await.map_err(log_error)?;
             Ok(TsReply::Done)
         }
+        TsCmd::Parse {
+            body,
+            from,
+            to,
+            first_line,
+            precision,
+            now_ns,
+            partial,
+        } => Ok(TsReply::Parsed(super::split::parse(
+            &shard.node.partitioner,
+            body.get(from..to).unwrap_or(&[]),
+            first_line,
+            precision,
+            now_ns,
+            partial,
+        ))),
         TsCmd::Query { ns, plan, snapshot } => query(shard, &ns, &plan, snapshot).await.map(TsReply::Query),
     }
 }
@@ -292,35 +305,43 @@ fn build_points(
     let mut fresh: HashMap<Vec<u8>, Vec<(String, u32)>> = HashMap::new();
     let mut new_series: Vec<OwnedSeries> = Vec::new();
     let mut points: Vec<(u32, i64, f64)> = Vec::with_capacity(part.points);
-    let mut key = Vec::with_capacity(256);
+    let lines = st.lines_of(ns);
     let mut overflow = false;
+    let mut bad_key = false;
     part.lines(|line| {
-        key.clear();
-        series_key_prefix(&mut key, ns, line.measurement, line.tags.iter().copied());
-        let known = st.line_fields(&key);
-        for (field, v) in &line.fields {
-            let found = known
-                .iter()
-                .find(|(f, _)| **f == **field)
+        let known = lines.and_then(|m| m.get(line.key)).map_or(&[][..], Vec::as_slice);
+        for (j, (field, v)) in line.fields.iter().enumerate() {
+            // A line's fields come sorted, as they were when its series were defined: the j-th
+            // field is most likely the j-th known one.
+            let at_j = known.get(j).filter(|(f, _)| **f == **field);
+            let found = at_j
+                .or_else(|| known.iter().find(|(f, _)| **f == **field))
                 .map(|(_, id)| *id)
                 .or_else(|| {
                     fresh
-                        .get(&key)
+                        .get(line.key)
                         .and_then(|l| l.iter().find(|(f, _)| f == field).map(|(_, id)| *id))
                 });
             let id = match found {
                 Some(id) => id,
                 None => {
+                    let Some((measurement, tags)) = decode_line_key(line.key) else {
+                        bad_key = true;
+                        continue;
+                    };
                     let id = next;
                     match next.checked_add(1) {
                         Some(n) => next = n,
                         None => overflow = true,
                     }
-                    fresh.entry(key.clone()).or_default().push((field.to_string(), id));
+                    fresh
+                        .entry(line.key.to_vec())
+                        .or_default()
+                        .push((field.to_string(), id));
                     new_series.push((
                         id,
-                        line.measurement.to_string(),
-                        line.tags.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+                        measurement.to_string(),
+                        tags.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
                         field.to_string(),
                     ));
                     id
@@ -330,6 +351,11 @@ fn build_points(
         }
     })
     .map_err(ApiError::Internal)?;
+    if bad_key {
+        return Err(ApiError::Internal(
+            "a part holds a line key that does not decode".into(),
+        ));
+    }
     if overflow {
         return Err(ApiError::Overloaded(
             "this shard holds the most series it can number".into(),

@@ -30,6 +30,7 @@
 //!   `/api/v1/ts/:namespace/write`); [`parse_partial`] reports every bad line and goes on (the
 //!   InfluxDB-compatible endpoints' partial writes).
 
+use std::collections::HashMap;
 use std::fmt;
 use std::str::FromStr;
 
@@ -223,6 +224,8 @@ pub enum OwnedValue {
 pub struct Point<'a> {
     line_number: usize,
     line: &'a str,
+    /// Where the measurement and tags are written in `line` (escapes still in).
+    series: (usize, usize),
     scratch: &'a str,
     measurement: Span,
     tags: &'a [TagSpan],
@@ -291,6 +294,12 @@ impl<'a> Point<'a> {
                 RawValue::Str(a, b) => FieldValue::Str(line.get(a..b).unwrap_or("")),
             },
         })
+    }
+
+    /// The measurement and tags as the line writes them (escapes still in): one text always
+    /// names one tag set.
+    pub fn series_text(&self) -> &'a str {
+        self.line.get(self.series.0..self.series.1).unwrap_or("")
     }
 
     /// The timestamp in nanoseconds since the epoch (the caller's `now_ns` when the line had none).
@@ -389,11 +398,25 @@ pub struct Parser {
     scratch: String,
     tags: Vec<TagSpan>,
     fields: Vec<FieldSpan>,
+    /// Measurement-and-tags texts seen in valid lines (without escapes) → their spans, relative
+    /// to the text's start, tags sorted: a series written again skips tag parsing and checks.
+    sections: HashMap<Box<[u8]>, Section, crate::ts::series::FastHash>,
 }
+
+/// A cached measurement-and-tags text: its spans relative to its start, tags sorted by key.
+#[derive(Debug)]
+struct Section {
+    measurement: (usize, usize),
+    tags: Vec<((usize, usize), (usize, usize))>,
+}
+
+/// Sections a parser remembers at most (it forgets them all beyond).
+const MAX_SECTIONS: usize = 50_000;
 
 /// A line that parsed to a point; its names are spans into `line` and the parser's buffers.
 struct Parsed<'b> {
     line: &'b str,
+    series: (usize, usize),
     measurement: Span,
     timestamp_ns: i64,
 }
@@ -466,6 +489,7 @@ impl Parser {
                     let point = Point {
                         line_number,
                         line: p.line,
+                        series: p.series,
                         scratch: &self.scratch,
                         measurement: p.measurement,
                         tags: &self.tags,
@@ -525,35 +549,35 @@ impl Parser {
             )
         })?;
         let b = line.as_bytes();
+        let series_start = pos;
 
-        // Measurement and tags.
-        let (m_end, esc) = scan_name(b, pos, Ctx::Measurement);
-        if m_end == pos {
-            return Err("missing measurement".into());
-        }
-        let measurement = self.name(line, pos, m_end, esc, Ctx::Measurement);
-        pos = m_end;
-        while pos < b.len() && b[pos] == b',' {
-            pos += 1;
-            let (k_end, esc) = scan_name(b, pos, Ctx::Key);
-            if k_end == pos {
-                return Err("missing tag key".into());
+        // Measurement and tags: a text without backslashes seen before in a valid line gives
+        // the same spans (sorted, checked) again.
+        let section_end = memchr::memchr(b' ', &b[pos..])
+            .map(|i| pos + i)
+            .filter(|&e| memchr::memchr(b'\\', &b[pos..e]).is_none());
+        let at = |(s, e): (usize, usize)| Span {
+            start: series_start + s,
+            end: series_start + e,
+            scratch: false,
+        };
+        let cached = section_end.and_then(|e| {
+            let c = self.sections.get(&b[pos..e])?;
+            self.tags.extend(c.tags.iter().map(|(k, v)| TagSpan {
+                key: at(*k),
+                value: at(*v),
+            }));
+            Some((e, at(c.measurement)))
+        });
+        let tags_known = cached.is_some();
+        let measurement = match cached {
+            Some((e, m)) => {
+                pos = e;
+                m
             }
-            let key = self.name(line, pos, k_end, esc, Ctx::Key);
-            if k_end == b.len() || b[k_end] != b'=' {
-                let key = resolve(line, &self.scratch, key);
-                return Err(format!("missing \"=\" after tag key {}", shown(key)));
-            }
-            pos = k_end + 1;
-            let (v_end, esc) = scan_name(b, pos, Ctx::TagValue);
-            if v_end == pos {
-                let key = resolve(line, &self.scratch, key);
-                return Err(format!("missing value for tag {}", shown(key)));
-            }
-            let value = self.name(line, pos, v_end, esc, Ctx::TagValue);
-            self.tags.push(TagSpan { key, value });
-            pos = v_end;
-        }
+            None => self.scan_series(line, &mut pos)?,
+        };
+        let series = (series_start, pos);
 
         // Fields.
         while pos < b.len() && b[pos] == b' ' {
@@ -605,12 +629,74 @@ impl Parser {
             precision.to_ns(t).ok_or("timestamp out of range")?
         };
 
-        self.validate(line, measurement)?;
+        self.validate(line, measurement, tags_known)?;
+        if !tags_known && section_end == Some(series.1) && !measurement.scratch {
+            self.remember(b, series, measurement);
+        }
         Ok(Some(Parsed {
             line,
+            series,
             measurement,
             timestamp_ns,
         }))
+    }
+
+    /// Remembers a valid line's measurement-and-tags text (`series`) and its sorted spans.
+    fn remember(&mut self, b: &[u8], series: (usize, usize), measurement: Span) {
+        if self.tags.iter().any(|t| t.key.scratch || t.value.scratch) {
+            return;
+        }
+        if self.sections.len() >= MAX_SECTIONS {
+            self.sections.clear();
+        }
+        let rel = |s: Span| (s.start - series.0, s.end - series.0);
+        let section = Section {
+            measurement: rel(measurement),
+            tags: self.tags.iter().map(|t| (rel(t.key), rel(t.value))).collect(),
+        };
+        self.sections.insert(b[series.0..series.1].into(), section);
+    }
+
+    /// Scans the measurement and the tags from `pos` (left after them).
+    fn scan_series(&mut self, line: &str, pos: &mut usize) -> Result<Span, String> {
+        let b = line.as_bytes();
+        let (m_end, esc) = scan_name(b, *pos, Ctx::Measurement);
+        if m_end == *pos {
+            return Err("missing measurement".into());
+        }
+        let measurement = self.name(line, *pos, m_end, esc, Ctx::Measurement);
+        *pos = m_end;
+        self.scan_tags(line, pos)?;
+        Ok(measurement)
+    }
+
+    /// Scans `,key=value` tags from `pos` (left after them).
+    fn scan_tags(&mut self, line: &str, pos_out: &mut usize) -> Result<(), String> {
+        let b = line.as_bytes();
+        let mut pos = *pos_out;
+        while pos < b.len() && b[pos] == b',' {
+            pos += 1;
+            let (k_end, esc) = scan_name(b, pos, Ctx::Key);
+            if k_end == pos {
+                return Err("missing tag key".into());
+            }
+            let key = self.name(line, pos, k_end, esc, Ctx::Key);
+            if k_end == b.len() || b[k_end] != b'=' {
+                let key = resolve(line, &self.scratch, key);
+                return Err(format!("missing \"=\" after tag key {}", shown(key)));
+            }
+            pos = k_end + 1;
+            let (v_end, esc) = scan_name(b, pos, Ctx::TagValue);
+            if v_end == pos {
+                let key = resolve(line, &self.scratch, key);
+                return Err(format!("missing value for tag {}", shown(key)));
+            }
+            let value = self.name(line, pos, v_end, esc, Ctx::TagValue);
+            self.tags.push(TagSpan { key, value });
+            pos = v_end;
+        }
+        *pos_out = pos;
+        Ok(())
     }
 
     /// The span of the name at `start..end` of `line`, unescaped into the scratch buffer when it
@@ -633,25 +719,27 @@ impl Parser {
     }
 
     /// The write rules; sorts the tags and the fields by key and keeps the last of each field.
-    fn validate(&mut self, line: &str, measurement: Span) -> Result<(), String> {
+    /// `tags_known`: the measurement and tags are a cached section's, checked and sorted.
+    fn validate(&mut self, line: &str, measurement: Span, tags_known: bool) -> Result<(), String> {
         let scratch = self.scratch.as_str();
         let name = |s: Span| resolve(line, scratch, s);
-        let m = name(measurement);
-        if m.starts_with('_') {
-            return Err(format!("measurement {} begins with \"_\" (reserved)", shown(m)));
-        }
-        for t in &self.tags {
-            check_key("tag", name(t.key))?;
+        if !tags_known {
+            let m = name(measurement);
+            if m.starts_with('_') {
+                return Err(format!("measurement {} begins with \"_\" (reserved)", shown(m)));
+            }
+            for t in &self.tags {
+                check_key("tag", name(t.key))?;
+            }
+            self.tags.sort_unstable_by(|a, b| name(a.key).cmp(name(b.key)));
+            for w in self.tags.windows(2) {
+                if name(w[0].key) == name(w[1].key) {
+                    return Err(format!("tag key {} repeated", shown(name(w[0].key))));
+                }
+            }
         }
         for f in &self.fields {
             check_key("field", name(f.key))?;
-        }
-
-        self.tags.sort_unstable_by(|a, b| name(a.key).cmp(name(b.key)));
-        for w in self.tags.windows(2) {
-            if name(w[0].key) == name(w[1].key) {
-                return Err(format!("tag key {} repeated", shown(name(w[0].key))));
-            }
         }
 
         self.fields
@@ -1064,6 +1152,49 @@ mod tests {
             Ok((points, _)) => points,
             Err(e) => panic!("{body:?}: {e}"),
         }
+    }
+
+    #[test]
+    fn a_tag_section_seen_before_parses_as_the_first_time() {
+        // One parser across bodies, as the server keeps it: the second time a section is seen
+        // it comes from the cache; every line must give what a fresh parser gives.
+        let lines = [
+            "cpu,z=1,host=a,b=2 v=1 10",
+            "cpu,z=1,host=a,b=2 v=2,w=3i 11",
+            "cpu,z=1,host=a,b=2  v=4 12",
+            "  cpu,z=1,host=a,b=2 v=5 13",
+            "cpu,z=1,host=a,b=2 host=1 14",
+            "cpu,z=1,host=a,b=2 v=\"s\",_x=1 15",
+            "cpu,z=1,host=a,b=2 time=1 16",
+            "cpu,host=a\\ b,z=1 v=6 17",
+            "cpu,host=a\\ b,z=1 v=7 18",
+            "cpu,z=1,z=2 v=1 19",
+            "cpu,z=1,z=2 v=1 20",
+        ];
+        let mut cached = Parser::new();
+        for round in 0..2 {
+            for line in lines {
+                let mut got = Vec::new();
+                let r = cached.parse(line.as_bytes(), Precision::Ns, NOW, |p| {
+                    got.push((own(p), p.series_text().to_string()));
+                    Ok::<(), ()>(())
+                });
+                let fresh = all(line, Precision::Ns);
+                match (r, fresh) {
+                    (Ok(_), Ok((want, _))) => {
+                        assert_eq!(
+                            got.iter().map(|g| g.0.clone()).collect::<Vec<_>>(),
+                            want,
+                            "{line}, round {round}"
+                        );
+                        assert!(line.trim_start().starts_with(&got[0].1), "{line}: {}", got[0].1);
+                    }
+                    (Err(ParseError::Line(a)), Err(b)) => assert_eq!(a, b, "{line}, round {round}"),
+                    (a, b) => panic!("{line}, round {round}: cached {a:?}, fresh {b:?}"),
+                }
+            }
+        }
+        assert!(!cached.sections.is_empty(), "sections were cached");
     }
 
     fn one(body: &str) -> Owned {

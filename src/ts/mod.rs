@@ -15,3 +15,4 @@ pub mod floql;
 pub mod line;
 pub mod query;
 pub mod series;
+pub mod split;

@@ -117,7 +117,8 @@ pub struct ChunkRef {
 /// One series: measurement + tag set + field, in a namespace.
 #[derive(Debug)]
 pub struct Series {
-    pub namespace: Box<str>,
+    /// Interned: every series of a namespace shares one (compared by pointer on the hot path).
+    pub namespace: std::rc::Rc<str>,
     pub measurement: Box<str>,
     pub tags: Vec<(Box<str>, Box<str>)>,
     pub field: Box<str>,
@@ -218,21 +219,50 @@ impl std::hash::Hasher for FastHasher {
     }
 }
 
-/// The key of a line's series up to their field (namespace, measurement, tags sorted by key;
-/// every component length-prefixed, so no two tag sets share one), into `k`.
-pub fn series_key_prefix<'t>(
-    k: &mut Vec<u8>,
-    ns: &str,
-    measurement: &str,
-    tags: impl ExactSizeIterator<Item = (&'t str, &'t str)>,
-) {
-    put_part(k, ns);
+/// The *line key* of a line's series: measurement and tags sorted by key, unescaped, each
+/// length-prefixed (`u32 len` + bytes; the tag count before the tags), so no two tag sets share
+/// one. Every field of the line is a series under this key. Written into `k` (appended).
+pub fn line_key<'t>(k: &mut Vec<u8>, measurement: &str, tags: impl ExactSizeIterator<Item = (&'t str, &'t str)>) {
     put_part(k, measurement);
     k.extend_from_slice(&(tags.len() as u32).to_le_bytes());
     for (tk, tv) in tags {
         put_part(k, tk);
         put_part(k, tv);
     }
+}
+
+/// The measurement and tags of a line key ([`line_key`]); `None` if it is not one.
+pub fn decode_line_key(k: &[u8]) -> Option<(&str, Vec<(&str, &str)>)> {
+    fn int(k: &[u8], at: &mut usize) -> Option<usize> {
+        let v = u32::from_le_bytes(k.get(*at..*at + 4)?.try_into().ok()?);
+        *at += 4;
+        Some(v as usize)
+    }
+    fn text<'k>(k: &'k [u8], at: &mut usize) -> Option<&'k str> {
+        let n = int(k, at)?;
+        let s = std::str::from_utf8(k.get(*at..*at + n)?).ok()?;
+        *at += n;
+        Some(s)
+    }
+    let mut at = 0;
+    let m = text(k, &mut at)?;
+    let n = int(k, &mut at)?;
+    let mut tags = Vec::with_capacity(n.min(k.len() / 8));
+    for _ in 0..n {
+        let tk = text(k, &mut at)?;
+        let tv = text(k, &mut at)?;
+        tags.push((tk, tv));
+    }
+    (at == k.len()).then_some((m, tags))
+}
+
+/// The hash that places a line's series on a shard: [`FastHash`] over its line key
+/// (`format-spec/ts.md`, "Series and where they live").
+pub fn line_key_hash(k: &[u8]) -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = FastHash.build_hasher();
+    h.write(k);
+    h.finish()
 }
 
 /// What one measurement holds, for listings.
@@ -248,9 +278,9 @@ pub struct MeasurementStats {
 #[derive(Debug, Default)]
 pub struct SeriesStore {
     series: Vec<Series>,
-    /// Key prefix of a line (namespace, measurement, tags; [`series_key_prefix`]) → its series'
-    /// fields and ids: one lookup per line, not one per field.
-    by_line: HashMap<Vec<u8>, LineFields, FastHash>,
+    /// Namespace → line key ([`line_key`]) → its series' fields and ids: one lookup per line,
+    /// not one per field.
+    by_line: HashMap<Box<str>, HashMap<Vec<u8>, LineFields, FastHash>>,
     /// (namespace, measurement, tag key, tag value) → ids, ascending.
     tag_index: BTreeMap<TagKey, Vec<u32>>,
     /// (namespace, measurement) → ids, ascending.
@@ -267,6 +297,8 @@ pub struct SeriesStore {
     /// Series with chunks not yet durable.
     cutting: Vec<u32>,
     pub segments: SegmentTable,
+    /// Namespaces of the series, interned.
+    namespaces: HashMap<Box<str>, std::rc::Rc<str>>,
     dead_bytes: u64,
     /// Every stored point (chunks and heads), for metrics.
     samples: u64,
@@ -281,14 +313,19 @@ impl SeriesStore {
         self.series.len() as u32 + 1
     }
 
-    /// The fields (and their series ids) of a line's key prefix ([`series_key_prefix`]).
-    pub fn line_fields(&self, prefix: &[u8]) -> &[(Box<str>, u32)] {
-        self.by_line.get(prefix).map_or(&[], Vec::as_slice)
+    /// The line keys of a namespace, for looking up many lines.
+    pub fn lines_of(&self, ns: &str) -> Option<&HashMap<Vec<u8>, LineFields, FastHash>> {
+        self.by_line.get(ns)
     }
 
-    /// The id of the series of a line's key prefix and a field.
-    pub fn lookup(&self, prefix: &[u8], field: &str) -> Option<u32> {
-        self.line_fields(prefix)
+    /// The fields (and their series ids) of a line key ([`line_key`]) in a namespace.
+    pub fn line_fields(&self, ns: &str, key: &[u8]) -> &[(Box<str>, u32)] {
+        self.by_line.get(ns).and_then(|m| m.get(key)).map_or(&[], Vec::as_slice)
+    }
+
+    /// The id of the series of a line key and a field.
+    pub fn lookup(&self, ns: &str, key: &[u8], field: &str) -> Option<u32> {
+        self.line_fields(ns, key)
             .iter()
             .find(|(f, _)| **f == *field)
             .map(|(_, id)| *id)
@@ -319,9 +356,9 @@ impl SeriesStore {
         if s.id != self.next_id() {
             return Err(format!("series {} defined where {} was next", s.id, self.next_id()));
         }
-        let mut prefix = Vec::new();
-        series_key_prefix(&mut prefix, ns, s.measurement, s.tags.iter().copied());
-        let fields = self.by_line.entry(prefix).or_default();
+        let mut key = Vec::new();
+        line_key(&mut key, s.measurement, s.tags.iter().copied());
+        let fields = self.by_line.entry(ns.into()).or_default().entry(key).or_default();
         if fields.iter().any(|(f, _)| **f == *s.field) {
             return Err(format!("series {} defined twice", s.id));
         }
@@ -337,7 +374,11 @@ impl SeriesStore {
             .or_default()
             .push(s.id);
         self.series.push(Series {
-            namespace: ns.into(),
+            namespace: self
+                .namespaces
+                .entry(ns.into())
+                .or_insert_with(|| std::rc::Rc::from(ns))
+                .clone(),
             measurement: s.measurement.into(),
             tags: s.tags.iter().map(|(k, v)| ((*k).into(), (*v).into())).collect(),
             field: s.field.into(),
@@ -379,11 +420,14 @@ impl SeriesStore {
     ) -> Result<FullHeads, String> {
         let mut full = Vec::new();
         let mut released = Vec::new();
+        let Some(interned) = self.namespaces.get(ns).cloned() else {
+            return Err(format!("a point in namespace {ns:?}, which has no series"));
+        };
         for (id, ts, v, lsn) in points {
             let s = self
                 .get_mut(id)
                 .ok_or_else(|| format!("a point of series {id}, never defined"))?;
-            if &*s.namespace != ns {
+            if !std::rc::Rc::ptr_eq(&s.namespace, &interned) {
                 return Err(format!("series {id} is not of namespace {ns:?}"));
             }
             let replaced = if s.sealed_until.is_some_and(|t| ts <= t) {
@@ -420,8 +464,10 @@ impl SeriesStore {
         for s in &p.new_series {
             self.define(p.namespace, s)?;
         }
+        let interned = self.namespaces.get(p.namespace).cloned();
         for (id, _, _) in p.iter() {
-            if self.get(id).is_none_or(|s| &*s.namespace != p.namespace) {
+            let same = |s: &Series| interned.as_ref().is_some_and(|n| std::rc::Rc::ptr_eq(&s.namespace, n));
+            if !self.get(id).is_some_and(same) {
                 return Err(format!("a point of series {id}, never defined in {:?}", p.namespace));
             }
         }
@@ -919,9 +965,15 @@ mod tests {
         assert!(st.select("app", "cpu", &[("host", "c")]).is_empty());
         assert!(st.select("other", "cpu", &[]).is_empty());
         let mut key = Vec::new();
-        series_key_prefix(&mut key, "app", "cpu", [("host", "b"), ("region", "eu")].into_iter());
-        assert_eq!(st.lookup(&key, "usage"), Some(2));
-        assert_eq!(st.lookup(&key, "idle"), None);
+        line_key(&mut key, "cpu", [("host", "b"), ("region", "eu")].into_iter());
+        assert_eq!(st.lookup("app", &key, "usage"), Some(2));
+        assert_eq!(st.lookup("app", &key, "idle"), None);
+        assert_eq!(st.lookup("other", &key, "usage"), None);
+        assert_eq!(
+            decode_line_key(&key),
+            Some(("cpu", vec![("host", "b"), ("region", "eu")]))
+        );
+        assert_eq!(decode_line_key(&key[..key.len() - 1]), None);
         assert!(
             st.define("app", &new_series(4, "a", "usage")).is_err(),
             "same key twice"

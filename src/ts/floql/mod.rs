@@ -20,7 +20,7 @@
 //!           | rate([duration]) | delta() | abs() | ceil() | floor() | round([digits])
 //!           | where(value (>|>=|<|<=|==|!=) number)
 //!           | math(expr)                               + - * / %, parentheses, unary minus
-//!           | field(name) | alias(name) | group_by(name, ...) | topk(k) | bottomk(k)
+//!           | field(name) | alias(name) | group_by([name, ...]) | topk(k) | bottomk(k)
 //! ```
 //! Whitespace (space, tab, CR, LF) may stand between any two tokens, not inside one.
 //!
@@ -46,7 +46,7 @@
 //! * Quoted strings know only the escapes `\"` and `\\`; any other backslash is an error (a
 //!   regex's `\d` is written bare, `k=~\d+`, or quoted as `"\\d+"`).
 //! * A quoted tag value may be empty (`k=""`); names and regexes may not.
-//! * `group_by` needs at least one tag and rejects a repeated one; `topk`/`bottomk` need k ≥ 1.
+//! * `group_by` rejects a repeated tag; `group_by()` (no tag) merges every series of a field; `topk`/`bottomk` need k ≥ 1.
 //! * Durations are one number and one unit (`90m`, not `1h30m`, not `1.5h`); the largest is
 //!   `i64::MAX` ms. `[1h]` stays [`Range::Relative`], distinct from no range ([`Range::Default`]).
 //! * Errors at the end of the text (an unclosed `(`, `{`, `[`) point at the end and name the

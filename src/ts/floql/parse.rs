@@ -724,10 +724,15 @@ impl<'a> Parser<'a> {
         }
     }
 
-    /// `group_by(tag, ...)`, after the `(`: at least one tag, none twice.
+    /// `group_by(tag, ...)`, after the `(`: tags, none twice; no tag merges every series of a
+    /// field (`group_by()`).
     fn group_by(&mut self) -> Result<Stage> {
         let mut tags = Vec::new();
         let mut seen = HashSet::new();
+        self.skip_ws();
+        if self.peek() == Some(b')') {
+            return Ok(Stage::GroupBy(tags));
+        }
         loop {
             self.skip_ws();
             let at = self.pos;
