@@ -62,8 +62,10 @@ print(r[sys.argv[2]])
 PY
 }
 
+# settle -- let the previous server's writeback finish, so each starts on a quiet disk
+settle() { sync; sleep 2; }
 start_influx() {
-  local d="$WORK/influx"; rm -rf "$d"; mkdir -p "$d"
+  local d="$WORK/influx"; rm -rf "$d" "$WORK/flo"; settle; mkdir -p "$d"
   sed "s|@DIR@|$d|g" "$SHARED/influxdb.conf.tmpl" > "$d/influxdb.conf"
   influxd run -config "$d/influxdb.conf" > "$WORK/influxd.log" 2>&1 &
   IPID=$!; PIDS+=($IPID)
@@ -72,7 +74,7 @@ start_influx() {
 }
 stop_influx() { kill "$IPID"; wait "$IPID" 2>/dev/null || true; }
 start_flo_ts() {
-  rm -rf "$WORK/flo"; mkdir -p "$WORK/flo"
+  rm -rf "$WORK/flo" "$WORK/influx"; settle; mkdir -p "$WORK/flo"
   printf '[ts]\nhead_age_ms = 1000\n' > "$WORK/flo.toml"
   start_flo "$WORK/flo/data" "$FLO_PORT" --config "$WORK/flo.toml"
   FPID=$!; PIDS+=($FPID)

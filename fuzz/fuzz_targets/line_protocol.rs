@@ -1,10 +1,11 @@
 //! The line-protocol parser on arbitrary bytes, in both modes: never panics; the atomic and the
 //! partial parse agree (same points up to the first bad line, which both name); every point
-//! written back with `write_point` parses to the same point (floats compared by bits).
+//! written back with `write_point` parses to the same point (floats compared by bits); a parser
+//! that has seen the body before (its cache of tag sections filled) gives the same answer again.
 #![no_main]
 
 use flo::ts::line::{
-    parse, parse_partial, write_point, LineError, OwnedPoint, OwnedValue, ParseError, Point, Precision,
+    parse, parse_partial, write_point, LineError, OwnedPoint, OwnedValue, ParseError, Parser, Point, Precision,
 };
 use libfuzzer_sys::fuzz_target;
 
@@ -102,5 +103,25 @@ fuzz_target!(|data: &[u8]| {
             assert_eq!(atomic, points[..before]);
         }
         Err(ParseError::Stopped(())) => unreachable!(),
+    }
+
+    // One parser twice over the body: the second pass meets its tag sections in the cache.
+    let mut reused = Parser::new();
+    for pass in 0..2 {
+        let mut again = Vec::new();
+        let mut again_bad = Vec::new();
+        let s = reused
+            .parse_partial(
+                body,
+                precision,
+                now,
+                |p| {
+                    again.push(own(p));
+                    Ok::<(), ()>(())
+                },
+                |e| again_bad.push(e),
+            )
+            .expect("the callback never fails");
+        assert_eq!((s, &again, &again_bad), (stats, &points, &bad), "pass {pass}");
     }
 });

@@ -342,13 +342,24 @@ impl SeriesStore {
     /// Series of a measurement whose tags equal every (key, value) given, ascending.
     pub fn select(&self, ns: &str, measurement: &str, equal: &[(&str, &str)]) -> Vec<u32> {
         let key = (Box::from(ns), Box::from(measurement));
-        let mut out: Vec<u32> = self.measurements.get(&key).cloned().unwrap_or_default();
-        for (k, v) in equal {
-            let t = (Box::from(ns), Box::from(measurement), Box::from(*k), Box::from(*v));
-            let ids = self.tag_index.get(&t).map(Vec::as_slice).unwrap_or(&[]);
-            out.retain(|id| ids.binary_search(id).is_ok());
-        }
-        out
+        let all = self.measurements.get(&key).map(Vec::as_slice).unwrap_or(&[]);
+        let mut lists: Vec<&[u32]> = equal
+            .iter()
+            .map(|(k, v)| {
+                let t = (Box::from(ns), Box::from(measurement), Box::from(*k), Box::from(*v));
+                self.tag_index.get(&t).map(Vec::as_slice).unwrap_or(&[])
+            })
+            .collect();
+        // Start from the shortest list (one host of a thousand), keep what every other holds.
+        lists.sort_by_key(|l| l.len());
+        let Some((first, rest)) = lists.split_first() else {
+            return all.to_vec();
+        };
+        first
+            .iter()
+            .copied()
+            .filter(|id| rest.iter().all(|l| l.binary_search(id).is_ok()))
+            .collect()
     }
 
     /// Defines a series the log introduces (its id must be the next one, its key new).
