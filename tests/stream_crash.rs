@@ -397,12 +397,7 @@ fn streams_keep_acknowledged_appends_across_sigkill() {
     let kills = common::env_u64("FLO_STREAM_KILLS", 3) as usize;
     let seed = common::env_u64("FLO_STREAM_SEED", 0x5eed_0f57_ea3c_4a00);
     let mut rng = Rng(seed);
-    let mut s = Server::builder()
-        .shards(2)
-        // 1 MiB segments take batches of at most a quarter of that, so values are kept small.
-        .log_config("segment_bytes = 1048576\nbatch_max_bytes = 262144\n")
-        .config("[limits]\nmax_value_bytes = 65536\n")
-        .start();
+    let mut s = common::small_segment_server();
     let owners: BTreeSet<u64> = STREAMS.iter().map(|n| common::spec_owner_shard(NS, n, 64, 2)).collect();
     assert_eq!(owners.len(), 2, "the streams cover both shards");
 

@@ -396,3 +396,39 @@ fn random_walk_integers_take_about_a_byte_per_sample() {
     let r = query(&s, "w", "cpu{host=h3}[0..20480000] | field(user) | count()");
     assert_eq!(points(&r), [(0, 2048.0)]);
 }
+
+#[test]
+fn a_series_lives_on_the_shard_its_line_key_hashes_to() {
+    // format-spec/ts.md: the owner is the shard of partition H(line key) mod partitions, H written
+    // out in the spec; tests/common computes it from the spec alone.
+    let s = Server::builder().shards(2).start();
+    let mut prev = vec![0u64, 0];
+    for (i, host) in ["web-01", "db-7", "x", "a-rather-long-host-name-for-the-hash"]
+        .iter()
+        .enumerate()
+    {
+        let ns = format!("place{i}");
+        let body = format!("cpu,zone=eu,host={host} usage=1,idle=2 1000\n");
+        assert_eq!(write(&s, &ns, "", &body).status, 200);
+        let want = common::spec_ts_owner_shard("cpu", &[("host", host), ("zone", "eu")], 64, 2) as usize;
+        // The per-shard series gauge comes from the shard's 1 s timer.
+        let counts = common::poll("the series gauge", std::time::Duration::from_secs(10), || {
+            let m = s.get("/api/v1/metrics").json();
+            let counts: Vec<u64> = m["shards"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|r| r["ts_series"].as_u64().unwrap())
+                .collect();
+            (counts.iter().sum::<u64>() == prev.iter().sum::<u64>() + 2).then_some(counts)
+        });
+        let grew: Vec<u64> = counts.iter().zip(&prev).map(|(a, b)| a - b).collect();
+        let mut expected = vec![0u64, 0];
+        expected[want] = 2;
+        assert_eq!(
+            grew, expected,
+            "{host}: where its two series went; the spec says shard {want}"
+        );
+        prev = counts;
+    }
+}

@@ -578,17 +578,12 @@ fn time_series_writes_stay_whole_and_durable_across_sigkill() {
     let kills = common::env_u64("FLO_TS_KILLS", 12) as usize;
     let seed = common::env_u64("FLO_TS_SEED", 0x7153_c0a5_4ed0_0001);
     let mut rng = Rng(seed);
-    let mut s = Server::builder()
-        .shards(2)
-        // 1 MiB segments (batches of at most a quarter of that), so segments roll often.
-        .log_config("segment_bytes = 1048576\nbatch_max_bytes = 262144\n")
-        .config("[limits]\nmax_value_bytes = 65536\n")
-        .start();
-    // Which shard owns each host's series (`partitioning.md`, route `cpu,host=hNN`).
+    let mut s = common::small_segment_server();
+    // Which shard owns each host's series (`format-spec/ts.md`: the line key's hash).
     let mut shard_hosts: [Vec<usize>; 2] = [Vec::new(), Vec::new()];
     let mut owner = [0usize; HOSTS];
     for (h, o) in owner.iter_mut().enumerate() {
-        *o = common::spec_owner_shard(NS, &format!("cpu,host={}", host_name(h)), 64, 2) as usize;
+        *o = common::spec_ts_owner_shard("cpu", &[("host", &host_name(h))], 64, 2) as usize;
         shard_hosts[*o].push(h);
     }
     assert!(

@@ -129,58 +129,54 @@ async fn parse_lines(
 ) -> Result<split::Parsed, LineError> {
     let partitioner = &shard.node.partitioner;
     let shards = shard.node.shard_count();
+    let reading = |first_line| split::Reading {
+        first_line,
+        precision,
+        now_ns,
+        partial,
+    };
     if shards == 1 || body.len() < PARALLEL_PARSE_BYTES {
-        return split::parse(partitioner, body, 1, precision, now_ns, partial);
+        return split::parse(partitioner, body, reading(1));
     }
     let shared: Arc<[u8]> = Arc::from(body);
-    let mut waiting = Vec::with_capacity(shards);
-    for (i, (from, to, first_line)) in split::pieces(&shared, shards).into_iter().enumerate() {
-        let cmd = Command::Ts(TsCmd::Parse {
+    let pieces: Vec<split::Piece> = split::pieces(&shared, shards)
+        .into_iter()
+        .map(|(from, to, first_line)| split::Piece {
             body: shared.clone(),
-            from,
-            to,
-            first_line,
-            precision,
-            now_ns,
-            partial,
-        });
-        let there = if i == shard.id {
-            None
-        } else {
-            shard.forward(i, cmd).ok()
-        };
-        waiting.push((there, from, to, first_line));
-    }
-    let mut pieces = Vec::with_capacity(waiting.len());
-    // This shard's own piece (and any a busy shard could not take) while the others parse.
-    let mut here: Vec<Option<Result<split::Parsed, LineError>>> = waiting
-        .iter()
-        .map(|(there, from, to, first_line)| match there {
-            Some(_) => None,
-            None => Some(split::parse(
-                partitioner,
-                &shared[*from..*to],
-                *first_line,
-                precision,
-                now_ns,
-                partial,
-            )),
+            range: from..to,
+            reading: reading(first_line),
         })
         .collect();
-    for (i, (there, from, to, first_line)) in waiting.into_iter().enumerate() {
-        let r = match (here[i].take(), there) {
+    let waiting: Vec<_> = pieces
+        .iter()
+        .enumerate()
+        .map(|(i, p)| {
+            (i != shard.id)
+                .then(|| shard.forward(i, Command::Ts(TsCmd::Parse(p.clone()))).ok())
+                .flatten()
+        })
+        .collect();
+    // This shard's own piece (and any a busy shard could not take) while the others parse.
+    let mut here: Vec<_> = pieces
+        .iter()
+        .zip(&waiting)
+        .map(|(p, w)| w.is_none().then(|| p.parse(partitioner)))
+        .collect();
+    let mut parsed = Vec::with_capacity(pieces.len());
+    for ((p, w), done) in pieces.iter().zip(waiting).zip(here.iter_mut()) {
+        let r = match (done.take(), w) {
             (Some(r), _) => r,
             (None, Some(rx)) => match rx.await {
                 Ok(Reply::Ts(TsReply::Parsed(r))) => r,
                 // The shard went away or answered oddly: parse the piece here.
-                _ => split::parse(partitioner, &shared[from..to], first_line, precision, now_ns, partial),
+                _ => p.parse(partitioner),
             },
-            (None, None) => split::parse(partitioner, &shared[from..to], first_line, precision, now_ns, partial),
+            (None, None) => p.parse(partitioner),
         };
         // Pieces are in body order: the first error is the body's first bad line.
-        pieces.push(r?);
+        parsed.push(r?);
     }
-    Ok(split::join(pieces))
+    Ok(split::join(parsed))
 }
 
 /// A part sent to its owner, waiting for the answer.

@@ -150,15 +150,7 @@ pub enum TsCmd {
     },
     /// Parse a piece of a large write's body (`split.rs`), so a body's lines are parsed on
     /// every shard at once.
-    Parse {
-        body: std::sync::Arc<[u8]>,
-        from: usize,
-        to: usize,
-        first_line: usize,
-        precision: super::line::Precision,
-        now_ns: i64,
-        partial: bool,
-    },
+    Parse(super::split::Piece),
     /// Run the shard's part of a query; `snapshot` is its commit snapshot (`commit.rs`).
     Query {
         ns: String,
@@ -250,22 +242,7 @@ pub async fn execute(shard: &Shard, cmd: TsCmd) -> Result<TsReply, ApiError> {
             ticket.await.map_err(log_error)?;
             Ok(TsReply::Done)
         }
-        TsCmd::Parse {
-            body,
-            from,
-            to,
-            first_line,
-            precision,
-            now_ns,
-            partial,
-        } => Ok(TsReply::Parsed(super::split::parse(
-            &shard.node.partitioner,
-            body.get(from..to).unwrap_or(&[]),
-            first_line,
-            precision,
-            now_ns,
-            partial,
-        ))),
+        TsCmd::Parse(piece) => Ok(TsReply::Parsed(piece.parse(&shard.node.partitioner))),
         TsCmd::Query { ns, plan, snapshot } => query(shard, &ns, &plan, snapshot).await.map(TsReply::Query),
     }
 }

@@ -91,41 +91,55 @@ impl Split<'_> {
     }
 }
 
-/// Parses `body` (whose first line is line `first_line` of the whole body) into parts. Strict
-/// mode stops at the first bad line; partial mode (InfluxDB's) skips bad lines and lists them.
-pub fn parse(
-    partitioner: &Partitioner,
-    body: &[u8],
-    first_line: usize,
-    precision: Precision,
-    now_ns: i64,
-    partial: bool,
-) -> Result<Parsed, LineError> {
-    PARSING.with_borrow_mut(|(parser, owners)| {
-        parse_with(
-            parser,
-            owners,
-            partitioner,
-            body,
-            first_line,
-            precision,
-            now_ns,
-            partial,
-        )
-    })
+/// How a body (or a piece of it) is read.
+#[derive(Clone, Copy, Debug)]
+pub struct Reading {
+    /// The number, in the whole body, of the piece's first line (1 for a whole body).
+    pub first_line: usize,
+    pub precision: Precision,
+    /// The server's time, for lines without a timestamp.
+    pub now_ns: i64,
+    /// InfluxDB's partial write: skip bad lines (and list them) instead of stopping.
+    pub partial: bool,
 }
 
-#[allow(clippy::too_many_arguments, reason = "parse's inputs plus the thread's caches")]
+/// A piece of a shared body, for another shard to parse.
+#[derive(Clone, Debug)]
+pub struct Piece {
+    pub body: std::sync::Arc<[u8]>,
+    pub range: std::ops::Range<usize>,
+    pub reading: Reading,
+}
+
+impl Piece {
+    pub fn parse(&self, partitioner: &Partitioner) -> Result<Parsed, LineError> {
+        parse(
+            partitioner,
+            self.body.get(self.range.clone()).unwrap_or(&[]),
+            self.reading,
+        )
+    }
+}
+
+/// Parses `body` into parts. Strict mode stops at the first bad line; partial mode (InfluxDB's)
+/// skips bad lines and lists them. Line numbers count from `reading.first_line`.
+pub fn parse(partitioner: &Partitioner, body: &[u8], reading: Reading) -> Result<Parsed, LineError> {
+    PARSING.with_borrow_mut(|(parser, owners)| parse_with(parser, owners, partitioner, body, reading))
+}
+
 fn parse_with(
     parser: &mut Parser,
     owners: &mut Owners,
     partitioner: &Partitioner,
     body: &[u8],
-    first_line: usize,
-    precision: Precision,
-    now_ns: i64,
-    partial: bool,
+    reading: Reading,
 ) -> Result<Parsed, LineError> {
+    let Reading {
+        first_line,
+        precision,
+        now_ns,
+        partial,
+    } = reading;
     let shards = partitioner.shards() as usize;
     let table = (partitioner.partitions(), partitioner.shards());
     if owners.table != table {
@@ -271,11 +285,17 @@ mod tests {
         for h in 0..50 {
             body.push_str(&format!("cpu,host=h{h} a=1,b=2,s=\"x\" {h}\n"));
         }
-        let whole = parse(&partitioner, body.as_bytes(), 1, Precision::Ms, 0, false).unwrap();
+        let reading = |first_line| Reading {
+            first_line,
+            precision: Precision::Ms,
+            now_ns: 0,
+            partial: false,
+        };
+        let whole = parse(&partitioner, body.as_bytes(), reading(1)).unwrap();
         let joined = join(
             pieces(body.as_bytes(), 3)
                 .into_iter()
-                .map(|(a, b, l)| parse(&partitioner, &body.as_bytes()[a..b], l, Precision::Ms, 0, false).unwrap())
+                .map(|(a, b, l)| parse(&partitioner, &body.as_bytes()[a..b], reading(l)).unwrap())
                 .collect(),
         );
         assert_eq!((joined.points, joined.fields_dropped), (50, 50));
@@ -288,7 +308,7 @@ mod tests {
         assert_eq!(shape(&whole).len(), 2, "50 hosts reach both shards");
         body.push_str("bad line\n");
         let (a, b, l) = *pieces(body.as_bytes(), 3).last().unwrap();
-        let e = parse(&partitioner, &body.as_bytes()[a..b], l, Precision::Ms, 0, false).unwrap_err();
+        let e = parse(&partitioner, &body.as_bytes()[a..b], reading(l)).unwrap_err();
         assert_eq!(e.line, 51, "numbered in the whole body");
     }
 }

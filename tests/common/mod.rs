@@ -505,6 +505,51 @@ pub fn spec_owner_shard(namespace: &str, name: &str, partitions: u64, shards: u6
     (h % partitions) % shards
 }
 
+/// The shard owning a time-series line's series by `format-spec/ts.md` ("Series and where
+/// they live"), written from the spec: the line key (measurement, tag count, tags sorted by key,
+/// every string u32-length-prefixed) hashed 8 bytes at a time.
+pub fn spec_ts_owner_shard(measurement: &str, tags: &[(&str, &str)], partitions: u64, shards: u64) -> u64 {
+    let mut tags = tags.to_vec();
+    tags.sort();
+    let mut key = Vec::new();
+    let put = |k: &mut Vec<u8>, s: &str| {
+        k.extend_from_slice(&(s.len() as u32).to_le_bytes());
+        k.extend_from_slice(s.as_bytes());
+    };
+    put(&mut key, measurement);
+    key.extend_from_slice(&(tags.len() as u32).to_le_bytes());
+    for (k, v) in &tags {
+        put(&mut key, k);
+        put(&mut key, v);
+    }
+    const K: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut h: u64 = 0x243f_6a88_85a3_08d3;
+    let mut words = key.chunks_exact(8);
+    for w in &mut words {
+        h = (h.rotate_left(5) ^ u64::from_le_bytes(w.try_into().unwrap())).wrapping_mul(K);
+    }
+    let r = words.remainder();
+    if !r.is_empty() {
+        let mut w = [0u8; 8];
+        w[..r.len()].copy_from_slice(r);
+        h = (h.rotate_left(5) ^ u64::from_le_bytes(w) ^ ((r.len() as u64) << 56)).wrapping_mul(K);
+    }
+    h ^= h >> 33;
+    h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
+    h ^= h >> 33;
+    (h % partitions) % shards
+}
+
+/// A server for crash tests: two shards and 1 MiB log segments, so segments roll often (batches
+/// are at most a quarter of a segment, so values are kept under 64 KiB).
+pub fn small_segment_server() -> Server {
+    Server::builder()
+        .shards(2)
+        .log_config("segment_bytes = 1048576\nbatch_max_bytes = 262144\n")
+        .config("[limits]\nmax_value_bytes = 65536\n")
+        .start()
+}
+
 /// Gives blocking requests (long-polls) time to reach the server: polls `/api/v1/metrics` until
 /// the shards report `n` waiters, at most 1 s (a test that needs the waiter to be there also
 /// checks what the request answers, so a slow server makes it wait, not pass wrongly).
