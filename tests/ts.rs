@@ -432,3 +432,25 @@ fn a_series_lives_on_the_shard_its_line_key_hashes_to() {
         prev = counts;
     }
 }
+
+#[test]
+fn one_write_of_more_points_than_a_chunk_holds_is_kept_whole() {
+    // 70 000 points of one series in one body: the head outgrows one chunk (65 535 points).
+    let mut s = Server::builder().shards(2).start();
+    let n = 70_000i64;
+    let body: String = (0..n).map(|i| format!("big,id=1 v={i} {i}\n")).collect();
+    let r = write(&s, "many", "", &body);
+    assert_eq!(r.status, 200, "{}", r.text());
+    let check = |s: &Server, when: &str| {
+        let got = points(&query(s, "many", &format!("big[0..{n}]")));
+        assert_eq!(got.len(), n as usize, "{when}");
+        assert!(
+            got.iter().enumerate().all(|(i, p)| *p == (i as i64, i as f64)),
+            "{when}"
+        );
+    };
+    check(&s, "live");
+    s.sigkill();
+    s.restart();
+    check(&s, "after SIGKILL");
+}

@@ -412,6 +412,19 @@ fn cut_heads(shard: &Shard, heads: impl Iterator<Item = (u32, u8)>) {
         if let Err(e) = applied {
             // The chunk was cut from this very head a moment ago: a mismatch is a bug.
             tracing::error!(shard = shard.id, series = id, error = %e, "a chunk does not match its head");
+            continue;
+        }
+        // A head grown past one chunk's worth is cut again until it is under the mark.
+        let left = st.get(id).map_or(0, |s| {
+            if kind == CHUNK_IN_ORDER {
+                s.head.len()
+            } else {
+                s.late.len()
+            }
+        });
+        drop(st);
+        if left >= HEAD_POINTS {
+            cut_heads(shard, std::iter::once((id, kind)));
         }
     }
 }

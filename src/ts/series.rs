@@ -585,8 +585,12 @@ impl SeriesStore {
         if head.is_empty() {
             return None;
         }
+        // A chunk holds at most `chunk::MAX_POINTS`: a head grown past that (one write of many
+        // points of one series) is cut from its oldest points, in several chunks.
+        let n = head.len().min(super::chunk::MAX_POINTS);
+        let pairs: Vec<(i64, f64)> = head.points[..n].iter().map(|p| (p.ts, p.v)).collect();
         let mut out = Vec::new();
-        super::chunk::encode(&head.pairs(), &mut out);
+        super::chunk::encode(&pairs, &mut out);
         Some(out)
     }
 
@@ -606,8 +610,15 @@ impl SeriesStore {
         } else {
             &mut s.late
         };
-        let span = (head.points.first().map(|p| p.ts), head.points.last().map(|p| p.ts));
-        if head.len() != usize::from(h.count) || span != (Some(h.first_ts), Some(h.last_ts)) {
+        let n = usize::from(h.count);
+        let span = (
+            head.points.first().map(|p| p.ts),
+            head.points.get(n.wrapping_sub(1)).map(|p| p.ts),
+        );
+        // The chunk holds the head's oldest `n` points: all of them, unless the head had grown
+        // past what one chunk holds.
+        let whole_or_max = head.len() == n || n == super::chunk::MAX_POINTS;
+        if head.len() < n || !whole_or_max || span != (Some(h.first_ts), Some(h.last_ts)) {
             return Err(format!(
                 "chunk of series {} holds {} points {}..={}, its head {} points {span:?}",
                 c.series,
@@ -617,7 +628,7 @@ impl SeriesStore {
                 head.len()
             ));
         }
-        let points = std::mem::take(&mut head.points);
+        let points: Vec<HeadPoint> = head.points.drain(..n).collect();
         if c.kind == CHUNK_IN_ORDER {
             s.sealed_until = Some(h.last_ts);
         }
