@@ -145,6 +145,7 @@ fn a_bad_line_is_400_with_its_number_and_nothing_of_the_body_is_written() {
     assert!(v["details"]["reason"].as_str().unwrap().contains("usage"), "{v}");
     assert_eq!(measurements(&s, "app"), json!([]), "nothing written");
     assert!(series(&query(&s, "app", "cpu[0..2000]")).is_empty());
+    let long_tag = format!("cpu,host={} usage=1", "h".repeat(70_000));
     for (bad, why) in [
         ("_cpu usage=1", "underscore measurement"),
         ("cpu,time=1 usage=1", "time tag"),
@@ -152,6 +153,7 @@ fn a_bad_line_is_400_with_its_number_and_nothing_of_the_body_is_written() {
         ("cpu,host=a,host=b usage=1", "repeated tag"),
         ("cpu,host=a host=1", "field is also a tag"),
         ("cpu usage=1 99999999999999999999", "timestamp out of range"),
+        (&long_tag, "a tag value longer than the log's names hold"),
     ] {
         let r = write(&s, "app", "", bad);
         assert_eq!(r.status, 400, "{why}: {}", r.text());
@@ -453,4 +455,36 @@ fn one_write_of_more_points_than_a_chunk_holds_is_kept_whole() {
     s.sigkill();
     s.restart();
     check(&s, "after SIGKILL");
+}
+
+#[test]
+fn retention_drops_whole_chunks_and_the_drop_survives_a_restart() {
+    let config = "[ts]\nhead_age_ms = 1000\n";
+    let mut s = Server::builder().shards(2).config(config).start();
+    let now = now_ms() as i64;
+    // 1024 points two hours old fill a head, which is cut into a chunk; a recent point, written
+    // after, starts the next head (a chunk is dropped only when all its points are too old).
+    let body: String = (0..1024)
+        .map(|i| format!("old,id=1 v={i} {}\n", now - 7_200_000 + i))
+        .collect();
+    assert_eq!(write(&s, "ret", "", &body).status, 200);
+    assert_eq!(write(&s, "ret", "", &format!("old,id=1 v=-1 {now}")).status, 200);
+    let samples = |s: &Server| measurements(s, "ret")[0]["samples"].as_u64().unwrap();
+    assert_eq!(samples(&s), 1025);
+    let r = s.put_json("/api/v1/ts/ret/old/retention", r#"{"max_age_ms":3600000}"#);
+    assert_eq!(r.status, 200, "{}", r.text());
+    // The shard timer drops the chunk (TS_DROP); the recent point is kept.
+    common::poll("the old chunk dropped", std::time::Duration::from_secs(10), || {
+        (samples(&s) == 1).then_some(())
+    });
+    s.sigkill();
+    s.restart();
+    assert_eq!(samples(&s), 1, "the drop is in the log");
+    assert_eq!(points(&query(&s, "ret", "old[3h]")), [(now, -1.0)]);
+    // Without retention, nothing dropped comes back.
+    assert_eq!(
+        s.put_json("/api/v1/ts/ret/old/retention", r#"{"max_age_ms":0}"#).status,
+        200
+    );
+    assert_eq!(points(&query(&s, "ret", "old[3h]")), [(now, -1.0)]);
 }

@@ -35,7 +35,7 @@ fn inflate(body: &[u8], limit: u64) -> Result<std::borrow::Cow<'_, [u8]>, ApiErr
     if !body.starts_with(&[0x1f, 0x8b]) {
         return Ok(std::borrow::Cow::Borrowed(body));
     }
-    let mut out = Vec::with_capacity(body.len() * 4);
+    let mut out = Vec::with_capacity(body.len().saturating_mul(4).min(limit as usize));
     let mut dec = flate2::read::GzDecoder::new(body).take(limit + 1);
     dec.read_to_end(&mut out)
         .map_err(|e| bad(format!("the gzip body cannot be inflated: {e}")))?;

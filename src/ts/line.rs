@@ -37,6 +37,10 @@ use std::str::FromStr;
 /// Longest string field value, in bytes once unescaped (InfluxDB's 64 KiB).
 pub const MAX_STRING_BYTES: usize = 64 * 1024;
 
+/// Longest measurement, tag key, tag value or field key, in bytes once unescaped: what the log's
+/// u16-prefixed names hold (`format-spec/ts.md`; InfluxDB's limit is 64 KiB too).
+pub const MAX_NAME_BYTES: usize = u16::MAX as usize;
+
 /// Longest value quoted back in an error message, in bytes.
 const SHOWN_MAX: usize = 64;
 
@@ -587,16 +591,8 @@ impl Parser {
             return Err("missing field set".into());
         }
         loop {
-            let (k_end, esc) = scan_name(b, pos, Ctx::Key);
-            if k_end == pos {
-                return Err("missing field key".into());
-            }
-            let key = self.name(line, pos, k_end, esc, Ctx::Key);
-            if k_end == b.len() || b[k_end] != b'=' {
-                let key = resolve(line, &self.scratch, key);
-                return Err(format!("missing \"=\" after field key {}", shown(key)));
-            }
-            pos = k_end + 1;
+            let key;
+            (key, pos) = self.key_and_equals(line, pos, "field")?;
             let (value, end) = field_value(line, pos).map_err(|why| why.message(resolve(line, &self.scratch, key)))?;
             pos = end;
             self.fields.push(FieldSpan {
@@ -675,17 +671,8 @@ impl Parser {
         let b = line.as_bytes();
         let mut pos = *pos_out;
         while pos < b.len() && b[pos] == b',' {
-            pos += 1;
-            let (k_end, esc) = scan_name(b, pos, Ctx::Key);
-            if k_end == pos {
-                return Err("missing tag key".into());
-            }
-            let key = self.name(line, pos, k_end, esc, Ctx::Key);
-            if k_end == b.len() || b[k_end] != b'=' {
-                let key = resolve(line, &self.scratch, key);
-                return Err(format!("missing \"=\" after tag key {}", shown(key)));
-            }
-            pos = k_end + 1;
+            let key;
+            (key, pos) = self.key_and_equals(line, pos + 1, "tag")?;
             let (v_end, esc) = scan_name(b, pos, Ctx::TagValue);
             if v_end == pos {
                 let key = resolve(line, &self.scratch, key);
@@ -697,6 +684,22 @@ impl Parser {
         }
         *pos_out = pos;
         Ok(())
+    }
+
+    /// Scans a tag's or field's (`what`) `key=` at `pos`: the key's span and the position after
+    /// the `=`.
+    fn key_and_equals(&mut self, line: &str, pos: usize, what: &str) -> Result<(Span, usize), String> {
+        let b = line.as_bytes();
+        let (k_end, esc) = scan_name(b, pos, Ctx::Key);
+        if k_end == pos {
+            return Err(format!("missing {what} key"));
+        }
+        let key = self.name(line, pos, k_end, esc, Ctx::Key);
+        if k_end == b.len() || b[k_end] != b'=' {
+            let key = resolve(line, &self.scratch, key);
+            return Err(format!("missing \"=\" after {what} key {}", shown(key)));
+        }
+        Ok((key, k_end + 1))
     }
 
     /// The span of the name at `start..end` of `line`, unescaped into the scratch buffer when it
@@ -728,8 +731,10 @@ impl Parser {
             if m.starts_with('_') {
                 return Err(format!("measurement {} begins with \"_\" (reserved)", shown(m)));
             }
+            check_len("measurement", m)?;
             for t in &self.tags {
                 check_key("tag", name(t.key))?;
+                check_len("tag value", name(t.value))?;
             }
             self.tags.sort_unstable_by(|a, b| name(a.key).cmp(name(b.key)));
             for w in self.tags.windows(2) {
@@ -775,7 +780,22 @@ impl Parser {
     }
 }
 
+/// A name fits the log's u16 length prefix.
+fn check_len(what: &str, name: &str) -> Result<(), String> {
+    if name.len() > MAX_NAME_BYTES {
+        return Err(format!(
+            "{what} {} is {} bytes long; at most {MAX_NAME_BYTES} are allowed",
+            shown(name),
+            name.len()
+        ));
+    }
+    Ok(())
+}
+
 fn check_key(what: &str, key: &str) -> Result<(), String> {
+    if key.len() > MAX_NAME_BYTES {
+        return check_len(&format!("{what} key"), key);
+    }
     if key.starts_with('_') {
         return Err(format!("{what} key {} begins with \"_\" (reserved)", shown(key)));
     }
@@ -1152,6 +1172,26 @@ mod tests {
             Ok((points, _)) => points,
             Err(e) => panic!("{body:?}: {e}"),
         }
+    }
+
+    #[test]
+    fn names_longer_than_the_log_holds_are_refused() {
+        let long = "x".repeat(MAX_NAME_BYTES + 1);
+        let fits = "x".repeat(MAX_NAME_BYTES);
+        for (body, what) in [
+            (format!("{long} v=1 1"), "measurement"),
+            (format!("m,{long}=a v=1 1"), "tag key"),
+            (format!("m,t={long} v=1 1"), "tag value"),
+            (format!("m {long}=1 1"), "field key"),
+        ] {
+            let e = all(&body, Precision::Ns).unwrap_err();
+            assert!(
+                e.reason.starts_with(what) && e.reason.contains("65535"),
+                "{what}: {}",
+                e.reason
+            );
+        }
+        assert_eq!(ok(&format!("m,t={fits} v=1 1")).len(), 1, "the longest allowed fits");
     }
 
     #[test]
