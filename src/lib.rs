@@ -19,6 +19,7 @@ pub mod namespace;
 pub mod partition;
 pub mod queue;
 pub mod server;
+pub mod snapshot;
 pub mod stream;
 #[cfg(test)]
 pub(crate) mod test_rng;
