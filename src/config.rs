@@ -115,6 +115,12 @@ pub struct LogConfig {
     pub batch_max_bytes: u64,
     /// `async` durability: how often written entries are made durable.
     pub flush_interval_ms: u64,
+    /// A shard snapshots its state after this many bytes of log since its last snapshot
+    /// (0: only at clean shutdown). Bounds how much log recovery replays.
+    pub snapshot_bytes: u64,
+    /// Sealed segments whose live bytes are below this percentage of their entries are
+    /// compacted (0 disables compaction).
+    pub compact_live_percent: u64,
 }
 
 impl Default for LogConfig {
@@ -123,6 +129,8 @@ impl Default for LogConfig {
             segment_bytes: 64 * 1024 * 1024,
             batch_max_bytes: 4 * 1024 * 1024,
             flush_interval_ms: 5,
+            snapshot_bytes: 256 * 1024 * 1024,
+            compact_live_percent: 50,
         }
     }
 }
@@ -452,6 +460,15 @@ impl Config {
                 "limits.max_value_bytes",
                 "must leave room in log.batch_max_bytes for one entry",
             ));
+        }
+        if l.snapshot_bytes != 0 && l.snapshot_bytes < l.batch_max_bytes {
+            return Err(err(
+                "log.snapshot_bytes",
+                "must be 0 (at shutdown only) or at least log.batch_max_bytes",
+            ));
+        }
+        if l.compact_live_percent > 90 {
+            return Err(err("log.compact_live_percent", "must be in 0..=90"));
         }
         if l.flush_interval_ms == 0 {
             return Err(err("log.flush_interval_ms", "must be at least 1"));

@@ -32,6 +32,8 @@ pub enum ApiError {
     Overloaded(String),
     Internal(String),
     Unavailable(String),
+    /// 507: the disk is full; nothing was written, reads still work, retry once space is back.
+    InsufficientStorage(String),
 }
 
 impl ApiError {
@@ -47,6 +49,7 @@ impl ApiError {
             ApiError::Overloaded(_) => 429,
             ApiError::Internal(_) => 500,
             ApiError::Unavailable(_) => 503,
+            ApiError::InsufficientStorage(_) => 507,
         }
     }
 
@@ -62,6 +65,7 @@ impl ApiError {
             ApiError::Overloaded(_) => "overloaded",
             ApiError::Internal(_) => "internal",
             ApiError::Unavailable(_) => "unavailable",
+            ApiError::InsufficientStorage(_) => "insufficient_storage",
         }
     }
 
@@ -74,6 +78,7 @@ impl ApiError {
             | ApiError::Overloaded(m)
             | ApiError::Internal(m)
             | ApiError::Unavailable(m)
+            | ApiError::InsufficientStorage(m)
             | ApiError::Invalid { message: m, .. } => m.clone(),
             ApiError::Unauthorized => "missing or invalid bearer token".into(),
             ApiError::KeyNotFound { key } => format!("key {key:?} not found"),
@@ -108,6 +113,7 @@ impl ApiError {
             ApiError::Unauthorized => resp.with_header("WWW-Authenticate", "Bearer"),
             ApiError::MethodNotAllowed { allow } => resp.with_header("Allow", *allow),
             ApiError::Overloaded(_) | ApiError::Unavailable(_) => resp.with_header("Retry-After", "1"),
+            ApiError::InsufficientStorage(_) => resp.with_header("Retry-After", "10"),
             _ => resp,
         }
     }
@@ -127,6 +133,7 @@ mod tests {
             ApiError::MethodNotAllowed { allow: "GET" },
             ApiError::Overloaded("x".into()),
             ApiError::Unavailable("x".into()),
+            ApiError::InsufficientStorage("x".into()),
             ApiError::Invalid {
                 message: "x".into(),
                 details: json!({"line": 1}),

@@ -196,6 +196,7 @@ mod tests {
             stream_watch: crate::kv::watch::Watchers::new(10),
             ts: RefCell::default(),
             namespaces_known: RefCell::default(),
+            snapshots: RefCell::default(),
         }
     }
 

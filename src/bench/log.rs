@@ -130,7 +130,7 @@ fn execute(args: &LogBenchArgs) -> Result<serde_json::Value, String> {
         let (opts, metrics, dir) = (opts.clone(), metrics.clone(), args.dir.clone());
         let (appenders, entry_bytes, duration) = (args.appenders, args.entry_bytes, args.duration);
         async move {
-            let (log, _) = open(RealFs, dir, opts, metrics, |_, _| Ok(()))
+            let (log, _) = open(RealFs, dir, opts, metrics, 0, |_, _| Ok(()))
                 .await
                 .map_err(|e| e.to_string())?;
             let log = Rc::new(log);
@@ -217,6 +217,7 @@ fn time_recovery(
             args.dir.clone(),
             opts,
             Arc::new(LogMetrics::default()),
+            0,
             |_, _| {
                 replayed += 1;
                 Ok(())

@@ -16,6 +16,9 @@ use std::collections::HashMap;
 use std::ops::Bound;
 use std::rc::Rc;
 
+mod snapshot;
+pub use snapshot::{decode_segment_table, encode_segment_table};
+
 use super::entry::{decode_delete, decode_put, delete_entry_bytes, put_entry_bytes, ENTRY_KV_DELETE, ENTRY_KV_PUT};
 use super::index::{Index, KeyRef, Keyed};
 use crate::log::format::EntryRef;
@@ -480,6 +483,59 @@ impl KvStore {
         }
     }
 
+    /// Compaction: whether the KV entry at `from` (segment, offset), of `entry_type` with
+    /// `body`, is still needed — only a put its key's record points at. (A tombstone's delete
+    /// entry is not: snapshots hold its version.)
+    pub fn needs(&self, from: (u64, u64), entry_type: u16, body: &[u8]) -> bool {
+        if entry_type != ENTRY_KV_PUT {
+            return false;
+        }
+        let Ok(p) = decode_put(body) else {
+            return false;
+        };
+        match self.meta(p.namespace, p.key) {
+            Some(m) if !m.is_pending() && !m.is_tombstone() && m.version == p.version => {
+                self.segments.place(m.loc) == from
+            }
+            _ => false,
+        }
+    }
+
+    /// Compaction: the KV entry that was at `from` has a copy at `to` (`entry_type`/`body` are
+    /// the original's). If the key's record still points at `from`, it points at the copy from
+    /// now on (true); otherwise the copy is dead at once (false). Live and in replay alike.
+    pub fn relocate(&mut self, from: (u64, u64), to: &Position, entry_type: u16, body: &[u8]) -> Result<bool, String> {
+        let copy_bytes = crate::log::format::stored_bytes(crate::log::relocated::PREFIX_BYTES + body.len()) as u64;
+        let to_loc = self.segments.loc(to);
+        let (ns, key, version) = match entry_type {
+            ENTRY_KV_PUT => {
+                let p = decode_put(body)?;
+                (p.namespace, p.key, p.version)
+            }
+            ENTRY_KV_DELETE => {
+                self.segments.mark_dead(to_loc, copy_bytes);
+                return Ok(false);
+            }
+            t => return Err(format!("entry type {t} is not a KV entry")),
+        };
+        let segments = &mut self.segments;
+        let meta = self.spaces.get_mut(ns).and_then(|s| s.index.get_mut(key.as_bytes()));
+        match meta {
+            Some(m)
+                if !m.is_pending() && !m.is_tombstone() && m.version == version && segments.place(m.loc) == from =>
+            {
+                let old = m.loc;
+                m.loc = to_loc;
+                segments.mark_dead(old, put_entry_bytes(ns.len(), key.len(), m.len as usize));
+                Ok(true)
+            }
+            _ => {
+                segments.mark_dead(to_loc, copy_bytes);
+                Ok(false)
+            }
+        }
+    }
+
     fn check_replayed_version(&self, ns: &str, key: &str, version: u64) -> Result<(), String> {
         let current = self.latest_version(ns, key);
         if version <= current {
@@ -506,6 +562,70 @@ mod tests {
 
     fn keys(v: &[(String, Slot)]) -> Vec<&str> {
         v.iter().map(|(k, _)| k.as_str()).collect()
+    }
+
+    #[test]
+    fn relocation_moves_only_records_that_still_point_at_the_original() {
+        let mut s = KvStore::default();
+        s.apply_put(
+            "a",
+            "k",
+            1,
+            0,
+            Value::At {
+                segment: 1,
+                offset: 64,
+                len: 1,
+            },
+        );
+        s.apply_put(
+            "a",
+            "j",
+            1,
+            0,
+            Value::At {
+                segment: 1,
+                offset: 128,
+                len: 1,
+            },
+        );
+        s.apply_put(
+            "a",
+            "j",
+            2,
+            0,
+            Value::At {
+                segment: 9,
+                offset: 64,
+                len: 1,
+            },
+        );
+        let body = |key: &str, v: u64| crate::kv::entry::encode_put(v, 0, "a", key, b"x");
+        assert!(s.needs((1, 64), ENTRY_KV_PUT, &body("k", 1)));
+        assert!(!s.needs((1, 128), ENTRY_KV_PUT, &body("j", 1)), "overwritten");
+        assert!(!s.needs((1, 64), ENTRY_KV_DELETE, b""));
+        assert!(s
+            .relocate((1, 64), &pos(20, 9, 512), ENTRY_KV_PUT, &body("k", 1))
+            .unwrap());
+        assert_eq!(
+            s.get("a", "k", 0).unwrap().value,
+            Value::At {
+                segment: 9,
+                offset: 512,
+                len: 1
+            }
+        );
+        assert!(!s.needs((1, 64), ENTRY_KV_PUT, &body("k", 1)), "moved");
+        // A copy of an entry the record no longer points at is dead at once.
+        assert!(!s
+            .relocate((1, 128), &pos(21, 9, 640), ENTRY_KV_PUT, &body("j", 1))
+            .unwrap());
+        assert_eq!(s.get("a", "j", 0).unwrap().version, 2);
+        let dead9 = s.dead_bytes().find(|(seg, _)| *seg == 9).map(|(_, d)| d);
+        assert_eq!(
+            dead9,
+            Some(crate::log::format::stored_bytes(24 + body("j", 1).len()) as u64)
+        );
     }
 
     #[test]

@@ -46,7 +46,7 @@ async fn open_running(
     o: LogOptions,
     metrics: Arc<LogMetrics>,
 ) -> (Rc<super::Log<SimFs>>, monoio::task::JoinHandle<()>) {
-    let (log, _) = open(fs, dir(), o, metrics, |_, _| Ok(())).await.expect("open");
+    let (log, _) = open(fs, dir(), o, metrics, 0, |_, _| Ok(())).await.expect("open");
     let log = Rc::new(log);
     let flusher = monoio::spawn(log.clone().run_flusher());
     (log, flusher)
@@ -83,7 +83,7 @@ fn runtime() -> monoio::Runtime<monoio::time::TimeDriver<monoio::IoUringDriver>>
 /// the disk dies, and returns what they saw.
 async fn write_load(fs: SimFs, rng: &mut Rng, tasks: u64, per_task: u64) -> History {
     let history = Rc::new(RefCell::new(History::default()));
-    let Ok((log, _)) = open(fs, dir(), opts(), Arc::new(LogMetrics::default()), |_, _| Ok(())).await else {
+    let Ok((log, _)) = open(fs, dir(), opts(), Arc::new(LogMetrics::default()), 0, |_, _| Ok(())).await else {
         return History::default();
     };
     let log = Rc::new(log);
@@ -142,7 +142,7 @@ async fn write_load(fs: SimFs, rng: &mut Rng, tasks: u64, per_task: u64) -> Hist
 /// Recovers the log on `fs`; returns (lsn, body) of every replayed entry.
 async fn recover(fs: SimFs) -> Result<Vec<(u64, Vec<u8>)>, LogError> {
     let mut out = Vec::new();
-    let (log, _) = open(fs, dir(), opts(), Arc::new(LogMetrics::default()), |e, _| {
+    let (log, _) = open(fs, dir(), opts(), Arc::new(LogMetrics::default()), 0, |e, _| {
         out.push((e.lsn, e.body.to_vec()));
         Ok(())
     })
@@ -295,7 +295,7 @@ fn corruption_before_a_later_batch_is_refused_and_repair_cuts_it() {
         // Repair cuts at the damaged entry and keeps the four before it.
         let mut kept = Vec::new();
         let repair = LogOptions { repair: true, ..opts() };
-        let (_, stats) = open(fs.clone(), dir(), repair, Arc::new(LogMetrics::default()), |e, _| {
+        let (_, stats) = open(fs.clone(), dir(), repair, Arc::new(LogMetrics::default()), 0, |e, _| {
             kept.push(e.lsn);
             Ok(())
         })
@@ -457,7 +457,7 @@ fn an_entry_the_replay_refuses_names_its_place() {
         let mut rng = Rng(11);
         let _ = write_load(fs.clone(), &mut rng, 1, 3).await;
         let mut seen = 0;
-        let r = open(fs, dir(), opts(), Arc::new(LogMetrics::default()), |e, _| {
+        let r = open(fs, dir(), opts(), Arc::new(LogMetrics::default()), 0, |e, _| {
             seen += 1;
             if e.lsn == 2 {
                 Err("entry type 7 is unknown".into())
@@ -482,7 +482,7 @@ fn positions_given_at_replay_read_back_their_entries() {
         let mut rng = Rng(12);
         let history = write_load(fs.clone(), &mut rng, 4, 200).await;
         let mut replayed = Vec::new();
-        let (log, _) = open(fs, dir(), opts(), Arc::new(LogMetrics::default()), |e, at| {
+        let (log, _) = open(fs, dir(), opts(), Arc::new(LogMetrics::default()), 0, |e, at| {
             assert_eq!(e.lsn, at.lsn);
             replayed.push(at);
             Ok(())
@@ -520,13 +520,9 @@ fn repair_copes_with_a_truncated_later_segment() {
         let stub = dir().join(super::format::segment_file_name(500));
         fs.write_small_atomic(&stub, b"short").await.unwrap();
         let repair = LogOptions { repair: true, ..opts() };
-        let (_, stats) = open(
-            fs.clone(),
-            dir(),
-            repair,
-            Arc::new(LogMetrics::default()),
-            |_, _| Ok(()),
-        )
+        let (_, stats) = open(fs.clone(), dir(), repair, Arc::new(LogMetrics::default()), 0, |_, _| {
+            Ok(())
+        })
         .await
         .expect("repair succeeds");
         assert_eq!(stats.repaired_dropped_entries, 9);

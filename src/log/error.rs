@@ -7,7 +7,8 @@ use std::path::PathBuf;
 pub enum LogError {
     /// A write or sync failed; the log is poisoned.
     Io { op: &'static str, message: String },
-    /// The disk is full (ENOSPC); the log is poisoned.
+    /// The disk is full (ENOSPC). From a write or sync the log is poisoned; from `append`
+    /// (no room for another segment) nothing was written and later appends may succeed.
     NoSpace { op: &'static str },
     /// An entry body over the limit.
     EntryTooLarge(usize),
@@ -19,6 +20,9 @@ pub enum LogError {
     Corrupt { file: PathBuf, offset: u64, reason: String },
     /// The data directory does not match the configuration, or its metadata is damaged.
     Topology(String),
+    /// The log ends before the LSN of the snapshot recovery started from (its tail was lost,
+    /// or `--repair` cut it there): that snapshot holds state the log no longer has.
+    SnapshotAhead { log_end: u64, snapshot: u64 },
 }
 
 impl LogError {
@@ -46,6 +50,10 @@ impl std::fmt::Display for LogError {
                 write!(f, "corrupt log: {} at offset {offset}: {reason}", file.display())
             }
             LogError::Topology(m) => f.write_str(m),
+            LogError::SnapshotAhead { log_end, snapshot } => write!(
+                f,
+                "corrupt log: it ends at LSN {log_end}, but the snapshot recovery started from stands for LSN {snapshot}"
+            ),
         }
     }
 }

@@ -60,6 +60,11 @@ pub trait Fs: Clone + 'static {
     fn read_small(&self, path: &Path) -> io::Result<Option<Vec<u8>>>;
     /// Writes a small file atomically: temporary file, data sync, rename, directory sync.
     async fn write_small_atomic(&self, path: &Path, contents: &[u8]) -> io::Result<()>;
+    /// Writes a file of any size atomically, as [`Fs::write_small_atomic`] does, without
+    /// holding up the thread while the data goes to the disk.
+    async fn write_atomic(&self, path: &Path, contents: Vec<u8>) -> io::Result<()> {
+        self.write_small_atomic(path, &contents).await
+    }
 }
 
 /// The real disk: monoio (io_uring) for writes and syncs, memmap2 for views.
@@ -186,6 +191,24 @@ impl Fs for RealFs {
         f.write_all(contents)?;
         f.sync_data()?;
         drop(f);
+        std::fs::rename(&tmp, path)?;
+        self.sync_dir(path.parent().unwrap_or(Path::new("."))).await
+    }
+
+    async fn write_atomic(&self, path: &Path, contents: Vec<u8>) -> io::Result<()> {
+        self.write_atomic_uring(path, contents).await
+    }
+}
+
+impl RealFs {
+    /// The io_uring path of [`Fs::write_atomic`].
+    async fn write_atomic_uring(&self, path: &Path, contents: Vec<u8>) -> io::Result<()> {
+        let tmp = tmp_path(path);
+        let f = monoio::fs::File::create(&tmp).await?;
+        let (r, _) = f.write_all_at(contents, 0).await;
+        r?;
+        f.sync_data().await?;
+        f.close().await?;
         std::fs::rename(&tmp, path)?;
         self.sync_dir(path.parent().unwrap_or(Path::new("."))).await
     }

@@ -18,6 +18,10 @@ impl Counter {
     pub fn get(&self) -> u64 {
         self.0.load(Relaxed)
     }
+    /// Raises the value to `v` if it is lower (a high-water mark).
+    pub fn max(&self, v: u64) {
+        self.0.fetch_max(v, Relaxed);
+    }
 }
 
 /// Upper bounds of the fsync latency buckets, in seconds.
@@ -75,6 +79,14 @@ pub struct LogMetrics {
     pub recovered_entries: Counter,
     pub recovered_bytes: Counter,
     pub recovery_ms: Counter,
+    /// Snapshots: how many were written, their bytes, and the longest the shard was held
+    /// while one was encoded (microseconds).
+    pub snapshots_total: Counter,
+    pub snapshot_bytes_total: Counter,
+    pub snapshot_pause_us_max: Counter,
+    /// Compaction: segments freed and the bytes it copied to free them.
+    pub compacted_segments_total: Counter,
+    pub compaction_copied_bytes_total: Counter,
 }
 
 #[cfg(test)]

@@ -13,6 +13,7 @@ pub mod io;
 pub mod metrics;
 pub mod places;
 pub mod recovery;
+pub mod relocated;
 pub mod segment;
 #[cfg(test)]
 pub mod sim;

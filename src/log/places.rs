@@ -33,6 +33,13 @@ impl SegmentTable {
         (u64::from(self.ordinal(pos.segment)) << 32) | u64::from(offset)
     }
 
+    /// The location of (segment's first LSN, offset) if that segment has an ordinal already;
+    /// unlike [`SegmentTable::loc`] it adds nothing (for lookups by place).
+    pub fn find(&self, segment: u64, offset: u64) -> Option<u64> {
+        let offset = u32::try_from(offset).ok()?;
+        Some((u64::from(*self.ordinal.get(&segment)?) << 32) | u64::from(offset))
+    }
+
     /// (segment's first LSN, offset) of a settled location.
     pub fn place(&self, loc: u64) -> (u64, u64) {
         (self.first_lsn[(loc >> 32) as usize], loc & u64::from(u32::MAX))

@@ -24,6 +24,7 @@ use super::writer::{Log, LogOptions, Position};
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct RecoveryStats {
     pub segments: usize,
+    /// Entries replayed (those after the snapshot's LSN).
     pub entries: u64,
     pub bytes: u64,
     /// Bytes of a torn tail that were cut.
@@ -165,13 +166,20 @@ async fn zero_range<F: SegmentFile>(file: &F, from: u64, to: u64) -> Result<(), 
         .map_err(|e| LogError::from_io("fdatasync torn tail", &e))
 }
 
-/// Opens (recovers) the log in `dir`, calling `on_entry` with every valid entry and its
-/// position, in LSN order.
+/// Opens (recovers) the log in `dir`, calling `on_entry` with every valid entry after
+/// `from_lsn` and its position, in LSN order.
+///
+/// `from_lsn` is the LSN of the snapshot the caller restored (0: none, replay everything).
+/// Sealed segments wholly at or before it are only checked (header, trailer, footer), not
+/// scanned; they need not follow each other, since compaction deletes segments nothing needs.
+/// From the segment holding `from_lsn + 1` on, segments must follow each other as always, and
+/// the log must reach `from_lsn`.
 pub async fn open<F: Fs>(
     fs: F,
     dir: PathBuf,
     opts: LogOptions,
     metrics: Arc<LogMetrics>,
+    from_lsn: u64,
     mut on_entry: impl FnMut(&EntryRef<'_>, Position) -> Result<(), String>,
 ) -> Result<(Log<F>, RecoveryStats), LogError> {
     let started = Instant::now();
@@ -190,6 +198,27 @@ pub async fn open<F: Fs>(
         }
     }
     segments.sort();
+    // The first segment to scan: the last one starting at or before `from_lsn + 1`.
+    let first_scanned = segments.partition_point(|&(lsn, _)| lsn <= from_lsn + 1);
+    if let Some((lsn, name)) = segments.first() {
+        if first_scanned == 0 {
+            let reason = if from_lsn == 0 {
+                format!("the log starts at LSN {lsn}, not 1, and no snapshot covers the entries before it")
+            } else {
+                format!(
+                    "the log starts at LSN {lsn}, after the snapshot's LSN {from_lsn}: entries in between are missing"
+                )
+            };
+            return Err(corrupt(&dir.join(name), 0, reason));
+        }
+    } else if from_lsn > 0 {
+        return Err(corrupt(
+            &dir,
+            0,
+            format!("no log segments, but a snapshot at LSN {from_lsn}"),
+        ));
+    }
+    let first_scanned = first_scanned.saturating_sub(1);
 
     let mut stats = RecoveryStats {
         segments: segments.len(),
@@ -198,7 +227,15 @@ pub async fn open<F: Fs>(
     let mut sealed = Vec::new();
     let mut active = None;
     let mut next_lsn: Option<u64> = None;
-    let mut replay = |e: &EntryRef<'_>, at: Position| on_entry(e, at);
+    let replayed = std::cell::Cell::new(0u64);
+    let mut replay = |e: &EntryRef<'_>, at: Position| {
+        if e.lsn > from_lsn {
+            replayed.set(replayed.get() + 1);
+            on_entry(e, at)
+        } else {
+            Ok(())
+        }
+    };
     let count = segments.len();
     let mut drop_from: Option<usize> = None;
     for (i, (name_lsn, name)) in segments.iter().enumerate() {
@@ -289,13 +326,44 @@ pub async fn open<F: Fs>(
             }
             None => None,
         };
+        if i < first_scanned {
+            // Wholly covered by the snapshot: only its seal is checked.
+            let Some(f) = &footer else {
+                return Err(corrupt(
+                    &path,
+                    trailer_at as u64,
+                    "a segment before the snapshot's LSN is not sealed",
+                ));
+            };
+            if f.last_lsn > from_lsn || f.first_lsn != header.first_lsn {
+                return Err(corrupt(
+                    &path,
+                    f.entries_end,
+                    format!(
+                        "footer says LSNs {}..={}, before a segment that starts at or before {}",
+                        f.first_lsn,
+                        f.last_lsn,
+                        from_lsn + 1
+                    ),
+                ));
+            }
+            let (last_lsn, entries_end) = (f.last_lsn, f.entries_end);
+            drop(view);
+            sealed.push(SealedSegment::new(
+                path,
+                Rc::new(file),
+                header.first_lsn,
+                last_lsn,
+                entries_end,
+            ));
+            continue;
+        }
         let limit = match &footer {
             Some(f) => f.entries_end.min(len - SEAL_RESERVE_BYTES),
             None => len - SEAL_RESERVE_BYTES,
         };
         let scanned = scan(bytes, limit, header.first_lsn, &mut replay)
             .map_err(|(at, m)| corrupt(&path, at, format!("cannot replay the entry: {m}")))?;
-        stats.entries += scanned.entries;
         stats.bytes += scanned.end_pos - SEGMENT_HEADER_BYTES as u64;
         let mut end_pos = scanned.end_pos;
         match scanned.end {
@@ -391,6 +459,15 @@ pub async fn open<F: Fs>(
             .await
             .map_err(|e| LogError::from_io("fsync log directory", &e))?;
     }
+    if let Some(next) = next_lsn {
+        if next <= from_lsn {
+            return Err(LogError::SnapshotAhead {
+                log_end: next - 1,
+                snapshot: from_lsn,
+            });
+        }
+    }
+    stats.entries = replayed.get();
     stats.millis = started.elapsed().as_millis() as u64;
     metrics.recovered_entries.add(stats.entries);
     metrics.recovered_bytes.add(stats.bytes);

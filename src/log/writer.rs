@@ -156,6 +156,11 @@ pub(crate) struct Inner<F: SegmentFile> {
     pub durable_lsn: u64,
     poisoned: Option<LogError>,
     stopping: bool,
+    /// The last attempt to make a spare segment found the disk full: appends that do not fit
+    /// in the active segment are refused (not poisoning the log) until one can be made.
+    no_space: bool,
+    /// Bytes of the batch the flusher took and has not written yet.
+    inflight_bytes: u64,
 }
 
 /// One shard's log.
@@ -214,6 +219,8 @@ impl<F: Fs> Log<F> {
                 durable_lsn: next_lsn - 1,
                 poisoned: None,
                 stopping: false,
+                no_space: false,
+                inflight_bytes: 0,
             }),
             opts,
             flusher_waker: RefCell::new(None),
@@ -244,6 +251,17 @@ impl<F: Fs> Log<F> {
             self.metrics.batch_full_total.inc();
             return Err(LogError::BatchFull);
         }
+        // Out of disk: only what fits in the active segment (already allocated) is taken, so a
+        // roll never needs space the disk does not have. Nothing is applied or half-written.
+        if inner.no_space && inner.spare.is_none() {
+            let fits = inner
+                .active
+                .as_ref()
+                .is_some_and(|a| a.fits(inner.inflight_bytes + inner.batch.buf.len() as u64 + need as u64));
+            if !fits {
+                return Err(LogError::NoSpace { op: "append" });
+            }
+        }
         let lsn = inner.next_lsn;
         inner.next_lsn += 1;
         let flags = if inner.batch.entries == 0 { FLAG_BATCH_START } else { 0 };
@@ -257,6 +275,11 @@ impl<F: Fs> Log<F> {
             w.wake();
         }
         Ok(Ticket { lsn, rel, signal })
+    }
+
+    /// Whether the disk was full at the last attempt to make a segment.
+    pub fn out_of_space(&self) -> bool {
+        self.inner.borrow().no_space
     }
 
     /// The next LSN to be handed out.
@@ -374,6 +397,120 @@ impl<F: Fs> Log<F> {
         Ok(e)
     }
 
+    /// The sealed segments, oldest first: (first LSN, last LSN, bytes of entries).
+    pub fn sealed_segments(&self) -> Vec<(u64, u64, u64)> {
+        let header = SEGMENT_HEADER_BYTES as u64;
+        self.inner
+            .borrow()
+            .sealed
+            .iter()
+            .map(|s| (s.first_lsn, s.last_lsn, s.entries_end - header))
+            .collect()
+    }
+
+    /// Deletes the sealed segment starting at `first_lsn` (compaction, once nothing needs it):
+    /// it leaves the log's list at once; the file goes, then the directory is synced. Mappings
+    /// readers still hold stay valid until they drop them.
+    pub async fn remove_sealed(&self, first_lsn: u64) -> Result<(), LogError> {
+        let seg = {
+            let mut inner = self.inner.borrow_mut();
+            let i = inner
+                .sealed
+                .binary_search_by_key(&first_lsn, |s| s.first_lsn)
+                .map_err(|_| LogError::Corrupt {
+                    file: self.dir.join(segment_file_name(first_lsn)),
+                    offset: 0,
+                    reason: "no such sealed segment to remove".into(),
+                })?;
+            inner.sealed.remove(i)
+        };
+        self.fs
+            .remove(&seg.path)
+            .await
+            .map_err(|e| LogError::from_io("remove compacted segment", &e))?;
+        self.fs
+            .sync_dir(&self.dir)
+            .await
+            .map_err(|e| LogError::from_io("fsync log directory", &e))
+    }
+
+    /// The directory of the log's segments.
+    pub fn dir(&self) -> &std::path::Path {
+        &self.dir
+    }
+
+    /// The file system the log writes through.
+    pub fn fs(&self) -> &F {
+        &self.fs
+    }
+
+    /// The places of durable entries, given by LSN in ascending order: (segment's first LSN,
+    /// offset, stored bytes) each. Walks entry headers from the start of each segment involved,
+    /// so it is for a handful of recent entries (a snapshot's placeholders), not bulk lookups.
+    pub fn places_of(&self, lsns: &[u64]) -> Result<Vec<(u64, u64, u64)>, LogError> {
+        debug_assert!(lsns.windows(2).all(|w| w[0] < w[1]), "ascending LSNs");
+        let inner = self.inner.borrow();
+        let mut out = Vec::with_capacity(lsns.len());
+        // (segment, its view, offset of the next entry to look at, its LSN)
+        type Cursor<V> = (u64, Rc<V>, usize, u64);
+        let mut cur: Option<Cursor<<F::File as SegmentFile>::View>> = None;
+        for &lsn in lsns {
+            let missing = |why: &str| LogError::Corrupt {
+                file: self.dir.clone(),
+                offset: 0,
+                reason: format!("entry {lsn} cannot be found: {why}"),
+            };
+            if lsn > inner.durable_lsn {
+                return Err(missing("it is not durable"));
+            }
+            let segment = match &inner.active {
+                Some(a) if a.first_lsn <= lsn => a.first_lsn,
+                _ => {
+                    let i = inner.sealed.partition_point(|s| s.first_lsn <= lsn);
+                    let s = i
+                        .checked_sub(1)
+                        .map(|i| &inner.sealed[i])
+                        .ok_or_else(|| missing("no segment"))?;
+                    s.first_lsn
+                }
+            };
+            if cur.as_ref().is_none_or(|c| c.0 != segment) {
+                let view = match &inner.active {
+                    Some(a) if a.first_lsn == segment => a.view()?,
+                    _ => {
+                        let i = inner
+                            .sealed
+                            .binary_search_by_key(&segment, |s| s.first_lsn)
+                            .map_err(|_| missing("no segment"))?;
+                        inner.sealed[i].view()?
+                    }
+                };
+                cur = Some((segment, view, SEGMENT_HEADER_BYTES, segment));
+            }
+            let Some((_, view, at, at_lsn)) = cur.as_mut() else {
+                return Err(missing("no segment"));
+            };
+            loop {
+                let rest = view.get(*at..).unwrap_or(&[]);
+                let (_, found, _, stored) = match super::format::peek_entry(rest) {
+                    Ok(Some(p)) => p,
+                    _ => return Err(missing("the segment's entries end before it")),
+                };
+                if found != *at_lsn {
+                    return Err(missing(&format!("entry {found} found where {at_lsn} belongs")));
+                }
+                let here = *at as u64;
+                *at += stored;
+                *at_lsn += 1;
+                if found == lsn {
+                    out.push((segment, here, stored as u64));
+                    break;
+                }
+            }
+        }
+        Ok(out)
+    }
+
     /// The segment starting at LSN `segment`, mapped, for walking its durable entries.
     pub fn segment_entries(&self, segment: u64) -> Result<SegmentEntries<F::File>, LogError> {
         let inner = self.inner.borrow();
@@ -421,8 +558,15 @@ impl<F: Fs> Log<F> {
             Ok(Decoded::Entry(e)) if e.lsn <= inner.durable_lsn => e,
             other => return Err(corrupt(format!("no durable entry there: {other:?}"))),
         };
-        let body_start = start + super::format::ENTRY_HEADER_BYTES;
-        let (entry_type, lsn, len) = (e.entry_type, e.lsn, e.body.len());
+        let mut body_start = start + super::format::ENTRY_HEADER_BYTES;
+        let (mut entry_type, lsn, mut len) = (e.entry_type, e.lsn, e.body.len());
+        // A compaction copy reads as its original.
+        if entry_type == super::relocated::ENTRY_RELOCATED {
+            let r = super::relocated::decode(e.body).map_err(corrupt)?;
+            entry_type = r.entry_type;
+            body_start += super::relocated::PREFIX_BYTES;
+            len = r.body.len();
+        }
         Ok(MappedEntry {
             view,
             entry_type,
@@ -447,6 +591,7 @@ impl<F: Fs> Log<F> {
                     None
                 } else {
                     let next = Batch::new(inner.next_lsn);
+                    inner.inflight_bytes = inner.batch.buf.len() as u64;
                     Some(std::mem::replace(&mut inner.batch, next))
                 }
             };
@@ -564,7 +709,21 @@ impl<F: Fs> Log<F> {
     /// wait here instead of being refused while a batch is in flight; the room is theirs only
     /// if they append before their next await.
     pub fn room(&self, body_bytes: usize) -> Room<'_, F> {
-        Room { log: self, body_bytes }
+        Room {
+            log: self,
+            body_bytes,
+            limit: self.opts.batch_max_bytes,
+        }
+    }
+
+    /// Like [`Log::room`], but for background work (compaction): resolves once the entry fits
+    /// within half of the batch limit, so appenders in the foreground always find room beside it.
+    pub fn room_for_background(&self, body_bytes: usize) -> Room<'_, F> {
+        Room {
+            log: self,
+            body_bytes,
+            limit: self.opts.batch_max_bytes / 2,
+        }
     }
 
     /// Waits until the open batch has entries, the log stops, or (async mode) the flush
@@ -647,6 +806,7 @@ impl<F: Fs> Log<F> {
         batch.buf = buf;
         r.map_err(|e| LogError::from_io("write", &e))?;
         let mut inner = self.inner.borrow_mut();
+        inner.inflight_bytes = 0;
         let a = inner.active.as_mut().ok_or(LogError::Stopping)?;
         a.write_pos += len;
         a.entry_count += batch.entries;
@@ -774,16 +934,35 @@ impl<F: Fs> Log<F> {
             Ok(f) => self.fs.sync_dir(&self.dir).await.map(|()| f),
             Err(e) => Err(e),
         };
-        let mut inner = self.inner.borrow_mut();
-        inner.spare_in_progress = false;
-        let out = match r {
-            Ok(f) => {
-                inner.spare = Some((path, f));
-                Ok(())
+        let out = {
+            let mut inner = self.inner.borrow_mut();
+            inner.spare_in_progress = false;
+            match r {
+                Ok(f) => {
+                    if inner.no_space {
+                        info!(shard = self.opts.shard_id, "disk space is back: writes resume");
+                    }
+                    inner.no_space = false;
+                    inner.spare = Some((path.clone(), f));
+                    Ok(())
+                }
+                Err(e) => {
+                    let e = LogError::from_io("create spare segment", &e);
+                    if matches!(e, LogError::NoSpace { .. }) && !inner.no_space {
+                        error!(
+                        shard = self.opts.shard_id,
+                        "disk full: no room for the next log segment; writes are refused (507) once the active one fills"
+                    );
+                        inner.no_space = true;
+                    }
+                    Err(e)
+                }
             }
-            Err(e) => Err(LogError::from_io("create spare segment", &e)),
         };
-        drop(inner);
+        if out.is_err() {
+            // A partly made spare holds space: give it back.
+            let _ = self.fs.remove(&path).await;
+        }
         for w in self.spare_waiters.borrow_mut().drain(..) {
             w.wake();
         }
@@ -824,19 +1003,32 @@ impl<F: SegmentFile> SegmentEntries<F> {
         Ok(&self.view[at..self.end])
     }
 
+    /// Offset just past the last durable entry.
+    pub fn end(&self) -> u64 {
+        self.end as u64
+    }
+
     /// The type and body of the durable entry at `offset`, and the offset of the entry after
-    /// it; the body is not checked.
+    /// it; the body is not checked. A compaction copy reads as its original.
     pub fn peek(&self, offset: u64) -> Result<(u16, &[u8], u64), String> {
         match super::format::peek_entry(self.rest(offset)?) {
-            Ok(Some((t, lsn, body, stored))) if lsn <= self.durable_lsn => Ok((t, body, offset + stored as u64)),
+            Ok(Some((t, lsn, body, stored))) if lsn <= self.durable_lsn => {
+                let (t, body) = super::relocated::inner(t, body);
+                Ok((t, body, offset + stored as u64))
+            }
             other => Err(format!("no durable entry at offset {offset}: {other:?}")),
         }
     }
 
     /// The durable entry at `offset`, decoded and checked, and the offset of the entry after it.
+    /// A compaction copy reads as its original (type and body; the LSN is the copy's).
     pub fn entry(&self, offset: u64) -> Result<(EntryRef<'_>, u64), String> {
         match decode_entry(self.rest(offset)?) {
-            Ok(Decoded::Entry(e)) if e.lsn <= self.durable_lsn => Ok((e, offset + e.stored_bytes() as u64)),
+            Ok(Decoded::Entry(e)) if e.lsn <= self.durable_lsn => {
+                let next = offset + e.stored_bytes() as u64;
+                let (entry_type, body) = super::relocated::inner(e.entry_type, e.body);
+                Ok((EntryRef { entry_type, body, ..e }, next))
+            }
             other => Err(format!("no durable entry at offset {offset}: {other:?}")),
         }
     }
@@ -846,6 +1038,7 @@ impl<F: SegmentFile> SegmentEntries<F> {
 pub struct Room<'a, F: Fs> {
     log: &'a Log<F>,
     body_bytes: usize,
+    limit: usize,
 }
 
 impl<F: Fs> Future for Room<'_, F> {
@@ -855,7 +1048,7 @@ impl<F: Fs> Future for Room<'_, F> {
         let inner = self.log.inner.borrow();
         let need = stored_bytes(self.body_bytes);
         if inner.batch.buf.is_empty()
-            || inner.batch.buf.len() + need <= self.log.opts.batch_max_bytes
+            || inner.batch.buf.len() + need <= self.limit
             || inner.poisoned.is_some()
             || inner.stopping
         {

@@ -197,7 +197,7 @@ pub fn render(node: &Node) -> String {
 fn log_metrics(out: &mut String, node: &Node) {
     use crate::log::metrics::{LogMetrics, FSYNC_BUCKETS_S};
     type Get = fn(&LogMetrics) -> u64;
-    let counters: [(&str, &str, Get); 7] = [
+    let counters: [(&str, &str, Get); 11] = [
         ("flo_log_entries_total", "Entries appended to the log.", |m| {
             m.entries_total.get()
         }),
@@ -225,6 +225,22 @@ fn log_metrics(out: &mut String, node: &Node) {
             "Bytes of log replayed at start.",
             |m| m.recovered_bytes.get(),
         ),
+        ("flo_snapshots_total", "Snapshots of the shard's state written.", |m| {
+            m.snapshots_total.get()
+        }),
+        ("flo_snapshot_bytes_total", "Bytes of snapshot files written.", |m| {
+            m.snapshot_bytes_total.get()
+        }),
+        (
+            "flo_compaction_segments_deleted_total",
+            "Log segments deleted by compaction.",
+            |m| m.compacted_segments_total.get(),
+        ),
+        (
+            "flo_compaction_copied_bytes_total",
+            "Bytes compaction copied to the log's tail to free segments.",
+            |m| m.compaction_copied_bytes_total.get(),
+        ),
     ];
     for (name, help, get) in counters {
         header(out, name, help, "counter");
@@ -243,6 +259,19 @@ fn log_metrics(out: &mut String, node: &Node) {
             out,
             "flo_log_recovery_seconds{{shard=\"{id}\"}} {}",
             m.recovery_ms.get() as f64 / 1000.0
+        );
+    }
+    header(
+        out,
+        "flo_snapshot_pause_seconds_max",
+        "Longest time the shard was held while a snapshot of its state was encoded.",
+        "gauge",
+    );
+    for (id, m) in node.log_metrics.iter().enumerate() {
+        let _ = writeln!(
+            out,
+            "flo_snapshot_pause_seconds_max{{shard=\"{id}\"}} {}",
+            m.snapshot_pause_us_max.get() as f64 / 1e6
         );
     }
     header(

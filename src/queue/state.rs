@@ -3,7 +3,8 @@
 //! heap by (priority, seq), a delay heap by visible-at, a lease heap by expiry, the dead-letter
 //! set, and the dedup map. No I/O: the shard appends an entry, applies it here at once, and
 //! answers once it is durable. The records of acked and purged messages are counted as dead
-//! bytes of their segment, for compaction.
+//! bytes of their segment, for compaction, which moves the messages still held to copies of
+//! their entries (`state/compact.rs`).
 //!
 //! Invariants: a message is in exactly one state; the ready heap holds exactly the ready
 //! messages and the delay heap exactly the delayed ones (the lease heap may hold stale entries,
@@ -18,6 +19,9 @@ use std::rc::Rc;
 use super::entry::NewMessage;
 use crate::log::places::SegmentTable;
 use crate::log::Position;
+
+mod compact;
+mod snapshot;
 
 /// Queue settings (`[queue]`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -61,6 +65,9 @@ pub struct Msg {
     /// when leased, with the `max_deliveries` the LEASE entry records, so replay never depends
     /// on the configuration of the day.
     last_lease: bool,
+    /// Its payload is read from a RELOCATED copy of its ENQUEUE entry (`compact.rs`), whose
+    /// stored size is 24 bytes more than the original's.
+    relocated: bool,
 }
 
 const _: () = assert!(std::mem::size_of::<Msg>() == 40);
@@ -102,7 +109,9 @@ pub struct Queue {
     expired: Vec<u64>,
     dlq: BTreeSet<(u64, u64)>,
     dedup: HashMap<Box<str>, (u64, u64)>,
-    pending: HashMap<u64, Rc<[u8]>>,
+    /// Payloads of messages whose ENQUEUE is not durable yet, by seq, with that entry's LSN
+    /// (a snapshot names the entry by it until the entry is durable).
+    pending: HashMap<u64, (u64, Rc<[u8]>)>,
     leased_count: u64,
     total_enqueued: u64,
     total_acked: u64,
@@ -242,7 +251,7 @@ impl Queue {
     pub fn payload(&self, seq: u64, segments: &SegmentTable) -> Option<Payload> {
         let m = self.msg(seq)?;
         if m.loc == PENDING {
-            return self.pending.get(&seq).cloned().map(Payload::Pending);
+            return self.pending.get(&seq).map(|(_, b)| Payload::Pending(b.clone()));
         }
         let (segment, offset) = segments.place(m.loc);
         Some(Payload::At {
@@ -428,6 +437,7 @@ impl QueueStore {
                 priority: m.priority,
                 state: if delayed { State::Delayed } else { State::Ready },
                 last_lease: false,
+                relocated: false,
             });
             if delayed {
                 q.delayed.push(Reverse((m.visible_at_ms, m.seq)));
@@ -435,7 +445,7 @@ impl QueueStore {
                 q.ready.push(Reverse((m.priority, m.seq)));
             }
             if loc == PENDING {
-                q.pending.insert(m.seq, Rc::from(m.payload));
+                q.pending.insert(m.seq, (lsn, Rc::from(m.payload)));
             }
             if !m.dedup_key.is_empty() {
                 q.dedup
@@ -447,13 +457,14 @@ impl QueueStore {
         Ok(())
     }
 
-    /// An ENQUEUE is durable at `pos`: its payloads are read from the log from now on.
+    /// An ENQUEUE is durable at `pos`: its payloads are read from the log from now on. A
+    /// message compaction relocated meanwhile (`compact.rs`) stays at its copy.
     pub fn settle_enqueue(&mut self, ns: &str, qname: &str, seqs: &[u64], pos: &Position) {
         let loc = self.segments.loc(pos);
         if let Some(q) = self.get_mut(ns, qname) {
             for &s in seqs {
                 q.pending.remove(&s);
-                if let Some(m) = q.msg_mut(s) {
+                if let Some(m) = q.msg_mut(s).filter(|m| m.loc == PENDING) {
                     m.loc = loc;
                 }
             }

@@ -63,6 +63,8 @@ pub struct Shard {
     pub ts: RefCell<crate::ts::series::SeriesStore>,
     /// Namespaces whose record is known to exist (so a first write need not ask again).
     pub namespaces_known: RefCell<std::collections::HashSet<String>>,
+    /// The shard's snapshots on disk and the one being taken.
+    pub snapshots: crate::snapshot::shard::SnapshotCell,
 }
 
 /// Maps a log failure to the API's error model.
@@ -71,6 +73,9 @@ pub fn log_error(e: LogError) -> ApiError {
         LogError::BatchFull => ApiError::Overloaded(e.to_string()),
         LogError::EntryTooLarge(_) => ApiError::PayloadTooLarge(e.to_string()),
         LogError::Stopping => ApiError::Unavailable("the server is stopping".into()),
+        LogError::NoSpace { op: "append" } => ApiError::InsufficientStorage(
+            "the disk is full: nothing was written; reads still work, and writes resume once space is freed".into(),
+        ),
         other => ApiError::Unavailable(format!("the shard cannot write: {other}")),
     }
 }
@@ -124,7 +129,7 @@ impl Shard {
             self.id,
             "namespace on wrong shard"
         );
-        if !self.namespaces.borrow_mut().reserve(&name) {
+        if !self.namespaces.borrow_mut().reserve(&name, created_at_ms) {
             return Reply::NamespaceCreated(false);
         }
         let durable = async {
@@ -176,6 +181,21 @@ impl Shard {
         }
     }
 
+    /// Empties every primitive's state (before recovery starts over).
+    fn reset_state(&self) {
+        *self.namespaces.borrow_mut() = NamespaceRegistry::default();
+        if self.node.partitioner.namespace_shard(DEFAULT_NAMESPACE) == self.id {
+            self.namespaces
+                .borrow_mut()
+                .create(DEFAULT_NAMESPACE, self.node.started_at_ms);
+        }
+        *self.kv.borrow_mut() = KvStore::default();
+        *self.queues.borrow_mut() = crate::queue::exec::store(&self.node.config);
+        *self.streams.borrow_mut() = Default::default();
+        *self.ts.borrow_mut() = Default::default();
+        *self.snapshots.borrow_mut() = Default::default();
+    }
+
     /// Applies one recovered log entry.
     fn replay(&self, entry: &EntryRef<'_>, at: Position) -> Result<(), String> {
         match entry.entry_type {
@@ -184,6 +204,7 @@ impl Shard {
                 self.namespaces.borrow_mut().create(&name, created_at_ms);
                 Ok(())
             }
+            crate::log::relocated::ENTRY_RELOCATED => crate::snapshot::compact::replay(self, entry.body, at),
             _ if self.kv.borrow_mut().replay(entry, at)? => Ok(()),
             _ if self.queues.borrow_mut().replay(entry, at)? => Ok(()),
             _ if self.streams.borrow_mut().replay(entry, at)? => Ok(()),
@@ -335,6 +356,7 @@ pub fn run(id: usize, node: Arc<Node>, inbox: async_channel::Receiver<Envelope>,
             stream_watch: crate::kv::watch::Watchers::new(node.config.limits.max_waiters_per_shard),
             ts: RefCell::default(),
             namespaces_known: RefCell::default(),
+            snapshots: RefCell::default(),
         });
         if node.partitioner.namespace_shard(DEFAULT_NAMESPACE) == id {
             shard
@@ -355,6 +377,7 @@ pub fn run(id: usize, node: Arc<Node>, inbox: async_channel::Receiver<Envelope>,
             Duration::from_millis(STREAM_TICK_MS),
         ));
         monoio::spawn(crate::ts::exec::timer(shard.clone(), Duration::from_millis(TS_TICK_MS)));
+        monoio::spawn(crate::snapshot::shard::timer(shard.clone()));
         if let Some(l) = metrics_listener {
             monoio::spawn(accept_metrics(shard.clone(), l));
         }
@@ -392,6 +415,7 @@ pub fn run(id: usize, node: Arc<Node>, inbox: async_channel::Receiver<Envelope>,
         // Other shards' connections may still forward work here: the log keeps running until
         // every shard has drained, then writes what is pending and stops.
         all_drained(&shard).await;
+        crate::snapshot::shard::at_shutdown(&shard).await;
         if let Ok(log) = shard.log() {
             log.stop();
         }
@@ -412,7 +436,41 @@ async fn recover(shard: &Rc<Shard>) -> Result<Rc<Log<RealFs>>, LogError> {
     };
     let dir = node.config.data_dir.join(shard_dir_name(shard.id));
     let metrics = node.log_metrics[shard.id].clone();
-    let (log, stats) = crate::log::open(RealFs, dir, opts, metrics, |e, at| shard.replay(e, at)).await?;
+    let load = || async {
+        crate::snapshot::shard::load(shard, &RealFs, &dir)
+            .await
+            .map_err(|reason| LogError::Corrupt {
+                file: dir.clone(),
+                offset: 0,
+                reason,
+            })
+    };
+    let from_lsn = load().await?;
+    let opened = crate::log::open(RealFs, dir.clone(), opts.clone(), metrics.clone(), from_lsn, |e, at| {
+        shard.replay(e, at)
+    })
+    .await;
+    let (log, stats) = match opened {
+        // `--repair` cut the log before the snapshot's LSN: the snapshots past the cut hold
+        // state the log no longer has. They go, and recovery starts over without them.
+        Err(LogError::SnapshotAhead { log_end, snapshot }) if node.repair => {
+            warn!(
+                shard = shard.id,
+                log_end, snapshot, "repair: dropping snapshots past the cut log's end"
+            );
+            crate::snapshot::shard::remove_after(&RealFs, &dir, log_end)
+                .await
+                .map_err(|reason| LogError::Corrupt {
+                    file: dir.clone(),
+                    offset: 0,
+                    reason,
+                })?;
+            shard.reset_state();
+            let from_lsn = load().await?;
+            crate::log::open(RealFs, dir, opts, metrics, from_lsn, |e, at| shard.replay(e, at)).await?
+        }
+        other => other?,
+    };
     let mb_per_s = if stats.millis > 0 {
         stats.bytes as f64 / 1e3 / stats.millis as f64
     } else {

@@ -13,6 +13,10 @@ use std::collections::BTreeMap;
 /// Bytes of an encoded place: u64 segment (first LSN of the segment), u64 offset.
 pub const PLACE_BYTES: usize = 16;
 
+/// What [`Enc::finish`] hands back: the bytes, the placeholders (offset, LSN) and the live
+/// bytes per segment.
+pub type Finished = (Vec<u8>, Vec<(usize, u64)>, BTreeMap<u64, u64>);
+
 /// A section being encoded.
 #[derive(Default)]
 pub struct Enc {
@@ -93,7 +97,7 @@ impl Enc {
         &self.live
     }
     /// Takes the encoded bytes, the placeholders and the live bytes.
-    pub fn finish(self) -> (Vec<u8>, Vec<(usize, u64)>, BTreeMap<u64, u64>) {
+    pub fn finish(self) -> Finished {
         (self.buf, self.pending, self.live)
     }
 }

@@ -9,7 +9,12 @@
 //!   durable and readable, `[durable_next, next_offset)` are appended but not yet durable (their
 //!   entries are `in_flight`, in LSN order).
 //! * Points are in offset order; the first point's range holds `first_offset` (unless no record
-//!   is retained); the entries of one point's range are all in the point's segment.
+//!   is retained); the entries of one point's range are all in the point's segment, at or after
+//!   the point's place, and a walk from the place finds them in offset order (it skips entries
+//!   of the stream wholly before the records it expects next, which compaction leaves behind).
+//! * A point's `at_ms` is at most its first entry's and at least that of every entry before it.
+//! * `cum` counts each indexed entry's stored bytes as first written: a compaction copy of an
+//!   entry counts as the original (`compact.rs`).
 //! * A group's pending records are below its cursor and at or above `first_offset`.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
@@ -19,6 +24,9 @@ use crate::log::format::EntryRef;
 use crate::log::io::Fs;
 use crate::log::places::SegmentTable;
 use crate::log::{Log, LogError, Position, Ticket};
+
+mod compact;
+mod snapshot;
 
 pub type ReplayError = String;
 
@@ -31,8 +39,10 @@ pub const DEAD_LETTERS_KEPT: usize = 100;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct Point {
     offset: u64,
-    /// Place of the entry (see `places.rs`).
+    /// Place of the entry (see `places.rs`), or, for a point compaction left in a victim
+    /// segment, of an entry before it in that segment (`compact.rs`).
     loc: u64,
+    /// The entry's `at_ms`; for a point compaction left in a victim, that of the entry before.
     at_ms: u64,
     /// The stream's indexed entry bytes before this entry.
     cum: u64,
@@ -251,6 +261,9 @@ pub struct Stream {
     pub groups: BTreeMap<String, Group>,
     /// The entry behind the stream's state (appends, trims, retention).
     pub last_lsn: u64,
+    /// (LSN, end offset) of the last compaction copy indexed, which the next copy may continue
+    /// (`compact.rs`). A hint only: not in snapshots.
+    last_copy: Option<(u64, u64)>,
 }
 
 /// A stream's figures, as `info` shows them.
@@ -336,7 +349,11 @@ impl Stream {
     }
 
     /// Visits this stream's durable entries in order, starting at index point `i`, until `f`
-    /// says stop or the durable records end. `f` gets the entry and its stored bytes.
+    /// says stop or the durable records end. `f` gets the entry and its stored bytes as first
+    /// written (a compaction copy's, less its 24-byte wrapper). Copies read as their originals;
+    /// an entry of the stream wholly before the records expected next is skipped: one compaction
+    /// moved away (a point it left in the victim is at the entry it relocated last), or a copy
+    /// of older records that landed among a range's entries (`compact.rs`).
     fn visit<F: Fs>(
         &self,
         ns: &str,
@@ -354,9 +371,14 @@ impl Stream {
             let mut expect = p.offset;
             while expect < range_end {
                 let (t, body, next) = entries.peek(offset)?;
+                let (t, body) = compact::original(t, body);
                 if t == ENTRY_STREAM_APPEND && is_of(body, ns, name) {
                     let (e, _) = entries.entry(offset)?;
-                    let a = decode_append(e.body)?;
+                    let a = decode_append(compact::original(e.entry_type, e.body).1)?;
+                    if a.end_offset() <= expect {
+                        offset = next;
+                        continue;
+                    }
                     if a.first_offset != expect {
                         return Err(format!(
                             "stream {ns}/{name}: records from {expect} expected at segment {segment} offset {offset}, {} found",
@@ -364,7 +386,8 @@ impl Stream {
                         ));
                     }
                     expect = a.end_offset();
-                    if let Flow::Stop = f(&a, next - offset) {
+                    let stored = crate::log::format::stored_bytes(body.len()) as u64;
+                    if let Flow::Stop = f(&a, stored) {
                         return Ok(());
                     }
                 }
@@ -689,7 +712,11 @@ impl StreamStore {
     }
 
     /// Applies a recovered entry if it is a stream entry; `Ok(false)` if it is not one.
+    /// A compaction copy (`RELOCATED`) of a stream entry is applied as [`StreamStore::relocate`].
     pub fn replay(&mut self, e: &EntryRef<'_>, pos: Position) -> Result<bool, ReplayError> {
+        if e.entry_type == compact::ENTRY_RELOCATED {
+            return self.replay_copy(e, pos);
+        }
         if !(ENTRY_STREAM_APPEND..=ENTRY_GROUP_DELETE).contains(&e.entry_type) {
             return Ok(false);
         }

@@ -249,10 +249,27 @@ pub async fn execute(shard: &Shard, cmd: TsCmd) -> Result<TsReply, ApiError> {
 
 /// Appends an entry, waiting (bounded) for room in the open batch.
 async fn append_waiting(shard: &Shard, entry_type: u16, body: &[u8]) -> Result<crate::log::Ticket, ApiError> {
+    let appended = append_while(shard, entry_type, body, || true).await?;
+    appended.ok_or_else(|| ApiError::Internal("an append was given up".into()))
+}
+
+/// Appends an entry, waiting (bounded) for room in the open batch, as long as `wanted` says so:
+/// it is asked right before each try, so what it checks still holds when the entry is appended
+/// (nothing else runs between that and the caller's next step, if the caller does not await).
+/// `None` once `wanted` says no.
+async fn append_while(
+    shard: &Shard,
+    entry_type: u16,
+    body: &[u8],
+    wanted: impl Fn() -> bool,
+) -> Result<Option<crate::log::Ticket>, ApiError> {
     let log = shard.log()?;
     loop {
+        if !wanted() {
+            return Ok(None);
+        }
         match log.append(entry_type, body) {
-            Ok(t) => return Ok(t),
+            Ok(t) => return Ok(Some(t)),
             Err(LogError::BatchFull) => {
                 if monoio::time::timeout(ROOM_WAIT, log.room(body.len())).await.is_err() {
                     return Err(ApiError::Overloaded(
@@ -442,21 +459,30 @@ pub async fn commit_pending(shard: &Shard, only: Option<u64>) -> Result<(), ApiE
         .map(|(b, ns, ..)| (b, ns.to_string()))
         .collect();
     for (batch, ns) in batches {
-        let ticket = append_waiting(shard, ENTRY_TS_COMMIT, &encode_abort(&ns, batch)).await?;
-        let full = {
-            let mut st = shard.ts.borrow_mut();
-            // Another task may have committed it while this one waited for room.
-            if !st.pending().any(|(b, ..)| b == batch) {
-                drop(ticket);
-                continue;
-            }
-            st.commit(&ns, batch, crate::metrics::now_ms(), false)
-                .map_err(ApiError::Internal)?
-        };
-        table.done(batch);
-        cut_heads(shard, full.into_iter().map(|id| (id, CHUNK_IN_ORDER)));
+        if commit_batch(shard, &ns, batch).await? {
+            table.done(batch);
+        }
     }
     Ok(())
+}
+
+/// Logs `TS_COMMIT` for `batch` and moves its parts here into the heads, unless they are no
+/// longer pending: another task may have committed the batch while this one waited for room in
+/// the log, and a second `TS_COMMIT` would fail replay. The check, the append and the commit run
+/// with no await between them. Returns whether this call committed the batch.
+async fn commit_batch(shard: &Shard, ns: &str, batch: u64) -> Result<bool, ApiError> {
+    let body = encode_abort(ns, batch);
+    let wanted = || shard.ts.borrow().is_pending(batch);
+    if append_while(shard, ENTRY_TS_COMMIT, &body, wanted).await?.is_none() {
+        return Ok(false);
+    }
+    let full = shard
+        .ts
+        .borrow_mut()
+        .commit(ns, batch, crate::metrics::now_ms(), false)
+        .map_err(ApiError::Internal)?;
+    cut_heads(shard, full.into_iter().map(|id| (id, CHUNK_IN_ORDER)));
+    Ok(true)
 }
 
 /// Makes what this shard answers current: commits batches the table says committed, places
@@ -497,11 +523,16 @@ async fn query(
         if !plan.matches(&tags, &s.field) {
             continue;
         }
+        // `lsn` is the entry's at the place: the chunk's own, or the copy compaction moved it to
+        // (which reads as the original).
         let load = |loc: u64, lsn: u64| {
             let (segment, offset) = st.segments.place(loc);
             let e = log
                 .read_at(&crate::log::Position { lsn, segment, offset })
                 .map_err(|e| e.to_string())?;
+            if e.entry_type != ENTRY_TS_CHUNK {
+                return Err(format!("entry {lsn} is of type {}, not a chunk", e.entry_type));
+            }
             let c = decode_chunk(e.body())?;
             super::chunk::decode(c.bytes).map_err(|e| e.to_string())
         };
@@ -533,7 +564,8 @@ async fn query(
 }
 
 /// The shard's time-series timer: places chunks that became durable, commits what the table
-/// says committed, cuts full and aged heads, enforces retention, updates the metrics.
+/// says committed, cuts full and aged heads, enforces retention, forgets old commit records,
+/// updates the metrics.
 pub async fn timer(shard: Rc<Shard>, tick: Duration) {
     loop {
         monoio::select! {
@@ -568,6 +600,7 @@ pub async fn timer(shard: Rc<Shard>, tick: Duration) {
                 Err(_) => break,
             }
         }
+        shard.ts.borrow_mut().prune_committed(super::series::process_ms());
         let st = shard.ts.borrow();
         let m = &shard.node.metrics[shard.id];
         m.ts_series.store(st.len() as u64, std::sync::atomic::Ordering::Relaxed);
@@ -613,13 +646,7 @@ pub async fn resolve_pending(shard: &Shard) -> Result<(), ApiError> {
     let (mut committed, mut aborted) = (0, 0);
     for (batch, ns, participants) in pending {
         if x.committed(batch, &participants) {
-            append_waiting(shard, ENTRY_TS_COMMIT, &encode_abort(&ns, batch)).await?;
-            let full = shard
-                .ts
-                .borrow_mut()
-                .commit(&ns, batch, crate::metrics::now_ms(), false)
-                .map_err(ApiError::Internal)?;
-            cut_heads(shard, full.into_iter().map(|id| (id, CHUNK_IN_ORDER)));
+            commit_batch(shard, &ns, batch).await?;
             committed += 1;
         } else {
             append_waiting(shard, ENTRY_TS_ABORT, &encode_abort(&ns, batch)).await?;
@@ -675,4 +702,129 @@ pub fn replay(
         _ => return Ok(false),
     }
     Ok(true)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::cell::RefCell;
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::config::Config;
+    use crate::log::format::SEGMENT_HEADER_BYTES;
+    use crate::log::io::RealFs;
+    use crate::log::metrics::LogMetrics;
+    use crate::log::LogOptions;
+    use crate::server::shutdown::StopSignal;
+    use crate::server::Node;
+
+    fn shard() -> Shard {
+        let mut config = Config {
+            shards: 2,
+            ..Config::default()
+        };
+        let resolved = config.validate(None).unwrap();
+        let (node, _receivers) = Node::new(config, resolved);
+        let queues = RefCell::new(crate::queue::exec::store(&node.config));
+        Shard {
+            id: 0,
+            node: Arc::new(node),
+            namespaces: RefCell::default(),
+            stop: StopSignal::default(),
+            log: std::cell::OnceCell::new(),
+            kv: RefCell::default(),
+            kv_watch: crate::kv::watch::Watchers::new(10),
+            queues,
+            queue_watch: crate::kv::watch::Watchers::new(10),
+            streams: RefCell::default(),
+            stream_watch: crate::kv::watch::Watchers::new(10),
+            ts: RefCell::default(),
+            namespaces_known: RefCell::default(),
+            snapshots: RefCell::default(),
+        }
+    }
+
+    /// Two tasks find the same committed batch pending and both wait for room in the log: the
+    /// batch is committed, and `TS_COMMIT` logged, once (a second would fail replay).
+    #[test]
+    fn a_batch_two_tasks_commit_is_logged_once() {
+        let mut rt = monoio::RuntimeBuilder::<monoio::IoUringDriver>::new()
+            .enable_timer()
+            .build()
+            .expect("io_uring runtime");
+        rt.block_on(async {
+            let dir = tempfile::tempdir().unwrap();
+            let opts = LogOptions {
+                shard_id: 0,
+                segment_bytes: 1 << 20,
+                batch_max_bytes: 16 * 1024,
+                durability: crate::config::Durability::Sync,
+                flush_interval: Duration::from_millis(5),
+                repair: false,
+            };
+            let metrics = Arc::new(LogMetrics::default());
+            let (log, _) = crate::log::open(RealFs, dir.path().join("shard-000"), opts, metrics, 0, |_, _| Ok(()))
+                .await
+                .unwrap();
+            let log = Rc::new(log);
+            let shard = Rc::new(shard());
+            assert!(shard.log.set(log.clone()).is_ok());
+
+            // A part of batch 7 pending here, its batch committed in the table.
+            let new = [NewSeries {
+                id: 1,
+                measurement: "cpu",
+                tags: vec![("host", "a")],
+                field: "usage",
+            }];
+            let body = encode_points("app", 7, &[0, 1], &new, &[(1, 10, 1.0)]);
+            let t = log.append(ENTRY_TS_POINTS, &body).unwrap();
+            let bytes = stored_bytes(body.len()) as u64;
+            let p = decode_points(&body).unwrap();
+            shard
+                .ts
+                .borrow_mut()
+                .apply_points(&p, t.lsn, EntryAt::InFlight(t), bytes, 0)
+                .unwrap();
+            shard.node.ts_commits.insert(7, 1);
+            // The open batch is full (the flusher is not running yet): both wait for room.
+            let filler = 16 * 1024 - bytes as usize - 8 - crate::log::format::ENTRY_HEADER_BYTES;
+            log.append(9_999, &vec![0u8; filler]).unwrap();
+            let task = || {
+                let s = shard.clone();
+                monoio::spawn(async move { commit_pending(&s, None).await })
+            };
+            let (a, b) = (task(), task());
+            monoio::time::sleep(Duration::from_millis(20)).await;
+            assert!(shard.ts.borrow().is_pending(7));
+            let flusher = monoio::spawn(log.clone().run_flusher());
+            a.await.unwrap();
+            b.await.unwrap();
+            assert!(!shard.ts.borrow().is_pending(7));
+            assert!(shard.node.ts_commits.is_empty());
+            log.wait_durable(log.next_lsn() - 1).await.unwrap();
+
+            // The log replays: one TS_COMMIT.
+            let mut st = SeriesStore::default();
+            let mut commits = 0;
+            for (segment, _) in log.segments() {
+                let es = log.segment_entries(segment).unwrap();
+                let mut off = SEGMENT_HEADER_BYTES as u64;
+                while let Ok((e, next)) = es.entry(off) {
+                    commits += usize::from(e.entry_type == ENTRY_TS_COMMIT);
+                    let pos = crate::log::Position {
+                        lsn: e.lsn,
+                        segment,
+                        offset: off,
+                    };
+                    replay(&mut st, &e, pos).unwrap();
+                    off = next;
+                }
+            }
+            assert_eq!(commits, 1);
+            assert_eq!(st.get(1).unwrap().head.pairs(), [(10, 1.0)]);
+            log.stop();
+            flusher.await;
+        });
+    }
 }

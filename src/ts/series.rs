@@ -15,12 +15,21 @@
 //!   it reads it, so a chunk always finds the head it was cut from. Readers see only durable
 //!   points: every head point carries its entry's LSN, and a chunk not yet durable keeps its
 //!   points in memory (with their LSNs) until its place is known.
+//! * A chunk is known by the LSN of its `TS_CHUNK` entry, also once compaction has moved it to a
+//!   `RELOCATED` copy (`compact.rs`): then it is read from the copy's place, with the copy's LSN.
+//!   Every placed chunk is also found by its place (compaction asks by place).
+//! * A batch whose parts this shard committed is remembered with its parts for the recovery
+//!   exchange: until the exchange is over if replay saw the commit or a snapshot held it, for
+//!   [`COMMITTED_KEEP_MS`] of process time if this process committed it.
 
 use std::collections::{BTreeMap, HashMap};
 
 use super::entry::{Chunk, NewSeries, Points, CHUNK_IN_ORDER, CHUNK_LATE};
 use crate::log::places::SegmentTable;
 use crate::log::{Position, Ticket};
+
+mod compact;
+mod snapshot;
 
 /// Points a head holds before it is cut into a chunk.
 pub const HEAD_POINTS: usize = 1024;
@@ -95,8 +104,10 @@ impl Head {
 /// Where a chunk's points are.
 #[derive(Debug, Clone)]
 pub enum Stored {
-    /// In the log at this place (`places.rs`): durable, read from the mapped segment.
-    Placed(u64),
+    /// In the log at `loc` (`places.rs`): durable, read from the mapped segment. `lsn` is the
+    /// LSN of the entry there: the chunk's own `TS_CHUNK` (the chunk's `lsn`), or a `RELOCATED`
+    /// copy of it that compaction wrote (`compact.rs`); a read checks it.
+    Placed { loc: u64, lsn: u64 },
     /// Appended, not yet durable: its points stay here until the ticket resolves.
     Cut(Ticket, Vec<HeadPoint>),
 }
@@ -104,12 +115,14 @@ pub enum Stored {
 /// One of a series' chunks.
 #[derive(Debug, Clone)]
 pub struct ChunkRef {
+    /// The LSN of its `TS_CHUNK` entry: the chunk's identity (a series' chunks are in this
+    /// order; `TS_DROP` names it), kept when compaction moves the chunk to a copy.
     pub lsn: u64,
     pub kind: u8,
     pub first_ts: i64,
     pub last_ts: i64,
     pub count: u16,
-    /// Stored bytes of the `TS_CHUNK` entry.
+    /// Stored bytes of the entry it is read from (its `TS_CHUNK`, or the copy it was moved to).
     pub bytes: u32,
     pub stored: Stored,
 }
@@ -156,6 +169,27 @@ struct LiveEntry {
     at: EntryAt,
     bytes: u64,
     remaining: u32,
+}
+
+/// A multi-part write this shard committed its parts of, remembered for the recovery exchange.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Committed {
+    parts: u16,
+    /// Process time (ms, [`process_ms`]) of a commit this process made; `None` for one replay
+    /// saw or a snapshot restored, kept until the startup exchange is over.
+    at_ms: Option<u64>,
+}
+
+/// A batch this process committed is remembered this long (process time) after its commit: the
+/// other participants commit theirs within seconds, so a crash later finds none of its parts
+/// pending elsewhere.
+pub const COMMITTED_KEEP_MS: u64 = 10 * 60 * 1000;
+
+/// Milliseconds this process has been running (a monotonic clock: commit records are pruned by
+/// it, never by the wall clock).
+pub fn process_ms() -> u64 {
+    static START: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+    START.get_or_init(std::time::Instant::now).elapsed().as_millis() as u64
 }
 
 /// A multi-part write's parts in this shard, waiting for its commit.
@@ -288,14 +322,20 @@ pub struct SeriesStore {
     /// (namespace, measurement) → retention max age in ms.
     retention: BTreeMap<(Box<str>, Box<str>), u64>,
     pending: HashMap<u64, PendingPart>,
-    /// Batches whose parts replay saw committed, with how many parts: recovery's answer to
-    /// "does this shard hold its parts of batch b?" once they are no longer pending.
-    committed_seen: HashMap<u64, u16>,
+    /// Batches whose parts this shard committed, with how many parts: recovery's answer to
+    /// "does this shard hold its parts of batch b?" once they are no longer pending. Those
+    /// replay saw or a snapshot restored are kept until the startup exchange is over; those
+    /// this process committed, for [`COMMITTED_KEEP_MS`] (a snapshot may hold them while
+    /// another participant's part is still pending).
+    committed: HashMap<u64, Committed>,
     entries: HashMap<u64, LiveEntry>,
     /// Entries wholly chunked before their place was known.
     dead_in_flight: Vec<(Ticket, u64)>,
     /// Series with chunks not yet durable.
     cutting: Vec<u32>,
+    /// Every placed chunk by its place (`loc`): (series, chunk LSN). Derived (rebuilt on
+    /// restore): compaction asks about each entry of a segment by its place.
+    chunk_at: HashMap<u64, (u32, u64), FastHash>,
     pub segments: SegmentTable,
     /// Namespaces of the series, interned.
     namespaces: HashMap<Box<str>, std::rc::Rc<str>>,
@@ -519,12 +559,17 @@ impl SeriesStore {
         !self.pending.is_empty()
     }
 
+    /// Whether parts of `batch` wait here for their commit.
+    pub fn is_pending(&self, batch: u64) -> bool {
+        self.pending.contains_key(&batch)
+    }
+
     /// Parts of `batch` this shard holds, pending or (as replay saw) committed.
     pub fn parts_held(&self, batch: u64) -> u16 {
         self.pending
             .get(&batch)
             .map(|p| p.parts)
-            .or_else(|| self.committed_seen.get(&batch).copied())
+            .or_else(|| self.committed.get(&batch).map(|c| c.parts))
             .unwrap_or(0)
     }
 
@@ -546,21 +591,35 @@ impl SeriesStore {
         out
     }
 
-    /// Forgets what replay saw committed (after recovery has settled every pending batch).
+    /// Forgets the commits replay saw or a snapshot restored (after recovery has settled every
+    /// pending batch); those this process made stay until [`SeriesStore::prune_committed`].
     pub fn forget_committed(&mut self) {
-        self.committed_seen = HashMap::new();
+        self.committed.retain(|_, c| c.at_ms.is_some());
     }
 
-    /// A multi-part write committed (`TS_COMMIT`): its parts here go into the heads. `replay`
-    /// remembers the batch for recovery's exchange.
+    /// Forgets the commits this process made [`COMMITTED_KEEP_MS`] or more before `now_ms`
+    /// ([`process_ms`]); the shard's timer calls it.
+    pub fn prune_committed(&mut self, now_ms: u64) {
+        self.committed
+            .retain(|_, c| c.at_ms.is_none_or(|at| now_ms.saturating_sub(at) < COMMITTED_KEEP_MS));
+    }
+
+    /// A multi-part write committed (`TS_COMMIT`): its parts here go into the heads. The batch
+    /// is remembered for recovery's exchange: until the exchange is over (`replay`), or for
+    /// [`COMMITTED_KEEP_MS`] of process time (a commit this process makes).
     pub fn commit(&mut self, ns: &str, batch_id: u64, now_ms: u64, replay: bool) -> Result<FullHeads, String> {
         let part = self
             .pending
             .remove(&batch_id)
             .ok_or_else(|| format!("commit of batch {batch_id}, which has no part here"))?;
-        if replay {
-            self.committed_seen.insert(batch_id, part.parts);
-        }
+        let at_ms = (!replay).then(process_ms);
+        self.committed.insert(
+            batch_id,
+            Committed {
+                parts: part.parts,
+                at_ms,
+            },
+        );
         self.add(ns, part.points.into_iter(), now_ms)
     }
 
@@ -640,7 +699,11 @@ impl SeriesStore {
             }
         }
         let stored = match at {
-            EntryAt::Placed(pos) => Stored::Placed(self.segments.loc(&pos)),
+            EntryAt::Placed(pos) => {
+                let loc = self.segments.loc(&pos);
+                self.chunk_at.insert(loc, (c.series, lsn));
+                Stored::Placed { loc, lsn }
+            }
             EntryAt::InFlight(t) => {
                 self.cutting.push(c.series);
                 Stored::Cut(t, points)
@@ -693,8 +756,9 @@ impl SeriesStore {
             }
             for (i, pos) in placed {
                 let loc = self.segments.loc(&pos);
+                self.chunk_at.insert(loc, (id, pos.lsn));
                 let s = &mut self.series[id as usize - 1];
-                s.chunks[i].stored = Stored::Placed(loc);
+                s.chunks[i].stored = Stored::Placed { loc, lsn: pos.lsn };
             }
             if waiting && !self.cutting.contains(&id) {
                 self.cutting.push(id);
@@ -757,7 +821,7 @@ impl SeriesStore {
                 let lsns: Vec<u64> = s
                     .chunks
                     .iter()
-                    .filter(|c| c.last_ts < cutoff && matches!(c.stored, Stored::Placed(_)))
+                    .filter(|c| c.last_ts < cutoff && matches!(c.stored, Stored::Placed { .. }))
                     .map(|c| c.lsn)
                     .collect();
                 if !lsns.is_empty() {
@@ -788,7 +852,8 @@ impl SeriesStore {
         for c in dropped {
             self.samples = self.samples.saturating_sub(u64::from(c.count));
             self.dead_bytes += u64::from(c.bytes);
-            if let Stored::Placed(loc) = c.stored {
+            if let Stored::Placed { loc, .. } = c.stored {
+                self.chunk_at.remove(&loc);
                 self.segments.mark_dead(loc, u64::from(c.bytes));
             }
         }
@@ -844,7 +909,9 @@ impl SeriesStore {
     }
 
     /// A series' points in `from..=to` that are durable (`durable_lsn`), ascending, one per
-    /// timestamp (the one written last). `load` reads a placed chunk's body; `extra` are points
+    /// timestamp (the one written last). `load(loc, lsn)` reads a placed chunk's points from
+    /// the entry of LSN `lsn` at `loc` (its `TS_CHUNK`, or the copy compaction moved it to, which
+    /// reads as the original); `extra` are points
     /// of committed parts not yet in the heads (they win: their commit applies them last).
     #[allow(
         clippy::too_many_arguments,
@@ -879,8 +946,8 @@ impl SeriesStore {
                 continue;
             }
             match &c.stored {
-                Stored::Placed(loc) => {
-                    for (ts, v) in load(*loc, c.lsn)? {
+                Stored::Placed { loc, lsn } => {
+                    for (ts, v) in load(*loc, *lsn)? {
                         if in_range(ts) {
                             push(out, ts, v);
                         }

@@ -1,0 +1,298 @@
+//! The KV section of a shard snapshot (`format-spec/snapshot.md`, "KV section"): every
+//! namespace's records in key order — version, expiry, and where the entry that made the record
+//! is — plus the per-segment dead byte counts.
+//!
+//! Invariants: the encoding is deterministic (namespaces by name, keys in byte order), so a
+//! restored store snapshots to the same bytes; a record whose entry is not durable yet is written
+//! with a placeholder the snapshot writer fills once it is, and comes back settled; a restored
+//! record never points at a placeholder. Values themselves stay in the log: only places are here.
+
+use super::{KvStore, Meta, Space, EXPIRY_MASK, PENDING, TOMBSTONE};
+use crate::kv::index::KeyRef;
+use crate::log::places::SegmentTable;
+use crate::log::Position;
+use crate::snapshot::codec::{Dec, Enc};
+
+/// Version of the section's layout.
+const SECTION_VERSION: u32 = 1;
+/// Record kinds.
+const KIND_VALUE: u8 = 0;
+const KIND_TOMBSTONE: u8 = 1;
+/// Smallest encoded record: key length, version, expiry, kind, place.
+const MIN_RECORD_BYTES: usize = 4 + 8 + 8 + 1 + 16;
+
+impl KvStore {
+    /// Writes the whole store.
+    pub fn snapshot(&self, enc: &mut Enc) {
+        enc.u32(SECTION_VERSION);
+        let mut names: Vec<&str> = self.spaces.keys().map(|k| &**k).collect();
+        names.sort_unstable();
+        enc.count(names.len());
+        for name in names {
+            let space = &self.spaces[name];
+            enc.str(name);
+            enc.u64(space.floor);
+            enc.count(space.index.len());
+            for (key, m) in space.index.range_from(std::ops::Bound::Unbounded) {
+                enc.bytes(key);
+                enc.u64(m.version);
+                enc.u64(m.expires_at_ms());
+                if m.is_tombstone() {
+                    enc.u8(KIND_TOMBSTONE);
+                } else {
+                    enc.u8(KIND_VALUE);
+                    enc.u32(m.len);
+                }
+                match m.pending_lsn() {
+                    Some(lsn) => enc.pending_place(lsn),
+                    None => {
+                        let (segment, offset) = self.segments.place(m.loc);
+                        // A tombstone's entry is not needed once a snapshot holds its version.
+                        let live = if m.is_tombstone() {
+                            0
+                        } else {
+                            m.entry_bytes(name.len(), key.len())
+                        };
+                        enc.place(segment, offset, live);
+                    }
+                }
+            }
+        }
+        encode_segment_table(enc, &self.segments);
+    }
+
+    /// Reads a store written by [`KvStore::snapshot`].
+    pub fn restore(dec: &mut Dec<'_>) -> Result<KvStore, String> {
+        let version = dec.u32("KV section version")?;
+        if version != SECTION_VERSION {
+            return Err(format!(
+                "KV section version {version} is not supported (only {SECTION_VERSION})"
+            ));
+        }
+        let mut store = KvStore::default();
+        let spaces = dec.count("KV namespace count", 4 + 8 + 8)?;
+        let mut last_name: Option<String> = None;
+        for _ in 0..spaces {
+            let name = dec.str("KV namespace name")?;
+            if last_name.as_deref().is_some_and(|l| l >= name) {
+                return Err(format!("KV namespace {name:?} out of order"));
+            }
+            last_name = Some(name.to_string());
+            let mut space = Space {
+                floor: dec.u64("KV namespace floor")?,
+                ..Space::default()
+            };
+            let keys = dec.count("KV key count", MIN_RECORD_BYTES)?;
+            let mut last_key: Option<&[u8]> = None;
+            for _ in 0..keys {
+                let key = dec.bytes("KV key")?;
+                if last_key.is_some_and(|l| l >= key) {
+                    return Err(format!(
+                        "KV key {:?} of {name:?} out of order",
+                        String::from_utf8_lossy(key)
+                    ));
+                }
+                last_key = Some(key);
+                let version = dec.u64("KV version")?;
+                let expires = dec.u64("KV expiry")?;
+                if version == 0 || expires > EXPIRY_MASK {
+                    return Err(format!(
+                        "KV record of {:?}: version {version}, expiry {expires}",
+                        String::from_utf8_lossy(key)
+                    ));
+                }
+                let (flags, len) = match dec.u8("KV record kind")? {
+                    KIND_VALUE => (0, dec.u32("KV value length")?),
+                    KIND_TOMBSTONE => (TOMBSTONE, 0),
+                    k => return Err(format!("KV record kind {k} is unknown")),
+                };
+                let (segment, offset) = dec.place("KV record place")?;
+                let loc = store.segments.loc(&Position {
+                    lsn: 0,
+                    segment,
+                    offset,
+                });
+                let meta = Meta {
+                    version,
+                    expiry_flags: expires | flags,
+                    loc,
+                    len,
+                    key: KeyRef::default(),
+                };
+                debug_assert_eq!(meta.expiry_flags & PENDING, 0);
+                space.index.insert(key, meta);
+            }
+            store.spaces.insert(name.into(), space);
+        }
+        decode_segment_table(dec, &mut store.segments)?;
+        Ok(store)
+    }
+}
+
+/// The dead byte counts of a segment table: count, then (segment's first LSN, dead bytes).
+pub fn encode_segment_table(enc: &mut Enc, t: &SegmentTable) {
+    let mut rows: Vec<(u64, u64)> = t.first_lsn.iter().copied().zip(t.dead.iter().copied()).collect();
+    rows.sort_unstable();
+    enc.count(rows.len());
+    for (segment, dead) in rows {
+        enc.u64(segment);
+        enc.u64(dead);
+    }
+}
+
+/// Adds the dead byte counts written by [`encode_segment_table`] to `t`.
+pub fn decode_segment_table(dec: &mut Dec<'_>, t: &mut SegmentTable) -> Result<(), String> {
+    let n = dec.count("segment table rows", 16)?;
+    for _ in 0..n {
+        let segment = dec.u64("segment table segment")?;
+        let dead = dec.u64("segment table dead bytes")?;
+        if segment == 0 {
+            return Err("segment table: segment 0 does not exist".into());
+        }
+        let ordinal = t.ordinal(segment);
+        t.dead[ordinal as usize] += dead;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::rc::Rc;
+
+    use super::*;
+    use crate::kv::store::Value;
+    use crate::snapshot::codec::fill_place;
+
+    fn pos(segment: u64, offset: u64) -> Position {
+        Position {
+            lsn: 0,
+            segment,
+            offset,
+        }
+    }
+
+    /// A store with settled, pending, expiring, deleted and overwritten keys in two namespaces.
+    fn sample() -> KvStore {
+        let mut s = KvStore::default();
+        for i in 0..300u64 {
+            let key = format!("key-{i:04}");
+            let value = Value::At {
+                segment: 1 + i / 100 * 1000,
+                offset: 64 + i * 128,
+                len: 20 + i as u32 % 7,
+            };
+            s.apply_put("app", &key, 1, if i % 3 == 0 { 5_000 + i } else { 0 }, value);
+        }
+        // Overwrites (the first entries become dead), a settled and a pending delete.
+        s.apply_put(
+            "app",
+            "key-0001",
+            2,
+            0,
+            Value::At {
+                segment: 3001,
+                offset: 640,
+                len: 9,
+            },
+        );
+        s.apply_delete("app", "key-0002", 2, 3002);
+        s.settle_delete("app", "key-0002", 2, &pos(3001, 704));
+        s.apply_delete("app", "key-0003", 2, 3003);
+        s.apply_put(
+            "other",
+            "k",
+            1,
+            0,
+            Value::Pending {
+                lsn: 3004,
+                bytes: Rc::from(&b"pending"[..]),
+            },
+        );
+        s
+    }
+
+    fn filled(s: &KvStore) -> Vec<u8> {
+        let mut e = Enc::new();
+        s.snapshot(&mut e);
+        let (mut buf, pending, _) = e.finish();
+        for (at, lsn) in pending {
+            fill_place(&mut buf, at, 3001, 1000 + lsn);
+        }
+        buf
+    }
+
+    #[test]
+    fn restore_gives_the_same_records_and_dead_counts() {
+        let s = sample();
+        let buf = filled(&s);
+        let r = KvStore::restore(&mut Dec::new(&buf)).unwrap();
+        assert_eq!(filled(&r), buf, "a restored store snapshots to the same bytes");
+        assert_eq!(r.slot_count(), s.slot_count());
+        let dead = |k: &KvStore| {
+            let mut d: Vec<_> = k.dead_bytes().filter(|(_, d)| *d > 0).collect();
+            d.sort_unstable();
+            d
+        };
+        assert_eq!(dead(&r), dead(&s));
+        // Settled and pending records come back settled at their places, with their versions.
+        assert_eq!(
+            r.get("app", "key-0001", 0).unwrap().value,
+            Value::At {
+                segment: 3001,
+                offset: 640,
+                len: 9
+            }
+        );
+        assert_eq!(
+            r.get("other", "k", 0).unwrap().value,
+            Value::At {
+                segment: 3001,
+                offset: 4004,
+                len: 7
+            }
+        );
+        assert!(r.get("app", "key-0002", 0).is_none() && r.get("app", "key-0003", 0).is_none());
+        assert_eq!(r.latest_version("app", "key-0003"), 2);
+        // Expiry survives: visible before, gone after.
+        assert!(r.get("app", "key-0003", 0).is_none());
+        assert!(r.get("app", "key-0006", 5_005).is_some() && r.get("app", "key-0006", 5_006).is_none());
+        // Later writes plan the same versions on both.
+        for key in ["key-0001", "key-0002", "key-0150", "new"] {
+            assert_eq!(
+                r.plan_put("app", key, crate::kv::store::Cond::Always, 0),
+                s.plan_put("app", key, crate::kv::store::Cond::Always, 0)
+            );
+        }
+        let scan = |k: &KvStore| {
+            k.scan("app", "key-01", None, 1000, 0)
+                .0
+                .into_iter()
+                .map(|(k, s)| (k, s.version))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(scan(&r), scan(&s));
+    }
+
+    #[test]
+    fn live_bytes_count_values_not_tombstones() {
+        let s = sample();
+        let mut e = Enc::new();
+        s.snapshot(&mut e);
+        let (_, pending, live) = e.finish();
+        assert_eq!(pending.len(), 2, "the pending delete and the pending put");
+        // Segment 3001 holds key-0001's new value; key-0002's tombstone counts nothing.
+        assert_eq!(live.get(&3001), Some(&crate::kv::entry::put_entry_bytes(3, 8, 9)));
+        assert!(live.get(&1).is_some_and(|&b| b > 0));
+    }
+
+    #[test]
+    fn damaged_input_is_an_error() {
+        let buf = filled(&sample());
+        for n in 0..buf.len() {
+            assert!(KvStore::restore(&mut Dec::new(&buf[..n])).is_err() || n == buf.len());
+        }
+        let mut bad = buf.clone();
+        bad[0] = 9;
+        assert!(KvStore::restore(&mut Dec::new(&bad)).unwrap_err().contains("version"));
+    }
+}
