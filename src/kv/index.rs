@@ -244,6 +244,38 @@ impl<T: Keyed> Index<T> {
         None
     }
 
+    /// Appends a record whose key is greater than every key held (building an index in key
+    /// order, as a snapshot's restore does) without searching; false, and nothing changed, if
+    /// the key is not the greatest.
+    pub fn push_greatest(&mut self, key: &[u8], rec: T) -> bool {
+        let (_, leaf) = self
+            .leaves
+            .iter_mut()
+            .next_back()
+            .expect("the first leaf always exists");
+        if leaf
+            .items
+            .last()
+            .is_some_and(|last| leaf.keys[last.key_ref().range()] >= *key)
+        {
+            return false;
+        }
+        if leaf.items.is_empty() && self.len > 0 {
+            // Only the first leaf can be empty while others hold keys; not the last one.
+            return false;
+        }
+        self.len += 1;
+        if leaf.items.len() < LEAF_CAP {
+            let i = leaf.items.len();
+            leaf.insert(i, key, rec);
+        } else {
+            let mut right = Leaf::new();
+            right.insert(0, key, rec);
+            self.leaves.insert(Box::from(key), right);
+        }
+        true
+    }
+
     /// Removes a key; returns its record.
     pub fn remove(&mut self, key: &[u8]) -> Option<T> {
         let (sep, leaf) = leaf_mut(&mut self.leaves, key);

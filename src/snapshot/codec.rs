@@ -75,6 +75,27 @@ impl Enc {
         self.u64(offset);
         *self.live.entry(segment).or_default() += stored_bytes;
     }
+    /// Bytes already laid out by the caller in this encoding.
+    pub fn raw(&mut self, b: &[u8]) {
+        self.buf.extend_from_slice(b);
+    }
+    /// A place, as [`Enc::place`], whose live bytes the caller counts itself (with
+    /// [`Enc::add_live`]: once per segment is cheaper than once per place).
+    pub fn place_uncounted(&mut self, segment: u64, offset: u64) {
+        debug_assert!(segment > 0, "segments start at LSN 1 or later");
+        let mut p = [0u8; PLACE_BYTES];
+        p[..8].copy_from_slice(&segment.to_le_bytes());
+        p[8..].copy_from_slice(&offset.to_le_bytes());
+        self.buf.extend_from_slice(&p);
+    }
+    /// Counts `bytes` live in `segment`.
+    pub fn add_live(&mut self, segment: u64, bytes: u64) {
+        *self.live.entry(segment).or_default() += bytes;
+    }
+    /// Room for `bytes` more without reallocating.
+    pub fn reserve(&mut self, bytes: usize) {
+        self.buf.reserve(bytes);
+    }
     /// The place of the entry with this LSN, which is not durable yet: a placeholder the
     /// snapshot writer fills in once the entry is durable.
     pub fn pending_place(&mut self, lsn: u64) {

@@ -81,6 +81,9 @@ pub async fn pass(shard: &Rc<Shard>, moved: &mut BTreeSet<u64>) -> Result<PassSt
     let percent = shard.node.config.log.compact_live_percent;
     let log = shard.log().map_err(|e| e.message())?.clone();
     let mut stats = PassStats::default();
+    if percent == 0 {
+        return Ok(stats);
+    }
     let (oldest, newest, maps_known, live_newest, needed_by_kept) = {
         let s = shard.snapshots.borrow();
         let Some((newest, live)) = s.kept.last() else {
@@ -105,9 +108,6 @@ pub async fn pass(shard: &Rc<Shard>, moved: &mut BTreeSet<u64>) -> Result<PassSt
                 shard.node.log_metrics[shard.id].compacted_segments_total.inc();
             }
         }
-    }
-    if percent == 0 {
-        return Ok(stats);
     }
     // 2. Copy the needed entries out of mostly-dead segments the newest snapshot covers.
     for (first, last, bytes) in log.sealed_segments() {

@@ -28,34 +28,45 @@ impl KvStore {
         let mut names: Vec<&str> = self.spaces.keys().map(|k| &**k).collect();
         names.sort_unstable();
         enc.count(names.len());
+        // Live bytes per segment ordinal, added to the section's figures once at the end.
+        let mut live = vec![0u64; self.segments.first_lsn.len()];
         for name in names {
             let space = &self.spaces[name];
+            enc.reserve(space.index.heap_bytes() + space.index.len() * 8);
             enc.str(name);
             enc.u64(space.floor);
             enc.count(space.index.len());
             for (key, m) in space.index.range_from(std::ops::Bound::Unbounded) {
                 enc.bytes(key);
-                enc.u64(m.version);
-                enc.u64(m.expires_at_ms());
-                if m.is_tombstone() {
-                    enc.u8(KIND_TOMBSTONE);
+                // The fixed fields in one write: the shard is held while this loop runs.
+                let mut rec = [0u8; 21];
+                rec[..8].copy_from_slice(&m.version.to_le_bytes());
+                rec[8..16].copy_from_slice(&m.expires_at_ms().to_le_bytes());
+                let n = if m.is_tombstone() {
+                    rec[16] = KIND_TOMBSTONE;
+                    17
                 } else {
-                    enc.u8(KIND_VALUE);
-                    enc.u32(m.len);
-                }
+                    rec[16] = KIND_VALUE;
+                    rec[17..21].copy_from_slice(&m.len.to_le_bytes());
+                    21
+                };
+                enc.raw(&rec[..n]);
                 match m.pending_lsn() {
                     Some(lsn) => enc.pending_place(lsn),
                     None => {
                         let (segment, offset) = self.segments.place(m.loc);
+                        enc.place_uncounted(segment, offset);
                         // A tombstone's entry is not needed once a snapshot holds its version.
-                        let live = if m.is_tombstone() {
-                            0
-                        } else {
-                            m.entry_bytes(name.len(), key.len())
-                        };
-                        enc.place(segment, offset, live);
+                        if !m.is_tombstone() {
+                            live[(m.loc >> 32) as usize] += m.entry_bytes(name.len(), key.len());
+                        }
                     }
                 }
+            }
+        }
+        for (ordinal, bytes) in live.into_iter().enumerate() {
+            if bytes > 0 {
+                enc.add_live(self.segments.first_lsn[ordinal], bytes);
             }
         }
         encode_segment_table(enc, &self.segments);
@@ -83,16 +94,11 @@ impl KvStore {
                 ..Space::default()
             };
             let keys = dec.count("KV key count", MIN_RECORD_BYTES)?;
-            let mut last_key: Option<&[u8]> = None;
             for _ in 0..keys {
                 let key = dec.bytes("KV key")?;
-                if last_key.is_some_and(|l| l >= key) {
-                    return Err(format!(
-                        "KV key {:?} of {name:?} out of order",
-                        String::from_utf8_lossy(key)
-                    ));
+                if key.is_empty() || key.len() > crate::kv::index::KEY_MAX {
+                    return Err(format!("KV key of {} bytes in {name:?}", key.len()));
                 }
-                last_key = Some(key);
                 let version = dec.u64("KV version")?;
                 let expires = dec.u64("KV expiry")?;
                 if version == 0 || expires > EXPIRY_MASK {
@@ -120,7 +126,12 @@ impl KvStore {
                     key: KeyRef::default(),
                 };
                 debug_assert_eq!(meta.expiry_flags & PENDING, 0);
-                space.index.insert(key, meta);
+                if !space.index.push_greatest(key, meta) {
+                    return Err(format!(
+                        "KV key {:?} of {name:?} out of order",
+                        String::from_utf8_lossy(key)
+                    ));
+                }
             }
             store.spaces.insert(name.into(), space);
         }
@@ -143,14 +154,18 @@ pub fn encode_segment_table(enc: &mut Enc, t: &SegmentTable) {
 /// Adds the dead byte counts written by [`encode_segment_table`] to `t`.
 pub fn decode_segment_table(dec: &mut Dec<'_>, t: &mut SegmentTable) -> Result<(), String> {
     let n = dec.count("segment table rows", 16)?;
+    let mut last = 0;
     for _ in 0..n {
         let segment = dec.u64("segment table segment")?;
         let dead = dec.u64("segment table dead bytes")?;
-        if segment == 0 {
-            return Err("segment table: segment 0 does not exist".into());
+        if segment <= last {
+            return Err(format!("segment table: segment {segment} out of order"));
         }
-        let ordinal = t.ordinal(segment);
-        t.dead[ordinal as usize] += dead;
+        last = segment;
+        let ordinal = t.ordinal(segment) as usize;
+        t.dead[ordinal] = t.dead[ordinal]
+            .checked_add(dead)
+            .ok_or("segment table: dead bytes overflow")?;
     }
     Ok(())
 }
@@ -283,6 +298,34 @@ mod tests {
         // Segment 3001 holds key-0001's new value; key-0002's tombstone counts nothing.
         assert_eq!(live.get(&3001), Some(&crate::kv::entry::put_entry_bytes(3, 8, 9)));
         assert!(live.get(&1).is_some_and(|&b| b > 0));
+    }
+
+    /// Found by the `snapshot` fuzz target: dead byte counts that overflow when added, and
+    /// rows out of order, are refused instead of panicking.
+    #[test]
+    fn segment_table_overflow_and_disorder_are_refused() {
+        let rows = |r: &[(u64, u64)]| {
+            let mut e = Enc::new();
+            e.count(r.len());
+            for &(s, d) in r {
+                e.u64(s);
+                e.u64(d);
+            }
+            e.finish().0
+        };
+        let mut t = SegmentTable::default();
+        t.ordinal(5);
+        t.dead[0] = u64::MAX;
+        assert!(decode_segment_table(&mut Dec::new(&rows(&[(5, 1)])), &mut t)
+            .unwrap_err()
+            .contains("overflow"));
+        let mut t = SegmentTable::default();
+        assert!(decode_segment_table(&mut Dec::new(&rows(&[(9, 1), (5, 1)])), &mut t)
+            .unwrap_err()
+            .contains("order"));
+        let mut t = SegmentTable::default();
+        decode_segment_table(&mut Dec::new(&rows(&[(5, 1), (9, 2)])), &mut t).unwrap();
+        assert_eq!(t.dead, vec![1, 2]);
     }
 
     #[test]
