@@ -10,10 +10,12 @@
 //! * A copy is a `RELOCATED` entry (`src/log/relocated.rs`) naming the original's place; once
 //!   durable, the state machine repoints its record (`relocate`) — unless the record changed
 //!   meanwhile, and then the copy is dead. Replay applies copies the same way.
-//! * A segment is deleted only when every kept snapshot is at or after its last LSN (so no
-//!   fallback replays it) and none of them lists it among the segments it needs. A segment
-//!   copied in one pass is therefore deleted two snapshots later, after the snapshots that
-//!   still pointed into it are gone.
+//! * A segment is deleted only when [`KEEP`] snapshots are kept, every one of them is at or
+//!   after its last LSN (so no fallback replays it) and none of them lists it among the segments
+//!   it needs. With a single snapshot the fallback would be the whole log, which needs every
+//!   segment: nothing is deleted before the second one. A segment copied in one pass is
+//!   therefore deleted two snapshots later, after the snapshots that still pointed into it are
+//!   gone.
 //!
 //! Every step is crash-safe: copies are ordinary appended entries; until a snapshot that points
 //! at the copies replaces the ones pointing at the originals, the originals stay; a deletion is
@@ -21,50 +23,33 @@
 //!
 //! Copies go out in chunks of [`COPY_CHUNK_BYTES`], each made durable before the next, with a
 //! pause between chunks, so foreground writes keep the disk most of the time.
+//!
+//! Like snapshot taking, a pass is generic over the file system and the state machines
+//! ([`Ctx`], [`Machines`] in `shard.rs`).
 
 use std::collections::BTreeSet;
-use std::rc::Rc;
 use std::time::Duration;
 
 use tracing::{info, warn};
 
+use super::shard::{Ctx, Machines, KEEP};
 use crate::log::format::{stored_bytes, SEGMENT_HEADER_BYTES};
+use crate::log::io::Fs;
 use crate::log::relocated::{self, ENTRY_RELOCATED};
 use crate::log::{Position, Ticket};
-use crate::server::shard::{log_error, Shard};
+use crate::server::shard::log_error;
 
 /// Bytes of copies per chunk.
 const COPY_CHUNK_BYTES: usize = 1 << 20;
 /// Pause between chunks.
 const CHUNK_PAUSE: Duration = Duration::from_millis(2);
 
-/// Whether the shard's state still needs the entry at `from`, of `entry_type` with `body`
-/// (the original's, for a copy).
-pub fn needs(shard: &Shard, from: (u64, u64), entry_type: u16, body: &[u8]) -> bool {
-    match entry_type {
-        100..=199 => shard.kv.borrow().needs(from, entry_type, body),
-        200..=299 => shard.queues.borrow().needs(from, entry_type, body),
-        300..=399 => shard.streams.borrow().needs(from, entry_type, body),
-        400..=499 => shard.ts.borrow().needs(from, entry_type, body),
-        _ => false,
-    }
-}
-
-/// Applies a durable copy at `to` of the entry that was at `from`. Live and in replay.
-pub fn relocate(shard: &Shard, from: (u64, u64), to: &Position, entry_type: u16, body: &[u8]) -> Result<bool, String> {
-    match entry_type {
-        100..=199 => shard.kv.borrow_mut().relocate(from, to, entry_type, body),
-        200..=299 => shard.queues.borrow_mut().relocate(from, to, entry_type, body),
-        300..=399 => shard.streams.borrow_mut().relocate(from, to, entry_type, body),
-        400..=499 => shard.ts.borrow_mut().relocate(from, to, entry_type, body),
-        t => Err(format!("a relocated entry of type {t}, which is never copied")),
-    }
-}
-
-/// Replays a `RELOCATED` entry.
-pub fn replay(shard: &Shard, body: &[u8], at: Position) -> Result<(), String> {
+/// Replays a `RELOCATED` entry at `at` into `machines`.
+pub fn replay<M: Machines>(machines: &M, body: &[u8], at: Position) -> Result<(), String> {
     let r = relocated::decode(body)?;
-    relocate(shard, (r.from_segment, r.from_offset), &at, r.entry_type, r.body).map(|_| ())
+    machines
+        .relocate((r.from_segment, r.from_offset), &at, r.entry_type, r.body)
+        .map(|_| ())
 }
 
 /// What one pass did.
@@ -77,20 +62,21 @@ pub struct PassStats {
 }
 
 /// One compaction pass (after a snapshot). `moved` remembers segments already copied out.
-pub async fn pass(shard: &Rc<Shard>, moved: &mut BTreeSet<u64>) -> Result<PassStats, String> {
-    let percent = shard.node.config.log.compact_live_percent;
-    let log = shard.log().map_err(|e| e.message())?.clone();
+pub async fn pass<F: Fs, M: Machines>(ctx: &Ctx<'_, F, M>, moved: &mut BTreeSet<u64>) -> Result<PassStats, String> {
+    let percent = ctx.compact_live_percent;
+    let log = &ctx.log;
     let mut stats = PassStats::default();
     if percent == 0 {
         return Ok(stats);
     }
     let (oldest, newest, maps_known, live_newest, needed_by_kept) = {
-        let s = shard.snapshots.borrow();
+        let s = ctx.snapshots.borrow();
         let Some((newest, live)) = s.kept.last() else {
             return Ok(stats);
         };
         let oldest = s.kept.first().map_or(*newest, |k| k.0);
-        let known = s.kept.iter().all(|k| k.1.is_some());
+        // With fewer than KEEP snapshots the fallback is the whole log: nothing may go yet.
+        let known = s.kept.len() >= KEEP && s.kept.iter().all(|k| k.1.is_some());
         let needed: BTreeSet<u64> = s
             .kept
             .iter()
@@ -105,7 +91,7 @@ pub async fn pass(shard: &Rc<Shard>, moved: &mut BTreeSet<u64>) -> Result<PassSt
                 log.remove_sealed(first).await.map_err(|e| e.to_string())?;
                 moved.remove(&first);
                 stats.deleted += 1;
-                shard.node.log_metrics[shard.id].compacted_segments_total.inc();
+                ctx.metrics.compacted_segments_total.inc();
             }
         }
     }
@@ -119,7 +105,7 @@ pub async fn pass(shard: &Rc<Shard>, moved: &mut BTreeSet<u64>) -> Result<PassSt
             continue;
         }
         if live > 0 {
-            let (entries, copied) = copy_segment(shard, first).await?;
+            let (entries, copied) = copy_segment(ctx, first).await?;
             stats.copied_entries += entries;
             stats.copied_bytes += copied;
             stats.copied_segments += 1;
@@ -128,7 +114,7 @@ pub async fn pass(shard: &Rc<Shard>, moved: &mut BTreeSet<u64>) -> Result<PassSt
     }
     if stats.deleted > 0 || stats.copied_segments > 0 {
         info!(
-            shard = shard.id,
+            shard = ctx.shard_id,
             deleted = stats.deleted,
             copied_segments = stats.copied_segments,
             copied_entries = stats.copied_entries,
@@ -148,8 +134,8 @@ struct Copy {
 }
 
 /// Copies the needed entries of segment `segment` to the tail; returns (entries, bytes).
-async fn copy_segment(shard: &Rc<Shard>, segment: u64) -> Result<(u64, u64), String> {
-    let log = shard.log().map_err(|e| e.message())?.clone();
+async fn copy_segment<F: Fs, M: Machines>(ctx: &Ctx<'_, F, M>, segment: u64) -> Result<(u64, u64), String> {
+    let log = &ctx.log;
     let entries = log.segment_entries(segment).map_err(|e| e.to_string())?;
     let end = entries.end();
     let mut offset = SEGMENT_HEADER_BYTES as u64;
@@ -159,7 +145,7 @@ async fn copy_segment(shard: &Rc<Shard>, segment: u64) -> Result<(u64, u64), Str
     while offset < end {
         let (e, next) = entries.entry(offset)?;
         let (entry_type, inner) = (e.entry_type, e.body);
-        if needs(shard, (segment, offset), entry_type, inner) {
+        if ctx.machines.needs((segment, offset), entry_type, inner) {
             let body = relocated::encode(segment, offset, entry_type, inner);
             log.room_for_background(body.len()).await;
             let ticket = log.append(ENTRY_RELOCATED, &body).map_err(|e| log_error(e).message())?;
@@ -173,28 +159,30 @@ async fn copy_segment(shard: &Rc<Shard>, segment: u64) -> Result<(u64, u64), Str
         }
         offset = next;
         if chunk_bytes >= COPY_CHUNK_BYTES {
-            let (n, b) = settle(shard, segment, std::mem::take(&mut chunk)).await?;
+            let (n, b) = settle(ctx, segment, std::mem::take(&mut chunk)).await?;
             count += n;
             copied += b;
             chunk_bytes = 0;
             monoio::time::sleep(CHUNK_PAUSE).await;
         }
     }
-    let (n, b) = settle(shard, segment, chunk).await?;
-    let metrics = &shard.node.log_metrics[shard.id];
-    metrics.compaction_copied_bytes_total.add(copied + b);
+    let (n, b) = settle(ctx, segment, chunk).await?;
+    ctx.metrics.compaction_copied_bytes_total.add(copied + b);
     Ok((count + n, copied + b))
 }
 
 /// Waits for a chunk's copies to be durable and repoints the state at them.
-async fn settle(shard: &Rc<Shard>, segment: u64, chunk: Vec<Copy>) -> Result<(u64, u64), String> {
+async fn settle<F: Fs, M: Machines>(ctx: &Ctx<'_, F, M>, segment: u64, chunk: Vec<Copy>) -> Result<(u64, u64), String> {
     let mut bytes = 0;
     let n = chunk.len() as u64;
     for c in chunk {
         let at = c.ticket.await.map_err(|e| e.to_string())?;
         bytes += stored_bytes(relocated::PREFIX_BYTES + c.body.len()) as u64;
-        if let Err(e) = relocate(shard, (segment, c.from_offset), &at, c.entry_type, &c.body) {
-            warn!(shard = shard.id, error = %e, "compaction: a copy could not be applied");
+        if let Err(e) = ctx
+            .machines
+            .relocate((segment, c.from_offset), &at, c.entry_type, &c.body)
+        {
+            warn!(shard = ctx.shard_id, error = %e, "compaction: a copy could not be applied");
             return Err(e);
         }
     }

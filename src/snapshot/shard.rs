@@ -3,6 +3,12 @@
 //! in flight, write the file atomically), loading the newest usable one before the log is
 //! replayed, and keeping the two newest.
 //!
+//! The work is generic over the file system (`F: Fs`, the real disk or the simulated one of the
+//! tests) and over the state it snapshots ([`Machines`]): a [`Ctx`] carries the log, the shard's
+//! id and settings, its [`Snapshots`] and metrics. [`Shard`] is the server's [`Machines`]; the
+//! server's entry points ([`take`], [`load`], [`timer`], [`at_shutdown`]) build the [`Ctx`] from
+//! it.
+//!
 //! Invariants: a snapshot file exists under its final name only once every entry up to its LSN
 //! is durable and the file itself is durable (temporary file, fdatasync, rename, directory
 //! fsync); one snapshot is taken at a time per shard; the state is encoded without yielding, so
@@ -17,10 +23,55 @@ use std::time::{Duration, Instant};
 use tracing::{info, warn};
 
 use super::codec::{fill_place, Dec, Enc};
+use super::compact::PassStats;
 use super::file::{self, SECTIONS};
 use crate::log::format::parse_segment_file_name;
 use crate::log::io::{tmp_path, Fs};
+use crate::log::metrics::LogMetrics;
+use crate::log::{Log, Position};
 use crate::server::shard::Shard;
+
+/// The state machines of a shard, as snapshots and compaction see them. Every method runs on
+/// the shard's thread without yielding.
+pub trait Machines {
+    /// Encodes every section body after the segments section, in [`SECTIONS`] order (one
+    /// [`Enc`] per section: namespaces, KV, queues, streams, time series).
+    fn encode(&self) -> Vec<Enc>;
+    /// Restores the state from a parsed, checked file (every section): replaces the state only
+    /// if every section decodes, and leaves it as it was otherwise.
+    fn restore(&self, p: &file::Parsed<'_>) -> Result<(), String>;
+    /// Whether the state still needs the entry at `from` (segment, offset), of `entry_type`
+    /// with `body` (the original's, for a copy).
+    fn needs(&self, from: (u64, u64), entry_type: u16, body: &[u8]) -> bool;
+    /// Applies a durable copy at `to` of the entry that was at `from` (live and in replay):
+    /// true if the state points at the copy from now on, false if the copy is dead.
+    fn relocate(&self, from: (u64, u64), to: &Position, entry_type: u16, body: &[u8]) -> Result<bool, String>;
+}
+
+/// What taking snapshots and compacting work with: one shard's state machines, its open log
+/// (whose directory and file system hold the snapshots too), and its snapshot bookkeeping.
+pub struct Ctx<'a, F: Fs, M: Machines> {
+    pub machines: &'a M,
+    pub log: Rc<Log<F>>,
+    pub shard_id: usize,
+    /// `log.compact_live_percent`: sealed segments whose needed bytes are under this share are
+    /// compacted (0: never).
+    pub compact_live_percent: u64,
+    pub snapshots: &'a SnapshotCell,
+    pub metrics: &'a LogMetrics,
+}
+
+/// The server's [`Ctx`] of a shard whose log is open.
+pub fn ctx(shard: &Shard) -> Result<Ctx<'_, crate::log::io::RealFs, Shard>, String> {
+    Ok(Ctx {
+        machines: shard,
+        log: shard.log().map_err(|e| e.message())?.clone(),
+        shard_id: shard.id,
+        compact_live_percent: shard.node.config.log.compact_live_percent,
+        snapshots: &shard.snapshots,
+        metrics: &shard.node.log_metrics[shard.id],
+    })
+}
 
 /// Snapshot files kept per shard: the newest, and the one before it to fall back on.
 pub const KEEP: usize = 2;
@@ -55,15 +106,17 @@ pub async fn take(shard: &Rc<Shard>) -> Result<Option<Taken>, String> {
     if shard.snapshots.borrow().taking {
         return Ok(None);
     }
+    let ctx = ctx(shard)?;
     shard.snapshots.borrow_mut().taking = true;
-    let r = take_now(shard).await;
+    let r = take_now(&ctx).await;
     shard.snapshots.borrow_mut().taking = false;
     r
 }
 
-async fn take_now(shard: &Rc<Shard>) -> Result<Option<Taken>, String> {
-    let log = shard.log().map_err(|e| e.message())?.clone();
-    let metrics = &shard.node.log_metrics[shard.id];
+/// Takes a snapshot now (the caller holds `taking`); `Ok(None)` if the log is empty.
+pub async fn take_now<F: Fs, M: Machines>(ctx: &Ctx<'_, F, M>) -> Result<Option<Taken>, String> {
+    let log = &ctx.log;
+    let metrics = ctx.metrics;
     let started = Instant::now();
     let lsn = log.next_lsn() - 1;
     if lsn == 0 {
@@ -71,23 +124,15 @@ async fn take_now(shard: &Rc<Shard>) -> Result<Option<Taken>, String> {
     }
     let bytes_total = metrics.bytes_total.get();
     // One step, no yield: the state after exactly the entries up to `lsn`.
-    let mut encs: Vec<Enc> = Vec::with_capacity(SECTIONS.len() - 1);
-    let mut e = Enc::new();
-    shard.namespaces.borrow().snapshot(&mut e);
-    encs.push(e);
-    let mut e = Enc::new();
-    shard.kv.borrow().snapshot(&mut e);
-    encs.push(e);
-    let mut e = Enc::new();
-    shard.queues.borrow().snapshot(&mut e);
-    encs.push(e);
-    let mut e = Enc::new();
-    shard.streams.borrow().snapshot(&mut e);
-    encs.push(e);
-    let mut e = Enc::new();
-    shard.ts.borrow().snapshot(&mut e);
-    encs.push(e);
+    let encs = ctx.machines.encode();
     let pause = started.elapsed();
+    if encs.len() != SECTIONS.len() - 1 {
+        return Err(format!(
+            "{} sections encoded, {} expected",
+            encs.len(),
+            SECTIONS.len() - 1
+        ));
+    }
 
     log.wait_durable(lsn).await.map_err(|e| e.to_string())?;
     let mut bodies = Vec::with_capacity(SECTIONS.len());
@@ -114,7 +159,7 @@ async fn take_now(shard: &Rc<Shard>) -> Result<Option<Taken>, String> {
     }
     live.retain(|_, b| *b > 0);
     bodies.insert(0, file::encode_segments(&live));
-    let bytes = file::encode(shard.id as u32, lsn, crate::metrics::now_ms(), &bodies);
+    let bytes = file::encode(ctx.shard_id as u32, lsn, crate::metrics::now_ms(), &bodies);
     drop(bodies);
     let size = bytes.len() as u64;
     let path = log.dir().join(file::file_name(lsn));
@@ -123,7 +168,7 @@ async fn take_now(shard: &Rc<Shard>) -> Result<Option<Taken>, String> {
         return Err(format!("cannot write {}: {e}", path.display()));
     }
     let mut kept = {
-        let mut s = shard.snapshots.borrow_mut();
+        let mut s = ctx.snapshots.borrow_mut();
         s.bytes_at_last = bytes_total;
         s.kept.retain(|(l, _)| *l != lsn);
         s.kept.push((lsn, Some(live)));
@@ -134,16 +179,16 @@ async fn take_now(shard: &Rc<Shard>) -> Result<Option<Taken>, String> {
     for (old, _) in kept.drain(..extra) {
         let p = log.dir().join(file::file_name(old));
         if let Err(e) = log.fs().remove(&p).await {
-            warn!(shard = shard.id, file = %p.display(), error = %e, "cannot remove an old snapshot");
+            warn!(shard = ctx.shard_id, file = %p.display(), error = %e, "cannot remove an old snapshot");
         }
     }
-    shard.snapshots.borrow_mut().kept = kept;
+    ctx.snapshots.borrow_mut().kept = kept;
     let total = started.elapsed();
     metrics.snapshots_total.inc();
     metrics.snapshot_bytes_total.add(size);
     metrics.snapshot_pause_us_max.max(pause.as_micros() as u64);
     info!(
-        shard = shard.id,
+        shard = ctx.shard_id,
         lsn,
         bytes = size,
         pause_ms = format!("{:.1}", pause.as_secs_f64() * 1e3),
@@ -158,28 +203,127 @@ async fn take_now(shard: &Rc<Shard>) -> Result<Option<Taken>, String> {
     }))
 }
 
-/// The restored state of a shard, before it is installed.
-struct Restored {
-    lsn: u64,
-    live: BTreeMap<u64, u64>,
-    namespaces: crate::namespace::NamespaceRegistry,
-    kv: crate::kv::KvStore,
-    queues: crate::queue::state::QueueStore,
-    streams: crate::stream::state::StreamStore,
-    ts: crate::ts::series::SeriesStore,
+/// Takes a snapshot, then runs a compaction pass after it — what the timer does each time.
+/// `Ok(None)` if a snapshot is being taken already.
+pub async fn take_and_compact<F: Fs, M: Machines>(ctx: &Ctx<'_, F, M>) -> Result<Option<PassStats>, String> {
+    if ctx.snapshots.borrow().taking {
+        return Ok(None);
+    }
+    ctx.snapshots.borrow_mut().taking = true;
+    let r = match take_now(ctx).await {
+        Ok(_) => {
+            let mut moved = std::mem::take(&mut ctx.snapshots.borrow_mut().moved);
+            let p = super::compact::pass(ctx, &mut moved).await;
+            ctx.snapshots.borrow_mut().moved = moved;
+            p.map(Some).map_err(|e| format!("compaction: {e}"))
+        }
+        Err(e) => Err(e),
+    };
+    ctx.snapshots.borrow_mut().taking = false;
+    r
 }
 
-fn section<T>(p: &file::Parsed<'_>, id: u32, f: impl FnOnce(&mut Dec<'_>) -> Result<T, String>) -> Result<T, String> {
+/// Decodes section `id` of a parsed file with `f`, which must read it whole.
+pub fn section<T>(
+    p: &file::Parsed<'_>,
+    id: u32,
+    f: impl FnOnce(&mut Dec<'_>) -> Result<T, String>,
+) -> Result<T, String> {
     let mut d = p.section(id);
     let v = f(&mut d).map_err(|e| format!("section {id}: {e}"))?;
     d.done(&format!("section {id}"))?;
     Ok(v)
 }
 
-fn restore(shard: &Shard, bytes: &[u8], segments: &[u64]) -> Result<Restored, String> {
+impl Machines for Shard {
+    fn encode(&self) -> Vec<Enc> {
+        let mut encs: Vec<Enc> = Vec::with_capacity(SECTIONS.len() - 1);
+        let mut e = Enc::new();
+        self.namespaces.borrow().snapshot(&mut e);
+        encs.push(e);
+        let mut e = Enc::new();
+        self.kv.borrow().snapshot(&mut e);
+        encs.push(e);
+        let mut e = Enc::new();
+        self.queues.borrow().snapshot(&mut e);
+        encs.push(e);
+        let mut e = Enc::new();
+        self.streams.borrow().snapshot(&mut e);
+        encs.push(e);
+        let mut e = Enc::new();
+        self.ts.borrow().snapshot(&mut e);
+        encs.push(e);
+        encs
+    }
+
+    fn restore(&self, p: &file::Parsed<'_>) -> Result<(), String> {
+        let config = crate::queue::exec::store(&self.node.config).config;
+        let namespaces = section(
+            p,
+            file::SECTION_NAMESPACES,
+            crate::namespace::NamespaceRegistry::restore,
+        )?;
+        let kv = section(p, file::SECTION_KV, crate::kv::KvStore::restore)?;
+        let queues = section(p, file::SECTION_QUEUES, |d| {
+            crate::queue::state::QueueStore::restore(config, d)
+        })?;
+        let streams = section(p, file::SECTION_STREAMS, crate::stream::state::StreamStore::restore)?;
+        let ts = section(p, file::SECTION_TS, crate::ts::series::SeriesStore::restore)?;
+        *self.namespaces.borrow_mut() = namespaces;
+        *self.kv.borrow_mut() = kv;
+        *self.queues.borrow_mut() = queues;
+        *self.streams.borrow_mut() = streams;
+        *self.ts.borrow_mut() = ts;
+        Ok(())
+    }
+
+    fn needs(&self, from: (u64, u64), entry_type: u16, body: &[u8]) -> bool {
+        match entry_type {
+            100..=199 => self.kv.borrow().needs(from, entry_type, body),
+            200..=299 => self.queues.borrow().needs(from, entry_type, body),
+            300..=399 => self.streams.borrow().needs(from, entry_type, body),
+            400..=499 => self.ts.borrow().needs(from, entry_type, body),
+            _ => false,
+        }
+    }
+
+    fn relocate(&self, from: (u64, u64), to: &Position, entry_type: u16, body: &[u8]) -> Result<bool, String> {
+        match entry_type {
+            100..=199 => self.kv.borrow_mut().relocate(from, to, entry_type, body),
+            200..=299 => self.queues.borrow_mut().relocate(from, to, entry_type, body),
+            300..=399 => self.streams.borrow_mut().relocate(from, to, entry_type, body),
+            400..=499 => self.ts.borrow_mut().relocate(from, to, entry_type, body),
+            t => Err(format!("a relocated entry of type {t}, which is never copied")),
+        }
+    }
+}
+
+/// Why a snapshot file cannot be used.
+enum Unusable {
+    /// The header's LSN is not the one in the file's name.
+    LsnMismatch(u64),
+    Other(String),
+}
+
+impl From<String> for Unusable {
+    fn from(why: String) -> Unusable {
+        Unusable::Other(why)
+    }
+}
+
+/// Checks a snapshot file of shard `shard_id` named for `lsn` and restores it into `machines`;
+/// returns the segments it needs with their live bytes. `segments` are the segments in the
+/// directory, ascending.
+fn restore_file<M: Machines>(
+    machines: &M,
+    shard_id: usize,
+    lsn: u64,
+    bytes: &[u8],
+    segments: &[u64],
+) -> Result<BTreeMap<u64, u64>, Unusable> {
     let p = file::decode(bytes)?;
-    if p.shard_id != shard.id as u32 {
-        return Err(format!("written by shard {}", p.shard_id));
+    if p.shard_id != shard_id as u32 {
+        return Err(format!("written by shard {}", p.shard_id).into());
     }
     let live = file::decode_segments(&mut p.section(file::SECTION_SEGMENTS))?;
     for (s, _) in &live {
@@ -187,34 +331,47 @@ fn restore(shard: &Shard, bytes: &[u8], segments: &[u64]) -> Result<Restored, St
             return Err(format!(
                 "it needs segment {} which is not there",
                 crate::log::format::segment_file_name(*s)
-            ));
+            )
+            .into());
         }
     }
-    let config = crate::queue::exec::store(&shard.node.config).config;
-    Ok(Restored {
-        lsn: p.lsn,
-        live: live.into_iter().collect(),
-        namespaces: section(
-            &p,
-            file::SECTION_NAMESPACES,
-            crate::namespace::NamespaceRegistry::restore,
-        )?,
-        kv: section(&p, file::SECTION_KV, crate::kv::KvStore::restore)?,
-        queues: section(&p, file::SECTION_QUEUES, |d| {
-            crate::queue::state::QueueStore::restore(config, d)
-        })?,
-        streams: section(&p, file::SECTION_STREAMS, crate::stream::state::StreamStore::restore)?,
-        ts: section(&p, file::SECTION_TS, crate::ts::series::SeriesStore::restore)?,
-    })
+    if p.lsn != lsn {
+        return Err(Unusable::LsnMismatch(p.lsn));
+    }
+    machines.restore(&p)?;
+    Ok(live.into_iter().collect())
+}
+
+/// What [`load_from`] found.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Loaded {
+    /// The LSN of the snapshot restored (0: none, the whole log is replayed).
+    pub lsn: u64,
+    /// Snapshots passed over because they could not be used.
+    pub passed_over: usize,
 }
 
 /// Restores the newest usable snapshot in `dir` into the shard's state and returns its LSN
 /// (0 when there is none: the whole log is replayed). A snapshot that cannot be used (damaged,
 /// or needing a segment that is gone) is passed over for the one before it, with a warning.
 pub async fn load<F: Fs>(shard: &Shard, fs: &F, dir: &Path) -> Result<u64, String> {
+    load_from(shard, shard.id, &shard.snapshots, fs, dir)
+        .await
+        .map(|l| l.lsn)
+}
+
+/// [`load`] for any state: restores the newest usable snapshot of shard `shard_id` in `dir`
+/// into `machines` and records the snapshots on disk in `snapshots`; removes `.tmp` leftovers.
+pub async fn load_from<F: Fs, M: Machines>(
+    machines: &M,
+    shard_id: usize,
+    snapshots: &SnapshotCell,
+    fs: &F,
+    dir: &Path,
+) -> Result<Loaded, String> {
     let names = match fs.list(dir) {
         Ok(n) => n,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Loaded::default()),
         Err(e) => return Err(format!("cannot list {}: {e}", dir.display())),
     };
     let mut snaps: Vec<u64> = Vec::new();
@@ -236,63 +393,51 @@ pub async fn load<F: Fs>(shard: &Shard, fs: &F, dir: &Path) -> Result<u64, Strin
         let path = dir.join(file::file_name(lsn));
         let started = Instant::now();
         let r = match fs.read_small(&path) {
-            Ok(Some(bytes)) => restore(shard, &bytes, &segments),
-            Ok(None) => Err("it disappeared".to_string()),
-            Err(e) => Err(format!("cannot read it: {e}")),
+            Ok(Some(bytes)) => restore_file(machines, shard_id, lsn, &bytes, &segments),
+            Ok(None) => Err(Unusable::Other("it disappeared".to_string())),
+            Err(e) => Err(Unusable::Other(format!("cannot read it: {e}"))),
         };
         match r {
-            Ok(r) if r.lsn == lsn => {
-                *shard.namespaces.borrow_mut() = r.namespaces;
-                *shard.kv.borrow_mut() = r.kv;
-                *shard.queues.borrow_mut() = r.queues;
-                *shard.streams.borrow_mut() = r.streams;
-                *shard.ts.borrow_mut() = r.ts;
-                let mut s = shard.snapshots.borrow_mut();
-                // The snapshots older than this one stay listed so compaction keeps what they need.
-                s.kept = snaps
-                    .iter()
-                    .copied()
-                    .filter(|&l| l < lsn)
-                    .take(KEEP - 1)
-                    .map(|l| (l, None))
-                    .collect();
+            Ok(live) => {
+                let mut s = snapshots.borrow_mut();
+                // The snapshots older than this one stay listed so compaction keeps what they
+                // need — all of them, so the next snapshot removes those beyond the kept ones
+                // (a crash between writing a snapshot and removing the oldest leaves one more).
+                s.kept = snaps.iter().copied().filter(|&l| l < lsn).map(|l| (l, None)).collect();
                 s.kept.reverse();
-                s.kept.push((lsn, Some(r.live)));
+                s.kept.push((lsn, Some(live)));
                 info!(
-                    shard = shard.id,
+                    shard = shard_id,
                     file = %path.display(),
                     lsn,
                     ms = started.elapsed().as_millis() as u64,
                     "snapshot loaded"
                 );
-                return Ok(lsn);
+                return Ok(Loaded { lsn, passed_over });
             }
-            Ok(r) => {
-                warn!(shard = shard.id, file = %path.display(), lsn = r.lsn, "snapshot's LSN does not match its name; passing it over")
+            Err(Unusable::LsnMismatch(found)) => {
+                warn!(shard = shard_id, file = %path.display(), lsn = found, "snapshot's LSN does not match its name; passing it over")
             }
-            Err(why) => {
-                warn!(shard = shard.id, file = %path.display(), reason = %why, "snapshot unusable; falling back to an older one or the whole log")
+            Err(Unusable::Other(why)) => {
+                warn!(shard = shard_id, file = %path.display(), reason = %why, "snapshot unusable; falling back to an older one or the whole log")
             }
         }
         passed_over += 1;
     }
     if passed_over > 0 {
         warn!(
-            shard = shard.id,
+            shard = shard_id,
             passed_over, "no usable snapshot: replaying the whole log"
         );
     }
-    Ok(0)
+    Ok(Loaded { lsn: 0, passed_over })
 }
 
 /// Whether compaction has work that waits for snapshots: segments copied out and waiting to
 /// be deleted, or sealed segments under the live share that the newest snapshot covers.
-fn compaction_waiting(shard: &Shard) -> bool {
-    let percent = shard.node.config.log.compact_live_percent;
-    let Some(log) = shard.log.get() else {
-        return false;
-    };
-    let s = shard.snapshots.borrow();
+pub fn compaction_waiting<F: Fs, M: Machines>(ctx: &Ctx<'_, F, M>) -> bool {
+    let percent = ctx.compact_live_percent;
+    let s = ctx.snapshots.borrow();
     if percent == 0 {
         return false;
     }
@@ -302,7 +447,8 @@ fn compaction_waiting(shard: &Shard) -> bool {
     let Some((_, Some(live))) = s.kept.last() else {
         return false;
     };
-    log.sealed_segments()
+    ctx.log
+        .sealed_segments()
         .iter()
         .any(|&(first, _, bytes)| bytes > 0 && live.get(&first).copied().unwrap_or(0) * 100 < bytes * percent)
 }
@@ -335,9 +481,10 @@ pub async fn timer(shard: Rc<Shard>) {
             _ = monoio::time::sleep(Duration::from_millis(200)) => {},
             _ = shard.stop.wait() => break,
         }
-        let Some(log) = shard.log.get() else {
+        let Ok(ctx) = ctx(&shard) else {
             continue;
         };
+        let log = &ctx.log;
         if log.out_of_space() {
             // Try again for the next segment: space may have been freed.
             let _ = log.make_spare().await;
@@ -345,27 +492,15 @@ pub async fn timer(shard: Rc<Shard>) {
         if every == 0 {
             continue;
         }
-        let written = shard.node.log_metrics[shard.id].bytes_total.get();
+        let written = ctx.metrics.bytes_total.get();
         let since = written.saturating_sub(shard.snapshots.borrow().bytes_at_last);
-        if since < every && !(since >= segment && compaction_waiting(&shard)) {
+        if since < every && !(since >= segment && compaction_waiting(&ctx)) {
             continue;
         }
         if shard.snapshots.borrow().taking {
             continue;
         }
-        shard.snapshots.borrow_mut().taking = true;
-        let r = take_now(&shard).await;
-        let r = match r {
-            Ok(_) => {
-                let mut moved = std::mem::take(&mut shard.snapshots.borrow_mut().moved);
-                let p = super::compact::pass(&shard, &mut moved).await;
-                shard.snapshots.borrow_mut().moved = moved;
-                p.map(|_| ()).map_err(|e| format!("compaction: {e}"))
-            }
-            Err(e) => Err(e),
-        };
-        shard.snapshots.borrow_mut().taking = false;
-        if let Err(e) = r {
+        if let Err(e) = take_and_compact(&ctx).await {
             warn!(shard = shard.id, error = %e, "snapshot or compaction failed; the log keeps everything it needs");
             // Do not retry at once (a full disk): wait for another `every` bytes.
             shard.snapshots.borrow_mut().bytes_at_last = written;
