@@ -34,7 +34,13 @@ impl Out {
     }
     /// Asserts exit 0 and returns stdout as text.
     fn ok(&self) -> String {
-        assert_eq!(self.code, 0, "exit code; stdout: {} stderr: {}", self.text(), self.stderr);
+        assert_eq!(
+            self.code,
+            0,
+            "exit code; stdout: {} stderr: {}",
+            self.text(),
+            self.stderr
+        );
         self.text()
     }
 }
@@ -113,24 +119,45 @@ fn kv_set_get_list_delete_round_trip() {
     let dir = tempfile::tempdir().expect("tempdir");
 
     // Text argument.
-    assert_eq!(flo(&server, &["kv", "set", "greeting", "hello world"]).ok(), "greeting: version 1\n");
-    assert_eq!(stored_value(&server, "default", "greeting").as_deref(), Some(&b"hello world"[..]));
+    assert_eq!(
+        flo(&server, &["kv", "set", "greeting", "hello world"]).ok(),
+        "greeting: version 1\n"
+    );
+    assert_eq!(
+        stored_value(&server, "default", "greeting").as_deref(),
+        Some(&b"hello world"[..])
+    );
     assert_eq!(flo(&server, &["kv", "get", "greeting"]).ok(), "hello world\n");
 
     // @file, with a key that needs percent-encoding.
     let file = dir.path().join("v.txt");
     std::fs::write(&file, "from a file").expect("write");
     let at_file = format!("@{}", file.display());
-    assert_eq!(flo(&server, &["kv", "set", "dir/a b", &at_file]).ok(), "dir/a b: version 1\n");
-    assert_eq!(stored_value(&server, "default", "dir%2Fa%20b").as_deref(), Some(&b"from a file"[..]));
+    assert_eq!(
+        flo(&server, &["kv", "set", "dir/a b", &at_file]).ok(),
+        "dir/a b: version 1\n"
+    );
+    assert_eq!(
+        stored_value(&server, "default", "dir%2Fa%20b").as_deref(),
+        Some(&b"from a file"[..])
+    );
     assert_eq!(flo(&server, &["kv", "get", "dir/a b"]).ok(), "from a file\n");
 
     // stdin, both implicit and `-`; `@@` is a literal `@`.
     let out = Flo::at(&server, &["kv", "set", "piped"]).stdin(b"via stdin").run();
     assert_eq!(out.ok(), "piped: version 1\n");
-    assert_eq!(stored_value(&server, "default", "piped").as_deref(), Some(&b"via stdin"[..]));
-    Flo::at(&server, &["kv", "set", "piped", "-"]).stdin(b"again").run().ok();
-    assert_eq!(stored_value(&server, "default", "piped").as_deref(), Some(&b"again"[..]));
+    assert_eq!(
+        stored_value(&server, "default", "piped").as_deref(),
+        Some(&b"via stdin"[..])
+    );
+    Flo::at(&server, &["kv", "set", "piped", "-"])
+        .stdin(b"again")
+        .run()
+        .ok();
+    assert_eq!(
+        stored_value(&server, "default", "piped").as_deref(),
+        Some(&b"again"[..])
+    );
     flo(&server, &["kv", "set", "at", "@@handle"]).ok();
     assert_eq!(stored_value(&server, "default", "at").as_deref(), Some(&b"@handle"[..]));
 
@@ -169,7 +196,10 @@ fn kv_set_get_list_delete_round_trip() {
     assert_eq!(keys, ["at", "bin", "dir/a", "greeting", "piped"]); // "dir/a b" splits at the space
     assert!(listed.lines().next().unwrap_or("").starts_with("KEY"), "{listed}");
     assert!(listed.contains("base64:/wD+CoA="), "{listed}");
-    assert!(listed.lines().any(|l| l.starts_with("piped") && l.ends_with("again")), "{listed}");
+    assert!(
+        listed.lines().any(|l| l.starts_with("piped") && l.ends_with("again")),
+        "{listed}"
+    );
     let prefixed = flo(&server, &["kv", "list", "--prefix", "p"]).ok();
     assert_eq!(prefixed.lines().count(), 2, "{prefixed}");
     assert!(prefixed.lines().nth(1).unwrap_or("").starts_with("piped"), "{prefixed}");
@@ -209,7 +239,10 @@ fn kv_conditions_and_json() {
     assert!(stale.stderr.contains("current version is 1"), "{}", stale.stderr);
     assert_eq!(stored_value(&server, "default", "k").as_deref(), Some(&b"v1"[..]));
     // The right version succeeds.
-    assert_eq!(flo(&server, &["kv", "set", "k", "v2", "--cas", "1"]).ok(), "k: version 2\n");
+    assert_eq!(
+        flo(&server, &["kv", "set", "k", "v2", "--cas", "1"]).ok(),
+        "k: version 2\n"
+    );
     assert_eq!(stored_value(&server, "default", "k").as_deref(), Some(&b"v2"[..]));
     // --if-not-exists on an existing key, and --cas 0 ("must not exist").
     for flags in [&["--if-not-exists"][..], &["--cas", "0"][..]] {
@@ -219,7 +252,10 @@ fn kv_conditions_and_json() {
         assert_eq!(out.code, 1, "{flags:?}");
         assert!(out.stderr.contains("conflict"), "{}", out.stderr);
     }
-    assert_eq!(flo(&server, &["kv", "set", "new", "x", "--if-not-exists"]).ok(), "new: version 1\n");
+    assert_eq!(
+        flo(&server, &["kv", "set", "new", "x", "--if-not-exists"]).ok(),
+        "new: version 1\n"
+    );
     // CAS on a key that does not exist says so.
     let absent = flo(&server, &["kv", "set", "absent", "x", "--cas", "3"]);
     assert_eq!(absent.code, 1);
@@ -258,9 +294,8 @@ fn kv_conditions_and_json() {
 fn kv_get_waits_for_a_key() {
     let server = Server::start();
     let host = server.api.to_string();
-    let waiter = std::thread::spawn(move || {
-        Flo::new(&["kv", "get", "late", "--wait-ms", "10000", "--host", &host]).run()
-    });
+    let waiter =
+        std::thread::spawn(move || Flo::new(&["kv", "get", "late", "--wait-ms", "10000", "--host", &host]).run());
     std::thread::sleep(Duration::from_millis(500));
     flo(&server, &["kv", "set", "late", "arrived"]).ok();
     let out = waiter.join().expect("waiter");
@@ -270,7 +305,19 @@ fn kv_get_waits_for_a_key() {
     let host = server.api.to_string();
     let started = Instant::now();
     let watcher = std::thread::spawn(move || {
-        Flo::new(&["kv", "get", "late", "--watch", "1", "--wait-ms", "10000", "--meta", "--host", &host]).run()
+        Flo::new(&[
+            "kv",
+            "get",
+            "late",
+            "--watch",
+            "1",
+            "--wait-ms",
+            "10000",
+            "--meta",
+            "--host",
+            &host,
+        ])
+        .run()
     });
     std::thread::sleep(Duration::from_millis(500));
     flo(&server, &["kv", "set", "late", "changed"]).ok();
@@ -282,15 +329,33 @@ fn kv_get_waits_for_a_key() {
 #[test]
 fn queue_commands() {
     let server = Server::start();
-    assert_eq!(flo(&server, &["queue", "enqueue", "jobs", "low", "--priority", "9"]).ok(), "seq 1\n");
-    assert_eq!(flo(&server, &["queue", "enqueue", "jobs", "urgent", "-p", "0"]).ok(), "seq 2\n");
+    assert_eq!(
+        flo(&server, &["queue", "enqueue", "jobs", "low", "--priority", "9"]).ok(),
+        "seq 1\n"
+    );
+    assert_eq!(
+        flo(&server, &["queue", "enqueue", "jobs", "urgent", "-p", "0"]).ok(),
+        "seq 2\n"
+    );
     let out = Flo::at(&server, &["queue", "enqueue", "jobs", "--dedup-key", "d1"])
         .stdin(b"piped job")
         .run();
     assert_eq!(out.ok(), "seq 3\n");
     let dup = flo(&server, &["queue", "enqueue", "jobs", "other", "--dedup-key", "d1"]).ok();
     assert_eq!(dup, "seq 3 (deduplicated: already enqueued)\n");
-    let delayed = flo(&server, &["queue", "enqueue", "jobs", "later", "--delay-ms", "600000", "--format", "json"]);
+    let delayed = flo(
+        &server,
+        &[
+            "queue",
+            "enqueue",
+            "jobs",
+            "later",
+            "--delay-ms",
+            "600000",
+            "--format",
+            "json",
+        ],
+    );
     assert_eq!(delayed.json()["seq"], 4);
 
     let stats = flo(&server, &["queue", "stats", "jobs", "--format", "json"]).json();
@@ -300,11 +365,19 @@ fn queue_commands() {
 
     // peek leases nothing; priority order (0 first), then FIFO.
     let peek = flo(&server, &["queue", "peek", "jobs"]).ok();
-    let seqs: Vec<&str> = peek.lines().skip(1).map(|l| l.split_whitespace().next().unwrap_or("")).collect();
+    let seqs: Vec<&str> = peek
+        .lines()
+        .skip(1)
+        .map(|l| l.split_whitespace().next().unwrap_or(""))
+        .collect();
     assert_eq!(seqs, ["2", "3", "1"], "{peek}");
 
     // dequeue two: text table, urgent first.
-    let got = flo(&server, &["queue", "dequeue", "jobs", "--count", "2", "--lease-ms", "60000"]).ok();
+    let got = flo(
+        &server,
+        &["queue", "dequeue", "jobs", "--count", "2", "--lease-ms", "60000"],
+    )
+    .ok();
     let lines: Vec<&str> = got.lines().collect();
     assert_eq!(lines.len(), 3, "{got}");
     assert!(lines[0].starts_with("SEQ") && lines[0].ends_with("PAYLOAD"), "{got}");
@@ -325,20 +398,34 @@ fn queue_commands() {
     assert_eq!(acked.ok(), "acked 1\n");
     assert!(acked.stderr.contains("99"), "{}", acked.stderr);
     assert_eq!(flo(&server, &["queue", "nack", "jobs", "3"]).ok(), "nacked 1\n");
-    assert_eq!(flo(&server, &["queue", "nack", "jobs", "1", "--to-dlq"]).ok(), "nacked 1\n");
+    assert_eq!(
+        flo(&server, &["queue", "nack", "jobs", "1", "--to-dlq"]).ok(),
+        "nacked 1\n"
+    );
     let stats = flo(&server, &["queue", "stats", "jobs", "--format", "json"]).json();
     assert_eq!(stats["ready_count"], 1);
     assert_eq!(stats["leased_count"], 0);
     assert_eq!(stats["dlq_count"], 1);
     assert_eq!(stats["total_acked"], 1);
     let text_stats = flo(&server, &["queue", "stats", "jobs"]).ok();
-    assert!(text_stats.lines().any(|l| l.split_whitespace().collect::<Vec<_>>() == ["dlq_count", "1"]), "{text_stats}");
+    assert!(
+        text_stats
+            .lines()
+            .any(|l| l.split_whitespace().collect::<Vec<_>>() == ["dlq_count", "1"]),
+        "{text_stats}"
+    );
 
     // dlq list and requeue.
     let dlq = flo(&server, &["queue", "dlq", "list", "jobs"]).ok();
     assert_eq!(dlq.lines().count(), 2, "{dlq}");
-    assert!(dlq.lines().nth(1).unwrap_or("").starts_with("1 ") && dlq.ends_with("low\n"), "{dlq}");
-    assert_eq!(flo(&server, &["queue", "dlq", "requeue", "jobs", "1"]).ok(), "requeued 1\n");
+    assert!(
+        dlq.lines().nth(1).unwrap_or("").starts_with("1 ") && dlq.ends_with("low\n"),
+        "{dlq}"
+    );
+    assert_eq!(
+        flo(&server, &["queue", "dlq", "requeue", "jobs", "1"]).ok(),
+        "requeued 1\n"
+    );
     let stats = flo(&server, &["queue", "stats", "jobs", "--format", "json"]).json();
     assert_eq!(stats["ready_count"], 2);
     assert_eq!(stats["dlq_count"], 0);
@@ -356,11 +443,18 @@ fn queue_commands() {
 fn stream_commands() {
     let server = Server::start();
     let dir = tempfile::tempdir().expect("tempdir");
-    assert_eq!(flo(&server, &["stream", "append", "events", "first"]).ok(), "offset 0\n");
+    assert_eq!(
+        flo(&server, &["stream", "append", "events", "first"]).ok(),
+        "offset 0\n"
+    );
     let file = dir.path().join("p.bin");
     std::fs::write(&file, [0u8, 1, 2, 0xff]).expect("write");
     assert_eq!(
-        flo(&server, &["stream", "append", "events", &format!("@{}", file.display())]).ok(),
+        flo(
+            &server,
+            &["stream", "append", "events", &format!("@{}", file.display())]
+        )
+        .ok(),
         "offset 1\n"
     );
     let batch = Flo::at(&server, &["stream", "append", "events", "--lines"])
@@ -374,10 +468,17 @@ fn stream_commands() {
     let lines: Vec<&str> = text.lines().collect();
     assert_eq!(lines.len(), 3, "{text}");
     assert!(lines[0].starts_with("OFFSET"), "{text}");
-    assert!(lines[1].starts_with("1 ") && lines[1].ends_with("base64:AAEC/w=="), "{text}");
+    assert!(
+        lines[1].starts_with("1 ") && lines[1].ends_with("base64:AAEC/w=="),
+        "{text}"
+    );
     assert!(lines[2].starts_with("2 ") && lines[2].ends_with("third"), "{text}");
     assert!(read.stderr.contains("next offset: 3"), "{}", read.stderr);
-    let payloads = flo(&server, &["stream", "read", "events", "--offset", "2", "--payload-only"]).ok();
+    let payloads = flo(
+        &server,
+        &["stream", "read", "events", "--offset", "2", "--payload-only"],
+    )
+    .ok();
     assert_eq!(payloads, "third\nfourth\n");
     let json = flo(&server, &["stream", "read", "events", "--format", "json"]).json();
     assert_eq!(json["records"].as_array().map(Vec::len), Some(4));
@@ -390,24 +491,64 @@ fn stream_commands() {
     assert_eq!(info["last_offset"], 3);
 
     // consumer groups.
-    flo(&server, &["stream", "group", "create", "events", "workers", "--start", "earliest"]).ok();
-    let got = flo(&server, &["stream", "group", "read", "events", "workers", "--consumer", "w1", "--count", "3"]).ok();
-    let offsets: Vec<&str> = got.lines().skip(1).map(|l| l.split_whitespace().next().unwrap_or("")).collect();
+    flo(
+        &server,
+        &["stream", "group", "create", "events", "workers", "--start", "earliest"],
+    )
+    .ok();
+    let got = flo(
+        &server,
+        &[
+            "stream",
+            "group",
+            "read",
+            "events",
+            "workers",
+            "--consumer",
+            "w1",
+            "--count",
+            "3",
+        ],
+    )
+    .ok();
+    let offsets: Vec<&str> = got
+        .lines()
+        .skip(1)
+        .map(|l| l.split_whitespace().next().unwrap_or(""))
+        .collect();
     assert_eq!(offsets, ["0", "1", "2"], "{got}");
-    assert_eq!(flo(&server, &["stream", "group", "ack", "events", "workers", "0", "1"]).ok(), "acked 2\n");
-    let group = flo(&server, &["stream", "group", "info", "events", "workers", "--format", "json"]).json();
+    assert_eq!(
+        flo(&server, &["stream", "group", "ack", "events", "workers", "0", "1"]).ok(),
+        "acked 2\n"
+    );
+    let group = flo(
+        &server,
+        &["stream", "group", "info", "events", "workers", "--format", "json"],
+    )
+    .json();
     assert_eq!(group["pending_count"], 1);
     assert_eq!(group["cursor"], 3);
     assert_eq!(group["consumers"][0], "w1");
     let text_info = flo(&server, &["stream", "info", "events"]).ok();
     assert!(
-        text_info.lines().any(|l| l.split_whitespace().collect::<Vec<_>>() == ["consumer_groups", "workers"]),
+        text_info
+            .lines()
+            .any(|l| l.split_whitespace().collect::<Vec<_>>() == ["consumer_groups", "workers"]),
         "{text_info}"
     );
-    let rest = flo(&server, &["stream", "group", "read", "events", "workers", "-c", "w2", "--format", "json"]).json();
+    let rest = flo(
+        &server,
+        &[
+            "stream", "group", "read", "events", "workers", "-c", "w2", "--format", "json",
+        ],
+    )
+    .json();
     assert_eq!(rest["records"][0]["offset"], 3);
     assert_eq!(rest["records"][0]["payload_text"], "fourth");
-    assert_eq!(flo(&server, &["stream", "group", "delete", "events", "workers"]).ok(), "group workers deleted\n");
+    assert_eq!(
+        flo(&server, &["stream", "group", "delete", "events", "workers"]).ok(),
+        "group workers deleted\n"
+    );
     let gone = flo(&server, &["stream", "group", "info", "events", "workers"]);
     assert_eq!(gone.code, 1);
 
@@ -427,8 +568,11 @@ fn ts_write_and_query() {
     );
     // A file in milliseconds, and stdin in seconds.
     let file = dir.path().join("points.lp");
-    std::fs::write(&file, "# comment\ncpu,host=a usage=2.5 1700000001000\ncpu,host=b usage=7 1700000001000\n")
-        .expect("write");
+    std::fs::write(
+        &file,
+        "# comment\ncpu,host=a usage=2.5 1700000001000\ncpu,host=b usage=7 1700000001000\n",
+    )
+    .expect("write");
     let path = file.display().to_string();
     assert_eq!(
         flo(&server, &["ts", "write", "--file", &path, "--precision", "ms"]).ok(),
@@ -451,7 +595,17 @@ fn ts_write_and_query() {
             vec!["cpu{host=a}", "usage", "2023-11-14T22:13:22.000Z", "3.5"],
         ]
     );
-    let json = flo(&server, &["ts", "query", "cpu[1700000000000..1700000010000] | sum()", "--format", "json"]).json();
+    let json = flo(
+        &server,
+        &[
+            "ts",
+            "query",
+            "cpu[1700000000000..1700000010000] | sum()",
+            "--format",
+            "json",
+        ],
+    )
+    .json();
     let series = json["series"].as_array().expect("series");
     assert_eq!(series.len(), 2);
     assert_eq!(series[0]["tags"]["host"], "a");
@@ -465,12 +619,26 @@ fn ts_write_and_query() {
     assert_eq!(bad.code, 1);
     assert!(bad.stderr.starts_with("error: bad_request: "), "{}", bad.stderr);
     assert!(bad.stderr.contains("line 2"), "{}", bad.stderr);
-    let c = flo(&server, &["ts", "query", "cpu{host=c}[1700000000000..1700000010000]", "--format", "json"]).json();
+    let c = flo(
+        &server,
+        &[
+            "ts",
+            "query",
+            "cpu{host=c}[1700000000000..1700000010000]",
+            "--format",
+            "json",
+        ],
+    )
+    .json();
     assert_eq!(c["series"].as_array().map(Vec::len), Some(0), "{c}");
     // A bad query: exit 1, the position shown.
     let bad_query = flo(&server, &["ts", "query", "cpu[1h] | bogus()"]);
     assert_eq!(bad_query.code, 1);
-    assert!(bad_query.stderr.starts_with("error: bad_request: "), "{}", bad_query.stderr);
+    assert!(
+        bad_query.stderr.starts_with("error: bad_request: "),
+        "{}",
+        bad_query.stderr
+    );
     assert!(bad_query.stderr.contains("          ^"), "{}", bad_query.stderr);
 
     let list = flo(&server, &["ts", "list"]).ok();
@@ -488,13 +656,22 @@ fn namespaces_status_and_cluster() {
     assert_eq!(bad.code, 1);
     assert!(bad.stderr.starts_with("error: bad_request: "), "{}", bad.stderr);
     let list = flo(&server, &["ns", "list"]).ok();
-    let names: Vec<&str> = list.lines().skip(1).map(|l| l.split_whitespace().next().unwrap_or("")).collect();
+    let names: Vec<&str> = list
+        .lines()
+        .skip(1)
+        .map(|l| l.split_whitespace().next().unwrap_or(""))
+        .collect();
     assert_eq!(names, ["app", "default"], "{list}");
     let json = flo(&server, &["ns", "list", "--format", "json"]).json();
     assert_eq!(json["namespaces"][0]["name"], "app");
 
     let status = flo(&server, &["status"]).ok();
-    assert!(status.lines().any(|l| l.split_whitespace().collect::<Vec<_>>() == ["status", "healthy"]), "{status}");
+    assert!(
+        status
+            .lines()
+            .any(|l| l.split_whitespace().collect::<Vec<_>>() == ["status", "healthy"]),
+        "{status}"
+    );
     let status = flo(&server, &["status", "--format", "json"]).json();
     assert_eq!(status["version"], env!("CARGO_PKG_VERSION"));
     assert_eq!(status["shard_count"], 2);
@@ -503,7 +680,9 @@ fn namespaces_status_and_cluster() {
     assert!(cluster.contains("replication factor: 1"), "{cluster}");
     let addr = server.api.to_string();
     assert!(
-        cluster.lines().any(|l| l.split_whitespace().collect::<Vec<_>>() == ["1", addr.as_str(), "alive", "2"]),
+        cluster
+            .lines()
+            .any(|l| l.split_whitespace().collect::<Vec<_>>() == ["1", addr.as_str(), "alive", "2"]),
         "{cluster}"
     );
     let cluster = flo(&server, &["cluster", "status", "--format", "json"]).json();
@@ -521,7 +700,10 @@ fn token_against_a_server_with_auth() {
     assert_eq!(wrong.code, 1);
     assert!(wrong.stderr.contains("unauthorized"), "{}", wrong.stderr);
 
-    assert_eq!(flo(&server, &["kv", "set", "k", "v", "--token", "s3cret"]).ok(), "k: version 1\n");
+    assert_eq!(
+        flo(&server, &["kv", "set", "k", "v", "--token", "s3cret"]).ok(),
+        "k: version 1\n"
+    );
     // From the environment, and before the command group.
     let from_env = Flo::at(&server, &["kv", "get", "k"]).env("FLO_TOKEN", "s3cret").run();
     assert_eq!(from_env.ok(), "v\n");
@@ -542,9 +724,18 @@ fn environment_and_option_placement() {
     assert_eq!(stored_value(&server, "app", "k").as_deref(), Some(&b"in-app"[..]));
     assert_eq!(stored_value(&server, "default", "k"), None);
     // -n after the group, --namespace before it.
-    assert_eq!(Flo::new(&["kv", "get", "k", "-n", "app"]).env("FLO_HOST", &host).run().ok(), "in-app\n");
     assert_eq!(
-        Flo::new(&["--namespace", "app", "kv", "get", "k"]).env("FLO_HOST", &host).run().ok(),
+        Flo::new(&["kv", "get", "k", "-n", "app"])
+            .env("FLO_HOST", &host)
+            .run()
+            .ok(),
+        "in-app\n"
+    );
+    assert_eq!(
+        Flo::new(&["--namespace", "app", "kv", "get", "k"])
+            .env("FLO_HOST", &host)
+            .run()
+            .ok(),
         "in-app\n"
     );
     let wrong_ns = Flo::new(&["kv", "get", "k"]).env("FLO_HOST", &host).run();
@@ -557,7 +748,9 @@ fn environment_and_option_placement() {
         .env("FLO_NAMESPACE", "other")
         .run();
     assert_eq!(out.ok(), "in-app\n");
-    let out = Flo::new(&["--host", &host, "kv", "get", "k"]).env("FLO_NAMESPACE", "app").run();
+    let out = Flo::new(&["--host", &host, "kv", "get", "k"])
+        .env("FLO_NAMESPACE", "app")
+        .run();
     assert_eq!(out.ok(), "in-app\n");
     // Options between the group and the command.
     let out = Flo::new(&["kv", "--host", &host, "--namespace", "app", "get", "k"]).run();
@@ -573,7 +766,11 @@ fn exit_codes_for_connection_and_usage_errors() {
         full.extend_from_slice(&["--host", &dead]);
         let out = Flo::new(&full).run();
         assert_eq!(out.code, 3, "{args:?}: {}", out.stderr);
-        assert!(out.stderr.contains(&format!("cannot connect to {dead}")), "{}", out.stderr);
+        assert!(
+            out.stderr.contains(&format!("cannot connect to {dead}")),
+            "{}",
+            out.stderr
+        );
         assert!(out.stdout.is_empty());
     }
     let out = Flo::new(&["status"]).env("FLO_HOST", &dead).run();
@@ -586,7 +783,11 @@ fn exit_codes_for_connection_and_usage_errors() {
     assert_eq!(unknown.code, 2, "{}", unknown.stderr);
     let missing_file = flo(&server, &["kv", "set", "k", "@/definitely/not/here"]);
     assert_eq!(missing_file.code, 2);
-    assert!(missing_file.stderr.contains("cannot read /definitely/not/here"), "{}", missing_file.stderr);
+    assert!(
+        missing_file.stderr.contains("cannot read /definitely/not/here"),
+        "{}",
+        missing_file.stderr
+    );
     assert_eq!(stored_value(&server, "default", "k"), None);
     let no_seqs = flo(&server, &["queue", "ack", "q"]);
     assert_eq!(no_seqs.code, 2);

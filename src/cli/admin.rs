@@ -6,7 +6,7 @@ use clap::{Args, Subcommand};
 use serde_json::json;
 
 use super::output::{self, cell, time_cell};
-use super::{ClientOpts, CliError, Ctx};
+use super::{CliError, ClientOpts, Ctx};
 
 #[derive(Args, Debug)]
 pub struct NsArgs {
@@ -70,7 +70,10 @@ pub fn ns(ctx: &Ctx, cmd: NsCmd) -> Result<(), CliError> {
                     ]
                 })
                 .collect();
-            output::print_table(&["NAMESPACE", "CREATED", "KV_KEYS", "QUEUES", "STREAMS", "MEASUREMENTS"], &rows);
+            output::print_table(
+                &["NAMESPACE", "CREATED", "KV_KEYS", "QUEUES", "STREAMS", "MEASUREMENTS"],
+                &rows,
+            );
             Ok(())
         }
         NsCmd::Create { name } => {
@@ -100,7 +103,12 @@ pub fn cluster(ctx: &Ctx, cmd: ClusterCmd) -> Result<(), CliError> {
                 .map(Vec::as_slice)
                 .unwrap_or_default()
                 .iter()
-                .map(|n| ["id", "address", "status", "shards"].iter().map(|f| cell(&n[*f])).collect())
+                .map(|n| {
+                    ["id", "address", "status", "shards"]
+                        .iter()
+                        .map(|f| cell(&n[*f]))
+                        .collect()
+                })
                 .collect();
             output::print_table(&["NODE", "ADDRESS", "STATUS", "SHARDS"], &rows);
             Ok(())
@@ -116,7 +124,12 @@ pub fn cluster(ctx: &Ctx, cmd: ClusterCmd) -> Result<(), CliError> {
                 .map(Vec::as_slice)
                 .unwrap_or_default()
                 .iter()
-                .map(|p| ["id", "node", "shard", "replicas"].iter().map(|f| cell(&p[*f])).collect())
+                .map(|p| {
+                    ["id", "node", "shard", "replicas"]
+                        .iter()
+                        .map(|f| cell(&p[*f]))
+                        .collect()
+                })
                 .collect();
             output::print_table(&["PARTITION", "NODE", "SHARD", "REPLICAS"], &rows);
             Ok(())

@@ -132,7 +132,10 @@ impl Client {
                 Err(e) => return Err(CliError::Protocol(format!("bad response from {}: {}", self.host, e.0))),
             }
             if reader.is_full() {
-                return Err(CliError::Protocol(format!("response head from {} is too large", self.host)));
+                return Err(CliError::Protocol(format!(
+                    "response head from {} is too large",
+                    self.host
+                )));
             }
             match reader.read_from_blocking(&mut stream) {
                 Ok(0) => {

@@ -14,7 +14,7 @@ use serde_json::{json, Map, Value as Json};
 
 use super::http::{encode, with_query};
 use super::output::{self, cell, cell_bytes, field_bytes};
-use super::{input, ClientOpts, CliError, Ctx};
+use super::{input, CliError, ClientOpts, Ctx};
 
 #[derive(Args, Debug)]
 pub struct KvArgs {
@@ -115,7 +115,9 @@ pub fn run(ctx: &Ctx, cmd: KvCmd) -> Result<(), CliError> {
             if if_not_exists {
                 body.insert("if_not_exists".into(), json!(true));
             }
-            let answer = ctx.client.send_json("PUT", &key_path(ctx, &key), &Json::Object(body), Duration::ZERO);
+            let answer = ctx
+                .client
+                .send_json("PUT", &key_path(ctx, &key), &Json::Object(body), Duration::ZERO);
             let answer = answer.map_err(|e| conflict_hint(e, &key))?;
             if ctx.json() {
                 output::print_json(&answer);
@@ -227,7 +229,14 @@ fn get(ctx: &Ctx, key: &str, meta: bool, raw: bool, wait_ms: Option<u64>, watch:
     output::write_value(&value, raw)
 }
 
-fn list(ctx: &Ctx, prefix: &str, limit: u32, mut after: Option<String>, values: bool, all: bool) -> Result<(), CliError> {
+fn list(
+    ctx: &Ctx,
+    prefix: &str,
+    limit: u32,
+    mut after: Option<String>,
+    values: bool,
+    all: bool,
+) -> Result<(), CliError> {
     let path = format!("/api/v1/kv/{}", ctx.ns());
     let mut keys: Vec<Json> = Vec::new();
     let mut last_page;
@@ -264,7 +273,9 @@ fn list(ctx: &Ctx, prefix: &str, limit: u32, mut after: Option<String>, values: 
             cell(&k["key"]),
             cell(&k["version"]),
             cell(&k["size"]),
-            k["ttl_remaining"].as_u64().map_or_else(|| "-".to_string(), |s| format!("{s}s")),
+            k["ttl_remaining"]
+                .as_u64()
+                .map_or_else(|| "-".to_string(), |s| format!("{s}s")),
         ];
         if values {
             row.push(cell_bytes(&field_bytes(k, "value")?));

@@ -145,7 +145,11 @@ impl Ctx {
             .clone()
             .or_else(|| top.host.clone())
             .unwrap_or_else(|| DEFAULT_HOST.to_string());
-        let token = opts.token.clone().or_else(|| top.token.clone()).filter(|t| !t.is_empty());
+        let token = opts
+            .token
+            .clone()
+            .or_else(|| top.token.clone())
+            .filter(|t| !t.is_empty());
         Ctx {
             client: Client::new(&host, token),
             namespace: opts

@@ -13,7 +13,7 @@ use serde_json::{json, Map, Value as Json};
 
 use super::http::{encode, with_query};
 use super::output::{self, cell, cell_bytes, field_bytes, time_cell};
-use super::{input, ClientOpts, CliError, Ctx};
+use super::{input, CliError, ClientOpts, Ctx};
 
 #[derive(Args, Debug)]
 pub struct QueueArgs {
@@ -176,7 +176,9 @@ pub fn run(ctx: &Ctx, cmd: QueueCmd) -> Result<(), CliError> {
             print_messages(ctx, answer, "LEASE_EXPIRES", "lease_expires_at_ms")
         }
         QueueCmd::Ack { queue, seqs } => {
-            let answer = ctx.client.post(&op_path(ctx, &queue, "ack"), &json!({ "sequences": seqs }))?;
+            let answer = ctx
+                .client
+                .post(&op_path(ctx, &queue, "ack"), &json!({ "sequences": seqs }))?;
             report_done(ctx, &answer, "acked")
         }
         QueueCmd::Nack {
@@ -231,13 +233,24 @@ pub fn run(ctx: &Ctx, cmd: QueueCmd) -> Result<(), CliError> {
                 .unwrap_or_default()
                 .iter()
                 .map(|q| {
-                    ["name", "ready_count", "leased_count", "delayed_count", "dlq_count", "total_enqueued", "total_acked"]
-                        .iter()
-                        .map(|f| cell(&q[*f]))
-                        .collect()
+                    [
+                        "name",
+                        "ready_count",
+                        "leased_count",
+                        "delayed_count",
+                        "dlq_count",
+                        "total_enqueued",
+                        "total_acked",
+                    ]
+                    .iter()
+                    .map(|f| cell(&q[*f]))
+                    .collect()
                 })
                 .collect();
-            output::print_table(&["QUEUE", "READY", "LEASED", "DELAYED", "DLQ", "ENQUEUED", "ACKED"], &rows);
+            output::print_table(
+                &["QUEUE", "READY", "LEASED", "DELAYED", "DLQ", "ENQUEUED", "ACKED"],
+                &rows,
+            );
             Ok(())
         }
         QueueCmd::Purge { queue } => {

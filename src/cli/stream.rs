@@ -12,7 +12,7 @@ use serde_json::{json, Map, Value as Json};
 
 use super::http::{encode, with_query};
 use super::output::{self, cell, cell_bytes, field_bytes, time_cell};
-use super::{input, ClientOpts, CliError, Ctx};
+use super::{input, CliError, ClientOpts, Ctx};
 
 #[derive(Args, Debug)]
 pub struct StreamArgs {
@@ -184,10 +184,17 @@ pub fn run(ctx: &Ctx, cmd: StreamCmd) -> Result<(), CliError> {
                 .unwrap_or_default()
                 .iter()
                 .map(|s| {
-                    ["name", "first_offset", "last_offset", "record_count", "bytes", "consumer_groups"]
-                        .iter()
-                        .map(|f| cell(&s[*f]))
-                        .collect()
+                    [
+                        "name",
+                        "first_offset",
+                        "last_offset",
+                        "record_count",
+                        "bytes",
+                        "consumer_groups",
+                    ]
+                    .iter()
+                    .map(|f| cell(&s[*f]))
+                    .collect()
                 })
                 .collect();
             output::print_table(&["STREAM", "FIRST", "LAST", "RECORDS", "BYTES", "GROUPS"], &rows);
@@ -218,7 +225,9 @@ fn group(ctx: &Ctx, cmd: GroupCmd) -> Result<(), CliError> {
             if let Some(m) = max_deliveries {
                 body.insert("max_deliveries".into(), json!(m));
             }
-            let answer = ctx.client.post(&group_path(ctx, &stream, &group), &Json::Object(body))?;
+            let answer = ctx
+                .client
+                .post(&group_path(ctx, &stream, &group), &Json::Object(body))?;
             if ctx.json() {
                 output::print_json(&answer);
             } else {

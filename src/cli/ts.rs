@@ -14,7 +14,7 @@ use serde_json::{json, Value as Json};
 
 use super::http::{encode, with_query};
 use super::output::{self, cell, time_cell};
-use super::{input, ClientOpts, CliError, Ctx};
+use super::{input, CliError, ClientOpts, Ctx};
 
 #[derive(Args, Debug)]
 pub struct TsArgs {
@@ -209,7 +209,10 @@ fn position_hint(e: CliError, query: &str) -> CliError {
             message,
             body,
         } => {
-            let message = match body["details"]["position"].as_u64().and_then(|p| usize::try_from(p).ok()) {
+            let message = match body["details"]["position"]
+                .as_u64()
+                .and_then(|p| usize::try_from(p).ok())
+            {
                 Some(p) if p <= query.len() => {
                     let caret = " ".repeat(query.char_indices().take_while(|(i, _)| *i < p).count());
                     format!("{message}\n  {query}\n  {caret}^")
