@@ -117,10 +117,21 @@ pub fn flo_bin() -> &'static str {
     env!("CARGO_BIN_EXE_flo")
 }
 
-/// Binds port 0 on loopback and returns the port the kernel chose.
+/// Binds port 0 on loopback and returns the port the kernel chose — never one it chose before
+/// in this test process: the kernel hands a released port out again, and two servers of
+/// parallel tests that both probed it free would share it through SO_REUSEPORT, each getting
+/// half of the other's connections.
 pub fn free_port() -> u16 {
-    let l = TcpListener::bind("127.0.0.1:0").expect("bind probe");
-    l.local_addr().expect("local_addr").port()
+    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    loop {
+        let l = TcpListener::bind("127.0.0.1:0").expect("bind probe");
+        let port = l.local_addr().expect("local_addr").port();
+        let mut given = GIVEN.lock().unwrap_or_else(|e| e.into_inner());
+        if !given.contains(&port) {
+            given.push(port);
+            return port;
+        }
+    }
 }
 
 impl Server {
