@@ -120,6 +120,28 @@ impl fmt::Display for CliError {
 }
 
 impl CliError {
+    /// A server error with its message rewritten by `f` (given the message and the error
+    /// body); any other error as it is.
+    pub fn with_message(self, f: impl FnOnce(String, &Json) -> String) -> CliError {
+        match self {
+            CliError::Server {
+                status,
+                code,
+                message,
+                body,
+            } => {
+                let message = f(message, &body);
+                CliError::Server {
+                    status,
+                    code,
+                    message,
+                    body,
+                }
+            }
+            other => other,
+        }
+    }
+
     pub fn exit_code(&self) -> u8 {
         match self {
             CliError::Server { .. } | CliError::Protocol(_) => 1,

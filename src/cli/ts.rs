@@ -175,57 +175,29 @@ fn series_name(s: &Json) -> String {
 
 /// A rejected write names the line and the reason.
 fn line_hint(e: CliError) -> CliError {
-    match e {
-        CliError::Server {
-            status,
-            code,
-            message,
-            body,
-        } => {
-            let details = &body["details"];
-            let message = match (details["line"].as_u64(), details["reason"].as_str()) {
-                (Some(line), Some(reason)) if !message.contains(reason) => {
-                    format!("{message} (line {line}: {reason})")
-                }
-                _ => message,
-            };
-            CliError::Server {
-                status,
-                code,
-                message,
-                body,
+    e.with_message(|message, body| {
+        let details = &body["details"];
+        match (details["line"].as_u64(), details["reason"].as_str()) {
+            (Some(line), Some(reason)) if !message.contains(reason) => {
+                format!("{message} (line {line}: {reason})")
             }
+            _ => message,
         }
-        other => other,
-    }
+    })
 }
 
 /// A FloQL error points at its byte in the query.
 fn position_hint(e: CliError, query: &str) -> CliError {
-    match e {
-        CliError::Server {
-            status,
-            code,
-            message,
-            body,
-        } => {
-            let message = match body["details"]["position"]
-                .as_u64()
-                .and_then(|p| usize::try_from(p).ok())
-            {
-                Some(p) if p <= query.len() => {
-                    let caret = " ".repeat(query.char_indices().take_while(|(i, _)| *i < p).count());
-                    format!("{message}\n  {query}\n  {caret}^")
-                }
-                _ => message,
-            };
-            CliError::Server {
-                status,
-                code,
-                message,
-                body,
+    e.with_message(|message, body| {
+        match body["details"]["position"]
+            .as_u64()
+            .and_then(|p| usize::try_from(p).ok())
+        {
+            Some(p) if p <= query.len() => {
+                let caret = " ".repeat(query.char_indices().take_while(|(i, _)| *i < p).count());
+                format!("{message}\n  {query}\n  {caret}^")
             }
+            _ => message,
         }
-        other => other,
-    }
+    })
 }
