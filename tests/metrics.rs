@@ -171,14 +171,15 @@ fn metrics_port_shows_the_work_done() {
             Some(n)
         );
         let inf = [labels[0], labels[1], ("le", "+Inf")];
-        assert_eq!(
-            value(&after, "flo_http_request_duration_seconds_bucket", &inf),
-            Some(n)
-        );
+        assert_eq!(value(&after, "flo_http_request_duration_seconds_bucket", &inf), Some(n));
         assert!(value(&after, "flo_http_request_duration_seconds_sum", &labels).is_some_and(|v| v > 0.0));
     }
     assert_eq!(
-        value(&after, "flo_http_requests_total", &[("route", "kv_get"), ("code", "404")]),
+        value(
+            &after,
+            "flo_http_requests_total",
+            &[("route", "kv_get"), ("code", "404")]
+        ),
         Some(1.0),
         "the missing key"
     );
@@ -360,9 +361,7 @@ fn a_real_prometheus_scrapes_flo() {
         poll_until(SETTLE * 3, || (prom.query_one("flo_up") == Some(1.0)).then_some(())).is_some(),
         "flo_up through Prometheus"
     );
-    let keys = poll_until(SETTLE * 3, || {
-        prom.query_one("sum(flo_kv_keys)").filter(|&v| v == 4.0)
-    });
+    let keys = poll_until(SETTLE * 3, || prom.query_one("sum(flo_kv_keys)").filter(|&v| v == 4.0));
     assert_eq!(keys, Some(4.0), "sum(flo_kv_keys) through Prometheus");
     let puts = poll_until(SETTLE * 3, || {
         prom.query_one("sum(flo_http_requests_total{route=\"kv_put\",code=\"200\"})")

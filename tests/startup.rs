@@ -58,11 +58,7 @@ fn a_data_dir_under_a_regular_file_is_refused_with_its_reason() {
     let want = format!("{} is a file, not a directory", file.display());
     assert!(err.contains(&want), "stderr should say {want:?}: {err}");
     assert!(err.contains("data_dir"), "{err}");
-    assert_eq!(
-        std::fs::read(&file).expect("read"),
-        b"x",
-        "the file is left alone"
-    );
+    assert_eq!(std::fs::read(&file).expect("read"), b"x", "the file is left alone");
 }
 
 /// A mounted loop file system, unmounted on drop.

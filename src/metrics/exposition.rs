@@ -44,7 +44,10 @@ impl Exposition {
     pub fn family(&mut self, name: &str, help: &str, kind: Kind) {
         let fresh = self.seen.insert(name.to_string());
         debug_assert!(fresh, "metric family {name} written twice");
-        debug_assert!(kind != Kind::Counter || name.ends_with("_total"), "counter {name} needs _total");
+        debug_assert!(
+            kind != Kind::Counter || name.ends_with("_total"),
+            "counter {name} needs _total"
+        );
         let help = help.replace('\\', "\\\\").replace('\n', "\\n");
         let _ = writeln!(self.out, "# HELP {name} {help}\n# TYPE {name} {}", kind.as_str());
     }
@@ -64,7 +67,15 @@ impl Exposition {
 
     /// One histogram series of the current family: `cumulative[i]` observations were at most
     /// `bounds[i]`; `count` in all (the `+Inf` bucket), summing to `sum`.
-    pub fn histogram(&mut self, name: &str, labels: &[(&str, &str)], bounds: &[f64], cumulative: &[u64], count: u64, sum: f64) {
+    pub fn histogram(
+        &mut self,
+        name: &str,
+        labels: &[(&str, &str)],
+        bounds: &[f64],
+        cumulative: &[u64],
+        count: u64,
+        sum: f64,
+    ) {
         debug_assert_eq!(bounds.len(), cumulative.len());
         for (le, c) in bounds.iter().zip(cumulative) {
             let _ = write!(self.out, "{name}_bucket");
@@ -354,7 +365,10 @@ pub fn lint(text: &str) -> Result<(), String> {
             return Err(format!("{name}{labels:?}: no +Inf bucket"));
         };
         if h.count != Some(inf) {
-            return Err(format!("{name}{labels:?}: _count {:?} differs from +Inf {inf}", h.count));
+            return Err(format!(
+                "{name}{labels:?}: _count {:?} differs from +Inf {inf}",
+                h.count
+            ));
         }
         if !h.sum {
             return Err(format!("{name}{labels:?}: no _sum"));

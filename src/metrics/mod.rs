@@ -114,9 +114,7 @@ pub fn memory_bytes() -> (u64, u64) {
     let Ok(statm) = std::fs::read_to_string("/proc/self/statm") else {
         return (0, 0);
     };
-    let mut fields = statm
-        .split_whitespace()
-        .map(|s| s.parse::<u64>().unwrap_or(0));
+    let mut fields = statm.split_whitespace().map(|s| s.parse::<u64>().unwrap_or(0));
     let (size, resident) = (fields.next().unwrap_or(0), fields.next().unwrap_or(0));
     // SAFETY: sysconf has no preconditions.
     let page = u64::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) }).unwrap_or(4096);

@@ -19,7 +19,12 @@ pub fn render(node: &Node) -> String {
     let mut e = Exposition::new();
     process(&mut e, node);
     let healthy = node.phase.get() == crate::server::shutdown::Phase::Healthy;
-    e.single("flo_up", "1 while the server is healthy.", Kind::Gauge, u8::from(healthy));
+    e.single(
+        "flo_up",
+        "1 while the server is healthy.",
+        Kind::Gauge,
+        u8::from(healthy),
+    );
     e.family("flo_build_info", "Always 1; the version is in the label.", Kind::Gauge);
     e.sample("flo_build_info", &[("version", env!("CARGO_PKG_VERSION"))], 1);
     e.single("flo_shards", "Number of shards.", Kind::Gauge, node.shard_count());
@@ -120,12 +125,9 @@ fn shard_metrics(e: &mut Exposition, node: &Node) {
             Kind::Counter,
             |m| m.auth_failures_total.load(Relaxed),
         ),
-        (
-            "flo_overloaded_total",
-            "Requests answered 429.",
-            Kind::Counter,
-            |m| m.overloaded_total.load(Relaxed),
-        ),
+        ("flo_overloaded_total", "Requests answered 429.", Kind::Counter, |m| {
+            m.overloaded_total.load(Relaxed)
+        }),
         (
             "flo_forwarded_commands_total",
             "Commands sent to another shard.",
@@ -162,12 +164,9 @@ fn shard_metrics(e: &mut Exposition, node: &Node) {
             Kind::Gauge,
             |m| m.queue_messages.load(Relaxed),
         ),
-        (
-            "flo_stream_records",
-            "Stream records retained.",
-            Kind::Gauge,
-            |m| m.stream_records.load(Relaxed),
-        ),
+        ("flo_stream_records", "Stream records retained.", Kind::Gauge, |m| {
+            m.stream_records.load(Relaxed)
+        }),
         (
             "flo_ts_series",
             "Time series held (measurement + tags + field).",
@@ -376,8 +375,10 @@ mod tests {
     use std::time::Duration;
 
     fn node() -> Node {
-        let mut config = crate::config::Config::default();
-        config.shards = 2;
+        let config = crate::config::Config {
+            shards: 2,
+            ..Default::default()
+        };
         let resolved = crate::config::Resolved {
             bind: std::net::IpAddr::from([127, 0, 0, 1]),
             tokens: Vec::new(),
@@ -453,7 +454,10 @@ mod tests {
             Some(2.0)
         );
         assert_eq!(
-            find("flo_http_requests_total", &[("route", "queue_enqueue"), ("code", "429")]),
+            find(
+                "flo_http_requests_total",
+                &[("route", "queue_enqueue"), ("code", "429")]
+            ),
             Some(1.0)
         );
         assert_eq!(
@@ -461,14 +465,8 @@ mod tests {
             None,
             "pairs never seen are not shown"
         );
-        assert_eq!(
-            find("flo_queue_depth", &[("shard", "1"), ("state", "dlq")]),
-            Some(7.0)
-        );
-        assert_eq!(
-            find("flo_log_entries_per_fsync_sum", &[("shard", "0")]),
-            Some(5.0)
-        );
+        assert_eq!(find("flo_queue_depth", &[("shard", "1"), ("state", "dlq")]), Some(7.0));
+        assert_eq!(find("flo_log_entries_per_fsync_sum", &[("shard", "0")]), Some(5.0));
         assert_eq!(
             find("flo_log_entries_per_fsync_bucket", &[("shard", "0"), ("le", "4")]),
             Some(0.0)

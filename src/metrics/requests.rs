@@ -290,7 +290,10 @@ mod tests {
         assert_eq!(of("PUT", "/api/v1/kv/default/k"), "kv_put");
         assert_eq!(of("DELETE", "/api/v1/kv/default/k"), "kv_delete");
         assert_eq!(of("POST", "/api/v1/queue/default/jobs/enqueue"), "queue_enqueue");
-        assert_eq!(of("POST", "/api/v1/queue/default/jobs/dlq/requeue"), "queue_dlq_requeue");
+        assert_eq!(
+            of("POST", "/api/v1/queue/default/jobs/dlq/requeue"),
+            "queue_dlq_requeue"
+        );
         assert_eq!(of("POST", "/api/v1/stream/default/s/append"), "stream_append");
         assert_eq!(of("GET", "/api/v1/stream/default/s"), "stream_read");
         assert_eq!(of("POST", "/api/v1/stream/default/s/groups/g"), "stream_group_create");

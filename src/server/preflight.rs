@@ -369,9 +369,7 @@ pub fn fs_verdict(dir: &Path, fs_type: i64) -> Option<Finding> {
     let why = match fs_type {
         magic::EXT4 | magic::XFS | magic::BTRFS => return None,
         magic::TMPFS => "is on tmpfs: everything in it is lost at reboot (use ext4 or xfs)",
-        magic::OVERLAYFS => {
-            "is on overlayfs (a container's writable layer): mount a volume with ext4 or xfs for it"
-        }
+        magic::OVERLAYFS => "is on overlayfs (a container's writable layer): mount a volume with ext4 or xfs for it",
         magic::NFS | magic::SMB2 | magic::CIFS => {
             "is on a network file system: flock, fdatasync and preallocation there do not give the \
              guarantees the log relies on (use a local ext4 or xfs)"
@@ -530,7 +528,10 @@ mod tests {
         assert_eq!(nofile_verdict(Some((20_000, 20_000)), 10_000, 10_128), None);
         let (level, m) = msg(nofile_verdict(Some((1024, 4096)), 10_000, 10_128));
         assert_eq!(level, Level::Warning);
-        assert!(m.contains("1024") && m.contains("4096") && m.contains("max_connections = 10000"), "{m}");
+        assert!(
+            m.contains("1024") && m.contains("4096") && m.contains("max_connections = 10000"),
+            "{m}"
+        );
     }
 
     #[test]
@@ -539,7 +540,10 @@ mod tests {
         assert_eq!(space_verdict(dir, 1 << 30, 256 << 20, true, 2), None);
         let (level, m) = msg(space_verdict(dir, 100 << 20, 256 << 20, true, 2));
         assert_eq!(level, Level::Error);
-        assert!(m.contains("100.0 MiB free") && m.contains("needs 256.0 MiB") && m.contains("2 shards"), "{m}");
+        assert!(
+            m.contains("100.0 MiB free") && m.contains("needs 256.0 MiB") && m.contains("2 shards"),
+            "{m}"
+        );
         let (level, m) = msg(space_verdict(dir, 100 << 20, 256 << 20, false, 2));
         assert_eq!(level, Level::Warning);
         assert!(m.contains("507"), "{m}");
@@ -563,11 +567,22 @@ mod tests {
         let dir = file.join("data");
         let e = std::fs::create_dir_all(&dir).expect_err("under a file");
         let m = data_dir_message(&dir, "cannot create it", &e);
-        assert!(m.contains(&format!("{} is a file, not a directory", file.display())), "{m}");
+        assert!(
+            m.contains(&format!("{} is a file, not a directory", file.display())),
+            "{m}"
+        );
 
-        let m = data_dir_message(Path::new("/x"), "cannot create it", &io::Error::from_raw_os_error(libc::EACCES));
+        let m = data_dir_message(
+            Path::new("/x"),
+            "cannot create it",
+            &io::Error::from_raw_os_error(libc::EACCES),
+        );
         assert!(m.contains("permission denied") && m.contains("chown"), "{m}");
-        let m = data_dir_message(Path::new("/x"), "cannot write", &io::Error::from_raw_os_error(libc::EROFS));
+        let m = data_dir_message(
+            Path::new("/x"),
+            "cannot write",
+            &io::Error::from_raw_os_error(libc::EROFS),
+        );
         assert!(m.contains("read-only"), "{m}");
     }
 
@@ -577,7 +592,11 @@ mod tests {
         let dir = tmp.path().join("a/b/data");
         check_data_dir(&dir).expect("creatable and writable");
         assert!(dir.is_dir());
-        assert_eq!(std::fs::read_dir(&dir).expect("read").count(), 0, "the probe file is removed");
+        assert_eq!(
+            std::fs::read_dir(&dir).expect("read").count(),
+            0,
+            "the probe file is removed"
+        );
         let file = tmp.path().join("f");
         std::fs::write(&file, b"x").expect("write");
         let f = check_data_dir(&file.join("data")).expect_err("under a file");
@@ -596,6 +615,9 @@ mod tests {
         assert_eq!(errors_message(&[Finding::warning("w".into())]), None);
         assert_eq!(errors_message(&[e("a")]).as_deref(), Some("a"));
         let both = errors_message(&[e("a"), Finding::warning("w".into()), e("b")]).expect("errors");
-        assert!(both.starts_with("2 problems") && both.contains("  - a\n  - b"), "{both}");
+        assert!(
+            both.starts_with("2 problems") && both.contains("  - a\n  - b"),
+            "{both}"
+        );
     }
 }
