@@ -1,15 +1,19 @@
-//! The `flo` binary: `flo server start` runs the server; `flo bench` is the load tool.
+//! The `flo` binary: `flo server start` runs the server; `flo bench` is the load tool;
+//! `flo kv|queue|stream|ts|ns|cluster|status` are the client (`cli`).
 //!
 //! Exit codes: 0 success, 1 the server failed at run time (port taken, data directory locked,
-//! io_uring unavailable), 2 bad command line or configuration.
+//! io_uring unavailable), 2 bad command line or configuration. The client's: 0 success,
+//! 1 the server answered with an error, 2 bad usage, 3 the server could not be reached.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Args, Parser, Subcommand};
+use clap::parser::ValueSource;
+use clap::{Args, CommandFactory as _, FromArgMatches as _, Parser, Subcommand};
 use flo::config::{Config, Durability, LogFormat, Overrides, DEFAULT_TOML};
 
 mod bench;
+mod cli;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -18,6 +22,8 @@ mod bench;
     about = "Flo: versioned KV, queues, streams and time series over HTTP/1.1"
 )]
 struct Cli {
+    #[command(flatten)]
+    client: cli::TopOpts,
     #[command(subcommand)]
     command: Cmd,
 }
@@ -31,6 +37,20 @@ enum Cmd {
     Bench(bench::BenchArgs),
     /// Drives the log writer in-process (group commit, fdatasync) and measures it.
     BenchLog(bench::log::LogBenchArgs),
+    /// Client: the key-value store.
+    Kv(cli::kv::KvArgs),
+    /// Client: priority work queues.
+    Queue(cli::queue::QueueArgs),
+    /// Client: append-only streams and consumer groups.
+    Stream(cli::stream::StreamArgs),
+    /// Client: time series (line protocol writes, FloQL queries).
+    Ts(cli::ts::TsArgs),
+    /// Client: namespaces.
+    Ns(cli::admin::NsArgs),
+    /// Client: cluster status and partitions.
+    Cluster(cli::admin::ClusterArgs),
+    /// Client: the server's status.
+    Status(cli::admin::StatusArgs),
 }
 
 #[derive(Subcommand, Debug)]
@@ -89,11 +109,52 @@ enum DurabilityArg {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let matches = Cli::command().get_matches();
+    let cli = match Cli::from_arg_matches(&matches) {
+        Ok(cli) => cli,
+        Err(e) => e.exit(),
+    };
+    let top = cli.client;
+    let client = |opts: &cli::ClientOpts| cli::Ctx::new(opts, &top);
     match cli.command {
+        Cmd::Server(_) | Cmd::Bench(_) | Cmd::BenchLog(_)
+            if ["host", "namespace", "token", "format"]
+                .iter()
+                .any(|id| matches.value_source(id) == Some(ValueSource::CommandLine)) =>
+        {
+            config_error("--host, --namespace, --token and --format before the command are for the client commands (kv, queue, stream, ts, ns, cluster, status)")
+        }
         Cmd::Server(ServerCmd::Start(args)) => start(args),
         Cmd::Bench(args) => bench::run(args),
         Cmd::BenchLog(args) => bench::log::run(args),
+        Cmd::Kv(a) => {
+            let ctx = client(&a.opts);
+            cli::finish(&ctx, cli::kv::run(&ctx, a.cmd))
+        }
+        Cmd::Queue(a) => {
+            let ctx = client(&a.opts);
+            cli::finish(&ctx, cli::queue::run(&ctx, a.cmd))
+        }
+        Cmd::Stream(a) => {
+            let ctx = client(&a.opts);
+            cli::finish(&ctx, cli::stream::run(&ctx, a.cmd))
+        }
+        Cmd::Ts(a) => {
+            let ctx = client(&a.opts);
+            cli::finish(&ctx, cli::ts::run(&ctx, a.cmd))
+        }
+        Cmd::Ns(a) => {
+            let ctx = client(&a.opts);
+            cli::finish(&ctx, cli::admin::ns(&ctx, a.cmd))
+        }
+        Cmd::Cluster(a) => {
+            let ctx = client(&a.opts);
+            cli::finish(&ctx, cli::admin::cluster(&ctx, a.cmd))
+        }
+        Cmd::Status(a) => {
+            let ctx = client(&a.opts);
+            cli::finish(&ctx, cli::admin::status(&ctx))
+        }
     }
 }
 

@@ -6,6 +6,7 @@
 //! id, and answered 500, and the shard keeps serving.
 
 pub mod cluster;
+pub mod dashboard;
 pub mod error;
 pub mod kv;
 pub mod namespaces;
@@ -48,7 +49,9 @@ impl Api {
         let access = self.authenticate(req)?;
         let route = router::route(req.method, req.path, req.query)?;
         *label = RouteLabel::of(route.endpoint, req.method);
-        self.shard.node.metrics[self.shard.id].ops_total.fetch_add(1, Relaxed);
+        if route.endpoint != Endpoint::Dashboard {
+            self.shard.node.metrics[self.shard.id].ops_total.fetch_add(1, Relaxed);
+        }
         check_scope(&access, &route)?;
         let shard = &self.shard;
         let needs_data = matches!(
@@ -70,6 +73,7 @@ impl Api {
             ));
         }
         match route.endpoint {
+            Endpoint::Dashboard => Ok(dashboard::page()),
             Endpoint::Health => Ok(server_info::health(shard)),
             Endpoint::Status => Ok(server_info::status(shard)),
             Endpoint::Metrics => Ok(server_info::metrics(shard)),

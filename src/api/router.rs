@@ -14,6 +14,8 @@ use super::path;
 /// What a request is for, once routed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Endpoint {
+    /// `/`: the web dashboard's page (public; it holds no data).
+    Dashboard,
     Health,
     Status,
     Metrics,
@@ -106,6 +108,7 @@ pub fn route<'a>(method: &str, raw_path: &'a str, query: &'a str) -> Result<Rout
     let none: Names = [(None, ""), (None, "")];
     let (allow, endpoint, ns_seg, names, key_seg): (&'static str, Endpoint, Option<&str>, Names, Option<&str>) =
         match segs {
+            [""] => (GET, Endpoint::Dashboard, None, none, None),
             ["health"] => (GET, Endpoint::Health, None, none, None),
             ["api", "v1", "status"] => (GET, Endpoint::Status, None, none, None),
             ["api", "v1", "metrics"] => (GET, Endpoint::Metrics, None, none, None),
@@ -285,6 +288,7 @@ mod tests {
     #[test]
     fn every_contract_path_is_routed() {
         for (m, p) in [
+            ("GET", "/"),
             ("GET", "/health"),
             ("GET", "/api/v1/status"),
             ("GET", "/api/v1/metrics"),
@@ -329,6 +333,19 @@ mod tests {
         }
         assert!(route("POST", "/write", "db=x").is_ok());
         assert!(route("POST", "/api/v2/write", "bucket=x&org=o").is_ok());
+    }
+
+    #[test]
+    fn the_dashboard_is_at_the_root_and_public() {
+        for m in ["GET", "HEAD"] {
+            let r = route(m, "/", "").unwrap();
+            assert_eq!((r.endpoint, r.write, r.namespace), (Endpoint::Dashboard, false, None));
+        }
+        assert_eq!(status_of("POST", "/"), 405);
+        assert_eq!(status_of("OPTIONS", "/"), 200);
+        assert_eq!(status_of("GET", "//"), 404);
+        assert_eq!(status_of("GET", "/index.html"), 404);
+        assert!(!is_protected("/"));
     }
 
     #[test]

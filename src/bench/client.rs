@@ -380,6 +380,18 @@ impl ResponseReader {
         self.buf.extend_from_slice(bytes);
     }
 
+    /// Reads once from a blocking reader (the command-line client's socket)
+    /// into the free part of the buffer. `Ok(0)` means the peer closed the
+    /// connection.
+    pub fn read_from_blocking(&mut self, stream: &mut impl std::io::Read) -> std::io::Result<usize> {
+        let filled = self.buf.len();
+        let capacity = self.buf.capacity();
+        self.buf.resize(capacity, 0);
+        let result = stream.read(&mut self.buf[filled..]);
+        self.buf.truncate(filled + *result.as_ref().unwrap_or(&0));
+        result
+    }
+
     /// Reads once from `stream` into the free part of the buffer. `Ok(0)`
     /// means the peer closed the connection.
     async fn read_from(&mut self, stream: &mut TcpStream) -> std::io::Result<usize> {

@@ -5,9 +5,10 @@
 //! `--threads`, each with its own io_uring runtime and its share of the
 //! connections), the live progress line on a terminal, and the exit code.
 //! Submodules: `workload` builds requests, `client` drives connections and
-//! parses responses, `report` aggregates measurements and prints the report.
+//! parses responses (its response framing also serves the command-line
+//! client in `cli`), `report` aggregates measurements and prints the report.
 
-mod client;
+pub(crate) mod client;
 pub mod log;
 mod report;
 mod workload;

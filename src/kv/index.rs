@@ -6,6 +6,10 @@
 //! allocation or pointer of its own. Leaves are found through a `BTreeMap` from a separator (the
 //! smallest key the leaf may hold) to the leaf, which costs a few bytes per key at most.
 //!
+//! Leaves are shared by reference count: [`Index::share`] makes a copy in time proportional to
+//! the number of leaves, and whichever copy changes a shared leaf afterwards copies that leaf
+//! first (copy on write). A snapshot encodes such a copy bit by bit while the shard goes on.
+//!
 //! Invariants: the first leaf's separator is empty and it always exists; every key of a leaf is
 //! ≥ its separator and < the next leaf's separator; records in a leaf are strictly increasing by
 //! key; a leaf other than the first is never empty; a leaf's dead key bytes (`garbage`) never
@@ -13,6 +17,7 @@
 
 use std::collections::BTreeMap;
 use std::ops::Bound;
+use std::rc::Rc;
 
 /// Records per leaf at most. A split of a leaf filled at its end keeps it full (keys written in
 /// order pack leaves completely); other splits halve it.
@@ -50,6 +55,7 @@ pub trait Keyed: Copy {
     fn set_key_ref(&mut self, r: KeyRef);
 }
 
+#[derive(Clone)]
 struct Leaf<T> {
     items: Vec<T>,
     keys: Vec<u8>,
@@ -137,7 +143,7 @@ impl<T: Keyed> Leaf<T> {
     }
 
     /// Appends every record of `other` (all of whose keys are greater).
-    fn absorb(&mut self, other: Leaf<T>) {
+    fn absorb(&mut self, other: &Leaf<T>) {
         debug_assert!(self.items.len() + other.items.len() <= LEAF_CAP);
         self.items.reserve_exact(other.items.len());
         for i in 0..other.items.len() {
@@ -154,19 +160,28 @@ impl<T: Keyed> Leaf<T> {
 
 /// The ordered map.
 pub struct Index<T> {
-    leaves: BTreeMap<Box<[u8]>, Leaf<T>>,
+    leaves: BTreeMap<Box<[u8]>, Rc<Leaf<T>>>,
     len: usize,
 }
 
 impl<T: Keyed> Default for Index<T> {
     fn default() -> Self {
         let mut leaves = BTreeMap::new();
-        leaves.insert(Box::<[u8]>::default(), Leaf::new());
+        leaves.insert(Box::<[u8]>::default(), Rc::new(Leaf::new()));
         Index { leaves, len: 0 }
     }
 }
 
 impl<T: Keyed> Index<T> {
+    /// A copy that shares every leaf with this index: it costs the separators, not the
+    /// records, and either side copies a leaf before its first change to it.
+    pub fn share(&self) -> Index<T> {
+        Index {
+            leaves: self.leaves.clone(),
+            len: self.len,
+        }
+    }
+
     pub fn len(&self) -> usize {
         self.len
     }
@@ -185,12 +200,13 @@ impl<T: Keyed> Index<T> {
     }
 }
 
-fn leaf_mut<'a, T>(leaves: &'a mut BTreeMap<Box<[u8]>, Leaf<T>>, key: &[u8]) -> (&'a [u8], &'a mut Leaf<T>) {
+/// The leaf covering `key`, to change: copied first if another index shares it.
+fn leaf_mut<'a, T: Keyed>(leaves: &'a mut BTreeMap<Box<[u8]>, Rc<Leaf<T>>>, key: &[u8]) -> (&'a [u8], &'a mut Leaf<T>) {
     let (sep, leaf) = leaves
         .range_mut::<[u8], _>((Bound::Unbounded, Bound::Included(key)))
         .next_back()
         .expect("the first leaf covers every key");
-    (sep, leaf)
+    (sep, Rc::make_mut(leaf))
 }
 
 impl<T: Keyed> Index<T> {
@@ -201,6 +217,8 @@ impl<T: Keyed> Index<T> {
 
     /// The record of `key`, to change in place (its key reference must stay as it is).
     pub fn get_mut(&mut self, key: &[u8]) -> Option<&mut T> {
+        // Look before copying a shared leaf for a key it does not hold.
+        self.get(key)?;
         let (_, leaf) = leaf_mut(&mut self.leaves, key);
         match leaf.find(key) {
             Ok(i) => Some(&mut leaf.items[i]),
@@ -240,7 +258,7 @@ impl<T: Keyed> Index<T> {
             }
             (Box::from(right.key(0)), right)
         };
-        self.leaves.insert(sep, right);
+        self.leaves.insert(sep, Rc::new(right));
         None
     }
 
@@ -253,6 +271,7 @@ impl<T: Keyed> Index<T> {
             .iter_mut()
             .next_back()
             .expect("the first leaf always exists");
+        let leaf = Rc::make_mut(leaf);
         if leaf
             .items
             .last()
@@ -271,13 +290,14 @@ impl<T: Keyed> Index<T> {
         } else {
             let mut right = Leaf::new();
             right.insert(0, key, rec);
-            self.leaves.insert(Box::from(key), right);
+            self.leaves.insert(Box::from(key), Rc::new(right));
         }
         true
     }
 
     /// Removes a key; returns its record.
     pub fn remove(&mut self, key: &[u8]) -> Option<T> {
+        self.get(key)?;
         let (sep, leaf) = leaf_mut(&mut self.leaves, key);
         let i = leaf.find(key).ok()?;
         let rec = leaf.remove(i);
@@ -306,7 +326,7 @@ impl<T: Keyed> Index<T> {
             if len + next_len <= LEAF_CAP * 3 / 4 {
                 if let Some(right) = self.leaves.remove(&next_sep) {
                     if let Some(leaf) = self.leaves.get_mut(&sep) {
-                        leaf.absorb(right);
+                        Rc::make_mut(leaf).absorb(&right);
                     }
                 }
             }
@@ -335,17 +355,19 @@ impl<T: Keyed> Index<T> {
     /// Heap bytes the index holds: leaf records and key buffers at their capacity, separators,
     /// and the separator map's entries (counted at the size of its nodes' slots, half full).
     pub fn heap_bytes(&self) -> usize {
-        let per_map_entry = 2 * (std::mem::size_of::<Box<[u8]>>() + std::mem::size_of::<Leaf<T>>());
+        let per_map_entry = 2 * (std::mem::size_of::<Box<[u8]>>() + std::mem::size_of::<Rc<Leaf<T>>>());
+        // A leaf's own allocation: its vectors' headers and the two reference counts.
+        let per_leaf = std::mem::size_of::<Leaf<T>>() + 2 * std::mem::size_of::<usize>();
         self.leaves
             .iter()
-            .map(|(sep, leaf)| leaf.heap_bytes() + sep.len() + per_map_entry)
+            .map(|(sep, leaf)| leaf.heap_bytes() + sep.len() + per_map_entry + per_leaf)
             .sum()
     }
 }
 
 /// The iterator of [`Index::range_from`].
 pub struct Range<'a, T> {
-    rest: std::collections::btree_map::Range<'a, Box<[u8]>, Leaf<T>>,
+    rest: std::collections::btree_map::Range<'a, Box<[u8]>, Rc<Leaf<T>>>,
     leaf: &'a Leaf<T>,
     idx: usize,
 }
@@ -355,7 +377,7 @@ impl<'a, T: Keyed> Iterator for Range<'a, T> {
 
     fn next(&mut self) -> Option<Self::Item> {
         while self.idx >= self.leaf.items.len() {
-            self.leaf = self.rest.next()?.1;
+            self.leaf = self.rest.next()?.1.as_ref();
             self.idx = 0;
         }
         let i = self.idx;
@@ -415,6 +437,57 @@ mod tests {
             assert!(leaf.garbage <= leaf.keys.len() - leaf.garbage + REPACK_SLACK + KEY_MAX);
         }
         assert_eq!(n, ix.len());
+    }
+
+    #[test]
+    fn a_shared_copy_keeps_its_contents_while_either_side_changes() {
+        let mut rng = SplitMix64(11);
+        let mut ix = Index::<Rec>::default();
+        let mut model = BTreeMap::<Vec<u8>, u64>::new();
+        type Model = BTreeMap<Vec<u8>, u64>;
+        let mut copies: Vec<(Index<Rec>, Model)> = Vec::new();
+        for step in 0..40_000u64 {
+            let key = format!("k{:05}", rng.next_u64() % 2000).into_bytes();
+            match rng.next_u64() % 10 {
+                0..=5 => assert_eq!(ix.insert(&key, rec(step)).map(|r| r.v), model.insert(key, step)),
+                6..=7 => assert_eq!(ix.remove(&key).map(|r| r.v), model.remove(&key)),
+                8 => {
+                    if let Some(r) = ix.get_mut(&key) {
+                        r.v = step;
+                        model.insert(key, step);
+                    }
+                }
+                _ => {
+                    if step % 97 == 0 {
+                        copies.push((ix.share(), model.clone()));
+                    }
+                }
+            }
+            // A copy changed on its own side too: the original must not see it.
+            if step % 1000 == 999 {
+                if let Some((c, m)) = copies.last_mut() {
+                    c.insert(b"zz-copy-only", rec(step));
+                    m.insert(b"zz-copy-only".to_vec(), step);
+                    c.remove(b"k00001");
+                    m.remove(&b"k00001"[..]);
+                }
+            }
+        }
+        let all = |ix: &Index<Rec>| -> Vec<(Vec<u8>, u64)> {
+            ix.range_from(Bound::Unbounded)
+                .map(|(k, r)| (k.to_vec(), r.v))
+                .collect()
+        };
+        let want =
+            |m: &BTreeMap<Vec<u8>, u64>| -> Vec<(Vec<u8>, u64)> { m.iter().map(|(k, v)| (k.clone(), *v)).collect() };
+        assert!(copies.len() > 10);
+        for (c, m) in &copies {
+            check_invariants(c);
+            assert_eq!(all(c), want(m));
+        }
+        check_invariants(&ix);
+        assert_eq!(all(&ix), want(&model));
+        assert!(!model.contains_key(&b"zz-copy-only"[..]));
     }
 
     #[test]

@@ -7,4 +7,4 @@ pub mod index;
 pub mod store;
 pub mod watch;
 
-pub use store::{Cond, KvStore, Refused, Slot, Value};
+pub use store::{Cond, KvSnapshot, KvStore, Refused, Slot, Value};

@@ -17,7 +17,7 @@ use std::ops::Bound;
 use std::rc::Rc;
 
 mod snapshot;
-pub use snapshot::{decode_segment_table, encode_segment_table};
+pub use snapshot::{decode_segment_table, encode_segment_table, KvSnapshot};
 
 use super::entry::{decode_delete, decode_put, delete_entry_bytes, put_entry_bytes, ENTRY_KV_DELETE, ENTRY_KV_PUT};
 use super::index::{Index, KeyRef, Keyed};

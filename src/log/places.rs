@@ -9,7 +9,7 @@ use super::Position;
 
 /// The segments a state machine's entries were settled in, by ordinal, and the bytes of its
 /// entries in each that nothing needs any more.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct SegmentTable {
     pub first_lsn: Vec<u64>,
     pub dead: Vec<u64>,

@@ -35,6 +35,7 @@ macro_rules! routes {
 
 routes! {
     Unrouted => "unrouted",
+    Dashboard => "dashboard",
     Health => "health",
     Status => "status",
     MetricsJson => "metrics_json",
@@ -84,6 +85,7 @@ impl Route {
     /// The route of a routed request.
     pub fn of(endpoint: Endpoint, method: &str) -> Route {
         match endpoint {
+            Endpoint::Dashboard => Route::Dashboard,
             Endpoint::Health => Route::Health,
             Endpoint::Status => Route::Status,
             Endpoint::Metrics => Route::MetricsJson,
@@ -301,6 +303,7 @@ mod tests {
         assert_eq!(of("POST", "/api/v1/ts/default/write"), "ts_write");
         assert_eq!(of("POST", "/api/v1/ts/default/query"), "ts_query");
         assert_eq!(of("GET", "/health"), "health");
+        assert_eq!(of("GET", "/"), "dashboard");
     }
 
     #[test]

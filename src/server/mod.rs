@@ -5,8 +5,8 @@
 //! Start-up order: check the machine ([`preflight`]: io_uring, limits, the data directory's
 //! file system and free space), lock the data directory, check the ports are free, start every
 //! shard (each binds its SO_REUSEPORT listener and reports back), then move the phase from
-//! `Starting` to `Healthy` once recovery is done. A shard that cannot start stops the whole process with a
-//! message saying why.
+//! `Starting` to `Healthy` once recovery is done (and tell systemd, [`notify`]). A shard that
+//! cannot start stops the whole process with a message saying why.
 
 pub mod inbox;
 pub mod notify;

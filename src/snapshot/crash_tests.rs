@@ -43,7 +43,7 @@ use std::time::{Duration, Instant};
 use super::codec::Enc;
 use super::compact::{self, PassStats};
 use super::file;
-use super::shard::{self as snap, section, Ctx, Machines, SnapshotCell};
+use super::shard::{self as snap, section, Captured, Ctx, Machines, SnapshotCell};
 use crate::config::Durability;
 use crate::kv::entry::{decode_put, encode_delete, encode_put, ENTRY_KV_DELETE, ENTRY_KV_PUT};
 use crate::kv::{Cond, KvStore, Value};
@@ -104,24 +104,20 @@ fn queue_config() -> crate::queue::state::QueueConfig {
 }
 
 impl Machines for State {
-    fn encode(&self) -> Vec<Enc> {
-        let mut out = Vec::new();
-        let mut e = Enc::new();
-        self.namespaces.borrow().snapshot(&mut e);
-        out.push(e);
-        let mut e = Enc::new();
-        self.kv.borrow().snapshot(&mut e);
-        out.push(e);
-        let mut e = Enc::new();
-        crate::queue::state::QueueStore::new(queue_config()).snapshot(&mut e);
-        out.push(e);
-        let mut e = Enc::new();
-        crate::stream::state::StreamStore::default().snapshot(&mut e);
-        out.push(e);
-        let mut e = Enc::new();
-        crate::ts::series::SeriesStore::default().snapshot(&mut e);
-        out.push(e);
-        out
+    fn capture(&self) -> Vec<Captured> {
+        let encoded = |f: &dyn Fn(&mut Enc)| {
+            let mut e = Enc::new();
+            f(&mut e);
+            Captured::Encoded(e)
+        };
+        vec![
+            encoded(&|e| self.namespaces.borrow().snapshot(e)),
+            // Frozen and encoded in steps while the writers go on, as the server does.
+            Captured::Kv(Box::new(self.kv.borrow().freeze())),
+            encoded(&|e| crate::queue::state::QueueStore::new(queue_config()).snapshot(e)),
+            encoded(&|e| crate::stream::state::StreamStore::default().snapshot(e)),
+            encoded(&|e| crate::ts::series::SeriesStore::default().snapshot(e)),
+        ]
     }
 
     fn restore(&self, p: &file::Parsed<'_>) -> Result<(), String> {

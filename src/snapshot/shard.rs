@@ -34,9 +34,10 @@ use crate::server::shard::Shard;
 /// The state machines of a shard, as snapshots and compaction see them. Every method runs on
 /// the shard's thread without yielding.
 pub trait Machines {
-    /// Encodes every section body after the segments section, in [`SECTIONS`] order (one
-    /// [`Enc`] per section: namespaces, KV, queues, streams, time series).
-    fn encode(&self) -> Vec<Enc>;
+    /// Captures every section body after the segments section, in [`SECTIONS`] order
+    /// (namespaces, KV, queues, streams, time series): encoded at once, or frozen to be encoded
+    /// step by step afterwards.
+    fn capture(&self) -> Vec<Captured>;
     /// Restores the state from a parsed, checked file (every section): replaces the state only
     /// if every section decodes, and leaves it as it was otherwise.
     fn restore(&self, p: &file::Parsed<'_>) -> Result<(), String>;
@@ -73,6 +74,57 @@ pub fn ctx(shard: &Shard) -> Result<Ctx<'_, crate::log::io::RealFs, Shard>, Stri
     })
 }
 
+/// A section as [`Machines::capture`] took it.
+pub enum Captured {
+    /// Encoded already.
+    Encoded(Enc),
+    /// The KV store frozen (copy on write): encoded [`KV_STEP`] records at a time, letting the
+    /// shard run in between.
+    Kv(Box<crate::kv::KvSnapshot>),
+}
+
+/// KV records encoded per step of a snapshot (about a millisecond's work). Unit tests take
+/// small steps, so the crash tests' writers change the store between them.
+pub const KV_STEP: usize = if cfg!(test) { 5 } else { 32 * 1024 };
+
+impl Captured {
+    /// Encodes what is left, yielding to the shard's other tasks between steps; returns the
+    /// section and the longest step.
+    async fn finish(self) -> (Enc, Duration) {
+        match self {
+            Captured::Encoded(e) => (e, Duration::ZERO),
+            Captured::Kv(mut kv) => {
+                let mut e = Enc::new();
+                let mut longest = Duration::ZERO;
+                loop {
+                    let step = Instant::now();
+                    let done = kv.encode_some(&mut e, KV_STEP);
+                    longest = longest.max(step.elapsed());
+                    if done {
+                        return (e, longest);
+                    }
+                    yield_now().await;
+                }
+            }
+        }
+    }
+}
+
+/// Lets the shard's other tasks (and its I/O completions) run before going on.
+async fn yield_now() {
+    let mut yielded = false;
+    std::future::poll_fn(|cx| {
+        if yielded {
+            std::task::Poll::Ready(())
+        } else {
+            yielded = true;
+            cx.waker().wake_by_ref();
+            std::task::Poll::Pending
+        }
+    })
+    .await
+}
+
 /// Snapshot files kept per shard: the newest, and the one before it to fall back on.
 pub const KEEP: usize = 2;
 
@@ -83,6 +135,8 @@ pub struct Snapshots {
     pub taking: bool,
     /// The log's `bytes_total` when the last snapshot was taken.
     pub bytes_at_last: u64,
+    /// The size of the last snapshot file taken (0: none yet).
+    pub last_size: u64,
     /// The snapshots on disk, oldest first: (LSN, segments their places point at with the
     /// live bytes there — `None` for an older snapshot found at start and not read).
     pub kept: Vec<(u64, Option<BTreeMap<u64, u64>>)>,
@@ -123,15 +177,22 @@ pub async fn take_now<F: Fs, M: Machines>(ctx: &Ctx<'_, F, M>) -> Result<Option<
         return Ok(None);
     }
     let bytes_total = metrics.bytes_total.get();
-    // One step, no yield: the state after exactly the entries up to `lsn`.
-    let encs = ctx.machines.encode();
-    let pause = started.elapsed();
-    if encs.len() != SECTIONS.len() - 1 {
+    // One step, no yield: the state after exactly the entries up to `lsn` (the KV store frozen,
+    // to be encoded step by step while the shard goes on).
+    let captured = ctx.machines.capture();
+    let mut pause = started.elapsed();
+    if captured.len() != SECTIONS.len() - 1 {
         return Err(format!(
-            "{} sections encoded, {} expected",
-            encs.len(),
+            "{} sections captured, {} expected",
+            captured.len(),
             SECTIONS.len() - 1
         ));
+    }
+    let mut encs = Vec::with_capacity(captured.len());
+    for c in captured {
+        let (e, longest) = c.finish().await;
+        pause = pause.max(longest);
+        encs.push(e);
     }
 
     log.wait_durable(lsn).await.map_err(|e| e.to_string())?;
@@ -170,6 +231,7 @@ pub async fn take_now<F: Fs, M: Machines>(ctx: &Ctx<'_, F, M>) -> Result<Option<
     let mut kept = {
         let mut s = ctx.snapshots.borrow_mut();
         s.bytes_at_last = bytes_total;
+        s.last_size = size;
         s.kept.retain(|(l, _)| *l != lsn);
         s.kept.push((lsn, Some(live)));
         std::mem::take(&mut s.kept)
@@ -236,24 +298,19 @@ pub fn section<T>(
 }
 
 impl Machines for Shard {
-    fn encode(&self) -> Vec<Enc> {
-        let mut encs: Vec<Enc> = Vec::with_capacity(SECTIONS.len() - 1);
-        let mut e = Enc::new();
-        self.namespaces.borrow().snapshot(&mut e);
-        encs.push(e);
-        let mut e = Enc::new();
-        self.kv.borrow().snapshot(&mut e);
-        encs.push(e);
-        let mut e = Enc::new();
-        self.queues.borrow().snapshot(&mut e);
-        encs.push(e);
-        let mut e = Enc::new();
-        self.streams.borrow().snapshot(&mut e);
-        encs.push(e);
-        let mut e = Enc::new();
-        self.ts.borrow().snapshot(&mut e);
-        encs.push(e);
-        encs
+    fn capture(&self) -> Vec<Captured> {
+        let encoded = |f: &dyn Fn(&mut Enc)| {
+            let mut e = Enc::new();
+            f(&mut e);
+            Captured::Encoded(e)
+        };
+        vec![
+            encoded(&|e| self.namespaces.borrow().snapshot(e)),
+            Captured::Kv(Box::new(self.kv.borrow().freeze())),
+            encoded(&|e| self.queues.borrow().snapshot(e)),
+            encoded(&|e| self.streams.borrow().snapshot(e)),
+            encoded(&|e| self.ts.borrow().snapshot(e)),
+        ]
     }
 
     fn restore(&self, p: &file::Parsed<'_>) -> Result<(), String> {
@@ -434,7 +491,8 @@ pub async fn load_from<F: Fs, M: Machines>(
 }
 
 /// Whether compaction has work that waits for snapshots: segments copied out and waiting to
-/// be deleted, or sealed segments under the live share that the newest snapshot covers.
+/// be deleted, sealed segments under the live share that the newest snapshot covers, or sealed
+/// segments while fewer than [`KEEP`] snapshots exist (nothing can be freed before they do).
 pub fn compaction_waiting<F: Fs, M: Machines>(ctx: &Ctx<'_, F, M>) -> bool {
     let percent = ctx.compact_live_percent;
     let s = ctx.snapshots.borrow();
@@ -443,6 +501,9 @@ pub fn compaction_waiting<F: Fs, M: Machines>(ctx: &Ctx<'_, F, M>) -> bool {
     }
     if !s.moved.is_empty() {
         return true;
+    }
+    if s.kept.len() < KEEP {
+        return !ctx.log.sealed_segments().is_empty();
     }
     let Some((_, Some(live))) = s.kept.last() else {
         return false;
@@ -471,8 +532,29 @@ pub async fn remove_after<F: Fs>(fs: &F, dir: &Path, lsn: u64) -> Result<(), Str
         .map_err(|e| format!("cannot sync {}: {e}", dir.display()))
 }
 
-/// Takes a snapshot whenever `log.snapshot_bytes` of log were written since the last one — or
-/// a segment's worth, while compaction waits for snapshots — then runs a compaction pass.
+/// Smallest log written between two snapshots taken for compaction.
+const MIN_COMPACTION_INTERVAL: u64 = 1 << 20;
+/// While compaction waits, a snapshot is due after this many times its predecessor's size of
+/// log, so snapshot files stay at most a quarter of what the log writes.
+const SNAPSHOT_AMORTIZATION: u64 = 4;
+
+/// Whether a snapshot is due, `since` log bytes after the last one (of `last_size` bytes):
+/// after `every` bytes (0: never, only at shutdown); while compaction `waiting`, sooner — after
+/// four times the last snapshot's size (at least 1 MiB), but at most a `segment`'s worth.
+pub fn due(since: u64, every: u64, segment: u64, last_size: u64, waiting: bool) -> bool {
+    if every == 0 {
+        return false;
+    }
+    if since >= every {
+        return true;
+    }
+    let soon = last_size
+        .saturating_mul(SNAPSHOT_AMORTIZATION)
+        .clamp(MIN_COMPACTION_INTERVAL, segment.max(MIN_COMPACTION_INTERVAL));
+    since >= soon && waiting
+}
+
+/// Takes a snapshot when one is [`due`], then runs a compaction pass.
 pub async fn timer(shard: Rc<Shard>) {
     let every = shard.node.config.log.snapshot_bytes;
     let segment = shard.node.config.log.segment_bytes;
@@ -489,12 +571,15 @@ pub async fn timer(shard: Rc<Shard>) {
             // Try again for the next segment: space may have been freed.
             let _ = log.make_spare().await;
         }
-        if every == 0 {
-            continue;
-        }
         let written = ctx.metrics.bytes_total.get();
-        let since = written.saturating_sub(shard.snapshots.borrow().bytes_at_last);
-        if since < every && !(since >= segment && compaction_waiting(&ctx)) {
+        let (since, last_size) = {
+            let s = shard.snapshots.borrow();
+            (written.saturating_sub(s.bytes_at_last), s.last_size)
+        };
+        // `compaction_waiting` walks the sealed segments: asked only when it can matter.
+        if !due(since, every, segment, last_size, true)
+            || !due(since, every, segment, last_size, compaction_waiting(&ctx))
+        {
             continue;
         }
         if shard.snapshots.borrow().taking {
@@ -532,3 +617,30 @@ pub async fn at_shutdown(shard: &Rc<Shard>) {
 
 /// Shared, per shard.
 pub type SnapshotCell = RefCell<Snapshots>;
+
+#[cfg(test)]
+mod tests {
+    use super::due;
+
+    const MIB: u64 = 1 << 20;
+
+    #[test]
+    fn snapshots_are_due_by_bytes_and_sooner_while_compaction_waits() {
+        // Off: never, however much was written.
+        assert!(!due(u64::MAX, 0, 64 * MIB, 0, true));
+        // The configured interval, waiting or not.
+        assert!(due(256 * MIB, 256 * MIB, 64 * MIB, 0, false));
+        assert!(!due(256 * MIB - 1, 256 * MIB, 64 * MIB, 10 * MIB, false));
+        // Waiting: four times the last snapshot's size...
+        assert!(!due(4 * MIB - 1, 256 * MIB, 64 * MIB, MIB, true));
+        assert!(due(4 * MIB, 256 * MIB, 64 * MIB, MIB, true));
+        // ...at least 1 MiB (tiny or no snapshot yet)...
+        assert!(!due(MIB - 1, 256 * MIB, 64 * MIB, 0, true));
+        assert!(due(MIB, 256 * MIB, 64 * MIB, 100, true));
+        // ...and at most a segment's worth (a big state).
+        assert!(due(64 * MIB, 256 * MIB, 64 * MIB, 100 * MIB, true));
+        assert!(!due(64 * MIB - 1, 256 * MIB, 64 * MIB, 100 * MIB, true));
+        // Segments smaller than the minimum: the minimum.
+        assert!(!due(MIB / 2, 256 * MIB, MIB / 4, 0, true));
+    }
+}

@@ -8,7 +8,7 @@
 //! record never points at a placeholder. Values themselves stay in the log: only places are here.
 
 use super::{KvStore, Meta, Space, EXPIRY_MASK, PENDING, TOMBSTONE};
-use crate::kv::index::KeyRef;
+use crate::kv::index::{Index, KeyRef};
 use crate::log::places::SegmentTable;
 use crate::log::Position;
 use crate::snapshot::codec::{Dec, Enc};
@@ -21,57 +21,134 @@ const KIND_TOMBSTONE: u8 = 1;
 /// Smallest encoded record: key length, version, expiry, kind, place.
 const MIN_RECORD_BYTES: usize = 4 + 8 + 8 + 1 + 16;
 
+/// A store's state frozen for a snapshot: every namespace's index shared with the live store
+/// (copy on write, `kv/index.rs`) and a copy of the segment table, so the section is encoded a
+/// step at a time ([`KvSnapshot::encode_some`]) while the shard goes on changing the store.
+pub struct KvSnapshot {
+    /// (name, floor, index), by name.
+    spaces: Vec<(Box<str>, u64, Index<Meta>)>,
+    segments: SegmentTable,
+    /// Live bytes per segment ordinal, added to the section's figures once at the end.
+    live: Vec<u64>,
+    begun: bool,
+    /// The namespace being written, whether its header is out, and the last key written.
+    space: usize,
+    header: bool,
+    after: Option<Box<[u8]>>,
+}
+
 impl KvStore {
-    /// Writes the whole store.
-    pub fn snapshot(&self, enc: &mut Enc) {
-        enc.u32(SECTION_VERSION);
-        let mut names: Vec<&str> = self.spaces.keys().map(|k| &**k).collect();
-        names.sort_unstable();
-        enc.count(names.len());
-        // Live bytes per segment ordinal, added to the section's figures once at the end.
-        let mut live = vec![0u64; self.segments.first_lsn.len()];
-        for name in names {
-            let space = &self.spaces[name];
-            enc.reserve(space.index.heap_bytes() + space.index.len() * 8);
-            enc.str(name);
-            enc.u64(space.floor);
-            enc.count(space.index.len());
-            for (key, m) in space.index.range_from(std::ops::Bound::Unbounded) {
-                enc.bytes(key);
-                // The fixed fields in one write: the shard is held while this loop runs.
-                let mut rec = [0u8; 21];
-                rec[..8].copy_from_slice(&m.version.to_le_bytes());
-                rec[8..16].copy_from_slice(&m.expires_at_ms().to_le_bytes());
-                let n = if m.is_tombstone() {
-                    rec[16] = KIND_TOMBSTONE;
-                    17
-                } else {
-                    rec[16] = KIND_VALUE;
-                    rec[17..21].copy_from_slice(&m.len.to_le_bytes());
-                    21
-                };
-                enc.raw(&rec[..n]);
-                match m.pending_lsn() {
-                    Some(lsn) => enc.pending_place(lsn),
-                    None => {
-                        let (segment, offset) = self.segments.place(m.loc);
-                        enc.place_uncounted(segment, offset);
-                        // A tombstone's entry is not needed once a snapshot holds its version.
-                        if !m.is_tombstone() {
-                            live[(m.loc >> 32) as usize] += m.entry_bytes(name.len(), key.len());
-                        }
-                    }
-                }
-            }
+    /// Freezes the state for a snapshot: proportional to the number of index leaves, not keys.
+    pub fn freeze(&self) -> KvSnapshot {
+        let mut spaces: Vec<(Box<str>, u64, Index<Meta>)> = self
+            .spaces
+            .iter()
+            .map(|(name, space)| (name.clone(), space.floor, space.index.share()))
+            .collect();
+        spaces.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        KvSnapshot {
+            spaces,
+            live: vec![0; self.segments.first_lsn.len()],
+            segments: self.segments.clone(),
+            begun: false,
+            space: 0,
+            header: false,
+            after: None,
         }
-        for (ordinal, bytes) in live.into_iter().enumerate() {
-            if bytes > 0 {
-                enc.add_live(self.segments.first_lsn[ordinal], bytes);
-            }
-        }
-        encode_segment_table(enc, &self.segments);
     }
 
+    /// Writes the whole store in one step.
+    pub fn snapshot(&self, enc: &mut Enc) {
+        let mut frozen = self.freeze();
+        while !frozen.encode_some(enc, usize::MAX) {}
+    }
+}
+
+impl KvSnapshot {
+    /// Writes up to `budget` more records; true once the whole section is written.
+    pub fn encode_some(&mut self, enc: &mut Enc, mut budget: usize) -> bool {
+        let KvSnapshot {
+            spaces,
+            segments,
+            live,
+            begun,
+            space,
+            header,
+            after,
+        } = self;
+        if !*begun {
+            enc.u32(SECTION_VERSION);
+            enc.count(spaces.len());
+            *begun = true;
+        }
+        while let Some((name, floor, index)) = spaces.get(*space) {
+            if !*header {
+                enc.reserve(index.heap_bytes() + index.len() * 8);
+                enc.str(name);
+                enc.u64(*floor);
+                enc.count(index.len());
+                *header = true;
+            }
+            let lower = match after {
+                Some(k) => std::ops::Bound::Excluded(&**k),
+                None => std::ops::Bound::Unbounded,
+            };
+            let mut last: Option<&[u8]> = None;
+            for (key, m) in index.range_from(lower) {
+                if budget == 0 {
+                    if let Some(k) = last {
+                        *after = Some(k.into());
+                    }
+                    return false;
+                }
+                budget -= 1;
+                record(enc, segments, live, name.len(), key, m);
+                last = Some(key);
+            }
+            *space += 1;
+            *header = false;
+            *after = None;
+        }
+        for (ordinal, bytes) in live.iter().enumerate() {
+            if *bytes > 0 {
+                enc.add_live(segments.first_lsn[ordinal], *bytes);
+            }
+        }
+        encode_segment_table(enc, segments);
+        true
+    }
+}
+
+/// Writes one key's record.
+fn record(enc: &mut Enc, segments: &SegmentTable, live: &mut [u64], name_len: usize, key: &[u8], m: &Meta) {
+    enc.bytes(key);
+    // The fixed fields in one write: the shard is held while records are written.
+    let mut rec = [0u8; 21];
+    rec[..8].copy_from_slice(&m.version.to_le_bytes());
+    rec[8..16].copy_from_slice(&m.expires_at_ms().to_le_bytes());
+    let n = if m.is_tombstone() {
+        rec[16] = KIND_TOMBSTONE;
+        17
+    } else {
+        rec[16] = KIND_VALUE;
+        rec[17..21].copy_from_slice(&m.len.to_le_bytes());
+        21
+    };
+    enc.raw(&rec[..n]);
+    match m.pending_lsn() {
+        Some(lsn) => enc.pending_place(lsn),
+        None => {
+            let (segment, offset) = segments.place(m.loc);
+            enc.place_uncounted(segment, offset);
+            // A tombstone's entry is not needed once a snapshot holds its version.
+            if !m.is_tombstone() {
+                live[(m.loc >> 32) as usize] += m.entry_bytes(name_len, key.len());
+            }
+        }
+    }
+}
+
+impl KvStore {
     /// Reads a store written by [`KvStore::snapshot`].
     pub fn restore(dec: &mut Dec<'_>) -> Result<KvStore, String> {
         let version = dec.u32("KV section version")?;
@@ -234,6 +311,49 @@ mod tests {
             fill_place(&mut buf, at, 3001, 1000 + lsn);
         }
         buf
+    }
+
+    #[test]
+    fn a_frozen_store_encodes_as_it_was_while_the_store_changes_between_steps() {
+        let mut s = sample();
+        let mut writes = 0u64;
+        for budget in [1, 7, 64, 1000] {
+            let mut whole = Enc::new();
+            s.snapshot(&mut whole);
+            let whole = whole.finish();
+            let mut frozen = s.freeze();
+            let mut e = Enc::new();
+            let mut step = 0u64;
+            while !frozen.encode_some(&mut e, budget) {
+                // The live store goes on: overwrites, deletes, new keys and namespaces.
+                step += 1;
+                let key = format!("key-{:04}", (step * 37) % 320);
+                let value = Value::At {
+                    segment: 4001,
+                    offset: 64 + step * 64,
+                    len: 5,
+                };
+                // Versions above every one written so far.
+                writes += 1;
+                let v = 100 + writes * 2;
+                s.apply_put("app", &key, v, 0, value);
+                s.apply_delete("app", &format!("key-{:04}", (step * 53) % 300), v + 1, 5000 + step);
+                s.apply_put(
+                    "zzz",
+                    &key,
+                    v,
+                    0,
+                    Value::At {
+                        segment: 4001,
+                        offset: 64,
+                        len: 1,
+                    },
+                );
+            }
+            assert_eq!(step > 0, budget < 300, "budget {budget}");
+            // (Not assert_eq: the sections are long.)
+            assert!(e.finish() == whole, "budget {budget}: another section");
+        }
     }
 
     #[test]
