@@ -29,6 +29,7 @@ use tracing::error;
 
 use crate::auth::Access;
 use crate::http::{Request, Response, Service};
+use crate::metrics::requests::Route as RouteLabel;
 use crate::server::shard::Shard;
 use error::ApiError;
 use router::{Endpoint, Route};
@@ -43,9 +44,11 @@ impl Api {
         Api { shard }
     }
 
-    async fn dispatch(&self, req: &Request<'_>) -> Result<Response, ApiError> {
+    /// Answers a request; sets `label` to its route (for the metrics) once it is routed.
+    async fn dispatch(&self, req: &Request<'_>, label: &mut RouteLabel) -> Result<Response, ApiError> {
         let access = self.authenticate(req)?;
         let route = router::route(req.method, req.path, req.query)?;
+        *label = RouteLabel::of(route.endpoint, req.method);
         if route.endpoint != Endpoint::Dashboard {
             self.shard.node.metrics[self.shard.id].ops_total.fetch_add(1, Relaxed);
         }
@@ -165,7 +168,9 @@ fn influx_query_token<'a>(auth: &'a crate::auth::Auth, req: &Request<'_>) -> Opt
 
 impl Service for Api {
     async fn call(&self, req: &Request<'_>) -> Response {
-        let resp = match CatchUnwind(self.dispatch(req)).await {
+        let started = std::time::Instant::now();
+        let mut label = RouteLabel::Unrouted;
+        let resp = match CatchUnwind(self.dispatch(req, &mut label)).await {
             Ok(Ok(resp)) => resp,
             Ok(Err(e)) => e.to_response(),
             Err(()) => {
@@ -180,7 +185,9 @@ impl Service for Api {
                 ApiError::Internal(format!("internal error (request id {request_id})")).to_response()
             }
         };
-        self.shard.node.metrics[self.shard.id].count_response(resp.status);
+        let m = &self.shard.node.metrics[self.shard.id];
+        m.count_response(resp.status);
+        m.requests.observe(label, resp.status, started.elapsed());
         resp
     }
 

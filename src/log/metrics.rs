@@ -66,6 +66,42 @@ impl Histogram {
     }
 }
 
+/// Upper bounds of the entries-per-fdatasync buckets.
+pub const ENTRIES_PER_FSYNC_BUCKETS: [u64; 13] = [1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096];
+
+/// How many entries each fdatasync made durable (group commit's yield), with the buckets
+/// above (+Inf implied).
+#[derive(Debug, Default)]
+pub struct CountHistogram {
+    buckets: [AtomicU64; ENTRIES_PER_FSYNC_BUCKETS.len()],
+    count: AtomicU64,
+    sum: AtomicU64,
+}
+
+impl CountHistogram {
+    pub fn observe(&self, n: u64) {
+        if let Some(i) = ENTRIES_PER_FSYNC_BUCKETS.iter().position(|&b| n <= b) {
+            self.buckets[i].fetch_add(1, Relaxed);
+        }
+        self.count.fetch_add(1, Relaxed);
+        self.sum.fetch_add(n, Relaxed);
+    }
+
+    /// Cumulative counts per bucket, then the total count and sum.
+    pub fn snapshot(&self) -> (Vec<u64>, u64, u64) {
+        let mut acc = 0;
+        let cumulative: Vec<u64> = self
+            .buckets
+            .iter()
+            .map(|b| {
+                acc += b.load(Relaxed);
+                acc
+            })
+            .collect();
+        (cumulative, self.count.load(Relaxed).max(acc), self.sum.load(Relaxed))
+    }
+}
+
 /// One shard's log figures.
 #[derive(Debug, Default)]
 pub struct LogMetrics {
@@ -75,6 +111,8 @@ pub struct LogMetrics {
     pub fsyncs_total: Counter,
     pub batch_full_total: Counter,
     pub fsync_seconds: Histogram,
+    /// Entries each fdatasync of the writer made durable.
+    pub entries_per_fsync: CountHistogram,
     /// Recovery: entries replayed, bytes scanned, and how long it took.
     pub recovered_entries: Counter,
     pub recovered_bytes: Counter,
@@ -105,5 +143,17 @@ mod tests {
         assert_eq!(*b.last().unwrap(), 2, "5 s is only in +Inf");
         assert_eq!(count, 3);
         assert!((sum - 5.00305).abs() < 1e-6);
+    }
+
+    #[test]
+    fn entries_per_fsync_buckets() {
+        let h = CountHistogram::default();
+        for n in [1, 3, 64, 10_000] {
+            h.observe(n);
+        }
+        let (b, count, sum) = h.snapshot();
+        assert_eq!((b[0], b[1], b[2], b[6]), (1, 1, 2, 3), "1 | 2 | 3 in 4 | 64 in 64");
+        assert_eq!(*b.last().expect("buckets"), 3, "10 000 only in +Inf");
+        assert_eq!((count, sum), (4, 10_068));
     }
 }

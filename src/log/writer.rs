@@ -770,8 +770,11 @@ impl<F: Fs> Log<F> {
         self.metrics.fsync_seconds.observe(started.elapsed());
         r.map_err(|e| LogError::from_io("fdatasync", &e))?;
         let mut inner = self.inner.borrow_mut();
+        let before = inner.durable_lsn;
         inner.durable_lsn = inner.durable_lsn.max(target);
+        let made_durable = inner.durable_lsn - before;
         drop(inner);
+        self.metrics.entries_per_fsync.observe(made_durable);
         self.wake_durable_waiters();
         Ok(())
     }

@@ -4,12 +4,17 @@
 //! Counters are relaxed atomics: each is written by one shard thread and only summed by
 //! readers, so no ordering between counters is promised or needed.
 
+pub mod exposition;
 pub mod prometheus;
+pub mod requests;
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
 
 /// Samples kept for the ops/s window, one per second.
 const RATE_SLOTS: usize = 8;
+
+/// The `state` labels of [`ShardMetrics::queue_depth`], in its order.
+pub const QUEUE_STATES: [&str; 4] = ["ready", "leased", "delayed", "dlq"];
 
 /// One shard's counters.
 #[derive(Debug, Default)]
@@ -39,6 +44,8 @@ pub struct ShardMetrics {
     pub log_dead_bytes: AtomicU64,
     /// Queue messages held (every state), as of the last queue timer sweep.
     pub queue_messages: AtomicU64,
+    /// Queue messages by state ([`QUEUE_STATES`]), as of the last queue timer sweep.
+    pub queue_depth: [AtomicU64; 4],
     /// Stream records retained, as of the last stream timer tick.
     pub stream_records: AtomicU64,
     /// Time series held, and their stored samples, as of the last time-series timer tick.
@@ -46,6 +53,8 @@ pub struct ShardMetrics {
     pub ts_samples: AtomicU64,
     /// Responses by status class: index 0 = 1xx .. 4 = 5xx.
     pub responses_by_class: [AtomicU64; 5],
+    /// Requests by route and status, with their latency.
+    pub requests: requests::RequestMetrics,
     window: RateWindow,
 }
 
@@ -96,17 +105,55 @@ impl RateWindow {
 
 /// Resident set size of this process in bytes (0 if `/proc` is unreadable).
 pub fn rss_bytes() -> u64 {
+    memory_bytes().1
+}
+
+/// Virtual and resident memory of this process in bytes, from `/proc/self/statm` (0 if it is
+/// unreadable).
+pub fn memory_bytes() -> (u64, u64) {
     let Ok(statm) = std::fs::read_to_string("/proc/self/statm") else {
-        return 0;
+        return (0, 0);
     };
-    let pages: u64 = statm
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
+    let mut fields = statm.split_whitespace().map(|s| s.parse::<u64>().unwrap_or(0));
+    let (size, resident) = (fields.next().unwrap_or(0), fields.next().unwrap_or(0));
     // SAFETY: sysconf has no preconditions.
-    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
-    pages * u64::try_from(page).unwrap_or(4096)
+    let page = u64::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) }).unwrap_or(4096);
+    (size * page, resident * page)
+}
+
+/// The soft limit on open file descriptors (`None` when unlimited or unreadable).
+pub fn max_fds() -> Option<u64> {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes into the struct we pass and nothing else.
+    let rc = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) };
+    (rc == 0 && lim.rlim_cur != libc::RLIM_INFINITY).then_some(lim.rlim_cur)
+}
+
+/// User plus system CPU time of this process in seconds, from `/proc/self/stat`.
+pub fn cpu_seconds() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    cpu_seconds_of(&stat, clock_ticks())
+}
+
+fn clock_ticks() -> u64 {
+    // SAFETY: sysconf has no preconditions.
+    u64::try_from(unsafe { libc::sysconf(libc::_SC_CLK_TCK) })
+        .ok()
+        .filter(|&t| t > 0)
+        .unwrap_or(100)
+}
+
+/// utime + stime (fields 14 and 15) of a `/proc/<pid>/stat` line, in seconds. The command name
+/// (field 2) is in parentheses and may hold spaces, so fields are counted after its last `)`.
+fn cpu_seconds_of(stat: &str, ticks_per_s: u64) -> Option<f64> {
+    let after = &stat[stat.rfind(')')? + 1..];
+    let mut fields = after.split_whitespace().skip(11);
+    let utime: u64 = fields.next()?.parse().ok()?;
+    let stime: u64 = fields.next()?.parse().ok()?;
+    Some((utime + stime) as f64 / ticks_per_s as f64)
 }
 
 /// Open file descriptors of this process (0 if `/proc` is unreadable).
@@ -141,6 +188,17 @@ mod tests {
     #[test]
     fn process_figures() {
         assert!(rss_bytes() > 0);
+        let (virt, rss) = memory_bytes();
+        assert!(virt >= rss && rss > 0);
         assert!(open_fds() > 0);
+        assert!(cpu_seconds().is_some());
+    }
+
+    #[test]
+    fn cpu_time_from_a_stat_line() {
+        // pid (comm with ) and spaces) state ppid ... utime=250 stime=150 at fields 14, 15.
+        let line = "42 (a b) c) S 1 42 42 0 -1 4194560 100 0 0 0 250 150 0 0 20 0 1 0 5 0 0";
+        assert_eq!(cpu_seconds_of(line, 100), Some(4.0));
+        assert_eq!(cpu_seconds_of("garbage", 100), None);
     }
 }

@@ -524,10 +524,15 @@ pub async fn timer(shard: Rc<Shard>, tick: std::time::Duration) {
         if now >= last_dedup_sweep + 1000 {
             last_dedup_sweep = now;
             shard.queues.borrow_mut().sweep_dedup(now);
-            let count = shard.queues.borrow().message_count();
-            shard.node.metrics[shard.id]
-                .queue_messages
-                .store(count, std::sync::atomic::Ordering::Relaxed);
+            let (count, depths) = {
+                let queues = shard.queues.borrow();
+                (queues.message_count(), queues.depths())
+            };
+            let m = &shard.node.metrics[shard.id];
+            m.queue_messages.store(count, std::sync::atomic::Ordering::Relaxed);
+            for (gauge, d) in m.queue_depth.iter().zip(depths) {
+                gauge.store(d, std::sync::atomic::Ordering::Relaxed);
+            }
         }
     }
 }

@@ -385,6 +385,18 @@ impl QueueStore {
             .sum()
     }
 
+    /// Messages by state over all queues: ready, leased, delayed, dead-lettered.
+    pub fn depths(&self) -> [u64; 4] {
+        let mut d = [0u64; 4];
+        for q in self.queues.values().flat_map(HashMap::values) {
+            d[0] += q.ready.len() as u64;
+            d[1] += q.leased_count;
+            d[2] += q.delayed.len() as u64;
+            d[3] += q.dlq.len() as u64;
+        }
+        d
+    }
+
     /// Drops dedup keys whose window has passed.
     pub fn sweep_dedup(&mut self, now_ms: u64) {
         for q in self.queues.values_mut().flat_map(HashMap::values_mut) {

@@ -2,12 +2,15 @@
 //! port checks, one pinned thread per shard, each with its own io_uring runtime), and the
 //! signal-driven stop (stop accepting, let in-flight requests finish, exit 0).
 //!
-//! Start-up order: lock the data directory, check the ports are free, start every shard (each
-//! binds its SO_REUSEPORT listener and reports back), then move the phase from `Starting` to
-//! `Healthy` once recovery is done. A shard that cannot start stops the whole process with a
-//! message saying why.
+//! Start-up order: check the machine ([`preflight`]: io_uring, limits, the data directory's
+//! file system and free space), lock the data directory, check the ports are free, start every
+//! shard (each binds its SO_REUSEPORT listener and reports back), then move the phase from
+//! `Starting` to `Healthy` once recovery is done (and tell systemd, [`notify`]). A shard that
+//! cannot start stops the whole process with a message saying why.
 
 pub mod inbox;
+pub mod notify;
+pub mod preflight;
 pub mod shard;
 pub mod shutdown;
 
@@ -114,6 +117,13 @@ pub struct RunOptions {
 }
 
 pub fn run(config: Config, resolved: Resolved, run_opts: RunOptions) -> Result<(), StartError> {
+    let findings = preflight::run(&config);
+    for f in findings.iter().filter(|f| f.level == preflight::Level::Warning) {
+        warn!("{}", f.message);
+    }
+    if let Some(message) = preflight::errors_message(&findings) {
+        return Err(StartError(message));
+    }
     let _lock = lock_data_dir(&config.data_dir)?;
     check_topology(&config)?;
     let api_addr = SocketAddr::new(resolved.bind, config.dashboard_port);
@@ -164,6 +174,7 @@ pub fn run(config: Config, resolved: Resolved, run_opts: RunOptions) -> Result<(
         version = env!("CARGO_PKG_VERSION"),
         "flo started"
     );
+    notify::notify("READY=1\nSTATUS=serving");
 
     if let Some(sig) = signals.forever().next() {
         info!(
@@ -171,6 +182,7 @@ pub fn run(config: Config, resolved: Resolved, run_opts: RunOptions) -> Result<(
             "stopping: no new connections, finishing in-flight requests"
         );
         node.phase.advance(Phase::Stopping);
+        notify::notify("STOPPING=1");
         for inbox in node.inboxes.iter() {
             // A closed inbox means that shard already stopped; nothing to tell it.
             let _ = inbox.send_blocking(Command::Stop);

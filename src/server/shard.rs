@@ -34,8 +34,8 @@ use crate::log::io::RealFs;
 use crate::log::{Log, LogError, LogOptions, Position};
 use crate::namespace::{decode_create, encode_create, NamespaceRegistry, DEFAULT_NAMESPACE, ENTRY_NAMESPACE_CREATE};
 
-/// io_uring submission queue entries per shard.
-const RING_ENTRIES: u32 = 1024;
+/// io_uring submission queue entries per shard (the start-up checks probe the same size).
+const RING_ENTRIES: u32 = super::preflight::RING_ENTRIES;
 /// Listen backlog per shard.
 const BACKLOG: i32 = 1024;
 

@@ -1,0 +1,134 @@
+//! Start-up as a service manager sees it. `flo server start` checks its environment first and
+//! says precisely what is wrong, exiting 1 before it touches anything: here a data directory
+//! that cannot be created (its path runs through a regular file, which fails for root too) and,
+//! where a small file system can be mounted, a fresh data directory without room for the log's
+//! first segments. Under systemd (`NOTIFY_SOCKET`), it reports `READY=1` once it serves and
+//! `STOPPING=1` at SIGTERM.
+
+mod common;
+
+use std::os::unix::net::UnixDatagram;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// Runs `flo server start` with `args` in an empty working directory (so no `flo.toml` is
+/// picked up); expects it to exit by itself; returns its exit code and stderr.
+fn start_expecting_exit(args: &[&str]) -> (Option<i32>, String) {
+    let cwd = tempfile::tempdir().expect("tempdir");
+    let api = common::free_port().to_string();
+    let metrics = common::free_port().to_string();
+    let mut child = Command::new(common::flo_bin())
+        .args(["server", "start", "--dashboard-port", &api, "--metrics-port", &metrics])
+        .args(args)
+        .current_dir(cwd.path())
+        .env_remove("FLO_CONFIG")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn flo");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(st) = child.try_wait().expect("wait") {
+            break st;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("flo server start did not exit within 30 s; the check let it start");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let mut err = String::new();
+    if let Some(mut e) = child.stderr.take() {
+        use std::io::Read;
+        let _ = e.read_to_string(&mut err);
+    }
+    (status.code(), err)
+}
+
+#[test]
+fn a_data_dir_under_a_regular_file_is_refused_with_its_reason() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let file = tmp.path().join("not-a-dir");
+    std::fs::write(&file, b"x").expect("write");
+    let data = file.join("data");
+    let (code, err) = start_expecting_exit(&["--data-dir", data.to_str().expect("utf-8 path")]);
+    assert_eq!(code, Some(1), "{err}");
+    let want = format!("{} is a file, not a directory", file.display());
+    assert!(err.contains(&want), "stderr should say {want:?}: {err}");
+    assert!(err.contains("data_dir"), "{err}");
+    assert_eq!(std::fs::read(&file).expect("read"), b"x", "the file is left alone");
+}
+
+/// A mounted loop file system, unmounted on drop.
+struct LoopFs {
+    mnt: std::path::PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl LoopFs {
+    fn mount(mib: u64) -> Result<LoopFs, String> {
+        let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+        let img = dir.path().join("disk.img");
+        let mnt = dir.path().join("mnt");
+        std::fs::create_dir(&mnt).map_err(|e| e.to_string())?;
+        let f = std::fs::File::create(&img).map_err(|e| e.to_string())?;
+        f.set_len(mib << 20).map_err(|e| e.to_string())?;
+        let run = |cmd: &mut Command| -> Result<(), String> {
+            let out = cmd.output().map_err(|e| format!("{cmd:?}: {e}"))?;
+            if out.status.success() {
+                Ok(())
+            } else {
+                Err(format!("{cmd:?}: {}", String::from_utf8_lossy(&out.stderr).trim()))
+            }
+        };
+        run(Command::new("mkfs.ext4").args(["-q", "-F", "-m", "0"]).arg(&img))?;
+        run(Command::new("mount").args(["-o", "loop"]).arg(&img).arg(&mnt))?;
+        Ok(LoopFs { mnt, _dir: dir })
+    }
+}
+
+impl Drop for LoopFs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.mnt).status();
+    }
+}
+
+#[test]
+fn a_fresh_data_dir_without_room_for_the_log_is_refused() {
+    let fs = match LoopFs::mount(16) {
+        Ok(fs) => fs,
+        Err(e) => {
+            eprintln!("skipping: cannot mount a loop file system here ({e})");
+            return;
+        }
+    };
+    let data = fs.mnt.join("data");
+    // 2 shards × 2 segments of 64 MiB do not fit in 16 MiB.
+    let (code, err) = start_expecting_exit(&["--data-dir", data.to_str().expect("utf-8 path"), "--shards", "2"]);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("free on its file system"), "{err}");
+    assert!(err.contains("needs 256.0 MiB"), "{err}");
+    assert!(!Path::new(&data).join("TOPOLOGY").exists(), "nothing was written");
+}
+
+#[test]
+fn systemd_is_told_when_the_server_is_ready_and_when_it_stops() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let path = tmp.path().join("notify.sock");
+    let rx = UnixDatagram::bind(&path).expect("bind");
+    rx.set_read_timeout(Some(Duration::from_secs(30))).expect("timeout");
+    let mut s = common::Server::builder()
+        .env("NOTIFY_SOCKET", path.to_str().expect("utf-8 path"))
+        .start();
+    let mut buf = [0u8; 256];
+    let n = rx.recv(&mut buf).expect("READY=1 within 30 s");
+    let msg = String::from_utf8_lossy(&buf[..n]).to_string();
+    assert!(msg.lines().any(|l| l == "READY=1"), "{msg:?}");
+    assert_eq!(s.get("/health").status, 200, "ready means serving");
+    let status = s.sigterm();
+    assert!(status.success(), "{status:?}");
+    let n = rx.recv(&mut buf).expect("STOPPING=1");
+    assert_eq!(&buf[..n], b"STOPPING=1");
+}
