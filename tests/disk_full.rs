@@ -7,48 +7,14 @@ mod common;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::Duration;
 
 use base64::Engine;
+use common::loopfs::LoopFs;
 use common::{poll, Server};
 use serde_json::json;
 
 const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
-
-/// A mounted loop file system, unmounted on drop.
-struct LoopFs {
-    mnt: PathBuf,
-    _dir: tempfile::TempDir,
-}
-
-impl LoopFs {
-    fn mount(mib: u64) -> Result<LoopFs, String> {
-        let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
-        let img = dir.path().join("disk.img");
-        let mnt = dir.path().join("mnt");
-        std::fs::create_dir(&mnt).map_err(|e| e.to_string())?;
-        let f = std::fs::File::create(&img).map_err(|e| e.to_string())?;
-        f.set_len(mib << 20).map_err(|e| e.to_string())?;
-        let run = |cmd: &mut Command| -> Result<(), String> {
-            let out = cmd.output().map_err(|e| format!("{cmd:?}: {e}"))?;
-            if out.status.success() {
-                Ok(())
-            } else {
-                Err(format!("{cmd:?}: {}", String::from_utf8_lossy(&out.stderr).trim()))
-            }
-        };
-        run(Command::new("mkfs.ext4").args(["-q", "-F", "-m", "0"]).arg(&img))?;
-        run(Command::new("mount").args(["-o", "loop"]).arg(&img).arg(&mnt))?;
-        Ok(LoopFs { mnt, _dir: dir })
-    }
-}
-
-impl Drop for LoopFs {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg("-l").arg(&self.mnt).status();
-    }
-}
 
 /// Fills the file system with one file until it is full; returns its path.
 fn fill(dir: &Path) -> PathBuf {

@@ -7,6 +7,7 @@
 
 mod common;
 
+use common::loopfs::LoopFs;
 use std::os::unix::net::UnixDatagram;
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -59,40 +60,6 @@ fn a_data_dir_under_a_regular_file_is_refused_with_its_reason() {
     assert!(err.contains(&want), "stderr should say {want:?}: {err}");
     assert!(err.contains("data_dir"), "{err}");
     assert_eq!(std::fs::read(&file).expect("read"), b"x", "the file is left alone");
-}
-
-/// A mounted loop file system, unmounted on drop.
-struct LoopFs {
-    mnt: std::path::PathBuf,
-    _dir: tempfile::TempDir,
-}
-
-impl LoopFs {
-    fn mount(mib: u64) -> Result<LoopFs, String> {
-        let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
-        let img = dir.path().join("disk.img");
-        let mnt = dir.path().join("mnt");
-        std::fs::create_dir(&mnt).map_err(|e| e.to_string())?;
-        let f = std::fs::File::create(&img).map_err(|e| e.to_string())?;
-        f.set_len(mib << 20).map_err(|e| e.to_string())?;
-        let run = |cmd: &mut Command| -> Result<(), String> {
-            let out = cmd.output().map_err(|e| format!("{cmd:?}: {e}"))?;
-            if out.status.success() {
-                Ok(())
-            } else {
-                Err(format!("{cmd:?}: {}", String::from_utf8_lossy(&out.stderr).trim()))
-            }
-        };
-        run(Command::new("mkfs.ext4").args(["-q", "-F", "-m", "0"]).arg(&img))?;
-        run(Command::new("mount").args(["-o", "loop"]).arg(&img).arg(&mnt))?;
-        Ok(LoopFs { mnt, _dir: dir })
-    }
-}
-
-impl Drop for LoopFs {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg("-l").arg(&self.mnt).status();
-    }
 }
 
 #[test]

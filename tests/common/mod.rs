@@ -6,6 +6,8 @@
 //! Every test file includes it with `mod common;`; not every file uses every helper.
 #![allow(dead_code)]
 
+pub mod loopfs;
+
 use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
