@@ -418,6 +418,13 @@ pub struct LiveCounters {
 pub struct LoadPlan {
     pub addr: SocketAddr,
     pub workload: Workload,
+    /// When the run started (the open-loop schedule counts from it).
+    pub start: Instant,
+    /// Open loop (`--rate`): each connection's requests are due this far apart, connection
+    /// `i` of `n` offset by `i / n` of it; `None`: closed loop.
+    pub send_interval: Option<Duration>,
+    /// Connections in all (over every thread).
+    pub connections: usize,
     /// Requests started before this instant are warmup and not measured.
     pub measure_start: Instant,
     /// No request starts at or after this instant.
@@ -550,8 +557,21 @@ async fn run_connection(state: Rc<ThreadState>, conn: usize) {
     let mut stream: Option<TcpStream> = None;
     let mut reconnect_backoff = RECONNECT_BACKOFF_MIN;
     let mut seq: u64 = 0;
+    let mut schedule = plan
+        .send_interval
+        .map(|every| Schedule::new(plan.start, every, conn, plan.connections));
     loop {
-        let now = Instant::now();
+        let mut now = Instant::now();
+        if let Some(s) = &schedule {
+            let due = s.due();
+            if due >= plan.deadline {
+                break;
+            }
+            if due > now {
+                monoio::time::sleep(due - now).await;
+                now = Instant::now();
+            }
+        }
         if now >= plan.deadline {
             break;
         }
@@ -588,7 +608,11 @@ async fn run_connection(state: Rc<ThreadState>, conn: usize) {
         if measured {
             state.in_flight.set(state.in_flight.get() + 1);
         }
-        let started = Instant::now();
+        // Open loop: from when the request was due, which a late send makes earlier than now.
+        let started = match &mut schedule {
+            Some(s) => s.next(),
+            None => Instant::now(),
+        };
         let result = exchange(connection, &mut request.wire, &mut reader).await;
         let latency_us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
         if measured {
@@ -622,6 +646,38 @@ async fn run_connection(state: Rc<ThreadState>, conn: usize) {
                 flow = Flow::default();
             }
         }
+    }
+}
+
+/// One connection's open-loop send times: connection `conn` of `connections` is due at
+/// `start + (k + conn / connections) × every` for its k-th request.
+#[derive(Debug)]
+struct Schedule {
+    first: Instant,
+    every: Duration,
+    sent: u32,
+}
+
+impl Schedule {
+    fn new(start: Instant, every: Duration, conn: usize, connections: usize) -> Schedule {
+        let offset = every.mul_f64(conn as f64 / connections.max(1) as f64);
+        Schedule {
+            first: start + offset,
+            every,
+            sent: 0,
+        }
+    }
+
+    /// When the next request is due.
+    fn due(&self) -> Instant {
+        self.first + self.every * self.sent
+    }
+
+    /// Takes the next send time.
+    fn next(&mut self) -> Instant {
+        let due = self.due();
+        self.sent = self.sent.saturating_add(1);
+        due
     }
 }
 
@@ -663,6 +719,19 @@ async fn exchange(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_open_loop_schedule_counts_from_the_start_with_a_per_connection_offset() {
+        let start = Instant::now();
+        let every = Duration::from_millis(10);
+        let mut s = Schedule::new(start, every, 1, 4);
+        assert_eq!(s.due(), start + Duration::from_micros(2500));
+        assert_eq!(s.next(), start + Duration::from_micros(2500));
+        assert_eq!(s.next(), start + Duration::from_micros(12_500));
+        assert_eq!(s.due(), start + Duration::from_micros(22_500));
+        let mut first = Schedule::new(start, every, 0, 4);
+        assert_eq!(first.next(), start);
+    }
 
     const OK: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
     const CHUNKED: &[u8] = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n\

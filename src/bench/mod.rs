@@ -56,6 +56,12 @@ pub struct BenchArgs {
     /// or when --duration is over, whichever comes first.
     #[arg(short = 'n', long, value_parser = clap::value_parser!(u64).range(1..))]
     pub requests: Option<u64>,
+    /// Open loop: send this many requests per second in all, on a fixed schedule spread over
+    /// the connections, whatever the answers' pace; latency is counted from each request's
+    /// intended send time, so a server that falls behind shows its queueing (no coordinated
+    /// omission). Without it, each connection sends its next request when the last is answered.
+    #[arg(long, value_parser = parse_rate)]
+    pub rate: Option<f64>,
     /// Load to run before measuring; its requests are not reported.
     #[arg(long, default_value = "0s", value_parser = parse_duration)]
     pub warmup: Duration,
@@ -148,6 +154,14 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     Duration::try_from_secs_f64(value * seconds_per_unit).map_err(|_| invalid())
 }
 
+/// Parses `--rate`: requests per second, more than 0 and at most 10 million.
+fn parse_rate(text: &str) -> Result<f64, String> {
+    match text.trim().parse::<f64>() {
+        Ok(r) if r > 0.0 && r <= 1e7 => Ok(r),
+        _ => Err(format!("invalid rate {text:?} (requests per second, e.g. 5000)")),
+    }
+}
+
 /// Resolves `--host` to a socket address; returns it with the `Host` header.
 fn resolve_host(host: &str) -> Result<(SocketAddr, String), String> {
     let host = host.strip_prefix("http://").unwrap_or(host).trim_end_matches('/');
@@ -195,6 +209,10 @@ fn execute(args: &BenchArgs) -> Result<Summary, String> {
             query: args.query.clone(),
             fields: usize::from(args.fields),
         }),
+        start,
+        // Each connection sends every `connections / rate` seconds.
+        send_interval: args.rate.map(|r| Duration::from_secs_f64(connections as f64 / r)),
+        connections,
         measure_start,
         deadline,
         cutoff: deadline + DRAIN_GRACE,
@@ -447,6 +465,39 @@ mod tests {
         let json: serde_json::Value = serde_json::from_str(&summary.to_json()).expect("json");
         assert_eq!(json["requests_ok"], 200);
         assert_eq!(json["status"]["200"], 200);
+    }
+
+    #[test]
+    fn open_loop_sends_on_its_schedule_and_no_more() {
+        let (addr, answered) = spawn_responder();
+        let addr = addr.to_string();
+        // 100 requests a second over 4 connections for 500 ms: each connection is due every
+        // 40 ms (offset by 10 ms per connection), so at most 13 sends each, 52 in all; the
+        // responder would answer thousands in a closed loop.
+        let a = args(&[
+            "--host",
+            &addr,
+            "--duration",
+            "500ms",
+            "--rate",
+            "100",
+            "--connections",
+            "4",
+            "--threads",
+            "2",
+            "--workload",
+            "health",
+        ]);
+        assert_eq!(a.rate, Some(100.0));
+        let summary = execute(&a).expect("run completes");
+        assert!(summary.requests_ok > 0, "{}", summary.to_text());
+        assert!(summary.requests_ok <= 52, "{}", summary.to_text());
+        assert!(answered.load(Ordering::Relaxed) <= 52);
+        assert_eq!(summary.errors.total(), 0, "{}", summary.to_text());
+        for bad in ["0", "-5", "x", "1e9"] {
+            let argv = ["flo-bench", "--rate", bad];
+            assert!(TestCli::try_parse_from(argv).is_err(), "--rate {bad}");
+        }
     }
 
     #[test]
