@@ -81,6 +81,38 @@ pub fn log_error(e: LogError) -> ApiError {
 }
 
 impl Shard {
+    /// Shard `id` of `node`, empty, its log not open yet.
+    pub fn new(id: usize, node: Arc<Node>) -> Shard {
+        let waiters = node.config.limits.max_waiters_per_shard;
+        Shard {
+            id,
+            namespaces: RefCell::new(NamespaceRegistry::default()),
+            stop: StopSignal::default(),
+            log: OnceCell::new(),
+            kv: RefCell::new(KvStore::default()),
+            kv_watch: crate::kv::watch::Watchers::new(waiters),
+            queues: RefCell::new(crate::queue::exec::store(&node.config)),
+            queue_watch: crate::kv::watch::Watchers::new(waiters),
+            streams: RefCell::default(),
+            stream_watch: crate::kv::watch::Watchers::new(waiters),
+            ts: RefCell::default(),
+            namespaces_known: RefCell::default(),
+            snapshots: RefCell::default(),
+            node,
+        }
+    }
+
+    /// Shard 0 of a default two-shard node that runs nothing, for unit tests.
+    #[cfg(test)]
+    pub fn for_tests() -> Shard {
+        let mut config = crate::config::Config {
+            shards: 2,
+            ..crate::config::Config::default()
+        };
+        let resolved = config.validate(None).expect("the default configuration is valid");
+        let (node, _receivers) = Node::new(config, resolved);
+        Shard::new(0, Arc::new(node))
+    }
     /// The shard's log, once recovery has opened it.
     pub fn log(&self) -> Result<&Rc<Log<RealFs>>, ApiError> {
         self.log
@@ -342,22 +374,7 @@ pub fn run(id: usize, node: Arc<Node>, inbox: async_channel::Receiver<Envelope>,
         } else {
             None
         };
-        let shard = Rc::new(Shard {
-            id,
-            node: node.clone(),
-            namespaces: RefCell::new(NamespaceRegistry::default()),
-            stop: StopSignal::default(),
-            log: OnceCell::new(),
-            kv: RefCell::new(KvStore::default()),
-            kv_watch: crate::kv::watch::Watchers::new(node.config.limits.max_waiters_per_shard),
-            queues: RefCell::new(crate::queue::exec::store(&node.config)),
-            queue_watch: crate::kv::watch::Watchers::new(node.config.limits.max_waiters_per_shard),
-            streams: RefCell::default(),
-            stream_watch: crate::kv::watch::Watchers::new(node.config.limits.max_waiters_per_shard),
-            ts: RefCell::default(),
-            namespaces_known: RefCell::default(),
-            snapshots: RefCell::default(),
-        });
+        let shard = Rc::new(Shard::new(id, node.clone()));
         if node.partitioner.namespace_shard(DEFAULT_NAMESPACE) == id {
             shard
                 .namespaces

@@ -706,42 +706,16 @@ pub fn replay(
 
 #[cfg(test)]
 mod tests {
-    use std::cell::RefCell;
     use std::sync::Arc;
 
     use super::*;
-    use crate::config::Config;
     use crate::log::format::SEGMENT_HEADER_BYTES;
     use crate::log::io::RealFs;
     use crate::log::metrics::LogMetrics;
     use crate::log::LogOptions;
-    use crate::server::shutdown::StopSignal;
-    use crate::server::Node;
 
     fn shard() -> Shard {
-        let mut config = Config {
-            shards: 2,
-            ..Config::default()
-        };
-        let resolved = config.validate(None).unwrap();
-        let (node, _receivers) = Node::new(config, resolved);
-        let queues = RefCell::new(crate::queue::exec::store(&node.config));
-        Shard {
-            id: 0,
-            node: Arc::new(node),
-            namespaces: RefCell::default(),
-            stop: StopSignal::default(),
-            log: std::cell::OnceCell::new(),
-            kv: RefCell::default(),
-            kv_watch: crate::kv::watch::Watchers::new(10),
-            queues,
-            queue_watch: crate::kv::watch::Watchers::new(10),
-            streams: RefCell::default(),
-            stream_watch: crate::kv::watch::Watchers::new(10),
-            ts: RefCell::default(),
-            namespaces_known: RefCell::default(),
-            snapshots: RefCell::default(),
-        }
+        Shard::for_tests()
     }
 
     /// Two tasks find the same committed batch pending and both wait for room in the log: the
