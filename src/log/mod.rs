@@ -7,6 +7,8 @@
 pub mod body;
 #[cfg(test)]
 mod crash_tests;
+#[cfg(test)]
+pub mod either;
 pub mod error;
 pub mod format;
 pub mod io;

@@ -97,6 +97,10 @@ pub enum CrashMode {
     /// Each unsynced write kept, dropped or torn at sector granularity; each group of unsynced
     /// name changes kept or reverted. Chosen by the seed.
     Random,
+    /// As [`CrashMode::Random`], and some unsynced writes leave garbage instead: in each sector
+    /// they touch, their bytes are random (a drive that lost power mid-write); the sector's
+    /// other bytes stay as they were.
+    Garbage,
 }
 
 /// Categories of operations for the `...Forever` faults.
@@ -157,7 +161,8 @@ impl FileData {
         match mode {
             CrashMode::KeepAll => self.current.to_vec(),
             CrashMode::DropAll => self.durable.clone(),
-            CrashMode::Random => {
+            CrashMode::Random | CrashMode::Garbage => {
+                let fates = if mode == CrashMode::Garbage { 4 } else { 3 };
                 let file_len = self.durable.len() as u64;
                 let mut out = self.durable.clone();
                 // The page cache's content as the pending writes are replayed in order.
@@ -165,21 +170,28 @@ impl FileData {
                 for (off, data) in &self.pending {
                     let start = *off as usize;
                     replay[start..start + data.len()].copy_from_slice(data);
-                    let fate = rng.below(3); // 0 kept, 1 dropped, 2 torn
+                    let fate = rng.below(fates); // 0 kept, 1 dropped, 2 torn, 3 garbage
                     if data.is_empty() {
                         continue;
                     }
                     let first = off / SECTOR_BYTES;
                     let last = (off + data.len() as u64 - 1) / SECTOR_BYTES;
                     for sector in first..=last {
+                        let a = (sector * SECTOR_BYTES) as usize;
+                        let b = ((sector + 1) * SECTOR_BYTES).min(file_len) as usize;
+                        if fate == 3 {
+                            // Only the write's own bytes: the sector's other bytes were
+                            // durable, and sectors are written whole (format-spec/log.md).
+                            let (wa, wb) = (a.max(start), b.min(start + data.len()));
+                            out[wa..wb].iter_mut().for_each(|x| *x = rng.next_u64() as u8);
+                            continue;
+                        }
                         let apply = match fate {
                             0 => true,
                             1 => false,
                             _ => rng.next_u64() & 1 == 1,
                         };
                         if apply {
-                            let a = (sector * SECTOR_BYTES) as usize;
-                            let b = ((sector + 1) * SECTOR_BYTES).min(file_len) as usize;
                             out[a..b].copy_from_slice(&replay[a..b]);
                         }
                     }
@@ -388,7 +400,7 @@ impl Disk {
         match mode {
             CrashMode::KeepAll => return self.names.clone(),
             CrashMode::DropAll => return self.durable_names.clone(),
-            CrashMode::Random => {}
+            CrashMode::Random | CrashMode::Garbage => {}
         }
         let all: BTreeSet<&PathBuf> = self.names.keys().chain(self.durable_names.keys()).collect();
         let mut out = BTreeMap::new();
@@ -578,6 +590,26 @@ impl SimFs {
             .ok_or_else(|| kind_error(io::ErrorKind::InvalidInput, "offset past the end", &p))?;
         f.durable[i] ^= xor_mask;
         Rc::make_mut(&mut f.current)[i] ^= xor_mask;
+        Ok(())
+    }
+
+    /// Overwrites durable bytes of `path` at `offset` with `bytes` (a zeroed sector, a block
+    /// written to the wrong place); for corruption tests.
+    pub fn overwrite(&self, path: &Path, offset: u64, bytes: &[u8]) -> io::Result<()> {
+        let mut d = self.disk.borrow_mut();
+        let p = key(path);
+        let id = d.lookup(&p)?;
+        let f = d
+            .files
+            .get_mut(&id)
+            .ok_or_else(|| kind_error(io::ErrorKind::NotFound, "no such file", &p))?;
+        let range = usize::try_from(offset)
+            .ok()
+            .and_then(|a| Some(a..a.checked_add(bytes.len())?))
+            .filter(|r| r.end <= f.durable.len())
+            .ok_or_else(|| kind_error(io::ErrorKind::InvalidInput, "range past the end", &p))?;
+        f.durable[range.clone()].copy_from_slice(bytes);
+        Rc::make_mut(&mut f.current)[range].copy_from_slice(bytes);
         Ok(())
     }
 
@@ -1144,6 +1176,30 @@ mod tests {
         let e = block_on(fs.write_small_atomic(&p("d/m"), b"x")).unwrap_err();
         assert_eq!(e.raw_os_error(), Some(libc::ENOSPC));
         assert!(!fs.exists(&p("d/m")));
+    }
+
+    #[test]
+    fn garbage_crash_leaves_synced_bytes_and_some_random_sectors() {
+        let (fs, f) = disk_with_file(64 * 1024);
+        write(&f, &[7u8; 4096], 0).unwrap();
+        block_on(f.sync_data()).unwrap();
+        for i in 0..16u64 {
+            write(&f, &[9u8; 512], 4096 + i * 1024).unwrap();
+        }
+        let mut garbage = 0;
+        for seed in 0..64 {
+            let got = fs.crash(seed, CrashMode::Garbage).file_bytes(&p("d/f")).unwrap();
+            assert!(got[..4096].iter().all(|&b| b == 7), "synced bytes never change");
+            for i in 0..16u64 {
+                let a = (4096 + i * 1024) as usize;
+                let sector = &got[a..a + 512];
+                if sector.iter().any(|&b| b != 0 && b != 9) {
+                    garbage += 1;
+                }
+                assert!(got[a + 512..a + 1024].iter().all(|&b| b == 0), "untouched sectors stay");
+            }
+        }
+        assert!(garbage > 0, "some unsynced sectors hold garbage");
     }
 
     #[test]

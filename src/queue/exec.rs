@@ -425,7 +425,7 @@ async fn operate(
 }
 
 /// The answers for `seqs`, payloads read from memory (pending) or the mapped segments.
-fn messages(shard: &Shard, ns: &str, queue: &str, seqs: &[u64]) -> Result<Vec<MessageOut>, ApiError> {
+pub(crate) fn messages(shard: &Shard, ns: &str, queue: &str, seqs: &[u64]) -> Result<Vec<MessageOut>, ApiError> {
     let store = shard.queues.borrow();
     let Some(q) = store.get(ns, queue) else {
         return Ok(Vec::new());

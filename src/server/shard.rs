@@ -30,7 +30,13 @@ use crate::api::{Api, MetricsApi};
 use crate::http::response::encode;
 use crate::kv::KvStore;
 use crate::log::format::{shard_dir_name, EntryRef};
-use crate::log::io::RealFs;
+/// The disk under a shard's log: the real one. In unit tests it is the real disk or the
+/// simulated one, chosen per shard (`log/either.rs`), so the crash simulation runs the real
+/// executors on the simulated disk.
+#[cfg(not(test))]
+pub type ShardFs = crate::log::io::RealFs;
+#[cfg(test)]
+pub type ShardFs = crate::log::either::EitherFs;
 use crate::log::{Log, LogError, LogOptions, Position};
 use crate::namespace::{decode_create, encode_create, NamespaceRegistry, DEFAULT_NAMESPACE, ENTRY_NAMESPACE_CREATE};
 
@@ -46,7 +52,9 @@ pub struct Shard {
     pub namespaces: RefCell<NamespaceRegistry>,
     pub stop: StopSignal,
     /// Set once recovery has opened the log.
-    pub log: OnceCell<Rc<Log<RealFs>>>,
+    pub log: OnceCell<Rc<Log<ShardFs>>>,
+    /// The disk the log is on.
+    pub fs: ShardFs,
     /// The keys this shard owns.
     pub kv: RefCell<KvStore>,
     /// Readers waiting for keys of this shard to change.
@@ -89,6 +97,7 @@ impl Shard {
             namespaces: RefCell::new(NamespaceRegistry::default()),
             stop: StopSignal::default(),
             log: OnceCell::new(),
+            fs: ShardFs::default(),
             kv: RefCell::new(KvStore::default()),
             kv_watch: crate::kv::watch::Watchers::new(waiters),
             queues: RefCell::new(crate::queue::exec::store(&node.config)),
@@ -105,16 +114,25 @@ impl Shard {
     /// Shard 0 of a default two-shard node that runs nothing, for unit tests.
     #[cfg(test)]
     pub fn for_tests() -> Shard {
-        let mut config = crate::config::Config {
+        let config = crate::config::Config {
             shards: 2,
             ..crate::config::Config::default()
         };
-        let resolved = config.validate(None).expect("the default configuration is valid");
+        Shard::for_tests_on(config, ShardFs::default())
+    }
+
+    /// Shard 0 of a node with `config` that runs nothing, its log on `fs`, for unit tests.
+    #[cfg(test)]
+    pub fn for_tests_on(mut config: crate::config::Config, fs: ShardFs) -> Shard {
+        let resolved = config.validate(None).expect("a valid test configuration");
         let (node, _receivers) = Node::new(config, resolved);
-        Shard::new(0, Arc::new(node))
+        Shard {
+            fs,
+            ..Shard::new(0, Arc::new(node))
+        }
     }
     /// The shard's log, once recovery has opened it.
-    pub fn log(&self) -> Result<&Rc<Log<RealFs>>, ApiError> {
+    pub fn log(&self) -> Result<&Rc<Log<ShardFs>>, ApiError> {
         self.log
             .get()
             .ok_or_else(|| ApiError::Unavailable("the shard is still recovering its log".into()))
@@ -441,7 +459,7 @@ pub fn run(id: usize, node: Arc<Node>, inbox: async_channel::Receiver<Envelope>,
 }
 
 /// Opens the shard's log, replaying every entry into the shard's state.
-async fn recover(shard: &Rc<Shard>) -> Result<Rc<Log<RealFs>>, LogError> {
+pub(crate) async fn recover(shard: &Rc<Shard>) -> Result<Rc<Log<ShardFs>>, LogError> {
     let node = &shard.node;
     let opts = LogOptions {
         shard_id: shard.id as u32,
@@ -454,7 +472,7 @@ async fn recover(shard: &Rc<Shard>) -> Result<Rc<Log<RealFs>>, LogError> {
     let dir = node.config.data_dir.join(shard_dir_name(shard.id));
     let metrics = node.log_metrics[shard.id].clone();
     let load = || async {
-        crate::snapshot::shard::load(shard, &RealFs, &dir)
+        crate::snapshot::shard::load(shard, &shard.fs, &dir)
             .await
             .map_err(|reason| LogError::Corrupt {
                 file: dir.clone(),
@@ -463,9 +481,14 @@ async fn recover(shard: &Rc<Shard>) -> Result<Rc<Log<RealFs>>, LogError> {
             })
     };
     let from_lsn = load().await?;
-    let opened = crate::log::open(RealFs, dir.clone(), opts.clone(), metrics.clone(), from_lsn, |e, at| {
-        shard.replay(e, at)
-    })
+    let opened = crate::log::open(
+        shard.fs.clone(),
+        dir.clone(),
+        opts.clone(),
+        metrics.clone(),
+        from_lsn,
+        |e, at| shard.replay(e, at),
+    )
     .await;
     let (log, stats) = match opened {
         // `--repair` cut the log before the snapshot's LSN: the snapshots past the cut hold
@@ -475,7 +498,7 @@ async fn recover(shard: &Rc<Shard>) -> Result<Rc<Log<RealFs>>, LogError> {
                 shard = shard.id,
                 log_end, snapshot, "repair: dropping snapshots past the cut log's end"
             );
-            crate::snapshot::shard::remove_after(&RealFs, &dir, log_end)
+            crate::snapshot::shard::remove_after(&shard.fs, &dir, log_end)
                 .await
                 .map_err(|reason| LogError::Corrupt {
                     file: dir.clone(),
@@ -484,7 +507,10 @@ async fn recover(shard: &Rc<Shard>) -> Result<Rc<Log<RealFs>>, LogError> {
                 })?;
             shard.reset_state();
             let from_lsn = load().await?;
-            crate::log::open(RealFs, dir, opts, metrics, from_lsn, |e, at| shard.replay(e, at)).await?
+            crate::log::open(shard.fs.clone(), dir, opts, metrics, from_lsn, |e, at| {
+                shard.replay(e, at)
+            })
+            .await?
         }
         other => other?,
     };

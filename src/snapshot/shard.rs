@@ -63,7 +63,7 @@ pub struct Ctx<'a, F: Fs, M: Machines> {
 }
 
 /// The server's [`Ctx`] of a shard whose log is open.
-pub fn ctx(shard: &Shard) -> Result<Ctx<'_, crate::log::io::RealFs, Shard>, String> {
+pub fn ctx(shard: &Shard) -> Result<Ctx<'_, crate::server::shard::ShardFs, Shard>, String> {
     Ok(Ctx {
         machines: shard,
         log: shard.log().map_err(|e| e.message())?.clone(),

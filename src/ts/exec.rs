@@ -737,9 +737,16 @@ mod tests {
                 repair: false,
             };
             let metrics = Arc::new(LogMetrics::default());
-            let (log, _) = crate::log::open(RealFs, dir.path().join("shard-000"), opts, metrics, 0, |_, _| Ok(()))
-                .await
-                .unwrap();
+            let (log, _) = crate::log::open(
+                crate::log::either::EitherFs::Real(RealFs),
+                dir.path().join("shard-000"),
+                opts,
+                metrics,
+                0,
+                |_, _| Ok(()),
+            )
+            .await
+            .unwrap();
             let log = Rc::new(log);
             let shard = Rc::new(shard());
             assert!(shard.log.set(log.clone()).is_ok());

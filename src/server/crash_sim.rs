@@ -1,0 +1,1266 @@
+//! Crash simulation of a whole shard: the real executors of every primitive (`kv/exec.rs`,
+//! `queue/exec.rs`, `stream/exec.rs`, `ts/exec.rs`) run a mixed workload with group commit on
+//! the simulated disk (`log/sim.rs`), with snapshots and compaction passes among them, and the
+//! shard is recovered the way the server recovers it (`shard::recover`).
+//!
+//! Three harnesses share the workload and the checks:
+//!
+//! * **crash states**: the process dies after its k-th I/O, for k over the whole run; each
+//!   crash point is recovered from several power-loss images (unsynced writes kept, dropped,
+//!   torn at 512-byte sectors, or left as garbage; unsynced renames lost) — a crash state is
+//!   one (k, image) pair;
+//! * **I/O errors**: the k-th I/O fails with `EIO` or `ENOSPC`, once or for good, while the
+//!   workload runs on (the log refuses every later write), then the disk is recovered from what
+//!   a restart finds; and faults during recovery itself, which must fail cleanly and leave the
+//!   image recoverable once the fault clears;
+//! * **corruption**: sealed segments and snapshots of a finished run get flipped bits, zeroed
+//!   sectors and blocks copied from elsewhere; recovery must refuse, or fall back to an older
+//!   snapshot, and what it serves must be right.
+//!
+//! After every recovery the state is read back through the executors (and the queue store) and
+//! checked against what the clients were told:
+//!
+//! * **lost**: an acknowledged write missing or older (a key behind its acknowledged version, a
+//!   deleted key back, an acknowledged message gone or an acknowledged ack undone, an
+//!   acknowledged lease lost, an acknowledged stream record or time-series point missing);
+//! * **phantom**: something nobody wrote (an unknown value, payload or point, a version other
+//!   than the one acknowledged for that value, a stream whose offsets are not a prefix of the
+//!   appends in order, a part of an append or a time-series write without the rest), or a
+//!   second recovery of the same image that reads differently;
+//! * **panics**: anything that panicked or hung.
+//!
+//! `FLO_CRASH_SIM_POINTS` sets the crash points per scenario (default 150; the runs have about
+//! 1 500 to 1 700 I/O operations, so 1700 covers every one), `FLO_CRASH_SIM_IMAGES` the images
+//! per crash point (default 16; the first four are also recovered a second time),
+//! `FLO_CRASH_SIM_SEED` other workloads; `FLO_FAULT_SIM_POINTS` the fault points (default 40, each
+//! with four kinds of fault) and `FLO_CORRUPTION_CASES` the damaged images (default 400).
+
+use std::cell::{Cell, RefCell};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::path::PathBuf;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::shard::{recover, Shard};
+use crate::config::{Config, Durability};
+use crate::kv::exec::{KvCmd, KvReply};
+use crate::kv::Cond;
+use crate::log::either::EitherFs;
+use crate::log::io::Fs;
+use crate::log::sim::{CrashMode, FaultKind, SimFs, SplitMix64 as Rng, YieldBack};
+use crate::queue::exec::{NewMsg, QueueCmd, QueueReply};
+use crate::stream::entry::AppendBody;
+use crate::stream::exec::{StreamCmd, StreamReply};
+use crate::ts::exec::{Part, TsCmd, TsReply};
+
+const QUEUES: [&str; 2] = ["jobs-a", "jobs-b"];
+const STREAMS: [&str; 2] = ["events-a", "events-b"];
+const HOSTS: usize = 3;
+const KEYS: usize = 10;
+/// Leases outlive every run: a leased message must stay leased across a crash.
+const LEASE_MS: u64 = 3_600_000;
+/// Time-series timestamps start here (ms), one series' points a millisecond apart.
+const TS_BASE_MS: i64 = 1_700_000_000_000;
+/// A crash point (its recoveries and checks) that has not ended after this long hangs.
+const POINT_TIMEOUT: Duration = Duration::from_secs(240);
+
+fn runtime() -> monoio::Runtime<monoio::time::TimeDriver<monoio::IoUringDriver>> {
+    monoio::RuntimeBuilder::<monoio::IoUringDriver>::new()
+        .enable_timer()
+        .build()
+        .expect("io_uring runtime")
+}
+
+/// Small segments (the minimum), small batches and frequent snapshots, so a short run seals
+/// segments, snapshots and compacts many times.
+fn config() -> Config {
+    let mut c = Config {
+        shards: 2,
+        data_dir: PathBuf::from("/data"),
+        durability: Durability::Sync,
+        ..Config::default()
+    };
+    c.log.segment_bytes = crate::log::format::MIN_SEGMENT_BYTES;
+    c.log.batch_max_bytes = 32 * 1024;
+    c.log.snapshot_bytes = 32 * 1024;
+    c.log.flush_interval_ms = 5;
+    c.log.compact_live_percent = 50;
+    c.limits.max_value_bytes = 16 * 1024;
+    c
+}
+
+fn shard_dir() -> PathBuf {
+    config().data_dir.join(crate::log::format::shard_dir_name(0))
+}
+
+/// A namespace whose record shard 0 owns (the test shard is shard 0 of two).
+fn namespace(shard: &Shard) -> String {
+    (0..)
+        .map(|i| format!("sim{i}"))
+        .find(|n| shard.node.partitioner.namespace_shard(n) == 0)
+        .expect("some namespace belongs to shard 0")
+}
+
+/// A payload that names its writer and operation, padded to `len` with seeded bytes.
+fn payload(tag: String, len: usize, rng: &mut Rng) -> Vec<u8> {
+    let mut v = tag.into_bytes();
+    v.push(b'|');
+    while v.len() < len {
+        v.push(rng.next_u64() as u8);
+    }
+    v
+}
+
+// ---------------------------------------------------------------------------------------------
+// What the clients were told
+// ---------------------------------------------------------------------------------------------
+
+/// Everything the workload submitted and every answer it got.
+#[derive(Default, Clone)]
+struct Model {
+    /// KV value → (key, version if its write was acknowledged).
+    kv_values: HashMap<Vec<u8>, (String, Option<u64>)>,
+    /// key → the newest acknowledged write: version, value (`None`: a delete).
+    kv_acked: HashMap<String, (u64, Option<Vec<u8>>)>,
+    /// Queue payload → (queue, seq if its enqueue was acknowledged).
+    q_payloads: HashMap<Vec<u8>, (usize, Option<u64>)>,
+    /// (queue, seq) → payload, of acknowledged enqueues.
+    q_acked: BTreeMap<(usize, u64), Vec<u8>>,
+    /// Messages an acknowledged dequeue leased.
+    q_leased: HashSet<(usize, u64)>,
+    /// Messages an ack was sent for, and those whose ack was acknowledged.
+    q_ack_sent: HashSet<(usize, u64)>,
+    q_ack_done: HashSet<(usize, u64)>,
+    /// Stream record payload → (stream, append number, index in the append).
+    s_payloads: HashMap<Vec<u8>, (usize, u64, usize)>,
+    /// Append number → its record count.
+    s_appends: HashMap<u64, usize>,
+    /// (stream, offset) → payload, of acknowledged appends.
+    s_acked: BTreeMap<(usize, u64), Vec<u8>>,
+    /// (host, ts) → (value, write number).
+    ts_points: HashMap<(usize, i64), (f64, u64)>,
+    /// Write number → its point count.
+    ts_writes: HashMap<u64, usize>,
+    /// Points of acknowledged writes.
+    ts_acked: Vec<(usize, i64, f64)>,
+    acks: u64,
+}
+
+/// Shared by the workload's tasks.
+struct Run {
+    shard: Rc<Shard>,
+    ns: String,
+    model: RefCell<Model>,
+    /// Next append / time-series write number, and each host's next timestamp.
+    next_op: Cell<u64>,
+    ts_next: RefCell<[i64; HOSTS]>,
+    /// Snapshots or compaction passes that failed while the disk was alive.
+    errors: RefCell<Vec<String>>,
+    writers_done: Cell<bool>,
+    stats: RefCell<RunStats>,
+}
+
+#[derive(Default, Debug, Clone, Copy)]
+struct RunStats {
+    snapshots: u64,
+    deleted_segments: u64,
+    copied_segments: u64,
+}
+
+impl Run {
+    fn op_number(&self) -> u64 {
+        let n = self.next_op.get();
+        self.next_op.set(n + 1);
+        n
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The workload
+// ---------------------------------------------------------------------------------------------
+
+async fn kv_op(run: &Run, w: u64, i: u64, rng: &mut Rng, seen: &mut HashMap<String, u64>) {
+    let key = format!("key-{:02}", rng.index(KEYS));
+    let ns = run.ns.clone();
+    let roll = rng.below(100);
+    if roll < 15 {
+        let cas = seen.get(&key).copied().filter(|_| rng.chance(50));
+        let cmd = KvCmd::Delete {
+            ns,
+            key: key.clone(),
+            cas,
+        };
+        if let Ok(KvReply::Written { version }) = crate::kv::exec::execute(&run.shard, cmd).await {
+            let mut m = run.model.borrow_mut();
+            m.acks += 1;
+            seen.insert(key.clone(), version);
+            if m.kv_acked.get(&key).is_none_or(|(v, _)| *v < version) {
+                m.kv_acked.insert(key, (version, None));
+            }
+        }
+        return;
+    }
+    let value = payload(format!("kv-{w}-{i}"), 16 + rng.index(6000), rng);
+    let cond = match roll {
+        15..=39 => Cond::Version(seen.get(&key).copied().unwrap_or(0)),
+        40..=44 => Cond::IfNotExists,
+        _ => Cond::Always,
+    };
+    run.model
+        .borrow_mut()
+        .kv_values
+        .insert(value.clone(), (key.clone(), None));
+    let cmd = KvCmd::Put {
+        ns,
+        key: key.clone(),
+        value: value.clone(),
+        expires_at_ms: 0,
+        cond,
+    };
+    match crate::kv::exec::execute(&run.shard, cmd).await {
+        Ok(KvReply::Written { version }) => {
+            let mut m = run.model.borrow_mut();
+            m.acks += 1;
+            seen.insert(key.clone(), version);
+            m.kv_values.insert(value.clone(), (key.clone(), Some(version)));
+            if m.kv_acked.get(&key).is_none_or(|(v, _)| *v < version) {
+                m.kv_acked.insert(key, (version, Some(value)));
+            }
+        }
+        Ok(KvReply::Refused(_)) => {
+            run.model.borrow_mut().kv_values.remove(&value);
+            // Learn the version, as a client does from the 409.
+            let get = KvCmd::Get {
+                ns: run.ns.clone(),
+                key: key.clone(),
+                wait: None,
+            };
+            if let Ok(KvReply::Found(k)) = crate::kv::exec::execute(&run.shard, get).await {
+                seen.insert(key, k.version);
+            }
+        }
+        _ => {}
+    }
+}
+
+async fn queue_op(run: &Run, w: u64, i: u64, rng: &mut Rng, leased: &mut Vec<(usize, u64)>) {
+    let q = rng.index(QUEUES.len());
+    let (ns, queue) = (run.ns.clone(), QUEUES[q].to_string());
+    match rng.below(10) {
+        0..=4 => {
+            let n = 1 + rng.index(3);
+            let payloads: Vec<Vec<u8>> = (0..n)
+                .map(|j| payload(format!("q-{w}-{i}-{j}"), 8 + rng.index(600), rng))
+                .collect();
+            {
+                let mut m = run.model.borrow_mut();
+                for p in &payloads {
+                    m.q_payloads.insert(p.clone(), (q, None));
+                }
+            }
+            let messages = payloads
+                .iter()
+                .map(|p| NewMsg {
+                    payload: p.clone(),
+                    priority: rng.below(3) as u8,
+                    delay_ms: 0,
+                    dedup_key: String::new(),
+                })
+                .collect();
+            let cmd = QueueCmd::Enqueue { ns, queue, messages };
+            if let Ok(QueueReply::Enqueued { seqs, .. }) = crate::queue::exec::execute(&run.shard, cmd).await {
+                let mut m = run.model.borrow_mut();
+                m.acks += 1;
+                for (p, seq) in payloads.into_iter().zip(seqs) {
+                    m.q_payloads.insert(p.clone(), (q, Some(seq)));
+                    m.q_acked.insert((q, seq), p);
+                }
+            }
+        }
+        5..=7 => {
+            let cmd = QueueCmd::Dequeue {
+                ns,
+                queue,
+                count: 1 + rng.index(3),
+                visibility_ms: LEASE_MS,
+                block_ms: 0,
+            };
+            if let Ok(QueueReply::Messages(got)) = crate::queue::exec::execute(&run.shard, cmd).await {
+                let mut m = run.model.borrow_mut();
+                m.acks += 1;
+                for msg in got {
+                    m.q_leased.insert((q, msg.seq));
+                    leased.push((q, msg.seq));
+                }
+            }
+        }
+        _ => {
+            let mine: Vec<u64> = leased.iter().filter(|(lq, _)| *lq == q).map(|(_, s)| *s).collect();
+            if mine.is_empty() {
+                return;
+            }
+            let seqs: Vec<u64> = mine.into_iter().filter(|_| rng.chance(70)).collect();
+            if seqs.is_empty() {
+                return;
+            }
+            leased.retain(|(lq, s)| !(*lq == q && seqs.contains(s)));
+            run.model.borrow_mut().q_ack_sent.extend(seqs.iter().map(|s| (q, *s)));
+            let cmd = QueueCmd::Ack {
+                ns,
+                queue,
+                seqs: seqs.clone(),
+            };
+            if let Ok(QueueReply::Done { not_found, .. }) = crate::queue::exec::execute(&run.shard, cmd).await {
+                let mut m = run.model.borrow_mut();
+                m.acks += 1;
+                for s in seqs.into_iter().filter(|s| !not_found.contains(s)) {
+                    m.q_ack_done.insert((q, s));
+                }
+            }
+        }
+    }
+}
+
+async fn stream_op(run: &Run, w: u64, i: u64, rng: &mut Rng) {
+    let st = rng.index(STREAMS.len());
+    let op = run.op_number();
+    let n = 1 + rng.index(4);
+    let payloads: Vec<Vec<u8>> = (0..n)
+        .map(|j| payload(format!("s-{w}-{i}-{j}"), 8 + rng.index(900), rng))
+        .collect();
+    let mut body = AppendBody::new(&run.ns, STREAMS[st], 256);
+    for p in &payloads {
+        let _ = body.push_with(|b| {
+            b.extend_from_slice(p);
+            Ok::<(), ()>(())
+        });
+    }
+    {
+        let mut m = run.model.borrow_mut();
+        m.s_appends.insert(op, n);
+        for (j, p) in payloads.iter().enumerate() {
+            m.s_payloads.insert(p.clone(), (st, op, j));
+        }
+    }
+    let cmd = StreamCmd::Append {
+        ns: run.ns.clone(),
+        stream: STREAMS[st].to_string(),
+        body: body.finish(),
+        count: n as u32,
+    };
+    if let Ok(StreamReply::Appended { first, last, .. }) = crate::stream::exec::execute(&run.shard, cmd).await {
+        let mut m = run.model.borrow_mut();
+        m.acks += 1;
+        assert_eq!(last + 1 - first, n as u64, "an append of {n} records");
+        for (j, p) in payloads.into_iter().enumerate() {
+            m.s_acked.insert((st, first + j as u64), p);
+        }
+    }
+}
+
+async fn ts_op(run: &Run, rng: &mut Rng) {
+    if run.shard.ensure_namespace(&run.ns).await.is_err() {
+        return;
+    }
+    let op = run.op_number();
+    let mut part = Part::default();
+    let mut points = Vec::new();
+    for _ in 0..1 + rng.index(4) {
+        let host = rng.index(HOSTS);
+        let ts = {
+            let mut next = run.ts_next.borrow_mut();
+            next[host] += 1 + rng.below(3) as i64;
+            next[host]
+        };
+        let value = (op * 16 + points.len() as u64) as f64 + 0.25;
+        let mut key = Vec::new();
+        let host_name = format!("h{host}");
+        crate::ts::series::line_key(&mut key, "cpu", [("host", host_name.as_str())].into_iter());
+        part.push(&key, [("usage", value)].into_iter(), ts);
+        points.push((host, ts, value));
+    }
+    {
+        let mut m = run.model.borrow_mut();
+        m.ts_writes.insert(op, points.len());
+        for &(h, ts, v) in &points {
+            m.ts_points.insert((h, ts), (v, op));
+        }
+    }
+    let cmd = TsCmd::Write {
+        ns: run.ns.clone(),
+        batch_id: 0,
+        participants: Vec::new(),
+        part,
+    };
+    if let Ok(TsReply::Done) = crate::ts::exec::execute(&run.shard, cmd).await {
+        let mut m = run.model.borrow_mut();
+        m.acks += 1;
+        m.ts_acked.extend(points);
+    }
+}
+
+/// One client: `count` operations of every primitive, one after the other.
+async fn writer(run: Rc<Run>, w: u64, count: u64, seed: u64) {
+    let mut rng = Rng(seed);
+    let mut seen = HashMap::new();
+    let mut leased = Vec::new();
+    for i in 0..count {
+        if run.shard.log().is_ok_and(|l| l.poisoned().is_some()) {
+            return;
+        }
+        match rng.below(100) {
+            0..=39 => kv_op(&run, w, i, &mut rng, &mut seen).await,
+            40..=64 => queue_op(&run, w, i, &mut rng, &mut leased).await,
+            65..=84 => stream_op(&run, w, i, &mut rng).await,
+            _ => ts_op(&run, &mut rng).await,
+        }
+    }
+}
+
+/// The snapshot timer of `snapshot/shard.rs`, by bytes of log rather than by the clock (so a
+/// run is the same every time).
+async fn snapshotter(run: Rc<Run>) {
+    let every = run.shard.node.config.log.snapshot_bytes;
+    while !run.writers_done.get() {
+        YieldBack(false).await;
+        let Ok(ctx) = crate::snapshot::shard::ctx(&run.shard) else {
+            return;
+        };
+        if ctx.log.poisoned().is_some() {
+            return;
+        }
+        let written = ctx.metrics.bytes_total.get();
+        if written.saturating_sub(run.shard.snapshots.borrow().bytes_at_last) < every {
+            continue;
+        }
+        match crate::snapshot::shard::take_and_compact(&ctx).await {
+            Ok(Some(p)) => {
+                let mut s = run.stats.borrow_mut();
+                s.snapshots += 1;
+                s.deleted_segments += p.deleted;
+                s.copied_segments += p.copied_segments;
+            }
+            Ok(None) => {}
+            Err(e) => {
+                if ctx.log.poisoned().is_none() && !dead(&run.shard) {
+                    run.errors.borrow_mut().push(e);
+                }
+                run.shard.snapshots.borrow_mut().bytes_at_last = written;
+            }
+        }
+    }
+}
+
+fn dead(shard: &Shard) -> bool {
+    match &shard.fs {
+        EitherFs::Sim(fs) => fs.is_dead(),
+        EitherFs::Real(_) => false,
+    }
+}
+
+/// A workload: its seed and size.
+#[derive(Clone, Copy, Debug)]
+struct Scenario {
+    seed: u64,
+    writers: u64,
+    ops_per_writer: u64,
+}
+
+impl std::fmt::Display for Scenario {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "scenario {}", self.seed)
+    }
+}
+
+/// A new shard on `fs` with its log recovered (an empty disk: a new log).
+async fn open_shard(fs: SimFs) -> Result<Rc<Shard>, String> {
+    let shard = Rc::new(Shard::for_tests_on(config(), EitherFs::Sim(fs)));
+    let log = recover(&shard).await.map_err(|e| e.to_string())?;
+    if shard.log.set(log).is_err() {
+        return Err("the log was set twice".into());
+    }
+    Ok(shard)
+}
+
+/// Runs the workload on a new disk set up by `prepare` (a crash point, a fault); returns the
+/// disk and what happened. The log stops at the end (as a killed process's does not matter).
+async fn life(sc: Scenario, prepare: impl FnOnce(&SimFs)) -> (SimFs, Option<Rc<Run>>) {
+    let fs = SimFs::new();
+    let mut rng = Rng(sc.seed);
+    fs.set_sync_turns(1 + rng.below(3) as u32);
+    let _ = fs.create_dir_all(&shard_dir());
+    prepare(&fs);
+    let Ok(shard) = open_shard(fs.clone()).await else {
+        return (fs, None);
+    };
+    let log = shard.log().expect("opened").clone();
+    let flusher = monoio::spawn(log.clone().run_flusher());
+    let ns = namespace(&shard);
+    let run = Rc::new(Run {
+        shard,
+        ns,
+        model: RefCell::default(),
+        next_op: Cell::new(0),
+        ts_next: RefCell::new([TS_BASE_MS; HOSTS]),
+        errors: RefCell::default(),
+        writers_done: Cell::new(false),
+        stats: RefCell::default(),
+    });
+    let timer = monoio::spawn(snapshotter(run.clone()));
+    let handles: Vec<_> = (0..sc.writers)
+        .map(|w| monoio::spawn(writer(run.clone(), w, sc.ops_per_writer, rng.next_u64())))
+        .collect();
+    for h in handles {
+        h.await;
+    }
+    run.writers_done.set(true);
+    timer.await;
+    log.stop();
+    flusher.await;
+    (fs, Some(run))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Reading a recovered shard back
+// ---------------------------------------------------------------------------------------------
+
+/// What a recovered shard holds, read through the executors.
+#[derive(Debug, PartialEq, Default)]
+struct Dump {
+    /// key → (latest version, visible value).
+    kv: BTreeMap<String, (u64, Option<Vec<u8>>)>,
+    /// (queue, seq) → (leased?, delivery count, payload).
+    queue: BTreeMap<(usize, u64), (bool, u16, Vec<u8>)>,
+    /// Each queue's next seq.
+    next_seq: Vec<u64>,
+    /// Each stream's records from its first offset: (offset, payload).
+    streams: Vec<Vec<(u64, Vec<u8>)>>,
+    /// (host, ts) → value.
+    ts: BTreeMap<(usize, i64), f64>,
+}
+
+async fn dump(shard: &Shard, ns: &str) -> Result<Dump, String> {
+    let mut d = Dump::default();
+    for k in 0..KEYS {
+        let key = format!("key-{k:02}");
+        let version = shard.kv.borrow().latest_version(ns, &key);
+        if version == 0 {
+            continue;
+        }
+        let get = KvCmd::Get {
+            ns: ns.to_string(),
+            key: key.clone(),
+            wait: None,
+        };
+        let value = match crate::kv::exec::execute(shard, get).await {
+            Ok(KvReply::Found(s)) if s.version == version => s.value,
+            Ok(KvReply::NotFound) => None,
+            other => return Err(format!("GET {key}: {other:?} (latest version {version})")),
+        };
+        d.kv.insert(key, (version, value));
+    }
+    for (q, name) in QUEUES.iter().enumerate() {
+        let (next, present) = {
+            let store = shard.queues.borrow();
+            match store.get(ns, name) {
+                None => (1, Vec::new()),
+                Some(queue) => {
+                    let next = queue.next_seq();
+                    let present: Vec<(u64, bool, u16)> = (1..next)
+                        .filter_map(|s| {
+                            queue
+                                .msg(s)
+                                .map(|m| (s, m.state == crate::queue::state::State::Leased, m.delivery_count))
+                        })
+                        .collect();
+                    (next, present)
+                }
+            }
+        };
+        d.next_seq.push(next);
+        let seqs: Vec<u64> = present.iter().map(|p| p.0).collect();
+        let got = crate::queue::exec::messages(shard, ns, name, &seqs).map_err(|e| e.message())?;
+        if got.len() != seqs.len() {
+            return Err(format!(
+                "queue {name}: {} of {} messages readable",
+                got.len(),
+                seqs.len()
+            ));
+        }
+        for ((s, leased, deliveries), m) in present.into_iter().zip(got) {
+            d.queue.insert((q, s), (leased, deliveries, m.payload));
+        }
+    }
+    for name in STREAMS {
+        let mut records = Vec::new();
+        let st = shard.streams.borrow();
+        if let Some(s) = st.get(ns, name) {
+            let log = shard.log().map_err(|e| e.message())?;
+            s.read(ns, name, log, &st.segments, s.first_offset, |o, _, p| {
+                records.push((o, p.to_vec()));
+                true
+            })
+            .map_err(|e| format!("stream {name}: {e}"))?;
+        }
+        d.streams.push(records);
+    }
+    let query = crate::ts::floql::parse(&format!("cpu[{TS_BASE_MS}..{}]", TS_BASE_MS + 10_000_000))
+        .map_err(|e| e.message.clone())?;
+    let plan = Arc::new(crate::ts::query::Plan::new(&query, TS_BASE_MS).map_err(|e| e.message.clone())?);
+    let cmd = TsCmd::Query {
+        ns: ns.to_string(),
+        plan: plan.clone(),
+        snapshot: shard.node.ts_commits.begin_query().seq,
+    };
+    match crate::ts::exec::execute(shard, cmd).await {
+        Ok(TsReply::Query(out)) => {
+            for series in plan.finish(vec![out]).map_err(|e| e.message.clone())? {
+                let host = series
+                    .tags
+                    .iter()
+                    .find(|(k, _)| k == "host")
+                    .and_then(|(_, v)| v.strip_prefix('h'))
+                    .and_then(|h| h.parse::<usize>().ok())
+                    .ok_or_else(|| format!("a series with tags {:?}", series.tags))?;
+                for (ts, v) in series.points {
+                    d.ts.insert((host, ts), v);
+                }
+            }
+        }
+        Err(e) if e.message().contains("no measurement") || e.message().contains("not found") => {}
+        other => return Err(format!("query: {other:?}")),
+    }
+    Ok(d)
+}
+
+/// Problems found in one recovered image.
+#[derive(Default, Debug)]
+struct Found {
+    lost: Vec<String>,
+    phantom: Vec<String>,
+}
+
+fn check(m: &Model, d: &Dump) -> Found {
+    let mut f = Found::default();
+    // KV.
+    for k in 0..KEYS {
+        let key = format!("key-{k:02}");
+        let got = d.kv.get(&key);
+        if let Some((version, Some(value))) = got {
+            match m.kv_values.get(value) {
+                Some((owner, _)) if *owner != key => f.phantom.push(format!("{key}: holds {owner}'s value")),
+                Some((_, Some(v))) if v != version => f
+                    .phantom
+                    .push(format!("{key}: version {version} holds the value acknowledged as {v}")),
+                Some(_) => {}
+                None => f
+                    .phantom
+                    .push(format!("{key}: version {version} holds a value nobody wrote")),
+            }
+        }
+        if let Some((av, aval)) = m.kv_acked.get(&key) {
+            let (version, value) = got.cloned().unwrap_or((0, None));
+            if version < *av {
+                f.lost.push(format!(
+                    "{key}: version {version} after acknowledged version {av} ({})",
+                    if aval.is_some() {
+                        "a put"
+                    } else {
+                        "a delete: deleted data came back"
+                    }
+                ));
+            } else if version == *av && &value != aval {
+                f.lost.push(format!("{key}: acknowledged version {av} reads otherwise"));
+            }
+        }
+    }
+    // Queues.
+    for (&(q, s), (leased, _, payload)) in &d.queue {
+        match m.q_payloads.get(payload) {
+            Some(&(pq, seq)) if pq != q || seq.is_some_and(|x| x != s) => f
+                .phantom
+                .push(format!("queue {q} message {s}: payload of queue {pq} message {seq:?}")),
+            Some(_) => {}
+            None => f
+                .phantom
+                .push(format!("queue {q} message {s}: a payload nobody enqueued")),
+        }
+        if m.q_ack_done.contains(&(q, s)) {
+            f.lost.push(format!("queue {q} message {s}: acknowledged ack undone"));
+        } else if m.q_leased.contains(&(q, s)) && !leased {
+            f.lost.push(format!(
+                "queue {q} message {s}: its acknowledged lease is gone (deliverable again)"
+            ));
+        }
+    }
+    for (&(q, s), p) in &m.q_acked {
+        if !d.queue.contains_key(&(q, s)) && !m.q_ack_sent.contains(&(q, s)) {
+            f.lost
+                .push(format!("queue {q} message {s}: acknowledged enqueue missing"));
+        }
+        if d.queue.get(&(q, s)).is_some_and(|(_, _, got)| got != p) {
+            f.phantom.push(format!("queue {q} message {s}: another payload"));
+        }
+        if d.next_seq.get(q).is_some_and(|&n| n <= s) {
+            f.lost.push(format!("queue {q}: next seq at or below acknowledged {s}"));
+        }
+    }
+    // Streams: a prefix of the appends, whole appends only, every acknowledged record.
+    for (st, records) in d.streams.iter().enumerate() {
+        let mut expect = records.first().map_or(0, |r| r.0);
+        let mut open: Option<(u64, usize, usize)> = None; // (append, next index, count)
+        for (o, p) in records {
+            if *o != expect {
+                f.phantom
+                    .push(format!("stream {st}: offset {o} after {}", expect.wrapping_sub(1)));
+            }
+            expect = o + 1;
+            match m.s_payloads.get(p) {
+                Some(&(pst, op, j)) if pst == st => {
+                    let n = m.s_appends.get(&op).copied().unwrap_or(0);
+                    match open {
+                        Some((a, next, _)) if a == op && next == j => {}
+                        Some((a, next, cnt)) if next < cnt => f.phantom.push(format!(
+                            "stream {st}: append {a} cut after {next} of {cnt} records, then append {op}"
+                        )),
+                        _ if j != 0 => f.phantom.push(format!("stream {st}: append {op} starts at record {j}")),
+                        _ => {}
+                    }
+                    open = Some((op, j + 1, n));
+                }
+                _ => f
+                    .phantom
+                    .push(format!("stream {st} offset {o}: a payload nobody appended there")),
+            }
+            if let Some(a) = m.s_acked.get(&(st, *o)) {
+                if a != p {
+                    f.lost
+                        .push(format!("stream {st} offset {o}: not the acknowledged record"));
+                }
+            }
+        }
+        if let Some((a, next, cnt)) = open {
+            if next < cnt {
+                f.phantom
+                    .push(format!("stream {st}: append {a} cut after {next} of {cnt} records"));
+            }
+        }
+        let last = m.s_acked.range((st, 0)..(st + 1, 0)).next_back();
+        if let Some((&(_, o), _)) = last {
+            if expect <= o {
+                f.lost.push(format!("stream {st}: ends before acknowledged offset {o}"));
+            }
+        }
+    }
+    // Time series: acknowledged points present, no point nobody wrote, writes whole.
+    for &(h, ts, v) in &m.ts_acked {
+        if d.ts.get(&(h, ts)) != Some(&v) {
+            f.lost.push(format!("ts host {h} at {ts}: acknowledged point missing"));
+        }
+    }
+    let mut seen_of_write: HashMap<u64, usize> = HashMap::new();
+    for (&(h, ts), &v) in &d.ts {
+        match m.ts_points.get(&(h, ts)) {
+            Some(&(w, op)) if w == v => *seen_of_write.entry(op).or_default() += 1,
+            _ => f
+                .phantom
+                .push(format!("ts host {h} at {ts}: a point nobody wrote ({v})")),
+        }
+    }
+    for (op, n) in seen_of_write {
+        let whole = m.ts_writes.get(&op).copied().unwrap_or(0);
+        if n != whole {
+            f.phantom.push(format!("ts write {op}: {n} of its {whole} points"));
+        }
+    }
+    f
+}
+
+// ---------------------------------------------------------------------------------------------
+// Recovery and the harnesses
+// ---------------------------------------------------------------------------------------------
+
+/// Recovers `image` as the server does and reads it back; the error says which failed
+/// (`recovery: ...` or `read: ...`).
+async fn recover_dump(image: SimFs) -> Result<(Dump, String), String> {
+    let shard = open_shard(image).await.map_err(|e| format!("recovery: {e}"))?;
+    let ns = namespace(&shard);
+    let d = dump(&shard, &ns).await.map_err(|e| format!("read: {e}"))?;
+    let snapshot = shard.snapshots.borrow().kept.last().map_or(0, |(l, _)| *l);
+    shard.log().map(|l| l.stop()).ok();
+    Ok((d, format!("from snapshot LSN {snapshot}")))
+}
+
+/// Totals over every harness.
+#[derive(Default, Debug)]
+struct Totals {
+    states: u64,
+    points: u64,
+    lost: u64,
+    phantom: u64,
+    panics: u64,
+    /// Snapshot or compaction failures on a disk that was alive and healthy.
+    errors: u64,
+    failures: Vec<String>,
+}
+
+impl Totals {
+    fn record(&mut self, what: &str, found: Found) {
+        self.states += 1;
+        self.lost += found.lost.len() as u64;
+        self.phantom += found.phantom.len() as u64;
+        for m in found.lost.iter().chain(&found.phantom).take(3) {
+            self.failures.push(format!("{what}: {m}"));
+        }
+    }
+
+    fn failed_recovery(&mut self, what: &str, why: &str) {
+        self.states += 1;
+        self.lost += 1;
+        self.failures.push(format!("{what}: recovery failed: {why}"));
+    }
+}
+
+/// Recovers `image` and checks it against `model`; when `twice`, recovers it again (after the
+/// first recovery's repairs) and checks that it reads the same.
+async fn check_image(image: &SimFs, model: &Model, what: &str, twice: bool, totals: &mut Totals) {
+    let first = match recover_dump(image.clone()).await {
+        Ok((d, _)) => d,
+        Err(e) => return totals.failed_recovery(what, &e),
+    };
+    totals.record(what, check(model, &first));
+    if !twice {
+        return;
+    }
+    match recover_dump(image.clone()).await {
+        Ok((again, _)) if again == first => {}
+        Ok(_) => {
+            totals.phantom += 1;
+            totals
+                .failures
+                .push(format!("{what}: a second recovery reads differently"));
+        }
+        Err(e) => totals.failed_recovery(&format!("{what}, again"), &e),
+    }
+}
+
+/// The images of a crash point: everything kept, only what was synced, and seeded mixes of
+/// kept, dropped, torn and garbage writes with unsynced renames kept or lost.
+fn images(fs: &SimFs, count: u64, rng: &mut Rng) -> Vec<(String, SimFs)> {
+    let mut out = vec![
+        ("KeepAll".to_string(), fs.crash(0, CrashMode::KeepAll)),
+        ("DropAll".to_string(), fs.crash(0, CrashMode::DropAll)),
+    ];
+    for i in 2..count.max(2) {
+        let seed = rng.next_u64();
+        let mode = if i % 2 == 0 {
+            CrashMode::Random
+        } else {
+            CrashMode::Garbage
+        };
+        out.push((format!("{mode:?} {seed:#x}"), fs.crash(seed, mode)));
+    }
+    out
+}
+
+/// One crash point: the life dies after `k` I/O operations; each image is checked.
+async fn crash_point(sc: Scenario, k: u64, image_count: u64, totals: &mut Totals) {
+    let (fs, run) = life(sc, |fs| fs.crash_after(k)).await;
+    let model = run.as_ref().map(|r| r.model.borrow().clone()).unwrap_or_default();
+    if let Some(r) = &run {
+        for e in r.errors.borrow().iter() {
+            totals.errors += 1;
+            totals.failures.push(format!("{sc} crash after {k}: {e}"));
+        }
+    }
+    let mut rng = Rng(sc.seed ^ k.wrapping_mul(0x9E37_79B9_7F4A_7C15));
+    for (i, (name, image)) in images(&fs, image_count, &mut rng).into_iter().enumerate() {
+        let what = format!("{sc} crash after {k} ops, {name}");
+        check_image(&image, &model, &what, i < 4, totals).await;
+    }
+}
+
+/// The full run of `sc`: its I/O operation count, acknowledgements and coverage.
+fn full_run(sc: Scenario) -> (u64, u64, RunStats) {
+    runtime().block_on(async {
+        let (fs, run) = life(sc, |_| {}).await;
+        let run = run.expect("a fresh disk opens");
+        assert!(run.errors.borrow().is_empty(), "{sc}: {:?}", run.errors.borrow());
+        let acks = run.model.borrow().acks;
+        let stats = *run.stats.borrow();
+        (fs.ops(), acks, stats)
+    })
+}
+
+fn env(name: &str, default: u64) -> u64 {
+    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
+const SCENARIOS: [Scenario; 2] = [
+    Scenario {
+        seed: 11,
+        writers: 4,
+        ops_per_writer: 500,
+    },
+    Scenario {
+        seed: 12,
+        writers: 6,
+        ops_per_writer: 350,
+    },
+];
+
+/// Runs `f` on a fresh runtime with a timeout, counting a panic or hang.
+fn guarded(what: &str, totals: &mut Totals, f: impl AsyncFnOnce(&mut Totals)) {
+    let r = catch_unwind(AssertUnwindSafe(|| {
+        runtime().block_on(async {
+            let run = f(totals);
+            monoio::time::timeout(POINT_TIMEOUT, run).await.is_ok()
+        })
+    }));
+    match r {
+        Ok(true) => {}
+        Ok(false) => {
+            totals.panics += 1;
+            totals.failures.push(format!("{what}: hangs"));
+        }
+        Err(_) => {
+            totals.panics += 1;
+            totals.failures.push(format!("{what}: panicked"));
+        }
+    }
+}
+
+fn crash_points(total: u64, runs: u64, rng: &mut Rng) -> Vec<u64> {
+    if total <= runs {
+        return (0..=total).collect();
+    }
+    let mut ks: Vec<u64> = (0..runs.saturating_sub(2)).map(|_| rng.below(total)).collect();
+    ks.push(0);
+    ks.push(total);
+    ks.sort_unstable();
+    ks.dedup();
+    ks
+}
+
+#[test]
+fn mixed_workload_crash_states_lose_nothing_and_invent_nothing() {
+    let points = env("FLO_CRASH_SIM_POINTS", 150);
+    let image_count = env("FLO_CRASH_SIM_IMAGES", 16);
+    let seed = env("FLO_CRASH_SIM_SEED", 0);
+    let started = Instant::now();
+    let mut totals = Totals::default();
+    let mut coverage = Vec::new();
+    for sc in SCENARIOS {
+        let sc = Scenario {
+            seed: sc.seed + seed * 100,
+            ..sc
+        };
+        let (total, acks, stats) = full_run(sc);
+        assert!(acks > 300, "{sc}: only {acks} acknowledgements");
+        assert_eq!(full_run(sc).0, total, "{sc}: the workload is not deterministic");
+        assert!(
+            stats.snapshots > 3 && stats.deleted_segments > 0,
+            "{sc}: the run must snapshot and compact: {stats:?}"
+        );
+        coverage.push(format!("{sc}: {total} ops, {acks} acks, {stats:?}"));
+        let mut rng = Rng(sc.seed + 1);
+        for k in crash_points(total, points, &mut rng) {
+            totals.points += 1;
+            let what = format!("{sc} crash after {k} ops");
+            guarded(&what, &mut totals, async |t: &mut Totals| {
+                crash_point(sc, k, image_count, t).await
+            });
+        }
+    }
+    println!(
+        "crash-sim: {} crash states, {} acked lost, {} phantom, {} panics",
+        totals.states, totals.lost, totals.phantom, totals.panics
+    );
+    println!(
+        "crash-sim: {} crash points x {image_count} images in {:.1} s; {}",
+        totals.points,
+        started.elapsed().as_secs_f64(),
+        coverage.join("; ")
+    );
+    for f in totals.failures.iter().take(20) {
+        println!("  {f}");
+    }
+    assert_eq!(
+        (totals.lost, totals.phantom, totals.panics, totals.errors),
+        (0, 0, 0, 0),
+        "{:#?}",
+        totals.failures.iter().take(40).collect::<Vec<_>>()
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// I/O errors
+// ---------------------------------------------------------------------------------------------
+
+const FAULTS: [FaultKind; 4] = [
+    FaultKind::Eio,
+    FaultKind::Enospc,
+    FaultKind::EioForever,
+    FaultKind::EnospcForever,
+];
+
+/// What a restart finds after the process stopped on an I/O error: its page cache (the
+/// process exited), only what was synced (the machine lost power too), or a mix.
+fn restart_images(fs: &SimFs, rng: &mut Rng) -> Vec<(String, SimFs)> {
+    let seed = rng.next_u64();
+    vec![
+        ("restart".to_string(), fs.crash(0, CrashMode::KeepAll)),
+        ("power loss".to_string(), fs.crash(0, CrashMode::DropAll)),
+        (format!("torn {seed:#x}"), fs.crash(seed, CrashMode::Random)),
+    ]
+}
+
+/// The workload's `k`-th I/O fails with `kind`; the workload runs on (nothing is acknowledged
+/// once the log has failed); then the disk is recovered from what a restart finds.
+async fn fault_point(sc: Scenario, k: u64, kind: FaultKind, totals: &mut Totals) -> bool {
+    let (fs, run) = life(sc, |fs| fs.fail_at(k, kind)).await;
+    let model = run.as_ref().map(|r| r.model.borrow().clone()).unwrap_or_default();
+    let poisoned = run
+        .as_ref()
+        .is_some_and(|r| r.shard.log().is_ok_and(|l| l.poisoned().is_some()));
+    let mut rng = Rng(sc.seed ^ k.wrapping_mul(31) ^ kind as u64);
+    for (name, image) in restart_images(&fs, &mut rng) {
+        let what = format!("{sc} {kind:?} at op {k}, {name}");
+        check_image(&image, &model, &what, true, totals).await;
+    }
+    poisoned
+}
+
+/// Recovery of `image` fails at its `j`-th I/O with `kind`: it must fail cleanly or recover
+/// right, and once the fault clears the image (as that recovery left it) recovers right.
+async fn recovery_fault(
+    image: &SimFs,
+    model: &Model,
+    j: u64,
+    kind: FaultKind,
+    what: &str,
+    totals: &mut Totals,
+) -> bool {
+    let faulty = image.crash(0, CrashMode::KeepAll);
+    faulty.fail_at(j, kind);
+    let refused = match recover_dump(faulty.clone()).await {
+        Ok((d, _)) => {
+            totals.record(&format!("{what}, faulty recovery"), check(model, &d));
+            false
+        }
+        Err(_) => true,
+    };
+    let mut rng = Rng(j);
+    for (name, after) in restart_images(&faulty, &mut rng) {
+        check_image(&after, model, &format!("{what}, then {name}"), true, totals).await;
+    }
+    refused
+}
+
+#[test]
+fn io_errors_acknowledge_nothing_unsynced_and_leave_a_recoverable_disk() {
+    let points = env("FLO_FAULT_SIM_POINTS", 40);
+    let started = Instant::now();
+    let mut totals = Totals::default();
+    let (mut poisoned, mut recovery_faults, mut recovery_refused) = (0u64, 0u64, 0u64);
+    let sc = SCENARIOS[0];
+    let (total, _, _) = full_run(sc);
+    let mut rng = Rng(sc.seed + 7);
+    for k in crash_points(total, points, &mut rng) {
+        for kind in FAULTS {
+            totals.points += 1;
+            let what = format!("{sc} {kind:?} at op {k}");
+            guarded(&what, &mut totals, async |t: &mut Totals| {
+                poisoned += u64::from(fault_point(sc, k, kind, t).await);
+            });
+        }
+    }
+    // Faults during recovery, at every I/O of the recovery of some crash images.
+    for k in crash_points(total, points / 8, &mut rng) {
+        let what = format!("{sc} crash after {k} ops");
+        guarded(&what, &mut totals, async |t: &mut Totals| {
+            let (fs, run) = life(sc, |fs| fs.crash_after(k)).await;
+            let model = run.as_ref().map(|r| r.model.borrow().clone()).unwrap_or_default();
+            let image = fs.crash(k, CrashMode::Random);
+            let probe = image.crash(0, CrashMode::KeepAll);
+            let _ = recover_dump(probe.clone()).await;
+            for j in 0..probe.ops() {
+                for kind in [FaultKind::Eio, FaultKind::EnospcForever] {
+                    recovery_faults += 1;
+                    let what = format!("{what}, recovery {kind:?} at op {j}");
+                    recovery_refused += u64::from(recovery_fault(&image, &model, j, kind, &what, t).await);
+                }
+            }
+        });
+    }
+    println!(
+        "io-errors: {} faulted runs ({poisoned} poisoned the log), {recovery_faults} faulted recoveries \
+         ({recovery_refused} refused cleanly), {} states checked, {} acked lost, {} phantom, {} panics in {:.1} s",
+        totals.points,
+        totals.states,
+        totals.lost,
+        totals.phantom,
+        totals.panics,
+        started.elapsed().as_secs_f64()
+    );
+    for f in totals.failures.iter().take(20) {
+        println!("  {f}");
+    }
+    assert_eq!(
+        (totals.lost, totals.phantom, totals.panics),
+        (0, 0, 0),
+        "{:#?}",
+        totals.failures.iter().take(40).collect::<Vec<_>>()
+    );
+    assert!(poisoned > 0 && recovery_faults > 0 && recovery_refused > 0);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Corruption
+// ---------------------------------------------------------------------------------------------
+
+/// How one damaged image fared.
+#[derive(Default, Debug)]
+struct Corruption {
+    cases: u64,
+    /// Recovery refused the image.
+    refused: u64,
+    /// Recovery passed over the damaged newest snapshot to an older one (or the whole log).
+    fell_back: u64,
+    /// Recovered, and a read of the damaged data failed its checksum.
+    failed_read: u64,
+    /// Recovered and every answer right: the damage hit bytes nothing reads (zero tails,
+    /// entries no state points at).
+    unread: u64,
+    /// Recovered and some answer wrong.
+    wrong: u64,
+}
+
+/// Damages a sealed segment or a snapshot of `image` with `rng`: a flipped bit, a zeroed
+/// sector, or a sector copied from elsewhere. Returns what was done, or `None` if the damage
+/// would change nothing.
+fn damage(image: &SimFs, rng: &mut Rng) -> Option<String> {
+    let dir = shard_dir();
+    let names = image.list(&dir).ok()?;
+    let mut segments: Vec<(u64, String)> = names
+        .iter()
+        .filter_map(|n| crate::log::format::parse_segment_file_name(n).map(|l| (l, n.clone())))
+        .collect();
+    segments.sort();
+    segments.pop(); // the active segment: its unsynced tail is the crash tests' business
+    let snapshots: Vec<String> = names
+        .iter()
+        .filter(|n| crate::snapshot::file::parse_file_name(n).is_some())
+        .cloned()
+        .collect();
+    let targets: Vec<String> = segments.into_iter().map(|(_, n)| n).chain(snapshots).collect();
+    let target = rng.pick(&targets).clone();
+    let path = dir.join(&target);
+    let bytes = image.file_bytes(&path)?;
+    // Damage where the file holds data: its bytes up to the last nonzero one.
+    let used = bytes.iter().rposition(|&b| b != 0).map_or(0, |i| i + 1) as u64;
+    if used == 0 {
+        return None;
+    }
+    let at = rng.below(used);
+    let sector = at / 512 * 512;
+    let end = (sector + 512).min(bytes.len() as u64);
+    match rng.below(3) {
+        0 => {
+            let bit = rng.below(8);
+            image.corrupt(&path, at, 1 << bit).ok()?;
+            Some(format!("{target}: bit {bit} of byte {at} flipped"))
+        }
+        1 => {
+            let old = &bytes[sector as usize..end as usize];
+            if old.iter().all(|&b| b == 0) {
+                return None;
+            }
+            image.overwrite(&path, sector, &vec![0; old.len()]).ok()?;
+            Some(format!("{target}: sector at {sector} zeroed"))
+        }
+        _ => {
+            let from_name = rng.pick(&targets).clone();
+            let from = image.file_bytes(&dir.join(&from_name))?;
+            let from_used = from.iter().rposition(|&b| b != 0).map_or(0, |i| i + 1) as u64;
+            let src = rng.below(from_used.max(1)) / 512 * 512;
+            let len = (end - sector).min(from.len() as u64 - src) as usize;
+            let block = &from[src as usize..src as usize + len];
+            if block == &bytes[sector as usize..sector as usize + len] {
+                return None;
+            }
+            image.overwrite(&path, sector, block).ok()?;
+            Some(format!(
+                "{target}: sector at {sector} overwritten by {from_name}'s at {src}"
+            ))
+        }
+    }
+}
+
+#[test]
+fn corrupted_segments_and_snapshots_are_detected_and_never_served() {
+    let cases = env("FLO_CORRUPTION_CASES", 400);
+    let started = Instant::now();
+    let mut totals = Totals::default();
+    let mut c = Corruption::default();
+    for sc in SCENARIOS {
+        guarded(&format!("{sc} corruption"), &mut totals, async |t: &mut Totals| {
+            let (fs, run) = life(sc, |_| {}).await;
+            let run = run.expect("a fresh disk opens");
+            let model = run.model.borrow().clone();
+            drop(run);
+            let base = fs.crash(0, CrashMode::DropAll);
+            let (_, from) = recover_dump(base.crash(0, CrashMode::KeepAll))
+                .await
+                .expect("the undamaged image recovers");
+            let mut rng = Rng(sc.seed + 99);
+            let mut done = 0;
+            while done < cases / SCENARIOS.len() as u64 {
+                let image = base.crash(0, CrashMode::KeepAll);
+                let Some(what) = damage(&image, &mut rng) else {
+                    continue;
+                };
+                done += 1;
+                c.cases += 1;
+                let what = format!("{sc}, {what}");
+                match recover_dump(image.clone()).await {
+                    Err(e) if e.starts_with("read:") => c.failed_read += 1,
+                    Err(_) => c.refused += 1,
+                    Ok((d, at)) => {
+                        let found = check(&model, &d);
+                        if !found.lost.is_empty() || !found.phantom.is_empty() {
+                            c.wrong += 1;
+                        }
+                        if at != from {
+                            c.fell_back += 1;
+                        } else if found.lost.is_empty() && found.phantom.is_empty() {
+                            c.unread += 1;
+                        }
+                        t.record(&what, found);
+                    }
+                }
+            }
+        });
+    }
+    println!(
+        "corruption: {} damaged images: {} refused at start, {} fell back to an older snapshot, {} failed \
+         the read of the damaged data, {} damaged only bytes nothing reads, {} wrong answers; {} panics in {:.1} s",
+        c.cases,
+        c.refused,
+        c.fell_back,
+        c.failed_read,
+        c.unread,
+        c.wrong,
+        totals.panics,
+        started.elapsed().as_secs_f64()
+    );
+    for f in totals.failures.iter().take(20) {
+        println!("  {f}");
+    }
+    assert_eq!((c.wrong, totals.panics), (0, 0), "{:#?}", totals.failures);
+    // Not vacuous: damage was found at start (a damaged newest snapshot passed over) and on
+    // reads of damaged values.
+    assert!(c.fell_back > 0 && c.failed_read > 0, "{c:?}");
+}
