@@ -169,7 +169,8 @@ for mode in $MODES; do
 import json, re, sys
 mode, conns, duration, res_file, out_file, before, after = sys.argv[1:]
 r = json.load(open(res_file))
-out = open(out_file, errors="replace").read()
+out = re.sub(r"\x1b\[[0-9;]*[A-Za-z]", "", open(out_file, errors="replace").read())
+exit_status = (re.findall(r"Exit status:\s*(.*)", out) or ["?"])[-1].strip()
 def last(field):
     m = re.findall(rf"{field}:\s+(\d+)", out)
     return int(m[-1]) if m else -1
@@ -184,6 +185,6 @@ print(f"slow-clients: {mode}: {conns} conns {duration} s; probe {len(lat) + r['f
       f"max {mx:.1f} ms, p99 {p99:.1f} ms (< 1 s {verdict}); max RSS {r['rss'] / 2**20:.0f} MiB, max fds {r['fds']}; "
       f"closed by the server: {last('closed')} (protocol errors {errs}); open at end "
       f"{int(after.get('flo_http_connections_active', -1))}; slowhttptest: service available "
-      f"{available}")
+      f"{available} ({exit_status})")
 EOF
 done
