@@ -8,6 +8,25 @@
 //! `/health`, and every response with status >= 400 must have a JSON body with string fields
 //! `error` and `message`. All failures are collected and listed before the test fails.
 //!
+//! The desync probe: every complete case (all but the 408 ones, whose request never ends) is
+//! run a second time, against a second server, with a poison byte and a valid
+//! `GET /health` written right behind the case's bytes in the same segment. The poison byte
+//! (`@`) is not a token character, so a server that ends the case's request where the corpus
+//! says must answer `@GET /health ...` with 400 and close. The only acceptable outcomes:
+//!
+//! * `close` cases: exactly the expected response, then the connection closes; nothing after
+//!   the end of the rejected request is answered.
+//! * `keep` cases: the expected response, any responses of requests pipelined inside the case,
+//!   then 400 with `Connection: close` for the poisoned request, then the connection closes.
+//!
+//! Anything else is a desync: a server that read past the end of the case's request (a body
+//! longer than framed, a head that swallowed the next line) glues the poison into it and then
+//! answers the GET, or waits for more; one that stopped short answers the leftover bytes. The
+//! first run's follow-up `GET /health` on `keep` connections catches the short reads too.
+//!
+//! The test prints one summary line, `http-corpus: N cases, N as expected, 0 crashes,
+//! 0 desyncs (...)`, on success as well.
+//!
 //! The corpus format (with the `\R{N:c}` and `\H{N}` macros) is documented at the top of the
 //! corpus file.
 
@@ -37,6 +56,10 @@ const FOLLOW_UP: &[u8] = b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n";
 
 /// Stop draining a `close` connection after this many bytes.
 const MAX_DRAIN: usize = 1 << 20;
+
+/// Written right behind each complete case in the desync probe: a byte that no request line
+/// may start with, glued to a valid request.
+const POISON_PROBE: &[u8] = b"@GET /health HTTP/1.1\r\nHost: x\r\n\r\n";
 
 /// What must happen to the connection after the expected response.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -504,6 +527,65 @@ fn run_case(server: &Server, case: &Case, problems: &mut Vec<String>) -> String 
     }
 }
 
+/// Whether the desync probe applies: a case the server must wait on (408) has no end for the
+/// probe to sit behind, so the probe's bytes would just become part of it.
+fn probed(case: &Case) -> bool {
+    case.status != 408
+}
+
+/// The desync probe for one case (see the module doc). `Err` says how the exchange went wrong.
+fn run_poisoned(server: &Server, case: &Case) -> Result<String, String> {
+    let mut s = connect(server).map_err(|e| format!("connect failed: {e}"))?;
+    let mut bytes = case.raw.clone();
+    bytes.extend_from_slice(POISON_PROBE);
+    // As in the first run, a failed write matters only if the responses are wrong too.
+    let _ = s.write_all(&bytes).and_then(|_| s.flush());
+    let (rest, end) = drain(&mut s, Vec::new());
+    let responses = common::parse_all(&rest);
+    let statuses: Vec<u16> = responses.iter().map(|r| r.status).collect();
+    let closes = |r: &Response| r.header("connection").is_some_and(|c| has_token(c, "close"));
+    let seen = format!("responses {statuses:?}");
+    match end {
+        End::Eof | End::Reset => {}
+        End::Timeout => {
+            return Err(format!(
+                "{seen}, then the connection stayed open: the poisoned request was not rejected"
+            ))
+        }
+        End::TooMuch => return Err(format!("{seen}, then more than {MAX_DRAIN} bytes")),
+        End::Error(e) => return Err(format!("{seen}, then reading failed: {e}")),
+    }
+    let Some(first) = responses.first() else {
+        return Err(format!("no response at all; received {}", snippet(&rest)));
+    };
+    if first.status != case.status {
+        return Err(format!(
+            "{seen}: the bytes after the case changed its answer (expected {} first)",
+            case.status
+        ));
+    }
+    match case.after {
+        After::Close => {
+            if responses.len() > 1 {
+                return Err(format!("{seen}: a request after the rejected one was answered"));
+            }
+            Ok(format!("{} close", first.status))
+        }
+        After::Keep => {
+            let last = responses.last().unwrap_or(first);
+            if responses.len() < 2 || last.status != 400 || !closes(last) {
+                return Err(format!(
+                    "{seen}: the poisoned request behind the case was not answered 400 + close"
+                ));
+            }
+            if responses[..responses.len() - 1].iter().any(closes) {
+                return Err(format!("{seen}: the connection was closed before the poisoned request"));
+            }
+            Ok(format!("{} keep, poison 400 close", first.status))
+        }
+    }
+}
+
 /// `GET /health` on a fresh connection.
 fn health_check(server: &Server) -> Result<(), String> {
     match common::try_request(server.api, "GET", "/health", &[], b"") {
@@ -522,20 +604,45 @@ struct Failure {
     problems: Vec<String>,
 }
 
+/// Health of both servers; `Err` names the first that does not answer.
+fn servers_alive(servers: &[&Server; 2]) -> Result<(), String> {
+    for (name, server) in ["first", "probe"].iter().zip(servers) {
+        health_check(server).map_err(|e| format!("{name} server: {e}"))?;
+    }
+    Ok(())
+}
+
 #[test]
 fn malformed_request_corpus() {
     let cases = load_corpus();
+    // The desync probe runs on its own server so the cases that create a namespace create it
+    // there too, instead of finding it made by the first run.
     let server = Server::builder().shards(2).config(SERVER_CONFIG).start();
+    let probe_server = Server::builder().shards(2).config(SERVER_CONFIG).start();
+    let servers = [&server, &probe_server];
 
     let mut failures: Vec<Failure> = Vec::new();
+    let (mut desyncs, mut probes, mut crashes) = (0usize, 0usize, 0usize);
     for (i, case) in cases.iter().enumerate() {
         let mut problems = Vec::new();
-        let got = run_case(&server, case, &mut problems);
+        let mut got = run_case(&server, case, &mut problems);
+        if probed(case) {
+            probes += 1;
+            match run_poisoned(&probe_server, case) {
+                Ok(_) => {}
+                Err(e) => {
+                    desyncs += 1;
+                    got.push_str("; desync probe failed");
+                    problems.push(format!("desync probe (case bytes + {}): {e}", snippet(POISON_PROBE)));
+                }
+            }
+        }
         let mut server_down = false;
-        if let Err(e) = health_check(&server) {
+        if let Err(e) = servers_alive(&servers) {
             // One retry, so a momentary hiccup is not mistaken for a dead server.
             std::thread::sleep(Duration::from_millis(200));
-            server_down = health_check(&server).is_err();
+            server_down = servers_alive(&servers).is_err();
+            crashes += 1;
             problems.push(format!("server did not survive: {e}"));
         }
         if !problems.is_empty() {
@@ -563,7 +670,13 @@ fn malformed_request_corpus() {
         }
     }
 
-    let mut report = format!("http-corpus: {} cases, {} failed\n", cases.len(), failures.len());
+    let mut report = format!(
+        "http-corpus: {} cases, {} as expected, {crashes} crashes, {desyncs} desyncs \
+         (poison probe behind {probes} complete cases; {} incomplete ones not probed)\n",
+        cases.len(),
+        cases.len() - failures.len(),
+        cases.len() - probes,
+    );
     for f in &failures {
         report.push_str(&format!(
             "  FAIL {} ({CORPUS_FILE}:{}; {}): expected {}, got {}\n",
@@ -588,8 +701,8 @@ fn malformed_request_corpus() {
 fn corpus_is_well_formed() {
     let cases = load_corpus();
     assert!(
-        cases.len() >= 150,
-        "{CORPUS_FILE} has only {} cases, expected at least 150",
+        cases.len() >= 300,
+        "{CORPUS_FILE} has only {} cases, expected at least 300",
         cases.len()
     );
     let mut seen = HashSet::new();

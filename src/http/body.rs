@@ -6,7 +6,8 @@
 //! Chunk extensions and trailer fields are checked for framing and ignored.
 //!
 //! Strictness (each a request-smuggling defence): the chunk size is 1*HEXDIG with nothing
-//! before it and only `;ext` after it, it must fit in a u64, every line ends in CRLF, chunk
+//! before it and only extensions after it, which follow the RFC 9112 §7.1.1 grammar with no
+//! whitespace (`;name`, `;name=token`, `;name="quoted"`), it must fit in a u64, every line ends in CRLF, chunk
 //! data is followed by exactly CRLF, and control bytes other than HTAB are rejected.
 
 /// Longest chunk-size line (size and extensions) accepted.
@@ -173,8 +174,7 @@ fn parse_chunk_size(line: &[u8]) -> Result<u64, BodyError> {
     }
     match line.get(digits) {
         None => {}
-        Some(b';') if line.len() == digits + 1 => return Err(BodyError::Malformed("empty chunk extension")),
-        Some(b';') => {}
+        Some(b';') => check_chunk_ext(&line[digits..])?,
         Some(_) => return Err(BodyError::Malformed("invalid chunk size")),
     }
     let mut size: u64 = 0;
@@ -189,6 +189,58 @@ fn parse_chunk_size(line: &[u8]) -> Result<u64, BodyError> {
             .ok_or(BodyError::Malformed("chunk size overflows"))?;
     }
     Ok(size)
+}
+
+/// `*( ";" token [ "=" ( token / quoted-string ) ] )` without whitespace (RFC 9112 §7.1.1). A
+/// lenient parser that ends an extension elsewhere (at a quote, a bare CR, a space) would see
+/// different chunk boundaries, so anything outside the grammar is rejected.
+fn check_chunk_ext(mut ext: &[u8]) -> Result<(), BodyError> {
+    const BAD: BodyError = BodyError::Malformed("invalid chunk extension");
+    while let [b';', rest @ ..] = ext {
+        let name = rest.iter().take_while(|&&b| is_tchar(b)).count();
+        if name == 0 {
+            return Err(BAD);
+        }
+        ext = &rest[name..];
+        if let [b'=', value @ ..] = ext {
+            let len = if value.first() == Some(&b'"') {
+                quoted_string_len(value).ok_or(BAD)?
+            } else {
+                value.iter().take_while(|&&b| is_tchar(b)).count()
+            };
+            if len == 0 {
+                return Err(BAD);
+            }
+            ext = &value[len..];
+        }
+    }
+    if ext.is_empty() {
+        Ok(())
+    } else {
+        Err(BAD)
+    }
+}
+
+/// RFC 9110 §5.6.2 tchar.
+fn is_tchar(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+}
+
+/// Length of the quoted-string at the start of `s` (RFC 9110 §5.6.4), quotes included.
+fn quoted_string_len(s: &[u8]) -> Option<usize> {
+    let mut i = 1;
+    while let Some(&b) = s.get(i) {
+        match b {
+            b'"' => return Some(i + 1),
+            b'\\' => match s.get(i + 1) {
+                Some(&q) if q == b'\t' || q >= 0x20 && q != 0x7f => i += 2,
+                _ => return None,
+            },
+            b'\t' | 0x20..=0x7e | 0x80..=0xff => i += 1,
+            _ => return None,
+        }
+    }
+    None
 }
 
 fn check_trailer_field(field: &[u8]) -> Result<(), BodyError> {
@@ -227,6 +279,12 @@ mod tests {
     }
 
     #[test]
+    fn chunk_extension_grammar() {
+        let input = b"5;a;b=c;d=\"x; \\\"y\"\r\nhello\r\n0;e=\"\"\r\n\r\n";
+        assert_eq!(decode_all(input, 100).unwrap().0, b"hello");
+    }
+
+    #[test]
     fn byte_by_byte_gives_the_same_result() {
         let input = b"3\r\nabc\r\n00A\r\n0123456789\r\n0\r\n\r\n";
         let mut d = ChunkedDecoder::new();
@@ -254,6 +312,14 @@ mod tests {
             b"5;\r\nhello\r\n0\r\n\r\n",
             b"0\r\n folded: x\r\n\r\n",
             b"0\r\nX-T : 1\r\n\r\n",
+            b"5;a b=c\r\nhello\r\n0\r\n\r\n",
+            b"5;a=\"x\r\nhello\r\n0\r\n\r\n",
+            b"5;a=\r\nhello\r\n0\r\n\r\n",
+            b"5;=b\r\nhello\r\n0\r\n\r\n",
+            b"5;a=b c\r\nhello\r\n0\r\n\r\n",
+            b"5;a=\"x\\\"\r\nhello\r\n0\r\n\r\n",
+            b"5;a;\r\nhello\r\n0\r\n\r\n",
+            b"0;a=(\r\n\r\n",
         ] {
             assert!(
                 matches!(decode_all(bad, 1 << 40), Err(BodyError::Malformed(_))),

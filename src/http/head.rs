@@ -8,7 +8,8 @@
 //! Rules enforced here that httparse does not (RFC 9112 and request-smuggling defences):
 //! every line ends in CRLF (no bare LF, no bare CR); no control bytes but HTAB; no obs-fold; no
 //! whitespace between a field name and its colon; request line ≤ 8 KiB (414), head ≤ 16 KiB and
-//! ≤ 100 fields (431); exactly one Host in HTTP/1.1; Content-Length is 1*DIGIT and appears at most
+//! ≤ 100 fields (431); exactly one Host in HTTP/1.1, its value `uri-host [":" port]` or empty, and
+//! no userinfo or malformed authority in an absolute-form target; Content-Length is 1*DIGIT and appears at most
 //! once; Transfer-Encoding is exactly `chunked`, once, never with Content-Length, never in
 //! HTTP/1.0; Expect is `100-continue` or 417; versions other than 1.0/1.1 are 505.
 
@@ -170,6 +171,9 @@ pub fn parse_head(buf: &[u8]) -> Result<Option<RequestHead>, HeadError> {
             chunked = true;
         } else if name.eq_ignore_ascii_case(b"host") {
             hosts += 1;
+            if !value.is_empty() && !valid_authority(value) {
+                return Err(bad("invalid Host"));
+            }
         } else if name.eq_ignore_ascii_case(b"connection") {
             for token in value.split(|&b| b == b',') {
                 let token = trim_ows(token);
@@ -356,6 +360,13 @@ fn split_target(
         if authority_end == scheme_len {
             return Err(bad("absolute-form target without a host"));
         }
+        let authority = &target[scheme_len..authority_end];
+        if authority.contains(&b'@') {
+            return Err(bad("userinfo in the request target"));
+        }
+        if !valid_authority(authority) {
+            return Err(bad("invalid authority in the request target"));
+        }
         if authority_end == target.len() || target[authority_end] == b'?' {
             return Err(bad("absolute-form target without a path"));
         }
@@ -374,6 +385,55 @@ fn split_target(
         offset + path_start..offset + path_start + path_len,
         query,
     ))
+}
+
+/// `uri-host [ ":" port ]` (RFC 3986 §3.2.2, §3.2.3) with a non-empty host: an IP-literal in
+/// brackets or a reg-name of unreserved, sub-delims and percent-encoded bytes, then an optional
+/// all-digit port. Userinfo, whitespace, `/`, `\` and quotes are all outside this grammar.
+fn valid_authority(v: &[u8]) -> bool {
+    let (host, rest) = if v.first() == Some(&b'[') {
+        let Some(close) = v.iter().position(|&b| b == b']') else {
+            return false;
+        };
+        let inner = &v[1..close];
+        if inner.is_empty() || !inner.iter().all(|&b| is_unreserved_or_sub_delim(b) || b == b':') {
+            return false;
+        }
+        (&v[..=close], &v[close + 1..])
+    } else {
+        let end = v.iter().position(|&b| b == b':').unwrap_or(v.len());
+        (&v[..end], &v[end..])
+    };
+    let port_ok = match rest {
+        [] => true,
+        [b':', port @ ..] => port.iter().all(u8::is_ascii_digit),
+        _ => false,
+    };
+    !host.is_empty() && port_ok && (host[0] == b'[' || valid_reg_name(host))
+}
+
+fn is_unreserved_or_sub_delim(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=".contains(&b)
+}
+
+fn valid_reg_name(host: &[u8]) -> bool {
+    let mut i = 0;
+    while i < host.len() {
+        let b = host[i];
+        if b == b'%' {
+            if !(host.get(i + 1).is_some_and(u8::is_ascii_hexdigit)
+                && host.get(i + 2).is_some_and(u8::is_ascii_hexdigit))
+            {
+                return false;
+            }
+            i += 3;
+        } else if is_unreserved_or_sub_delim(b) {
+            i += 1;
+        } else {
+            return false;
+        }
+    }
+    true
 }
 
 fn parse_content_length(value: &[u8]) -> Result<u64, HeadError> {
@@ -515,6 +575,49 @@ mod tests {
         let h = ok(raw);
         assert_eq!(&raw[h.path.clone()], b"/health");
         assert_eq!(&raw[h.query.clone()], b"a");
+    }
+
+    #[test]
+    fn host_and_authority_syntax() {
+        for good in [
+            &b"x"[..],
+            b"example.com:8080",
+            b"x:",
+            b"[::1]:9002",
+            b"[::1]",
+            b"a%2Db",
+            b"a,b",
+            b"127.0.0.1",
+        ] {
+            assert!(valid_authority(good), "{:?}", String::from_utf8_lossy(good));
+        }
+        for bad in [
+            &b""[..],
+            b"a b",
+            b"x/health",
+            b"user@x",
+            b"x:80a",
+            b"x:80:81",
+            b"[::1",
+            b"[]",
+            b"[::1]x",
+            b"x\\y",
+            b"\"x\"",
+            b"%zz",
+            b":80",
+        ] {
+            assert!(!valid_authority(bad), "{:?}", String::from_utf8_lossy(bad));
+        }
+        assert!(
+            ok(b"GET / HTTP/1.1\r\nHost:\r\n\r\n").framing == Framing::None,
+            "empty Host is allowed"
+        );
+        assert_eq!(status(b"GET / HTTP/1.1\r\nHost: a b\r\n\r\n"), 400);
+        assert_eq!(status(b"GET / HTTP/1.0\r\nHost: a/b\r\n\r\n"), 400);
+        assert_eq!(status(b"GET http://u@x/ HTTP/1.1\r\nHost: x\r\n\r\n"), 400);
+        assert_eq!(status(b"GET http://x:8o/ HTTP/1.1\r\nHost: x\r\n\r\n"), 400);
+        assert_eq!(status(b"GET http://x\\y/ HTTP/1.1\r\nHost: x\r\n\r\n"), 400);
+        ok(b"GET http://[::1]:80/ HTTP/1.1\r\nHost: [::1]:80\r\n\r\n");
     }
 
     #[test]
