@@ -10,6 +10,8 @@ pub mod api;
 pub mod auth;
 pub mod b64;
 pub mod config;
+#[doc(hidden)]
+pub mod fuzz_checks;
 pub mod http;
 pub mod kv;
 pub mod log;
@@ -21,6 +23,7 @@ pub mod queue;
 pub mod server;
 pub mod snapshot;
 pub mod stream;
-#[cfg(test)]
+#[cfg(any(test, feature = "sim"))]
+#[cfg_attr(not(test), allow(dead_code))]
 pub(crate) mod test_rng;
 pub mod ts;

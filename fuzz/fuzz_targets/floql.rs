@@ -1,36 +1,6 @@
-//! The FloQL parser on arbitrary text (bytes read as UTF-8, lossily): never panics; an error
-//! points at a char boundary inside the text; a query that parses prints (canonical FloQL) to
-//! text that parses to an equal query and prints the same again.
+//! See `flo::fuzz_checks::floql`: the check is in the library so `cargo test` replays the corpus.
 #![no_main]
 
-use flo::ts::floql::{parse, MAX_QUERY_BYTES};
 use libfuzzer_sys::fuzz_target;
 
-fuzz_target!(|data: &[u8]| {
-    let text = String::from_utf8_lossy(data);
-    match parse(&text) {
-        Ok(q) => {
-            let canonical = q.to_string();
-            // Canonical text can be longer than the input (spaces around `|`, `1e15` printed in
-            // full); past the length limit it is rightly refused.
-            if canonical.len() > MAX_QUERY_BYTES {
-                return;
-            }
-            match parse(&canonical) {
-                Ok(back) => {
-                    assert_eq!(back, q, "{text:?} printed as {canonical:?}");
-                    assert_eq!(back.to_string(), canonical, "canonical text is a fixed point");
-                }
-                Err(e) => panic!("{text:?} printed as {canonical:?}, which does not parse: {e}"),
-            }
-        }
-        Err(e) => {
-            assert!(e.position <= text.len(), "{e:?} past the end of {text:?}");
-            assert!(
-                text.is_char_boundary(e.position),
-                "{e:?} inside a character of {text:?}"
-            );
-            assert!(!e.message.is_empty());
-        }
-    }
-});
+fuzz_target!(|data: &[u8]| flo::fuzz_checks::floql::check(data));

@@ -1,28 +1,6 @@
-//! The request-head parser on arbitrary bytes: never panics; a complete head's ranges lie
-//! inside it; parsing is prefix-stable (the head alone parses to the same result, and every
-//! shorter prefix is "need more" or the same error class).
+//! See `flo::fuzz_checks::http_head`: the check is in the library so `cargo test` replays the corpus.
 #![no_main]
 
-use flo::http::head::parse_head;
 use libfuzzer_sys::fuzz_target;
 
-fuzz_target!(|data: &[u8]| {
-    match parse_head(data) {
-        Ok(Some(h)) => {
-            assert!(h.len <= data.len());
-            for r in [&h.method, &h.path, &h.query] {
-                assert!(r.start <= r.end && r.end <= h.len);
-            }
-            if let Some(a) = &h.authorization {
-                assert!(a.end <= h.len);
-            }
-            assert_eq!(parse_head(&data[..h.len]), Ok(Some(h.clone())));
-            // A complete head is never "need more" in any prefix that contains it.
-            assert!(matches!(parse_head(&data[..h.len - 1]), Ok(None) | Err(_)));
-        }
-        Ok(None) => {}
-        Err(e) => {
-            assert!(matches!(e.status(), 400 | 414 | 417 | 431 | 505));
-        }
-    }
-});
+fuzz_target!(|data: &[u8]| flo::fuzz_checks::http_head::check(data));

@@ -1,56 +1,6 @@
-//! Snapshot decoding (`format-spec/snapshot.md`) on arbitrary bytes: the container check and
-//! every section's restore never panic and never allocate without bound. The first byte picks
-//! what the rest is fed to (a whole file, or one section's body, since a fuzzer rarely forges a
-//! file whose CRCs match); what restores re-encodes, and that encoding restores again to the
-//! same bytes.
+//! See `flo::fuzz_checks::snapshot`: the check is in the library so `cargo test` replays the corpus.
 #![no_main]
 
-use flo::kv::KvStore;
-use flo::namespace::NamespaceRegistry;
-use flo::queue::state::{QueueConfig, QueueStore};
-use flo::snapshot::codec::{Dec, Enc};
-use flo::snapshot::file;
-use flo::stream::state::StreamStore;
-use flo::ts::series::SeriesStore;
 use libfuzzer_sys::fuzz_target;
 
-fn queue_config() -> QueueConfig {
-    QueueConfig {
-        max_deliveries: 5,
-        dedup_window_ms: 300_000,
-    }
-}
-
-/// Restores `body` with `restore`; if it restores, its snapshot restores to the same bytes.
-fn check<T>(body: &[u8], restore: impl Fn(&mut Dec<'_>) -> Result<T, String>, snapshot: impl Fn(&T, &mut Enc)) {
-    let mut d = Dec::new(body);
-    let Ok(t) = restore(&mut d) else {
-        return;
-    };
-    let mut e = Enc::new();
-    snapshot(&t, &mut e);
-    let (once, pending, _) = e.finish();
-    assert!(pending.is_empty(), "a restored store has nothing in flight");
-    let back = restore(&mut Dec::new(&once)).expect("a snapshot of a restored store restores");
-    let mut e = Enc::new();
-    snapshot(&back, &mut e);
-    assert_eq!(e.finish().0, once, "snapshots of a restored store are stable");
-}
-
-fuzz_target!(|data: &[u8]| {
-    let Some((&which, rest)) = data.split_first() else {
-        return;
-    };
-    match which % 6 {
-        0 => {
-            if let Ok(p) = file::decode(rest) {
-                let _ = file::decode_segments(&mut p.section(file::SECTION_SEGMENTS));
-            }
-        }
-        1 => check(rest, NamespaceRegistry::restore, NamespaceRegistry::snapshot),
-        2 => check(rest, KvStore::restore, KvStore::snapshot),
-        3 => check(rest, |d| QueueStore::restore(queue_config(), d), QueueStore::snapshot),
-        4 => check(rest, StreamStore::restore, StreamStore::snapshot),
-        _ => check(rest, SeriesStore::restore, SeriesStore::snapshot),
-    }
-});
+fuzz_target!(|data: &[u8]| flo::fuzz_checks::snapshot::check(data));

@@ -22,9 +22,9 @@ const SCAN_LIMIT_MAX: usize = 1000;
 
 const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
 
-#[derive(Deserialize)]
+#[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct PutBody {
+pub(crate) struct PutBody {
     value: String,
     #[serde(default)]
     ttl_seconds: Option<u64>,

@@ -14,9 +14,9 @@ use crate::http::Response;
 use crate::server::inbox::{Command, Reply};
 use crate::server::shard::Shard;
 
-#[derive(Deserialize)]
+#[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct CreateBody {
+pub(crate) struct CreateBody {
     name: String,
 }
 

@@ -25,9 +25,9 @@ const BLOCK_MAX_MS: u64 = 60_000;
 /// Longest `delay_ms` of an enqueue or a nack (30 days).
 const DELAY_MAX_MS: u64 = 30 * 24 * 3600 * 1000;
 
-#[derive(Deserialize)]
+#[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct MessageBody {
+pub(crate) struct MessageBody {
     payload: String,
     #[serde(default)]
     priority: Option<u64>,
@@ -37,15 +37,15 @@ struct MessageBody {
     dedup_key: Option<String>,
 }
 
-#[derive(Deserialize)]
+#[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct BatchBody {
+pub(crate) struct BatchBody {
     messages: Vec<MessageBody>,
 }
 
-#[derive(Deserialize)]
+#[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct DequeueBody {
+pub(crate) struct DequeueBody {
     #[serde(default)]
     count: Option<u64>,
     #[serde(default)]
@@ -54,9 +54,9 @@ struct DequeueBody {
     block_ms: Option<u64>,
 }
 
-#[derive(Deserialize)]
+#[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct SeqsBody {
+pub(crate) struct SeqsBody {
     sequences: Vec<u64>,
     #[serde(default)]
     delay_ms: Option<u64>,
@@ -66,9 +66,9 @@ struct SeqsBody {
     visibility_timeout_ms: Option<u64>,
 }
 
-#[derive(Deserialize)]
+#[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct Empty {}
+pub(crate) struct Empty {}
 
 fn message(shard: &Shard, m: MessageBody) -> Result<NewMsg, ApiError> {
     let payload = B64

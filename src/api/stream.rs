@@ -27,31 +27,31 @@ const ACK_TIMEOUT_DEFAULT_MS: u64 = 30_000;
 const ACK_TIMEOUT_MAX_MS: u64 = 43_200_000;
 const MAX_DELIVERIES_DEFAULT: u64 = 5;
 
-#[derive(Deserialize)]
+#[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct RecordBody<'a> {
+pub(crate) struct RecordBody<'a> {
     #[serde(borrow)]
     payload: Cow<'a, str>,
 }
 
-#[derive(Deserialize)]
+#[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct AppendRequest<'a> {
+pub(crate) struct AppendRequest<'a> {
     #[serde(default, borrow)]
     payload: Option<Cow<'a, str>>,
     #[serde(default, borrow)]
     records: Option<Vec<RecordBody<'a>>>,
 }
 
-#[derive(Deserialize)]
+#[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct TrimBody {
+pub(crate) struct TrimBody {
     before_offset: u64,
 }
 
-#[derive(Deserialize)]
+#[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct RetentionBody {
+pub(crate) struct RetentionBody {
     #[serde(default)]
     max_age_ms: Option<u64>,
     #[serde(default)]
@@ -60,9 +60,9 @@ struct RetentionBody {
     max_records: Option<u64>,
 }
 
-#[derive(Deserialize)]
+#[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct GroupBody {
+pub(crate) struct GroupBody {
     #[serde(default)]
     start: Option<Json>,
     #[serde(default)]
@@ -71,9 +71,9 @@ struct GroupBody {
     max_deliveries: Option<u64>,
 }
 
-#[derive(Deserialize)]
+#[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct GroupReadBody {
+pub(crate) struct GroupReadBody {
     consumer: String,
     #[serde(default)]
     count: Option<u64>,
@@ -81,9 +81,9 @@ struct GroupReadBody {
     block_ms: Option<u64>,
 }
 
-#[derive(Deserialize)]
+#[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct AckBody {
+pub(crate) struct AckBody {
     offsets: Vec<u64>,
 }
 

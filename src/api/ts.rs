@@ -268,9 +268,9 @@ fn tell(shard: &Rc<Shard>, shards: &[usize], make: impl Fn() -> Command) {
     }
 }
 
-#[derive(Deserialize)]
+#[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct QueryBody {
+pub(crate) struct QueryBody {
     query: String,
 }
 
@@ -388,9 +388,9 @@ pub async fn series(shard: &Rc<Shard>, ns: &str, measurement: &str) -> Result<Re
     Ok(Response::json(200, &json!({ "series": series, "count": series.len() })))
 }
 
-#[derive(Deserialize)]
+#[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct RetentionBody {
+pub(crate) struct RetentionBody {
     max_age_ms: u64,
 }
 

@@ -236,44 +236,56 @@ pub fn parse_head(buf: &[u8]) -> Result<Option<RequestHead>, HeadError> {
 /// the size limits. `Ok(None)`: need more bytes. Control bytes and bare CRs inside lines are
 /// left to httparse, which rejects them; garbage at the very start (a TLS handshake, say) is
 /// rejected here already so it does not wait for a timeout.
+///
+/// The answer does not depend on how the bytes arrived: every error is the one the shortest
+/// prefix showing it gets, so a head parsed whole and a head parsed as it trickles in fail
+/// alike. Hence the order: control bytes at the start, then per line in order an overlong
+/// request line (known before its LF), then a bare LF or CR.
 fn scan_head(buf: &[u8], start: usize) -> Result<Option<usize>, HeadError> {
     let limit = buf.len().min(start + HEAD_MAX_BYTES);
     let window = &buf[start..limit];
+    let prefix = &window[..window.len().min(PREFIX_CHECK_BYTES)];
+    // Only head bytes: a short head's CRLFCRLF may come before the prefix ends.
+    let prefix = match prefix.windows(4).position(|w| w == b"\r\n\r\n") {
+        Some(i) => &prefix[..i + 4],
+        None => prefix,
+    };
+    if prefix.iter().any(|&b| CONTROL[b as usize]) {
+        return Err(bad("control character in request head"));
+    }
     let mut line_start = 0;
     let mut first_line = true;
     for lf in memchr::memchr_iter(b'\n', window) {
-        if lf == 0 || window[lf - 1] != b'\r' {
+        let cr = lf > line_start && window[lf - 1] == b'\r';
+        let line_len = lf - line_start - usize::from(cr);
+        if first_line && line_len > REQUEST_LINE_MAX_BYTES {
+            return Err(HeadError::UriTooLong);
+        }
+        if !cr {
             return Err(bad("bare LF in request head (lines must end in CRLF)"));
         }
-        let line_len = lf - 1 - line_start;
         if line_len > 0 && window[lf - 2] == b'\r' {
             // `...\r\r\n`: a bare CR would otherwise hide the empty line that ends the head.
             return Err(bad("bare CR in request head"));
         }
         if first_line {
-            if line_len > REQUEST_LINE_MAX_BYTES {
-                return Err(HeadError::UriTooLong);
-            }
             first_line = false;
         } else if line_len == 0 {
             return Ok(Some(start + lf + 1));
         }
         line_start = lf + 1;
     }
-    if first_line && window.len() > REQUEST_LINE_MAX_BYTES {
+    // A request line so far: a last CR may be the start of its CRLF.
+    if first_line && window.len() - usize::from(window.last() == Some(&b'\r')) > REQUEST_LINE_MAX_BYTES {
         return Err(HeadError::UriTooLong);
     }
     if buf.len() >= start + HEAD_MAX_BYTES {
         return Err(HeadError::HeadersTooLarge("request head larger than 16384 bytes"));
     }
-    let prefix = &window[..window.len().min(PREFIX_CHECK_BYTES)];
-    if prefix.iter().any(|&b| CONTROL[b as usize]) {
-        return Err(bad("control character in request head"));
-    }
     Ok(None)
 }
 
-/// How much of an incomplete head is checked for control bytes.
+/// How much of the start of a head is checked for control bytes before the head is complete.
 const PREFIX_CHECK_BYTES: usize = 32;
 
 /// Control bytes that may not appear in a head: all but HTAB, CR and LF (DEL included).
@@ -567,6 +579,47 @@ mod tests {
         let mut big = b"GET / HTTP/1.1\r\nHost: a\r\nX: ".to_vec();
         big.extend(std::iter::repeat_n(b'v', HEAD_MAX_BYTES));
         assert_eq!(parse_head(&big).unwrap_err().status(), 431);
+    }
+
+    /// Every prefix of `raw` is "need more" or fails with the status `raw` whole gets.
+    fn assert_prefix_stable(raw: &[u8]) {
+        let whole = parse_head(raw).map(|h| h.is_some()).map_err(|e| e.status());
+        for n in 0..raw.len() {
+            match parse_head(&raw[..n]) {
+                Ok(None) => {}
+                Ok(Some(_)) => panic!("complete before its end at {n}"),
+                Err(e) => assert_eq!(Err(e.status()), whole, "prefix of {n} bytes"),
+            }
+        }
+    }
+
+    /// Found by the `http_framing` fuzz target (`fuzz/regressions/http_framing/`): a control
+    /// byte near the start was a 400 while the head was incomplete, but a complete head with a
+    /// bad version was a 505 for the same bytes; an overlong request line ending in a bare LF
+    /// was a 414 or a 400; a request line of exactly the limit was a 414 while only its CR had
+    /// arrived. The answer now depends on the bytes only, not on how they arrived.
+    #[test]
+    fn errors_do_not_depend_on_how_the_bytes_arrive() {
+        let raw = b"GET /x HTTP/0.1\r\n\x01Host: h\r\n\r\n";
+        assert_eq!(status(raw), 400);
+        assert_prefix_stable(raw);
+
+        let mut line = b"GET /".to_vec();
+        line.extend(std::iter::repeat_n(b'a', REQUEST_LINE_MAX_BYTES));
+        let mut bare_lf = line.clone();
+        bare_lf.extend_from_slice(b" HTTP/1.1\nHost: a\r\n\r\n");
+        assert_eq!(parse_head(&bare_lf).unwrap_err().status(), 414);
+        assert_prefix_stable(&bare_lf);
+
+        let mut at_limit = b"GET /".to_vec();
+        at_limit.extend(std::iter::repeat_n(b'a', REQUEST_LINE_MAX_BYTES - 14));
+        at_limit.extend_from_slice(b" HTTP/1.1\r\nHost: a\r\n\r\n");
+        assert_eq!(at_limit.iter().position(|&b| b == b'\r'), Some(REQUEST_LINE_MAX_BYTES));
+        ok(&at_limit);
+        assert_prefix_stable(&at_limit);
+
+        // A control byte in the body after a short head is not the head's.
+        ok(b"GET / HTTP/1.0\r\n\r\n\x00\x01");
     }
 
     #[test]

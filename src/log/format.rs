@@ -160,6 +160,9 @@ impl SegmentHeader {
         if u32_at(b, H_HEADER_BYTES) as usize != SEGMENT_HEADER_BYTES {
             return Err(FormatError::BadField("header_bytes"));
         }
+        if !zero(&b[H_SHARD + 4..H_FIRST_LSN]) || !zero(&b[H_CREATED + 8..H_CRC]) {
+            return Err(FormatError::BadField("reserved"));
+        }
         let h = SegmentHeader {
             shard_id: u32_at(b, H_SHARD),
             first_lsn: u64_at(b, H_FIRST_LSN),
@@ -322,6 +325,9 @@ impl Footer {
 
     pub fn decode(b: &[u8]) -> Result<Footer, FormatError> {
         need(b, FOOTER_FIXED_BYTES)?;
+        if !zero(&b[52..FOOTER_FIXED_BYTES]) {
+            return Err(FormatError::BadField("reserved"));
+        }
         Ok(Footer {
             first_lsn: u64_at(b, 0),
             last_lsn: u64_at(b, 8),
@@ -371,12 +377,21 @@ impl Trailer {
                 actual,
             });
         }
+        if !zero(&b[T_FOOTER_CRC + 4..T_CRC]) {
+            return Err(FormatError::BadField("reserved"));
+        }
         Ok(Some(Trailer {
             footer_offset: u64_at(b, T_FOOTER_OFFSET),
             footer_bytes: u32_at(b, T_FOOTER_BYTES),
             footer_crc: u32_at(b, T_FOOTER_CRC),
         }))
     }
+}
+
+/// Reserved bytes are 0: a decoder refuses others, so every decoded header, footer and trailer
+/// re-encodes to the bytes it came from.
+fn zero(b: &[u8]) -> bool {
+    b.iter().all(|&x| x == 0)
 }
 
 /// The file name of the segment whose first LSN is `lsn`.
@@ -506,6 +521,45 @@ mod tests {
         let mut bad = t.encode();
         bad[9] ^= 1;
         assert!(Trailer::decode(&bad).is_err());
+    }
+
+    /// Found by the `log_decode` fuzz target (`fuzz/regressions/log_decode/trailer-reserved-bytes`):
+    /// a trailer with non-zero reserved bytes and a CRC over them was accepted, and re-encoded to
+    /// other bytes. Reserved bytes of the header, footer and trailer must be 0.
+    #[test]
+    fn reserved_bytes_must_be_zero() {
+        let t = Trailer {
+            footer_offset: 8192,
+            footer_bytes: 56,
+            footer_crc: 7,
+        };
+        let mut b = t.encode();
+        b[25] = 1;
+        let crc = crc32fast::hash(&b[..T_CRC]);
+        b[T_CRC..].copy_from_slice(&crc.to_le_bytes());
+        assert_eq!(Trailer::decode(&b), Err(FormatError::BadField("reserved")));
+
+        let h = SegmentHeader {
+            shard_id: 3,
+            first_lsn: 4097,
+            segment_bytes: 64 << 20,
+            created_at_ms: 1,
+        };
+        for at in [20, 23, 48, 59] {
+            let mut b = h.encode();
+            b[at] = 1;
+            let crc = crc32fast::hash(&b[..H_CRC]);
+            b[H_CRC..].copy_from_slice(&crc.to_le_bytes());
+            assert_eq!(
+                SegmentHeader::decode(&b),
+                Err(FormatError::BadField("reserved")),
+                "byte {at}"
+            );
+        }
+
+        let mut f = [0u8; FOOTER_FIXED_BYTES];
+        f[55] = 1;
+        assert_eq!(Footer::decode(&f), Err(FormatError::BadField("reserved")));
     }
 
     #[test]

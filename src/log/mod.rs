@@ -17,7 +17,7 @@ pub mod places;
 pub mod recovery;
 pub mod relocated;
 pub mod segment;
-#[cfg(test)]
+#[cfg(any(test, feature = "sim"))]
 pub mod sim;
 pub mod topology;
 pub mod writer;
