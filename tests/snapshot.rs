@@ -361,3 +361,42 @@ fn compaction_bounds_a_log_of_overwrites_and_loses_nothing() {
     s.restart();
     check_acked(&s, &acked, "after a clean stop");
 }
+
+/// A server killed before each process wrote `snapshot_bytes` of log still snapshots: the log
+/// its recovery replayed counts toward the next snapshot, so what a start replays stays bounded
+/// however often the server crashes.
+#[test]
+fn log_replayed_after_kills_counts_toward_the_next_snapshot() {
+    let mut s = Server::builder()
+        .shards(1)
+        .log_config(
+            "segment_bytes = 1048576\nbatch_max_bytes = 65536\nsnapshot_bytes = 262144\ncompact_live_percent = 0\n",
+        )
+        .config("[limits]\nmax_value_bytes = 16384\n")
+        .start();
+    let body = json!({ "value": B64.encode(vec![b'x'; 1024]) }).to_string();
+    // Four processes, each writing ~100 KiB (under snapshot_bytes) before it is killed.
+    for round in 0..4 {
+        for i in 0..100 {
+            ok(s.put_json(&format!("/api/v1/kv/default/r{round}-{i}"), &body), "put");
+        }
+        s.sigkill();
+        s.restart();
+    }
+    poll(
+        "a snapshot once the replayed log passes snapshot_bytes",
+        Duration::from_secs(10),
+        || (metric_sum(&s, "flo_snapshots_total") >= 1.0).then_some(()),
+    );
+    s.sigkill();
+    s.restart();
+    let replayed = metric_sum(&s, "flo_log_recovered_entries_total");
+    assert!(
+        replayed < 400.0,
+        "a start after the snapshot replays {replayed} entries of 400"
+    );
+    for round in 0..4 {
+        let r = s.get(&format!("/api/v1/kv/default/r{round}-99"));
+        assert_eq!(r.status, 200, "r{round}-99 after the kills: {}", r.text());
+    }
+}

@@ -482,7 +482,7 @@ async fn snapshotter(node: Rc<Node>) {
         if turns.is_multiple_of(64) {
             node.state.kv.borrow_mut().sweep(0, 8);
         }
-        let written = node.metrics.bytes_total.get();
+        let written = snap::log_bytes(&node.metrics);
         if written.saturating_sub(node.snapshots.borrow().bytes_at_last) < node.snapshot_every {
             continue;
         }

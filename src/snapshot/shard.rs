@@ -133,7 +133,7 @@ pub const KEEP: usize = 2;
 pub struct Snapshots {
     /// A snapshot is being taken.
     pub taking: bool,
-    /// The log's `bytes_total` when the last snapshot was taken.
+    /// [`log_bytes`] when the last snapshot was taken.
     pub bytes_at_last: u64,
     /// The size of the last snapshot file taken (0: none yet).
     pub last_size: u64,
@@ -176,7 +176,7 @@ pub async fn take_now<F: Fs, M: Machines>(ctx: &Ctx<'_, F, M>) -> Result<Option<
     if lsn == 0 {
         return Ok(None);
     }
-    let bytes_total = metrics.bytes_total.get();
+    let bytes_total = log_bytes(metrics);
     // One step, no yield: the state after exactly the entries up to `lsn` (the KV store frozen,
     // to be encoded step by step while the shard goes on).
     let captured = ctx.machines.capture();
@@ -532,6 +532,15 @@ pub async fn remove_after<F: Fs>(fs: &F, dir: &Path, lsn: u64) -> Result<(), Str
         .map_err(|e| format!("cannot sync {}: {e}", dir.display()))
 }
 
+/// The log bytes that count toward the next snapshot: those this process wrote, plus those its
+/// recovery replayed — written by earlier processes after the last snapshot, and replayed again
+/// at every start until a snapshot covers them. Without the second part, a server killed more
+/// often than every `snapshot_bytes` of writes would never snapshot, and its recovery would
+/// replay an ever longer log.
+pub fn log_bytes(metrics: &LogMetrics) -> u64 {
+    metrics.bytes_total.get() + metrics.recovered_bytes.get()
+}
+
 /// Smallest log written between two snapshots taken for compaction.
 const MIN_COMPACTION_INTERVAL: u64 = 1 << 20;
 /// While compaction waits, a snapshot is due after this many times its predecessor's size of
@@ -571,7 +580,7 @@ pub async fn timer(shard: Rc<Shard>) {
             // Try again for the next segment: space may have been freed.
             let _ = log.make_spare().await;
         }
-        let written = ctx.metrics.bytes_total.get();
+        let written = log_bytes(ctx.metrics);
         let (since, last_size) = {
             let s = shard.snapshots.borrow();
             (written.saturating_sub(s.bytes_at_last), s.last_size)
