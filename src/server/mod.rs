@@ -8,6 +8,7 @@
 //! `Starting` to `Healthy` once recovery is done (and tell systemd, [`notify`]). A shard that
 //! cannot start stops the whole process with a message saying why.
 
+pub mod admission;
 pub mod inbox;
 pub mod notify;
 pub mod preflight;

@@ -65,6 +65,8 @@ pub struct Shard {
     pub namespaces_known: RefCell<std::collections::HashSet<String>>,
     /// The shard's snapshots on disk and the one being taken.
     pub snapshots: crate::snapshot::shard::SnapshotCell,
+    /// Writes this shard's connections have in progress (`http.max_writes_in_flight`).
+    pub writes: super::admission::WriteGate,
 }
 
 /// Maps a log failure to the API's error model.
@@ -98,6 +100,7 @@ impl Shard {
             ts: RefCell::default(),
             namespaces_known: RefCell::default(),
             snapshots: RefCell::default(),
+            writes: super::admission::WriteGate::new(node.config.http.max_writes_in_flight),
             node,
         }
     }
