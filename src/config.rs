@@ -166,6 +166,9 @@ pub struct HttpConfig {
     pub max_connections: u64,
     /// Commands another shard may have queued for one shard before it answers 429.
     pub inbox_capacity: usize,
+    /// Writes one shard's connections may have in progress at once; more are answered 429 at
+    /// once (see `server::admission`).
+    pub max_writes_in_flight: usize,
     /// How long a stopping server lets in-flight requests finish.
     pub shutdown_grace_ms: u64,
 }
@@ -240,6 +243,7 @@ impl Default for HttpConfig {
             idle_timeout_ms: 60_000,
             max_connections: 10_000,
             inbox_capacity: 4096,
+            max_writes_in_flight: 10_000,
             shutdown_grace_ms: 10_000,
         }
     }
@@ -425,6 +429,9 @@ impl Config {
         }
         if h.inbox_capacity == 0 {
             return Err(err("http.inbox_capacity", "must be at least 1"));
+        }
+        if h.max_writes_in_flight == 0 {
+            return Err(err("http.max_writes_in_flight", "must be at least 1"));
         }
         let l = &self.log;
         if l.segment_bytes < crate::log::format::MIN_SEGMENT_BYTES

@@ -54,6 +54,19 @@ impl Api {
         }
         check_scope(&access, &route)?;
         let shard = &self.shard;
+        // Past the shard's limit of writes in progress, a write is refused before any work.
+        let _write_slot = if crate::server::admission::is_gated_write(&route.endpoint, req.method) {
+            let slot = shard.writes.admit();
+            if slot.is_none() {
+                shard.node.metrics[shard.id].overloaded_total.fetch_add(1, Relaxed);
+                return Err(ApiError::Overloaded(
+                    "too many writes in progress on this shard; retry later".into(),
+                ));
+            }
+            slot
+        } else {
+            None
+        };
         let needs_data = matches!(
             route.endpoint,
             Endpoint::NamespacesList
@@ -252,5 +265,52 @@ impl<F: Future> Future for CatchUnwind<F> {
             Ok(Poll::Ready(v)) => Poll::Ready(Ok(v)),
             Err(_) => Poll::Ready(Err(())),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn call(api: &Api, method: &str, path: &str, body: &[u8]) -> Response {
+        let req = Request {
+            method,
+            path,
+            query: "",
+            authorization: None,
+            body,
+        };
+        let mut rt = monoio::RuntimeBuilder::<monoio::IoUringDriver>::new()
+            .enable_timer()
+            .build()
+            .expect("io_uring runtime");
+        rt.block_on(api.call(&req))
+    }
+
+    #[test]
+    fn writes_past_the_shards_limit_are_refused_at_once_and_the_rest_still_served() {
+        let shard = Rc::new(Shard::for_tests());
+        let api = Api::new(shard.clone());
+        let limit = shard.node.config.http.max_writes_in_flight;
+        let held: Vec<_> = (0..limit).map(|_| shard.writes.admit().expect("room")).collect();
+        let put = call(&api, "PUT", "/api/v1/kv/app/k", br#"{"value":"eA=="}"#);
+        assert_eq!(put.status, 429);
+        assert!(put.headers.iter().any(|(k, v)| *k == "Retry-After" && v == "1"));
+        assert!(String::from_utf8_lossy(&put.body).contains("too many writes in progress"));
+        let append = call(&api, "POST", "/api/v1/stream/app/s/append", br#"{"payload":"eA=="}"#);
+        assert_eq!(append.status, 429);
+        assert_eq!(shard.node.metrics[0].overloaded_total.load(Relaxed), 2);
+        // Probes and reads are not writes: the gate does not touch them (this shard has not
+        // recovered a log, so a read answers 503 "starting", never 429).
+        assert_eq!(call(&api, "GET", "/health", b"").status, 503);
+        assert_eq!(call(&api, "GET", "/api/v1/kv/app/k", b"").status, 503);
+        assert_eq!(shard.writes.in_flight(), limit, "refused writes took no place");
+        drop(held);
+        // With room again the write gets past the gate (to the 503 of a shard still starting).
+        assert_eq!(
+            call(&api, "PUT", "/api/v1/kv/app/k", br#"{"value":"eA=="}"#).status,
+            503
+        );
+        assert_eq!(shard.writes.in_flight(), 0, "its place was given back");
     }
 }

@@ -8,6 +8,16 @@
 //! way it arrives (split across reads, several responses in one read,
 //! Content-Length or chunked bodies). Buffers are allocated once per
 //! connection and reused for every request.
+//!
+//! Open loop (`--rate`): request `i` of the run is due at `start + i / rate` ([`Schedule`]).
+//! A connection that is free claims the next request number from one counter shared by every
+//! connection of every thread, sleeps until it is due and sends it; so the requests go out on
+//! schedule as long as some connection is free, and when every connection is busy the next
+//! free one sends the oldest due request at once. Latency counts from when a request was due,
+//! not from when it went out, so a server that falls behind shows its queueing (no coordinated
+//! omission). Nothing is sent from the deadline on: requests due before it and still unsent
+//! then are reported as never sent. A connection the
+//! server closes (e.g. after a 429 for too many connections) is reopened for its next request.
 
 use std::cell::{Cell, RefCell};
 use std::net::SocketAddr;
@@ -20,7 +30,7 @@ use monoio::buf::IoBufMut;
 use monoio::io::{AsyncReadRent, AsyncWriteRentExt};
 use monoio::net::TcpStream;
 
-use super::report::Stats;
+use super::report::{Outcome, Stats};
 use super::workload::{Flow, Observed, RequestBytes, Workload};
 
 /// Bytes read per connection at once; also the largest response head accepted.
@@ -418,13 +428,12 @@ pub struct LiveCounters {
 pub struct LoadPlan {
     pub addr: SocketAddr,
     pub workload: Workload,
-    /// When the run started (the open-loop schedule counts from it).
-    pub start: Instant,
-    /// Open loop (`--rate`): each connection's requests are due this far apart, connection
-    /// `i` of `n` offset by `i / n` of it; `None`: closed loop.
-    pub send_interval: Option<Duration>,
-    /// Connections in all (over every thread).
-    pub connections: usize,
+    /// Open loop (`--rate`): when each request of the run is due; `None`: closed loop.
+    pub schedule: Option<Schedule>,
+    /// Open loop: request numbers claimed so far (by every connection).
+    pub tickets: AtomicU64,
+    /// Record the unique keys of acknowledged writes (`kv-put` with a run id).
+    pub record_acked: bool,
     /// Requests started before this instant are warmup and not measured.
     pub measure_start: Instant,
     /// No request starts at or after this instant.
@@ -437,15 +446,24 @@ pub struct LoadPlan {
     pub requests_claimed: AtomicU64,
     /// One per load thread.
     pub live: Vec<LiveCounters>,
+    /// Record a per-second series.
+    pub series: bool,
 }
 
 impl LoadPlan {
-    /// Claims one measured request from the budget; false once it is spent.
-    fn claim_request(&self) -> bool {
+    /// Claims one measured request from the budget: its number among the run's measured
+    /// requests, or `None` once the budget is spent.
+    fn claim_request(&self) -> Option<u64> {
+        let n = self.requests_claimed.fetch_add(1, Ordering::Relaxed);
         match self.request_limit {
-            None => true,
-            Some(limit) => self.requests_claimed.fetch_add(1, Ordering::Relaxed) < limit,
+            Some(limit) if n >= limit => None,
+            _ => Some(n),
         }
+    }
+
+    /// Whole seconds from the measurement's start to `at` (0 before it).
+    fn second_of(&self, at: Instant) -> u64 {
+        at.saturating_duration_since(self.measure_start).as_secs()
     }
 }
 
@@ -453,6 +471,9 @@ impl LoadPlan {
 #[derive(Debug)]
 pub struct ThreadOutcome {
     pub stats: Stats,
+    /// The unique keys of acknowledged (2xx) writes, warmup included, as (connection,
+    /// sequence) pairs; empty unless the plan records them.
+    pub acked: Vec<(usize, u64)>,
     /// When its last connection stopped (the deadline if cut off).
     pub finished_at: Instant,
 }
@@ -464,6 +485,7 @@ struct ThreadState {
     stats: RefCell<Stats>,
     /// Measured requests sent and not yet answered or failed.
     in_flight: Cell<u64>,
+    acked: RefCell<Vec<(usize, u64)>>,
 }
 
 impl ThreadState {
@@ -471,12 +493,17 @@ impl ThreadState {
         self.plan.live.get(self.thread_index)
     }
 
-    fn count_error(&self, measured: bool, kind: Failure) {
+    /// Counts a failure; `second` is when the failed request started, if it was measured
+    /// (`None` for warmup, or a failed connect with no request).
+    fn count_error(&self, measured: bool, second: Option<u64>, kind: Failure) {
         if let Some(live) = self.live() {
             live.errors.fetch_add(1, Ordering::Relaxed);
         }
         if measured {
             let mut stats = self.stats.borrow_mut();
+            if let Some(second) = second {
+                stats.record_in_second(second, Outcome::Failed);
+            }
             match kind {
                 Failure::Connect => stats.errors.connect += 1,
                 Failure::Io => stats.errors.io += 1,
@@ -510,8 +537,13 @@ pub fn run_thread(
         let state = Rc::new(ThreadState {
             plan: plan.clone(),
             thread_index,
-            stats: RefCell::new(Stats::new()),
+            stats: RefCell::new(if plan.series {
+                Stats::with_series()
+            } else {
+                Stats::new()
+            }),
             in_flight: Cell::new(0),
+            acked: RefCell::new(Vec::new()),
         });
         let tasks: Vec<_> = connection_indices
             .into_iter()
@@ -532,7 +564,12 @@ pub fn run_thread(
         } else {
             Instant::now()
         };
-        ThreadOutcome { stats, finished_at }
+        let acked = std::mem::take(&mut *state.acked.borrow_mut());
+        ThreadOutcome {
+            stats,
+            acked,
+            finished_at,
+        }
     });
     Ok(outcome)
 }
@@ -557,25 +594,30 @@ async fn run_connection(state: Rc<ThreadState>, conn: usize) {
     let mut stream: Option<TcpStream> = None;
     let mut reconnect_backoff = RECONNECT_BACKOFF_MIN;
     let mut seq: u64 = 0;
-    let mut schedule = plan
-        .send_interval
-        .map(|every| Schedule::new(plan.start, every, conn, plan.connections));
+    // Open loop: the request number this connection claimed and has not sent yet.
+    let mut ticket: Option<u64> = None;
     loop {
         let mut now = Instant::now();
-        if let Some(s) = &schedule {
-            let due = s.due();
-            if due >= plan.deadline {
+        let mut due = None;
+        if let Some(schedule) = &plan.schedule {
+            let t = *ticket.get_or_insert_with(|| plan.tickets.fetch_add(1, Ordering::Relaxed));
+            let at = schedule.due(t);
+            if at >= plan.deadline {
                 break;
             }
-            if due > now {
-                monoio::time::sleep(due - now).await;
+            if at > now {
+                monoio::time::sleep(at - now).await;
                 now = Instant::now();
             }
+            due = Some(at);
         }
+        // Nothing is sent from the deadline on; in an open loop, requests due before it and not
+        // sent by then (every connection was busy) are the run's unsent ones.
         if now >= plan.deadline {
             break;
         }
-        let measured = now >= plan.measure_start;
+        let started_at = due.unwrap_or(now);
+        let measured = started_at >= plan.measure_start;
 
         let connection = match &mut stream {
             Some(connection) => connection,
@@ -586,35 +628,48 @@ async fn run_connection(state: Rc<ThreadState>, conn: usize) {
                     stream.insert(connection)
                 }
                 Err(_) => {
-                    state.count_error(Instant::now() >= plan.measure_start, Failure::Connect);
+                    state.count_error(Instant::now() >= plan.measure_start, None, Failure::Connect);
                     let until_deadline = plan.deadline.saturating_duration_since(Instant::now());
                     monoio::time::sleep(reconnect_backoff.min(until_deadline)).await;
                     reconnect_backoff = (reconnect_backoff * 2).min(RECONNECT_BACKOFF_MAX);
+                    if Instant::now() >= plan.deadline {
+                        break;
+                    }
                     continue;
                 }
             },
         };
 
-        if measured && !plan.claim_request() {
-            break;
-        }
+        let claimed = if measured {
+            match plan.claim_request() {
+                Some(n) => Some(n),
+                None => break,
+            }
+        } else {
+            None
+        };
+        // Requests numbered across the run (kv-verify) take the claimed number.
+        let request_seq = match claimed {
+            Some(n) if workload.numbers_requests_per_run() => n,
+            _ => seq,
+        };
         if stateful {
-            workload.build_flow(conn, &mut flow, &mut request);
+            workload.build_flow(conn, request_seq, &mut flow, &mut request);
         } else if per_request {
-            workload.build(conn, seq, &mut request);
+            workload.build(conn, request_seq, &mut request);
         }
         seq += 1;
+        ticket = None;
 
+        let second = plan.second_of(started_at);
         if measured {
             state.in_flight.set(state.in_flight.get() + 1);
+            let mut stats = state.stats.borrow_mut();
+            stats.sent += 1;
+            stats.record_in_second(second, Outcome::Sent);
         }
-        // Open loop: from when the request was due, which a late send makes earlier than now.
-        let started = match &mut schedule {
-            Some(s) => s.next(),
-            None => Instant::now(),
-        };
         let result = exchange(connection, &mut request.wire, &mut reader).await;
-        let latency_us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
+        let latency_us = u64::try_from(started_at.elapsed().as_micros()).unwrap_or(u64::MAX);
         if measured {
             state.in_flight.set(state.in_flight.get().saturating_sub(1));
         }
@@ -629,19 +684,30 @@ async fn run_connection(state: Rc<ThreadState>, conn: usize) {
                 } else {
                     Observed::default()
                 };
+                if plan.record_acked && (200..300).contains(&response.status) {
+                    state.acked.borrow_mut().push((conn, request_seq));
+                }
                 if measured {
                     let mut stats = state.stats.borrow_mut();
                     stats.record_response(response.status, response.response_bytes, latency_us);
+                    stats.record_in_second(
+                        second,
+                        Outcome::Answered {
+                            status: response.status,
+                            latency_us,
+                        },
+                    );
                     stats.messages_acked += seen.acked;
                     stats.records += seen.records;
                     stats.payload_bytes += seen.payload_bytes;
+                    stats.lost += seen.lost;
                 }
                 if response.close {
                     stream = None;
                 }
             }
             Err(failure) => {
-                state.count_error(measured, failure);
+                state.count_error(measured, Some(second), failure);
                 stream = None;
                 flow = Flow::default();
             }
@@ -649,35 +715,34 @@ async fn run_connection(state: Rc<ThreadState>, conn: usize) {
     }
 }
 
-/// One connection's open-loop send times: connection `conn` of `connections` is due at
-/// `start + (k + conn / connections) × every` for its k-th request.
-#[derive(Debug)]
-struct Schedule {
-    first: Instant,
+/// The open-loop send times: request `i` of the run is due at `start + i × every`.
+#[derive(Clone, Copy, Debug)]
+pub struct Schedule {
+    start: Instant,
     every: Duration,
-    sent: u32,
 }
 
 impl Schedule {
-    fn new(start: Instant, every: Duration, conn: usize, connections: usize) -> Schedule {
-        let offset = every.mul_f64(conn as f64 / connections.max(1) as f64);
+    /// `rate` requests per second from `start`.
+    pub fn new(start: Instant, rate: f64) -> Schedule {
         Schedule {
-            first: start + offset,
-            every,
-            sent: 0,
+            start,
+            every: Duration::from_secs_f64(1.0 / rate),
         }
     }
 
-    /// When the next request is due.
-    fn due(&self) -> Instant {
-        self.first + self.every * self.sent
+    /// When request `ticket` is due.
+    pub fn due(&self, ticket: u64) -> Instant {
+        self.start + self.every.mul_f64(ticket as f64)
     }
 
-    /// Takes the next send time.
-    fn next(&mut self) -> Instant {
-        let due = self.due();
-        self.sent = self.sent.saturating_add(1);
-        due
+    /// How many requests are due in `[from, to)`.
+    pub fn due_between(&self, from: Instant, to: Instant) -> u64 {
+        let due_before = |at: Instant| {
+            let span = at.saturating_duration_since(self.start).as_secs_f64();
+            (span / self.every.as_secs_f64()).ceil() as u64
+        };
+        due_before(to).saturating_sub(due_before(from))
     }
 }
 
@@ -721,16 +786,18 @@ mod tests {
     use super::*;
 
     #[test]
-    fn an_open_loop_schedule_counts_from_the_start_with_a_per_connection_offset() {
+    fn an_open_loop_schedule_spaces_the_requests_of_the_run_evenly() {
         let start = Instant::now();
-        let every = Duration::from_millis(10);
-        let mut s = Schedule::new(start, every, 1, 4);
-        assert_eq!(s.due(), start + Duration::from_micros(2500));
-        assert_eq!(s.next(), start + Duration::from_micros(2500));
-        assert_eq!(s.next(), start + Duration::from_micros(12_500));
-        assert_eq!(s.due(), start + Duration::from_micros(22_500));
-        let mut first = Schedule::new(start, every, 0, 4);
-        assert_eq!(first.next(), start);
+        let s = Schedule::new(start, 400.0);
+        assert_eq!(s.due(0), start);
+        assert_eq!(s.due(1), start + Duration::from_micros(2500));
+        assert_eq!(s.due(4), start + Duration::from_millis(10));
+        assert_eq!(s.due(4000), start + Duration::from_secs(10));
+        // Due in [0, 1 s): 0..=399; in [1 s, 1.5 s): 400..=599.
+        let sec = Duration::from_secs(1);
+        assert_eq!(s.due_between(start, start + sec), 400);
+        assert_eq!(s.due_between(start + sec, start + sec.mul_f64(1.5)), 200);
+        assert_eq!(s.due_between(start + sec, start), 0);
     }
 
     const OK: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";

@@ -15,13 +15,14 @@ mod workload;
 
 use std::io::{IsTerminal as _, Write as _};
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use client::{LiveCounters, LoadPlan, ThreadOutcome};
+use client::{LiveCounters, LoadPlan, Schedule, ThreadOutcome};
 use report::{RunInfo, Stats, Summary};
 use workload::{KvOptions, Workload, WorkloadKind};
 
@@ -98,6 +99,23 @@ pub struct BenchArgs {
     /// Print the report as one JSON object instead of text.
     #[arg(long)]
     pub json: bool,
+    /// Report every second of the run apart (requests by the second they started in):
+    /// counts of 2xx, 429/503, other answers and errors, and latency percentiles.
+    #[arg(long)]
+    pub series: bool,
+    /// kv-put: write unique keys `<ID>.<connection>.<sequence>`, each value starting with its
+    /// key, so every write of the run can be told apart and read back.
+    #[arg(long, value_parser = parse_run_id)]
+    pub run_id: Option<String>,
+    /// kv-put with --run-id: write the key of every acknowledged (2xx) write to this file, one
+    /// a line (warmup included), for reading them back with `-w kv-verify --keys-file`.
+    #[arg(long, requires = "run_id")]
+    pub acked_file: Option<PathBuf>,
+    /// kv-verify: the keys to read back, one a line (an --acked-file); each is read once and
+    /// counted found (200 with the value its write sent) or lost. Use the --value-bytes of the
+    /// writing run.
+    #[arg(long)]
+    pub keys_file: Option<PathBuf>,
 }
 
 /// Runs `flo bench`: 0 when the run completed (HTTP error statuses are
@@ -162,6 +180,37 @@ fn parse_rate(text: &str) -> Result<f64, String> {
     }
 }
 
+/// Checks `--run-id`: it becomes part of KV keys in a URL path, so 1 to 64 of
+/// `A-Z a-z 0-9 _ -` (no `.`, which separates the key's parts).
+fn parse_run_id(text: &str) -> Result<String, String> {
+    let valid = |c: char| c.is_ascii_alphanumeric() || c == '_' || c == '-';
+    if text.is_empty() || text.len() > 64 || !text.chars().all(valid) {
+        return Err(format!("invalid run id {text:?} (1 to 64 of A-Z a-z 0-9 _ -)"));
+    }
+    Ok(text.to_owned())
+}
+
+/// Reads `--keys-file`: one key a line, empty lines skipped.
+fn read_keys(path: &Path) -> Result<Vec<String>, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    Ok(text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .map(str::to_owned)
+        .collect())
+}
+
+/// Writes the keys of acknowledged writes to `path`, one a line.
+fn write_acked(path: &Path, run_id: &str, acked: &[(usize, u64)]) -> Result<(), String> {
+    let mut out = String::with_capacity(acked.len() * (run_id.len() + 16));
+    for &(conn, seq) in acked {
+        out.push_str(&workload::unique_key(run_id, conn, seq));
+        out.push('\n');
+    }
+    std::fs::write(path, out).map_err(|e| format!("cannot write {}: {e}", path.display()))
+}
+
 /// Resolves `--host` to a socket address; returns it with the `Host` header.
 fn resolve_host(host: &str) -> Result<(SocketAddr, String), String> {
     let host = host.strip_prefix("http://").unwrap_or(host).trim_end_matches('/');
@@ -192,6 +241,25 @@ fn execute(args: &BenchArgs) -> Result<Summary, String> {
     TcpStream::connect_timeout(&addr, PREFLIGHT_CONNECT_TIMEOUT)
         .map_err(|e| format!("cannot connect to {host_header} ({addr}): {e}"))?;
 
+    let verify_keys = match (&args.keys_file, args.workload) {
+        (Some(path), _) => read_keys(path)?,
+        (None, WorkloadKind::KvVerify) => return Err("kv-verify needs --keys-file".to_owned()),
+        (None, _) => Vec::new(),
+    };
+    if args.run_id.is_some() && args.workload != WorkloadKind::KvPut {
+        return Err("--run-id is for the kv-put workload".to_owned());
+    }
+    // kv-verify reads each key once: the run ends when all are read.
+    let request_limit = match args.workload {
+        WorkloadKind::KvVerify => Some(
+            args.requests
+                .map_or(verify_keys.len() as u64, |n| n.min(verify_keys.len() as u64)),
+        ),
+        _ => args.requests,
+    };
+    if request_limit == Some(0) {
+        return Err("kv-verify: the keys file holds no key".to_owned());
+    }
     let connections = args.connections as usize;
     let threads = (args.threads as usize).min(connections);
     let start = Instant::now();
@@ -208,17 +276,19 @@ fn execute(args: &BenchArgs) -> Result<Summary, String> {
             influx: args.influx,
             query: args.query.clone(),
             fields: usize::from(args.fields),
+            run_id: args.run_id.clone(),
+            verify_keys: Arc::from(verify_keys),
         }),
-        start,
-        // Each connection sends every `connections / rate` seconds.
-        send_interval: args.rate.map(|r| Duration::from_secs_f64(connections as f64 / r)),
-        connections,
+        schedule: args.rate.map(|rate| Schedule::new(start, rate)),
+        tickets: AtomicU64::new(0),
+        record_acked: args.acked_file.is_some(),
         measure_start,
         deadline,
         cutoff: deadline + DRAIN_GRACE,
-        request_limit: args.requests,
+        request_limit,
         requests_claimed: AtomicU64::new(0),
         live: (0..threads).map(|_| LiveCounters::default()).collect(),
+        series: args.series,
     });
 
     let mut handles = Vec::with_capacity(threads);
@@ -234,16 +304,23 @@ fn execute(args: &BenchArgs) -> Result<Summary, String> {
     let show_progress = std::io::stderr().is_terminal();
     wait_for_threads(&handles, &plan, start, show_progress);
 
-    let mut stats = Stats::new();
+    let mut stats = if args.series {
+        Stats::with_series()
+    } else {
+        Stats::new()
+    };
     let mut finished_at = measure_start;
     let mut failure = None;
+    let mut acked = Vec::new();
     for handle in handles {
         match handle.join() {
             Ok(Ok(ThreadOutcome {
                 stats: thread_stats,
+                acked: thread_acked,
                 finished_at: thread_finished_at,
             })) => {
                 stats.merge(&thread_stats);
+                acked.extend(thread_acked);
                 finished_at = finished_at.max(thread_finished_at);
             }
             Ok(Err(message)) => failure = Some(message),
@@ -253,6 +330,10 @@ fn execute(args: &BenchArgs) -> Result<Summary, String> {
     if let Some(message) = failure {
         return Err(message);
     }
+    if let (Some(path), Some(run_id)) = (&args.acked_file, &args.run_id) {
+        acked.sort_unstable();
+        write_acked(path, run_id, &acked)?;
+    }
 
     let info = RunInfo {
         workload: args.workload.name(),
@@ -261,6 +342,7 @@ fn execute(args: &BenchArgs) -> Result<Summary, String> {
         threads,
         duration_s: finished_at.duration_since(measure_start).as_secs_f64(),
         warmup_s: args.warmup.as_secs_f64(),
+        offered: plan.schedule.map(|s| s.due_between(measure_start, deadline)),
     };
     Ok(Summary::new(info, &stats))
 }
@@ -375,6 +457,34 @@ mod tests {
         let argv = ["flo-bench", "--duration", "soon"];
         assert!(TestCli::try_parse_from(argv).is_err());
         assert!(TestCli::try_parse_from(["flo-bench", "--connections", "0"]).is_err());
+    }
+
+    #[test]
+    fn an_open_loop_behind_schedule_stops_sending_at_the_deadline() {
+        let (addr, answered) = spawn_responder();
+        let addr = addr.to_string();
+        // One connection cannot carry a million requests a second: it falls behind at once.
+        let a = args(&[
+            "--host",
+            &addr,
+            "--rate",
+            "1000000",
+            "--duration",
+            "300ms",
+            "--connections",
+            "1",
+            "--threads",
+            "1",
+        ]);
+        let summary = execute(&a).expect("run completes");
+        assert_eq!(summary.offered, Some(300_000));
+        assert!(summary.sent > 0 && summary.sent < 300_000, "{}", summary.to_text());
+        assert_eq!(summary.unsent(), Some(300_000 - summary.sent));
+        // Nothing went out after the deadline, so nothing was cut off unanswered.
+        assert_eq!(summary.errors.total(), 0, "{}", summary.to_text());
+        assert_eq!(summary.requests_ok, summary.sent);
+        assert!(summary.duration_s < 1.5, "{}", summary.to_text());
+        assert_eq!(answered.load(Ordering::Relaxed), summary.sent);
     }
 
     #[test]

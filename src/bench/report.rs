@@ -4,6 +4,13 @@
 //! at the end), the figures derived from it ([`Summary`], percentiles from the
 //! latency histogram) and their two renderings: the fio-like text report and
 //! the `--json` object.
+//!
+//! Besides the latency of every answer, 2xx answers and rejections (429 and 503, the
+//! server's "not now, retry later") each have their own histogram, so an overloaded run
+//! shows how fast the excess was turned away apart from how slow the served requests were.
+//! Goodput is 2xx answers per second. With `--series` the run is also cut into seconds by
+//! each request's start (its intended send time in an open loop), each second with its own
+//! counts and latency figures, to see when a server falls behind and when it recovers.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -45,11 +52,79 @@ impl ErrorCounts {
     }
 }
 
+/// Significant decimal digits of the per-second histograms (smaller, one per second).
+const SERIES_SIGNIFICANT_DIGITS: u8 = 2;
+/// Seconds a series holds at most (a week); later seconds are not recorded.
+const SERIES_MAX_SECONDS: u64 = 7 * 24 * 3600;
+
+/// Whether `status` is a rejection: the server asked the client to come back later.
+pub fn is_rejection(status: u16) -> bool {
+    status == 429 || status == 503
+}
+
+/// One second of a run's series (requests that started in that second).
+#[derive(Clone, Debug)]
+pub struct Second {
+    /// Requests sent.
+    pub sent: u64,
+    /// 2xx answers.
+    pub ok: u64,
+    /// 429 and 503 answers.
+    pub rejected: u64,
+    /// Other answers.
+    pub other: u64,
+    /// Requests that failed without an answer.
+    pub errors: u64,
+    pub ok_latency_us: Histogram<u64>,
+    pub rejected_latency_us: Histogram<u64>,
+}
+
+impl Second {
+    fn new() -> Second {
+        let histogram = || {
+            Histogram::new_with_bounds(1, LATENCY_MAX_US, SERIES_SIGNIFICANT_DIGITS)
+                .expect("constant histogram bounds are valid")
+        };
+        Second {
+            sent: 0,
+            ok: 0,
+            rejected: 0,
+            other: 0,
+            errors: 0,
+            ok_latency_us: histogram(),
+            rejected_latency_us: histogram(),
+        }
+    }
+
+    fn merge(&mut self, other: &Second) {
+        self.sent += other.sent;
+        self.ok += other.ok;
+        self.rejected += other.rejected;
+        self.other += other.other;
+        self.errors += other.errors;
+        add_histogram(&mut self.ok_latency_us, &other.ok_latency_us);
+        add_histogram(&mut self.rejected_latency_us, &other.rejected_latency_us);
+    }
+}
+
+/// What happened to one request, for the series.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    Sent,
+    Answered { status: u16, latency_us: u64 },
+    Failed,
+}
+
 /// Measurements of one load thread (or, after [`Stats::merge`], of the run).
 /// Only requests started after the warmup are recorded here.
 #[derive(Clone, Debug)]
 pub struct Stats {
+    /// Latency of every answer, and of 2xx answers and rejections (429, 503) apart.
     pub latency_us: Histogram<u64>,
+    pub latency_ok_us: Histogram<u64>,
+    pub latency_rejected_us: Histogram<u64>,
+    /// Requests sent.
+    pub sent: u64,
     /// Complete responses, whatever their status.
     pub responses: u64,
     /// Bytes of complete responses (head and body).
@@ -62,12 +137,22 @@ pub struct Stats {
     /// Stream workloads: records appended or read, and their payload bytes.
     pub records: u64,
     pub payload_bytes: u64,
+    /// `kv-verify`: keys missing or holding another value.
+    pub lost: u64,
+    /// Per-second figures, by the second (since the measurement started) a request started
+    /// in; `None` unless asked for.
+    pub series: Option<Vec<Second>>,
 }
 
 impl Stats {
     pub fn new() -> Self {
         Stats {
             latency_us: new_latency_histogram(),
+            latency_ok_us: new_latency_histogram(),
+            latency_rejected_us: new_latency_histogram(),
+            sent: 0,
+            lost: 0,
+            series: None,
             responses: 0,
             response_bytes: 0,
             status_counts: vec![0; STATUS_CODES],
@@ -78,9 +163,22 @@ impl Stats {
         }
     }
 
+    /// The same, recording a series too.
+    pub fn with_series() -> Self {
+        Stats {
+            series: Some(Vec::new()),
+            ..Stats::new()
+        }
+    }
+
     /// Records one complete response.
     pub fn record_response(&mut self, status: u16, response_bytes: u64, latency_us: u64) {
         self.latency_us.saturating_record(latency_us);
+        if (200..300).contains(&status) {
+            self.latency_ok_us.saturating_record(latency_us);
+        } else if is_rejection(status) {
+            self.latency_rejected_us.saturating_record(latency_us);
+        }
         self.responses += 1;
         self.response_bytes += response_bytes;
         if let Some(count) = self.status_counts.get_mut(usize::from(status)) {
@@ -88,14 +186,46 @@ impl Stats {
         }
     }
 
+    /// Counts what happened to a request that started `second` seconds into the measurement
+    /// in the series (when there is one).
+    pub fn record_in_second(&mut self, second: u64, outcome: Outcome) {
+        let Some(series) = &mut self.series else { return };
+        if second >= SERIES_MAX_SECONDS {
+            return;
+        }
+        let at = second as usize;
+        if series.len() <= at {
+            series.resize_with(at + 1, Second::new);
+        }
+        let s = &mut series[at];
+        match outcome {
+            Outcome::Sent => s.sent += 1,
+            Outcome::Failed => s.errors += 1,
+            Outcome::Answered { status, latency_us } if (200..300).contains(&status) => {
+                s.ok += 1;
+                s.ok_latency_us.saturating_record(latency_us);
+            }
+            Outcome::Answered { status, latency_us } if is_rejection(status) => {
+                s.rejected += 1;
+                s.rejected_latency_us.saturating_record(latency_us);
+            }
+            Outcome::Answered { .. } => s.other += 1,
+        }
+    }
+
     /// Adds `other`'s measurements to these.
     pub fn merge(&mut self, other: &Stats) {
-        // Both histograms come from `new_latency_histogram`, so adding cannot
-        // run out of range; saturate anyway rather than lose the run.
-        if self.latency_us.add(&other.latency_us).is_err() {
-            for value in other.latency_us.iter_recorded() {
-                self.latency_us
-                    .saturating_record_n(value.value_iterated_to(), value.count_at_value());
+        add_histogram(&mut self.latency_us, &other.latency_us);
+        add_histogram(&mut self.latency_ok_us, &other.latency_ok_us);
+        add_histogram(&mut self.latency_rejected_us, &other.latency_rejected_us);
+        self.sent += other.sent;
+        self.lost += other.lost;
+        if let (Some(mine), Some(theirs)) = (&mut self.series, &other.series) {
+            if mine.len() < theirs.len() {
+                mine.resize_with(theirs.len(), Second::new);
+            }
+            for (m, t) in mine.iter_mut().zip(theirs) {
+                m.merge(t);
             }
         }
         self.responses += other.responses;
@@ -117,6 +247,16 @@ impl Stats {
             .filter(|(_, count)| **count > 0)
             .filter_map(|(status, count)| Some((u16::try_from(status).ok()?, *count)))
             .collect()
+    }
+}
+
+/// Adds `other` into `into`. Histograms of one kind share their bounds, so adding cannot run
+/// out of range; saturate anyway rather than lose the run.
+fn add_histogram(into: &mut Histogram<u64>, other: &Histogram<u64>) {
+    if into.add(other).is_err() {
+        for value in other.iter_recorded() {
+            into.saturating_record_n(value.value_iterated_to(), value.count_at_value());
+        }
     }
 }
 
@@ -176,6 +316,35 @@ pub struct Summary {
     /// (lines) written (0 for the others).
     pub records: u64,
     pub payload_bytes: u64,
+    /// 2xx answers and their latency; rejections (429, 503) and theirs.
+    pub ok: u64,
+    pub latency_ok_us: LatencySummary,
+    pub rejected: u64,
+    pub latency_rejected_us: LatencySummary,
+    /// Requests sent.
+    pub sent: u64,
+    /// Open loop: requests due in the measured time (sent or not).
+    pub offered: Option<u64>,
+    /// `kv-verify`: keys missing or holding another value.
+    pub lost: u64,
+    /// Per-second figures (empty unless asked for).
+    pub series: Vec<SecondSummary>,
+}
+
+/// One second of the series, as reported.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct SecondSummary {
+    /// Seconds since the measurement started.
+    pub t: u64,
+    pub sent: u64,
+    pub ok: u64,
+    pub rejected: u64,
+    pub other: u64,
+    pub errors: u64,
+    pub ok_p50_us: u64,
+    pub ok_p99_us: u64,
+    pub ok_max_us: u64,
+    pub rejected_p99_us: u64,
 }
 
 /// The `--json` object. Field order is the output order.
@@ -200,12 +369,53 @@ struct JsonReport<'a> {
     records: u64,
     records_per_sec: f64,
     payload_mb_per_sec: f64,
+    ok_2xx: u64,
+    goodput_per_sec: f64,
+    latency_2xx_us: LatencySummary,
+    rejected: u64,
+    latency_rejected_us: LatencySummary,
+    sent: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    offered: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    unsent: Option<u64>,
+    lost: u64,
+    #[serde(skip_serializing_if = "<[_]>::is_empty")]
+    series: &'a [SecondSummary],
 }
 
 impl Summary {
     /// Builds the summary of a run from its merged measurements.
     pub fn new(run: RunInfo<'_>, stats: &Stats) -> Self {
+        let series = stats.series.as_deref().unwrap_or_default();
+        let series = series
+            .iter()
+            .enumerate()
+            .map(|(t, s)| {
+                let ok = LatencySummary::from_histogram(&s.ok_latency_us);
+                SecondSummary {
+                    t: t as u64,
+                    sent: s.sent,
+                    ok: s.ok,
+                    rejected: s.rejected,
+                    other: s.other,
+                    errors: s.errors,
+                    ok_p50_us: ok.p50,
+                    ok_p99_us: ok.p99,
+                    ok_max_us: ok.max,
+                    rejected_p99_us: LatencySummary::from_histogram(&s.rejected_latency_us).p99,
+                }
+            })
+            .collect();
         Summary {
+            ok: stats.latency_ok_us.len(),
+            latency_ok_us: LatencySummary::from_histogram(&stats.latency_ok_us),
+            rejected: stats.latency_rejected_us.len(),
+            latency_rejected_us: LatencySummary::from_histogram(&stats.latency_rejected_us),
+            sent: stats.sent,
+            offered: run.offered,
+            lost: stats.lost,
+            series,
             workload: run.workload.to_owned(),
             host: run.host.to_owned(),
             connections: run.connections,
@@ -226,6 +436,17 @@ impl Summary {
     /// Complete responses per second of measured time.
     pub fn ops_per_sec(&self) -> f64 {
         per_second(self.requests_ok as f64, self.duration_s)
+    }
+
+    /// 2xx answers per second of measured time.
+    pub fn goodput_per_sec(&self) -> f64 {
+        per_second(self.ok as f64, self.duration_s)
+    }
+
+    /// Open loop: requests due in the measured time that were never sent (every connection
+    /// was busy until the end).
+    pub fn unsent(&self) -> Option<u64> {
+        self.offered.map(|o| o.saturating_sub(self.sent))
     }
 
     /// Response megabytes (10^6 bytes) per second of measured time.
@@ -271,6 +492,52 @@ impl Summary {
             "\n  errors: connect={} io={} http={} timeout={}",
             e.connect, e.io, e.http, e.timeout
         );
+        if self.rejected > 0 || self.ok != self.requests_ok {
+            let (o, r) = (&self.latency_ok_us, &self.latency_rejected_us);
+            let _ = writeln!(
+                out,
+                "  2xx: {} (goodput {:.1}/s) latency (us): p50={} p99={} max={}",
+                self.ok,
+                self.goodput_per_sec(),
+                o.p50,
+                o.p99,
+                o.max
+            );
+            let _ = writeln!(
+                out,
+                "  429/503: {} latency (us): p50={} p99={} max={}",
+                self.rejected, r.p50, r.p99, r.max
+            );
+        }
+        if let (Some(offered), Some(unsent)) = (self.offered, self.unsent()) {
+            let _ = writeln!(
+                out,
+                "  open loop: {offered} due, {} sent, {unsent} never sent (no connection free)",
+                self.sent
+            );
+        }
+        if self.workload == "kv-verify" {
+            let _ = writeln!(out, "  verify: {} found, {} lost", self.records, self.lost);
+        }
+        if !self.series.is_empty() {
+            out.push_str("  second   sent     2xx  429/503  other  errors  2xx p50  2xx p99  2xx max  rej p99 (us)\n");
+            for s in &self.series {
+                let _ = writeln!(
+                    out,
+                    "  {:>6} {:>6} {:>7} {:>8} {:>6} {:>7} {:>8} {:>8} {:>8} {:>8}",
+                    s.t,
+                    s.sent,
+                    s.ok,
+                    s.rejected,
+                    s.other,
+                    s.errors,
+                    s.ok_p50_us,
+                    s.ok_p99_us,
+                    s.ok_max_us,
+                    s.rejected_p99_us
+                );
+            }
+        }
         if self.messages_acked > 0 {
             let _ = writeln!(
                 out,
@@ -279,7 +546,9 @@ impl Summary {
                 per_second(self.messages_acked as f64, self.duration_s)
             );
         }
-        if self.records > 0 && self.workload.starts_with("ts-") {
+        if self.workload == "kv-verify" {
+            // Reported above.
+        } else if self.records > 0 && self.workload.starts_with("ts-") {
             let _ = writeln!(
                 out,
                 "  ts: {} points (lines)   points/s: {:.1}",
@@ -324,6 +593,16 @@ impl Summary {
             records: self.records,
             records_per_sec: per_second(self.records as f64, self.duration_s),
             payload_mb_per_sec: per_second(self.payload_bytes as f64 / 1e6, self.duration_s),
+            ok_2xx: self.ok,
+            goodput_per_sec: self.goodput_per_sec(),
+            latency_2xx_us: self.latency_ok_us,
+            rejected: self.rejected,
+            latency_rejected_us: self.latency_rejected_us,
+            sent: self.sent,
+            offered: self.offered,
+            unsent: self.unsent(),
+            lost: self.lost,
+            series: &self.series,
         };
         // Plain numbers, strings and maps with string keys always serialize.
         serde_json::to_string(&report).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"))
@@ -339,6 +618,8 @@ pub struct RunInfo<'a> {
     pub threads: usize,
     pub duration_s: f64,
     pub warmup_s: f64,
+    /// Open loop: requests due in the measured time.
+    pub offered: Option<u64>,
 }
 
 fn per_second(amount: f64, duration_s: f64) -> f64 {
@@ -361,6 +642,7 @@ mod tests {
             threads: 2,
             duration_s: 10.0,
             warmup_s: 0.0,
+            offered: None,
         }
     }
 
@@ -489,5 +771,114 @@ mod tests {
         assert!(v["latency_us"]["mean"].is_f64());
         assert_eq!(v["latency_us"]["p50"], 2000);
         assert_eq!(v["status"], serde_json::json!({"200": 30, "503": 1}));
+    }
+
+    #[test]
+    fn rejections_have_their_own_latency_and_goodput_counts_2xx_only() {
+        let mut stats = Stats::new();
+        for _ in 0..100 {
+            stats.record_response(200, 10, 5_000);
+        }
+        for _ in 0..300 {
+            stats.record_response(429, 10, 200);
+        }
+        stats.record_response(503, 10, 300);
+        stats.record_response(404, 10, 40_000);
+        let run = RunInfo {
+            duration_s: 2.0,
+            offered: Some(450),
+            ..run_info()
+        };
+        let summary = Summary::new(run, &stats);
+        assert_eq!(summary.requests_ok, 402);
+        assert_eq!(summary.ok, 100);
+        assert_eq!(summary.rejected, 301);
+        assert_eq!(summary.goodput_per_sec(), 50.0);
+        assert!(close(summary.latency_ok_us.p99, 5_000));
+        assert!(close(summary.latency_rejected_us.p50, 200));
+        assert!(close(summary.latency_rejected_us.max, 300));
+        assert!(close(summary.latency_us.max, 40_000), "all answers keep one histogram");
+        assert_eq!(summary.unsent(), Some(450));
+        let text = summary.to_text();
+        let (o, r) = (summary.latency_ok_us, summary.latency_rejected_us);
+        let ok_line = format!(
+            "  2xx: 100 (goodput 50.0/s) latency (us): p50={} p99={} max={}\n",
+            o.p50, o.p99, o.max
+        );
+        assert!(text.contains(&ok_line), "{text}");
+        assert!(
+            text.contains(&format!("  429/503: 301 latency (us): p50={} p99=", r.p50)),
+            "{text}"
+        );
+        assert!(text.contains("  open loop: 450 due, 0 sent, 450 never sent"), "{text}");
+        let v: serde_json::Value = serde_json::from_str(&summary.to_json()).unwrap();
+        assert_eq!(v["ok_2xx"], 100);
+        assert_eq!(v["rejected"], 301);
+        assert_eq!(v["goodput_per_sec"], 50.0);
+        assert_eq!(v["offered"], 450);
+        assert_eq!(v["unsent"], 450);
+        assert_eq!(v["latency_2xx_us"]["p50"], o.p50);
+        assert_eq!(v["latency_rejected_us"]["p50"], r.p50);
+        assert!(v.get("series").is_none(), "no series unless asked for");
+    }
+
+    #[test]
+    fn the_series_counts_each_second_apart_and_merges_by_second() {
+        let mut a = Stats::with_series();
+        let mut b = Stats::with_series();
+        a.record_in_second(0, Outcome::Sent);
+        a.record_in_second(
+            0,
+            Outcome::Answered {
+                status: 200,
+                latency_us: 1_000,
+            },
+        );
+        a.record_in_second(2, Outcome::Sent);
+        a.record_in_second(
+            2,
+            Outcome::Answered {
+                status: 429,
+                latency_us: 100,
+            },
+        );
+        b.record_in_second(0, Outcome::Sent);
+        b.record_in_second(
+            0,
+            Outcome::Answered {
+                status: 200,
+                latency_us: 3_000,
+            },
+        );
+        b.record_in_second(3, Outcome::Sent);
+        b.record_in_second(3, Outcome::Failed);
+        b.record_in_second(
+            3,
+            Outcome::Answered {
+                status: 404,
+                latency_us: 9,
+            },
+        );
+        a.record_in_second(SERIES_MAX_SECONDS, Outcome::Sent);
+        a.merge(&b);
+        let summary = Summary::new(run_info(), &a);
+        let s = &summary.series;
+        assert_eq!(s.len(), 4);
+        assert_eq!((s[0].t, s[0].sent, s[0].ok, s[0].rejected), (0, 2, 2, 0));
+        assert!(s[0].ok_p50_us.abs_diff(1_000) <= 10, "{:?}", s[0]);
+        assert!(s[0].ok_max_us.abs_diff(3_000) <= 30, "{:?}", s[0]);
+        assert_eq!((s[1].sent, s[1].ok, s[1].ok_p99_us), (0, 0, 0));
+        assert_eq!((s[2].sent, s[2].rejected, s[2].rejected_p99_us), (1, 1, 100));
+        assert_eq!((s[3].sent, s[3].errors, s[3].other, s[3].ok), (1, 1, 1, 0));
+        let v: serde_json::Value = serde_json::from_str(&summary.to_json()).unwrap();
+        assert_eq!(v["series"].as_array().unwrap().len(), 4);
+        assert_eq!(v["series"][2]["rejected"], 1);
+        let text = summary.to_text();
+        assert!(text.contains("2xx p99"), "{text}");
+        assert_eq!(text.lines().filter(|l| l.trim_start().starts_with('2')).count(), 1);
+        // Without a series nothing is kept.
+        let mut plain = Stats::new();
+        plain.record_in_second(0, Outcome::Sent);
+        assert!(plain.series.is_none());
     }
 }

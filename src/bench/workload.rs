@@ -37,6 +37,14 @@
 //! `--influx` InfluxQL to InfluxDB's `/query?db=<namespace>&epoch=ms`; answers are counted by
 //! status only (latency is the figure).
 //!
+//! Unique writes (for checking that no acknowledged write is lost): with a run id
+//! ([`KvOptions::run_id`]), `kv-put` writes key `<run id>.<conn>.<seq>` (request `seq` of
+//! connection `conn`, so no two requests of a run share a key) and its value starts with the
+//! key's bytes, padded with the usual filler to `--value-bytes`. `kv-verify` reads such keys
+//! back, one request per key of [`KvOptions::verify_keys`] (request `i` of the run reads key
+//! `i`), and counts a key found when the answer is 200 with exactly the value that key's write
+//! sent, lost otherwise.
+//!
 //! Adding a workload means adding a
 //! [`WorkloadKind`] variant, its `name`, whether it varies per request
 //! ([`Workload::varies_per_request`]) and a `build` arm. A workload whose
@@ -46,6 +54,7 @@
 
 use std::fmt;
 use std::io::Write as _;
+use std::sync::Arc;
 
 use base64::Engine as _;
 
@@ -76,6 +85,9 @@ pub enum WorkloadKind {
     TsIngest,
     /// The same `--query` again and again (FloQL, or InfluxQL with `--influx`).
     TsQuery,
+    /// `GET` every key of `--keys-file` once (keys `kv-put --run-id` wrote), checking each
+    /// value: found, or lost.
+    KvVerify,
 }
 
 impl WorkloadKind {
@@ -94,6 +106,7 @@ impl WorkloadKind {
             WorkloadKind::StreamRead => "stream-read",
             WorkloadKind::TsIngest => "ts-ingest",
             WorkloadKind::TsQuery => "ts-query",
+            WorkloadKind::KvVerify => "kv-verify",
         }
     }
 }
@@ -170,6 +183,10 @@ pub struct KvOptions {
     pub query: String,
     /// `ts-ingest`: fields per line (1..=10).
     pub fields: usize,
+    /// `kv-put`: write unique keys `<run_id>.<conn>.<seq>` (see the module doc).
+    pub run_id: Option<String>,
+    /// `kv-verify`: the keys to read back, request `i` reading key `i`.
+    pub verify_keys: Arc<[String]>,
 }
 
 impl Default for KvOptions {
@@ -183,6 +200,8 @@ impl Default for KvOptions {
             influx: false,
             query: String::new(),
             fields: TS_FIELDS.len(),
+            run_id: None,
+            verify_keys: Arc::from(Vec::new()),
         }
     }
 }
@@ -211,6 +230,8 @@ struct KvTarget {
     query: Vec<u8>,
     /// `ts-ingest`: fields per line.
     fields: usize,
+    run_id: Option<String>,
+    verify_keys: Arc<[String]>,
 }
 
 impl KvTarget {
@@ -246,6 +267,8 @@ impl KvTarget {
             lines: options.batch.max(1),
             influx: options.influx,
             fields: options.fields.clamp(1, TS_FIELDS.len()),
+            run_id: options.run_id.clone(),
+            verify_keys: options.verify_keys.clone(),
             query: if options.influx {
                 url_encode(&options.query).into_bytes()
             } else {
@@ -259,6 +282,29 @@ impl KvTarget {
         let start = conn as u128 * self.keys as u128 / self.connections as u128;
         ((start + seq as u128) % self.keys as u128) as u64
     }
+
+    /// The body `{"value":"<base64>"}` of the unique write of `key`: the value starts with the
+    /// key's bytes and is padded with the filler to `value_bytes` (the key is cut if longer).
+    fn unique_put_body(&self, key: &str, out: &mut Vec<u8>) {
+        out.clear();
+        out.extend_from_slice(br#"{"value":""#);
+        let encoded = base64::engine::general_purpose::STANDARD.encode(unique_value(key, self.value_bytes as usize));
+        out.extend_from_slice(encoded.as_bytes());
+        out.extend_from_slice(br#""}"#);
+    }
+}
+
+/// The unique key of request `seq` of connection `conn` in run `run_id`.
+pub fn unique_key(run_id: &str, conn: usize, seq: u64) -> String {
+    format!("{run_id}.{conn}.{seq}")
+}
+
+/// The value a unique write of `key` sends: the key's bytes, then the filler, `len` bytes.
+fn unique_value(key: &str, len: usize) -> Vec<u8> {
+    let mut value: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
+    let n = key.len().min(len);
+    value[..n].copy_from_slice(&key.as_bytes()[..n]);
+    value
 }
 
 /// A workload bound to one target: knows the `Host` header and the optional
@@ -299,7 +345,22 @@ impl Workload {
             WorkloadKind::QueueConsume
             | WorkloadKind::QueuePipeline
             | WorkloadKind::StreamRead
-            | WorkloadKind::TsIngest => true,
+            | WorkloadKind::TsIngest
+            | WorkloadKind::KvVerify => true,
+        }
+    }
+
+    /// Whether the requests must be numbered across the whole run (`kv-verify`: request `i`
+    /// reads key `i`), so connections claim their request numbers from one counter.
+    pub fn numbers_requests_per_run(&self) -> bool {
+        self.kind == WorkloadKind::KvVerify
+    }
+
+    /// `kv-put` with a run id: the key request `seq` of connection `conn` writes.
+    pub fn unique_write_key(&self, conn: usize, seq: u64) -> Option<String> {
+        match (&self.kv.run_id, self.kind) {
+            (Some(run), WorkloadKind::KvPut) => Some(unique_key(run, conn, seq)),
+            _ => None,
         }
     }
 
@@ -315,14 +376,24 @@ impl Workload {
                 | WorkloadKind::StreamAppend
                 | WorkloadKind::StreamRead
                 | WorkloadKind::TsIngest
+                | WorkloadKind::KvVerify
         )
     }
 
-    /// The next request of a stateful connection (`conn`'s).
-    pub fn build_flow(&self, conn: usize, flow: &mut Flow, out: &mut RequestBytes) {
+    /// The next request of a stateful connection (`conn`'s); `seq` numbers it (for
+    /// `kv-verify`, across the run).
+    pub fn build_flow(&self, conn: usize, seq: u64, flow: &mut Flow, out: &mut RequestBytes) {
         out.body.clear();
         let ns = &self.kv.namespace;
         match self.kind {
+            WorkloadKind::KvVerify => {
+                flow.cursor = Some(seq);
+                let keys = &self.kv.verify_keys;
+                let key = usize::try_from(seq).ok().and_then(|i| keys.get(i));
+                let key = key.map_or("", String::as_str);
+                let path = format_args!("/api/v1/kv/{ns}/{key}");
+                return self.write_head_and_body(&mut out.wire, "GET", path, &[]);
+            }
             WorkloadKind::StreamAppend => {
                 let path = format_args!("/api/v1/stream/{ns}/bench/append");
                 return self.write_head_and_body(&mut out.wire, "POST", path, &self.kv.append_body);
@@ -374,6 +445,14 @@ impl Workload {
     /// a dequeue gave (to ack next), the count an ack confirmed, the records an append added,
     /// where a stream read ends.
     pub fn observe(&self, flow: &mut Flow, status: u16, body: &[u8]) -> Observed {
+        if self.kind == WorkloadKind::KvVerify {
+            let found = status == 200 && self.holds_unique_value(flow.cursor, body);
+            return Observed {
+                records: u64::from(found),
+                lost: u64::from(!found),
+                ..Observed::default()
+            };
+        }
         if self.kind == WorkloadKind::TsIngest {
             // Flo answers 200 with the count, InfluxDB (and Flo's compatible path) 204.
             let points = match status {
@@ -431,10 +510,21 @@ impl Workload {
 
     fn records(&self, n: u64) -> Observed {
         Observed {
-            acked: 0,
             records: n,
             payload_bytes: n * self.kv.value_bytes,
+            ..Observed::default()
         }
+    }
+
+    /// Whether a GET answer's body carries the value the unique write of verify key `index`
+    /// sent.
+    fn holds_unique_value(&self, index: Option<u64>, body: &[u8]) -> bool {
+        let key = index
+            .and_then(|i| usize::try_from(i).ok())
+            .and_then(|i| self.kv.verify_keys.get(i));
+        let Some(key) = key else { return false };
+        let encoded = base64::engine::general_purpose::STANDARD.encode(unique_value(key, self.kv.value_bytes as usize));
+        find(body, format!(r#""value":"{encoded}""#).as_bytes()).is_some()
     }
 
     /// Writes request `seq` of connection `conn` into `out.wire` (replacing
@@ -444,6 +534,12 @@ impl Workload {
         match self.kind {
             WorkloadKind::Status => self.write_request(out, "GET", format_args!("/api/v1/status")),
             WorkloadKind::Health => self.write_request(out, "GET", format_args!("/health")),
+            WorkloadKind::KvPut if self.kv.run_id.is_some() => {
+                let key = self.unique_write_key(conn, seq).unwrap_or_default();
+                self.kv.unique_put_body(&key, &mut out.body);
+                let path = format_args!("/api/v1/kv/{}/{key}", self.kv.namespace);
+                self.write_request(out, "PUT", path);
+            }
             WorkloadKind::KvPut => self.write_kv(out, conn, seq, true),
             WorkloadKind::KvGet => self.write_kv(out, conn, seq, false),
             WorkloadKind::KvMixed => self.write_kv(out, conn, seq, seq.is_multiple_of(KV_MIXED_PUT_EVERY)),
@@ -466,8 +562,9 @@ impl Workload {
             | WorkloadKind::QueuePipeline
             | WorkloadKind::StreamAppend
             | WorkloadKind::StreamRead
-            | WorkloadKind::TsIngest => {
-                self.build_flow(conn, &mut Flow::default(), out);
+            | WorkloadKind::TsIngest
+            | WorkloadKind::KvVerify => {
+                self.build_flow(conn, seq, &mut Flow::default(), out);
             }
         }
     }
@@ -633,9 +730,11 @@ impl TsHosts {
 pub struct Observed {
     /// Queue messages whose ack the server confirmed.
     pub acked: u64,
-    /// Stream records appended or read, and their payload bytes.
+    /// Stream records appended or read, and their payload bytes; `kv-verify`: keys found.
     pub records: u64,
     pub payload_bytes: u64,
+    /// `kv-verify`: keys missing or holding another value.
+    pub lost: u64,
 }
 
 /// Records an append answer confirms: `last_offset - first_offset + 1` for a batch, else 1.
@@ -664,6 +763,101 @@ fn leading_number(b: &[u8]) -> Option<u64> {
 mod tests {
     use super::*;
 
+    fn unique_writes(run_id: &str, value_bytes: usize) -> Workload {
+        Workload::new(WorkloadKind::KvPut, "h", None).with_kv(&KvOptions {
+            run_id: Some(run_id.to_owned()),
+            value_bytes,
+            ..KvOptions::default()
+        })
+    }
+
+    fn decoded_value(wire: &[u8]) -> Vec<u8> {
+        let text = String::from_utf8(wire.to_vec()).unwrap();
+        let body = &text[text.find("\r\n\r\n").unwrap() + 4..];
+        let v: serde_json::Value = serde_json::from_str(body).unwrap();
+        base64::engine::general_purpose::STANDARD
+            .decode(v["value"].as_str().unwrap())
+            .unwrap()
+    }
+
+    #[test]
+    fn a_run_id_gives_every_write_its_own_key_and_a_value_that_names_it() {
+        let w = unique_writes("run7", 30);
+        let mut req = RequestBytes::with_capacity(256);
+        let mut paths = std::collections::HashSet::new();
+        for conn in 0..3 {
+            for seq in 0..50 {
+                w.build(conn, seq, &mut req);
+                let text = String::from_utf8(req.wire.clone()).unwrap();
+                let key = format!("run7.{conn}.{seq}");
+                assert_eq!(w.unique_write_key(conn, seq).as_deref(), Some(key.as_str()));
+                assert!(
+                    text.starts_with(&format!("PUT /api/v1/kv/bench/{key} HTTP/1.1\r\n")),
+                    "{text}"
+                );
+                let value = decoded_value(&req.wire);
+                assert_eq!(value.len(), 30);
+                assert!(value.starts_with(key.as_bytes()));
+                assert!(paths.insert(text.lines().next().unwrap().to_owned()));
+            }
+        }
+        // A value shorter than the key holds the key's start.
+        let short = unique_writes("run7", 3);
+        short.build(1, 2, &mut req);
+        assert_eq!(decoded_value(&req.wire), b"run");
+        // Without a run id the keys come from the key space.
+        let plain = Workload::new(WorkloadKind::KvPut, "h", None);
+        assert_eq!(plain.unique_write_key(0, 0), None);
+        assert_eq!(unique_writes("r", 10).kind, WorkloadKind::KvPut);
+        let get = Workload::new(WorkloadKind::KvGet, "h", None).with_kv(&KvOptions {
+            run_id: Some("r".into()),
+            ..KvOptions::default()
+        });
+        assert_eq!(get.unique_write_key(0, 0), None, "only writes get unique keys");
+    }
+
+    #[test]
+    fn kv_verify_reads_each_listed_key_and_checks_its_value() {
+        let keys: Vec<String> = vec!["r.0.0".into(), "r.1.0".into(), "r.0.1".into()];
+        let options = KvOptions {
+            verify_keys: Arc::from(keys.clone()),
+            value_bytes: 20,
+            ..KvOptions::default()
+        };
+        let w = Workload::new(WorkloadKind::KvVerify, "h", None).with_kv(&options);
+        assert!(w.is_stateful() && w.numbers_requests_per_run());
+        let writer = unique_writes("r", 20);
+        let mut req = RequestBytes::with_capacity(256);
+        for (i, key) in keys.iter().enumerate() {
+            let mut flow = Flow::default();
+            w.build_flow(3, i as u64, &mut flow, &mut req);
+            let text = String::from_utf8(req.wire.clone()).unwrap();
+            assert!(
+                text.starts_with(&format!("GET /api/v1/kv/bench/{key} HTTP/1.1\r\n")),
+                "{text}"
+            );
+            // The answer to a GET of what the writer wrote is found.
+            let (conn, seq) = (key[2..3].parse().unwrap(), key[4..].parse().unwrap());
+            writer.build(conn, seq, &mut req);
+            let value = decoded_value(&req.wire);
+            let encoded = base64::engine::general_purpose::STANDARD.encode(&value);
+            let body = format!(r#"{{"key":"{key}","value":"{encoded}","version":1,"ttl_remaining":null}}"#);
+            let seen = w.observe(&mut flow, 200, body.as_bytes());
+            assert_eq!((seen.records, seen.lost), (1, 0), "{body}");
+            // Missing, or another key's value, is lost.
+            assert_eq!(w.observe(&mut flow, 404, b"{}").lost, 1);
+            let other = format!(r#"{{"key":"{key}","value":"eA==","version":2}}"#);
+            assert_eq!(w.observe(&mut flow, 200, other.as_bytes()).lost, 1);
+        }
+        // The value must be the whole value, not a prefix of it.
+        let mut flow = Flow::default();
+        w.build_flow(0, 0, &mut flow, &mut req);
+        let value = unique_value("r.0.0", 20);
+        let encoded = base64::engine::general_purpose::STANDARD.encode(&value[..19]);
+        let truncated = format!(r#"{{"value":"{encoded}"}}"#);
+        assert_eq!(w.observe(&mut flow, 200, truncated.as_bytes()).lost, 1);
+    }
+
     #[test]
     fn queue_consumers_ack_what_they_were_given() {
         let options = KvOptions {
@@ -673,18 +867,18 @@ mod tests {
         let w = Workload::new(WorkloadKind::QueueConsume, "h", None).with_kv(&options);
         let mut flow = Flow::default();
         let mut req = RequestBytes::with_capacity(256);
-        w.build_flow(0, &mut flow, &mut req);
+        w.build_flow(0, 0, &mut flow, &mut req);
         let text = String::from_utf8(req.wire.clone()).unwrap();
         assert!(text.starts_with("POST /api/v1/queue/bench/bench/dequeue"), "{text}");
         assert!(text.ends_with(r#"{"count":3,"visibility_timeout_ms":60000}"#), "{text}");
         let got = br#"{"messages":[{"seq":7,"payload":"eA=="},{"seq":19,"payload":"eA=="}]}"#;
         assert_eq!(w.observe(&mut flow, 200, got).acked, 0);
-        w.build_flow(0, &mut flow, &mut req);
+        w.build_flow(0, 0, &mut flow, &mut req);
         let text = String::from_utf8(req.wire.clone()).unwrap();
         assert!(text.starts_with("POST /api/v1/queue/bench/bench/ack"), "{text}");
         assert!(text.ends_with(r#"{"sequences":[7,19]}"#), "{text}");
         assert_eq!(w.observe(&mut flow, 200, br#"{"acked":2,"not_found":[]}"#).acked, 2);
-        w.build_flow(0, &mut flow, &mut req);
+        w.build_flow(0, 0, &mut flow, &mut req);
         assert!(String::from_utf8(req.wire.clone()).unwrap().contains("/dequeue"));
     }
 
@@ -700,7 +894,7 @@ mod tests {
         let w = Workload::new(WorkloadKind::StreamAppend, "h", None).with_kv(&options);
         let mut req = RequestBytes::with_capacity(256);
         let mut flow = Flow::default();
-        w.build_flow(0, &mut flow, &mut req);
+        w.build_flow(0, 0, &mut flow, &mut req);
         let text = String::from_utf8(req.wire.clone()).unwrap();
         assert!(text.starts_with("POST /api/v1/stream/bench/bench/append"), "{text}");
         assert!(
@@ -733,7 +927,7 @@ mod tests {
         ];
         let mut records = 0;
         for a in answers {
-            r.build_flow(1, &mut flow, &mut req);
+            r.build_flow(1, 0, &mut flow, &mut req);
             let text = String::from_utf8(req.wire.clone()).unwrap();
             paths.push(text.split(' ').nth(1).unwrap().to_string());
             records += r.observe(&mut flow, 200, a).records;
@@ -761,7 +955,7 @@ mod tests {
         let w = Workload::new(WorkloadKind::TsIngest, "h", None).with_kv(&options);
         let mut flow = Flow::default();
         let mut req = RequestBytes::with_capacity(4096);
-        w.build_flow(1, &mut flow, &mut req);
+        w.build_flow(1, 0, &mut flow, &mut req);
         let text = String::from_utf8(req.wire.clone()).unwrap();
         assert!(
             text.starts_with("POST /api/v1/ts/bench/write?precision=ms HTTP/1.1"),
@@ -799,7 +993,7 @@ mod tests {
             ..options
         });
         let mut flow = Flow::default();
-        influx.build_flow(0, &mut flow, &mut req);
+        influx.build_flow(0, 0, &mut flow, &mut req);
         assert!(String::from_utf8(req.wire.clone())
             .unwrap()
             .starts_with("POST /write?db=bench&precision=ms "));
@@ -823,7 +1017,7 @@ mod tests {
         ];
         let mut acked = 0;
         for a in answers {
-            w.build_flow(0, &mut flow, &mut req);
+            w.build_flow(0, 0, &mut flow, &mut req);
             let text = String::from_utf8(req.wire.clone()).unwrap();
             paths.push(text.split(' ').nth(1).unwrap().rsplit('/').next().unwrap().to_string());
             acked += w.observe(&mut flow, 200, a).acked;

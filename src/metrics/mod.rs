@@ -28,7 +28,7 @@ pub struct ShardMetrics {
     /// Connections refused because `http.max_connections` was reached.
     pub connections_refused_total: AtomicU64,
     pub auth_failures_total: AtomicU64,
-    /// Requests answered 429 (full inbox or too many connections).
+    /// Requests answered 429 (full inbox, too many connections, too many writes in progress).
     pub overloaded_total: AtomicU64,
     /// Commands this shard sent to other shards.
     pub forwarded_total: AtomicU64,

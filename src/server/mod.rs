@@ -8,6 +8,7 @@
 //! `Starting` to `Healthy` once recovery is done (and tell systemd, [`notify`]). A shard that
 //! cannot start stops the whole process with a message saying why.
 
+pub mod admission;
 #[cfg(test)]
 mod crash_sim;
 pub mod inbox;

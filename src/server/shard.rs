@@ -73,6 +73,8 @@ pub struct Shard {
     pub namespaces_known: RefCell<std::collections::HashSet<String>>,
     /// The shard's snapshots on disk and the one being taken.
     pub snapshots: crate::snapshot::shard::SnapshotCell,
+    /// Writes this shard's connections have in progress (`http.max_writes_in_flight`).
+    pub writes: super::admission::WriteGate,
 }
 
 /// Maps a log failure to the API's error model.
@@ -107,6 +109,7 @@ impl Shard {
             ts: RefCell::default(),
             namespaces_known: RefCell::default(),
             snapshots: RefCell::default(),
+            writes: super::admission::WriteGate::new(node.config.http.max_writes_in_flight),
             node,
         }
     }
@@ -459,6 +462,7 @@ pub fn run(id: usize, node: Arc<Node>, inbox: async_channel::Receiver<Envelope>,
 }
 
 /// Opens the shard's log, replaying every entry into the shard's state.
+#[allow(clippy::clone_on_copy, reason = "ShardFs is the Copy RealFs only outside the unit tests")]
 pub(crate) async fn recover(shard: &Rc<Shard>) -> Result<Rc<Log<ShardFs>>, LogError> {
     let node = &shard.node;
     let opts = LogOptions {
