@@ -462,7 +462,10 @@ pub fn run(id: usize, node: Arc<Node>, inbox: async_channel::Receiver<Envelope>,
 }
 
 /// Opens the shard's log, replaying every entry into the shard's state.
-#[allow(clippy::clone_on_copy, reason = "ShardFs is the Copy RealFs only outside the unit tests")]
+#[allow(
+    clippy::clone_on_copy,
+    reason = "ShardFs is the Copy RealFs only outside the unit tests"
+)]
 pub(crate) async fn recover(shard: &Rc<Shard>) -> Result<Rc<Log<ShardFs>>, LogError> {
     let node = &shard.node;
     let opts = LogOptions {
