@@ -340,6 +340,16 @@ impl Disk {
             .ok_or_else(|| kind_error(io::ErrorKind::NotFound, "no such file", path))
     }
 
+    /// The file named `path` (and the name as the disk keys it), for the corruption helpers.
+    fn file_mut(&mut self, path: &Path) -> io::Result<(PathBuf, &mut FileData)> {
+        let p = key(path);
+        let id = self.lookup(&p)?;
+        match self.files.get_mut(&id) {
+            Some(f) => Ok((p, f)),
+            None => Err(kind_error(io::ErrorKind::NotFound, "no such file", &p)),
+        }
+    }
+
     fn add_file(&mut self, data: FileData) -> FileId {
         let id = self.next_id;
         self.next_id += 1;
@@ -578,12 +588,7 @@ impl SimFs {
     /// on a dead disk too; not an operation.
     pub fn corrupt(&self, path: &Path, offset: u64, xor_mask: u8) -> io::Result<()> {
         let mut d = self.disk.borrow_mut();
-        let p = key(path);
-        let id = d.lookup(&p)?;
-        let f = d
-            .files
-            .get_mut(&id)
-            .ok_or_else(|| kind_error(io::ErrorKind::NotFound, "no such file", &p))?;
+        let (p, f) = d.file_mut(path)?;
         let i = usize::try_from(offset)
             .ok()
             .filter(|&i| i < f.durable.len())
@@ -597,12 +602,7 @@ impl SimFs {
     /// written to the wrong place); for corruption tests.
     pub fn overwrite(&self, path: &Path, offset: u64, bytes: &[u8]) -> io::Result<()> {
         let mut d = self.disk.borrow_mut();
-        let p = key(path);
-        let id = d.lookup(&p)?;
-        let f = d
-            .files
-            .get_mut(&id)
-            .ok_or_else(|| kind_error(io::ErrorKind::NotFound, "no such file", &p))?;
+        let (p, f) = d.file_mut(path)?;
         let range = usize::try_from(offset)
             .ok()
             .and_then(|a| Some(a..a.checked_add(bytes.len())?))
