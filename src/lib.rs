@@ -10,6 +10,8 @@ pub mod api;
 pub mod auth;
 pub mod b64;
 pub mod config;
+#[cfg(test)]
+mod crash_tally;
 #[doc(hidden)]
 pub mod fuzz_checks;
 pub mod http;

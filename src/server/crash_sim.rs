@@ -794,34 +794,7 @@ async fn recover_dump(image: SimFs) -> Result<(Dump, String), String> {
 }
 
 /// Totals over every harness.
-#[derive(Default, Debug)]
-struct Totals {
-    states: u64,
-    points: u64,
-    lost: u64,
-    phantom: u64,
-    panics: u64,
-    /// Snapshot or compaction failures on a disk that was alive and healthy.
-    errors: u64,
-    failures: Vec<String>,
-}
-
-impl Totals {
-    fn record(&mut self, what: &str, found: Found) {
-        self.states += 1;
-        self.lost += found.lost.len() as u64;
-        self.phantom += found.phantom.len() as u64;
-        for m in found.lost.iter().chain(&found.phantom).take(3) {
-            self.failures.push(format!("{what}: {m}"));
-        }
-    }
-
-    fn failed_recovery(&mut self, what: &str, why: &str) {
-        self.states += 1;
-        self.lost += 1;
-        self.failures.push(format!("{what}: recovery failed: {why}"));
-    }
-}
+type Totals = crate::crash_tally::Tally;
 
 /// Recovers `image` and checks it against `model`; when `twice`, recovers it again (after the
 /// first recovery's repairs) and checks that it reads the same.
@@ -830,7 +803,8 @@ async fn check_image(image: &SimFs, model: &Model, what: &str, twice: bool, tota
         Ok((d, _)) => d,
         Err(e) => return totals.failed_recovery(what, &e),
     };
-    totals.record(what, check(model, &first));
+    let found = check(model, &first);
+    totals.record(what, &found.lost, &found.phantom);
     if !twice {
         return;
     }
@@ -1047,7 +1021,8 @@ async fn recovery_fault(
     faulty.fail_at(j, kind);
     let refused = match recover_dump(faulty.clone()).await {
         Ok((d, _)) => {
-            totals.record(&format!("{what}, faulty recovery"), check(model, &d));
+            let found = check(model, &d);
+            totals.record(&format!("{what}, faulty recovery"), &found.lost, &found.phantom);
             false
         }
         Err(_) => true,
@@ -1238,7 +1213,7 @@ fn corrupted_segments_and_snapshots_are_detected_and_never_served() {
                         } else if found.lost.is_empty() && found.phantom.is_empty() {
                             c.unread += 1;
                         }
-                        t.record(&what, found);
+                        t.record(&what, &found.lost, &found.phantom);
                     }
                 }
             }

@@ -45,6 +45,7 @@ use super::compact::{self, PassStats};
 use super::file;
 use super::shard::{self as snap, section, Captured, Ctx, Machines, SnapshotCell};
 use crate::config::Durability;
+use crate::crash_tally::Tally;
 use crate::kv::entry::{decode_put, encode_delete, encode_put, ENTRY_KV_DELETE, ENTRY_KV_PUT};
 use crate::kv::{Cond, KvStore, Value};
 use crate::log::format::EntryRef;
@@ -691,19 +692,25 @@ const SCENARIOS: [Scenario; 3] = [
     },
 ];
 
-/// Totals over crash states.
+/// Totals over crash states, and each scenario's full run.
 #[derive(Default, Debug)]
 struct Totals {
-    states: u64,
-    points: u64,
-    lost: u64,
-    phantom: u64,
-    panics: u64,
-    /// Snapshots or compaction passes that failed on a disk that was still alive.
-    errors: u64,
-    failures: Vec<String>,
-    /// Each scenario's full run.
+    tally: Tally,
     full_runs: Vec<String>,
+}
+
+impl std::ops::Deref for Totals {
+    type Target = Tally;
+
+    fn deref(&self) -> &Tally {
+        &self.tally
+    }
+}
+
+impl std::ops::DerefMut for Totals {
+    fn deref_mut(&mut self) -> &mut Tally {
+        &mut self.tally
+    }
 }
 
 impl Totals {
@@ -712,21 +719,6 @@ impl Totals {
             self.errors += 1;
             self.failures.push(format!("{what}: {e}"));
         }
-    }
-
-    fn record(&mut self, what: &str, found: Found) {
-        self.states += 1;
-        self.lost += found.lost.len() as u64;
-        self.phantom += found.phantom.len() as u64;
-        for m in found.lost.iter().chain(&found.phantom).take(3) {
-            self.failures.push(format!("{what}: {m}"));
-        }
-    }
-
-    fn failed_recovery(&mut self, what: &str, why: &str) {
-        self.states += 1;
-        self.lost += 1;
-        self.failures.push(format!("{what}: recovery failed: {why}"));
     }
 }
 
@@ -745,7 +737,8 @@ async fn recover_and_check(
             cov.fallbacks += u64::from(rec.loaded.passed_over > 0);
             cov.copies_replayed += rec.copies_replayed;
             cov.max_snapshot_files = cov.max_snapshot_files.max(rec.snapshot_files);
-            totals.record(what, check(model, &rec));
+            let found = check(model, &rec);
+            totals.record(what, &found.lost, &found.phantom);
             Some(rec)
         }
         Err(e) => {

@@ -1,0 +1,35 @@
+//! The totals the crash simulations keep over their crash states (`snapshot/crash_tests.rs`,
+//! `server/crash_sim.rs`): states checked, acknowledged writes lost, phantoms, panics, failures
+//! on a live disk, and the first messages of each kind. Test-only.
+
+/// Totals over crash states.
+#[derive(Default, Debug)]
+pub(crate) struct Tally {
+    pub(crate) states: u64,
+    pub(crate) points: u64,
+    pub(crate) lost: u64,
+    pub(crate) phantom: u64,
+    pub(crate) panics: u64,
+    /// Snapshots or compaction passes that failed on a disk that was alive and healthy.
+    pub(crate) errors: u64,
+    pub(crate) failures: Vec<String>,
+}
+
+impl Tally {
+    /// One recovered state and what its check found.
+    pub(crate) fn record(&mut self, what: &str, lost: &[String], phantom: &[String]) {
+        self.states += 1;
+        self.lost += lost.len() as u64;
+        self.phantom += phantom.len() as u64;
+        for m in lost.iter().chain(phantom).take(3) {
+            self.failures.push(format!("{what}: {m}"));
+        }
+    }
+
+    /// One state that could not be recovered at all: everything acknowledged in it is lost.
+    pub(crate) fn failed_recovery(&mut self, what: &str, why: &str) {
+        self.states += 1;
+        self.lost += 1;
+        self.failures.push(format!("{what}: recovery failed: {why}"));
+    }
+}
