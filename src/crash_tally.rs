@@ -26,6 +26,17 @@ impl Tally {
         }
     }
 
+    /// Adds the totals of `other` (another checker thread's).
+    pub(crate) fn merge(&mut self, other: Tally) {
+        self.states += other.states;
+        self.points += other.points;
+        self.lost += other.lost;
+        self.phantom += other.phantom;
+        self.panics += other.panics;
+        self.errors += other.errors;
+        self.failures.extend(other.failures);
+    }
+
     /// One state that could not be recovered at all: everything acknowledged in it is lost.
     pub(crate) fn failed_recovery(&mut self, what: &str, why: &str) {
         self.states += 1;

@@ -26,6 +26,9 @@ pub const MAX_SEGMENT_BYTES: u64 = 1 << 32;
 
 /// Flag: first entry of a write batch.
 pub const FLAG_BATCH_START: u16 = 1;
+/// Flag, on a batch's first entry: the batch was written while the fdatasync of the batch
+/// before it was still in flight, so that batch may not have been durable yet (recovery).
+pub const FLAG_PIPELINED: u16 = 2;
 
 // Field offsets of the segment header.
 const H_MAGIC: usize = 0;
@@ -220,6 +223,20 @@ pub fn encode_entry(out: &mut Vec<u8>, lsn: u64, entry_type: u16, flags: u16, bo
     let crc = crc32fast::hash(&out[start + E_LSN..]);
     out[start + E_CRC..start + E_CRC + 4].copy_from_slice(&crc.to_le_bytes());
     out.resize(start + align_up(entry_bytes as usize), 0);
+}
+
+/// Sets `flags` bits in the header of the entry that starts `entry` (as [`encode_entry`] wrote
+/// it) and updates its CRC.
+pub fn add_entry_flags(entry: &mut [u8], flags: u16) {
+    let entry_bytes = u32_at(entry, E_LEN) as usize;
+    assert!(
+        entry_bytes >= ENTRY_HEADER_BYTES && entry_bytes <= entry.len(),
+        "an encoded entry"
+    );
+    let now = u16_at(entry, E_FLAGS) | flags;
+    entry[E_FLAGS..E_FLAGS + 2].copy_from_slice(&now.to_le_bytes());
+    let crc = crc32fast::hash(&entry[E_LSN..entry_bytes]);
+    entry[E_CRC..E_CRC + 4].copy_from_slice(&crc.to_le_bytes());
 }
 
 /// What is at an entry offset.

@@ -13,7 +13,7 @@ use tracing::{info, warn};
 use super::error::LogError;
 use super::format::{
     decode_entry, parse_segment_file_name, Decoded, EntryRef, Footer, FormatError, SegmentHeader, Trailer, ENTRY_ALIGN,
-    ENTRY_HEADER_BYTES, FLAG_BATCH_START, SEGMENT_HEADER_BYTES, TRAILER_BYTES,
+    ENTRY_HEADER_BYTES, FLAG_BATCH_START, FLAG_PIPELINED, SEGMENT_HEADER_BYTES, TRAILER_BYTES,
 };
 use super::io::{Fs, SegmentFile};
 use super::metrics::LogMetrics;
@@ -104,14 +104,28 @@ fn scan(
 }
 
 /// After an invalid entry at `from` in the last segment: is there a valid-looking entry with
-/// an LSN of at least `lsn` that starts a batch? Then a later batch was written after the bad
-/// one, so the bad one had been made durable: corruption, not a torn tail.
+/// an LSN above `lsn` that starts a batch written after the bad one was durable? Then the bad
+/// one had been made durable: corruption, not a torn tail. A batch start without
+/// `PIPELINED` is such proof; one with it may have been written while the fdatasync of the
+/// batch before it was in flight, so only a further batch start after it is (at most one
+/// batch is written ahead of the durable ones).
 fn later_batch_after(bytes: &[u8], from: usize, limit: usize, lsn: u64) -> Option<(u64, u64)> {
+    let mut pipelined_seen = false;
     let mut pos = from + ENTRY_ALIGN;
     while pos + ENTRY_HEADER_BYTES <= limit {
+        if bytes[pos..pos + 4] == [0; 4] {
+            // A zero length starts no entry; a segment's unused space is all zeros, so go on
+            // from the next aligned word that is not.
+            let next = first_nonzero(bytes, pos, limit) / ENTRY_ALIGN * ENTRY_ALIGN;
+            pos = next.max(pos + ENTRY_ALIGN);
+            continue;
+        }
         if let Ok(Decoded::Entry(e)) = decode_entry(&bytes[pos..limit]) {
             if e.lsn > lsn && e.flags & FLAG_BATCH_START != 0 {
-                return Some((pos as u64, e.lsn));
+                if e.flags & FLAG_PIPELINED == 0 || pipelined_seen {
+                    return Some((pos as u64, e.lsn));
+                }
+                pipelined_seen = true;
             }
         }
         pos += ENTRY_ALIGN;
@@ -135,12 +149,34 @@ fn count_entries_after(bytes: &[u8], from: usize, limit: usize) -> u64 {
     n
 }
 
+/// Compared a block at a time: a segment's unused space is megabytes of zeros.
+const ZEROS: [u8; 4096] = [0; 4096];
+
+/// Offset of the first nonzero byte of `bytes[from..limit]`, or `limit`.
+fn first_nonzero(bytes: &[u8], from: usize, limit: usize) -> usize {
+    let mut pos = from;
+    while pos < limit {
+        let block = &bytes[pos..limit.min(pos + ZEROS.len())];
+        if block != &ZEROS[..block.len()] {
+            return pos + block.iter().position(|&b| b != 0).unwrap_or(0);
+        }
+        pos += block.len();
+    }
+    limit
+}
+
 /// Offset just past the last nonzero byte of `bytes[from..limit]`, or `from`.
 fn last_nonzero(bytes: &[u8], from: usize, limit: usize) -> usize {
-    bytes[from..limit]
-        .iter()
-        .rposition(|&b| b != 0)
-        .map_or(from, |p| from + p + 1)
+    let mut end = limit;
+    while end > from {
+        let start = end.saturating_sub(ZEROS.len()).max(from);
+        let block = &bytes[start..end];
+        if block != &ZEROS[..block.len()] {
+            return start + block.iter().rposition(|&b| b != 0).map_or(0, |p| p + 1);
+        }
+        end = start;
+    }
+    from
 }
 
 fn corrupt(path: &Path, offset: u64, reason: impl Into<String>) -> LogError {
@@ -474,4 +510,86 @@ pub async fn open<F: Fs>(
     metrics.recovery_ms.add(stats.millis);
     let log = Log::from_recovered(fs, dir, opts, metrics, next_lsn.unwrap_or(1), active, sealed);
     Ok((log, stats))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::test_rng::Rng;
+
+    /// Sparse buffers: zeros with a few nonzero bytes, at block edges and anywhere.
+    fn buffers() -> Vec<Vec<u8>> {
+        let mut rng = Rng(7);
+        let mut out = vec![vec![0; 10_000], vec![1; 5000], Vec::new()];
+        for _ in 0..200 {
+            let mut b = vec![0u8; 1 + rng.index(3 * ZEROS.len())];
+            for _ in 0..rng.index(4) {
+                let at = match rng.below(3) {
+                    0 => (ZEROS.len() * rng.index(3)).min(b.len() - 1),
+                    1 => (ZEROS.len() * (1 + rng.index(3))).saturating_sub(1).min(b.len() - 1),
+                    _ => rng.index(b.len()),
+                };
+                b[at] = 1 + rng.below(255) as u8;
+            }
+            out.push(b);
+        }
+        out
+    }
+
+    #[test]
+    fn zero_scans_agree_with_a_byte_at_a_time_scan() {
+        let mut rng = Rng(8);
+        for b in buffers() {
+            for _ in 0..20 {
+                let limit = rng.index(b.len() + 1);
+                let from = rng.index(limit + 1);
+                let first = b[from..limit].iter().position(|&x| x != 0).map_or(limit, |p| from + p);
+                let last = b[from..limit]
+                    .iter()
+                    .rposition(|&x| x != 0)
+                    .map_or(from, |p| from + p + 1);
+                assert_eq!(first_nonzero(&b, from, limit), first, "{from}..{limit}");
+                assert_eq!(last_nonzero(&b, from, limit), last, "{from}..{limit}");
+            }
+        }
+    }
+
+    #[test]
+    fn later_batch_is_found_past_zeros_and_garbage() {
+        use crate::log::format::{encode_entry, FLAG_BATCH_START};
+        let mut seg = vec![0u8; 64 * 1024];
+        let mut entry = Vec::new();
+        encode_entry(&mut entry, 9, 1, FLAG_BATCH_START, b"later batch");
+        let at = 40_000 / ENTRY_ALIGN * ENTRY_ALIGN;
+        seg[at..at + entry.len()].copy_from_slice(&entry);
+        assert_eq!(later_batch_after(&seg, 0, seg.len(), 8), Some((at as u64, 9)));
+        assert_eq!(later_batch_after(&seg, 0, seg.len(), 9), None, "not a later LSN");
+        assert_eq!(later_batch_after(&seg, at, seg.len(), 8), None, "only after `from`");
+        // Garbage (nonzero words that are no entry) before it does not hide it.
+        for (i, x) in seg[1000..1100].iter_mut().enumerate() {
+            *x = i as u8 | 1;
+        }
+        assert_eq!(later_batch_after(&seg, 0, seg.len(), 8), Some((at as u64, 9)));
+    }
+
+    #[test]
+    fn a_pipelined_batch_alone_proves_nothing_a_second_batch_does() {
+        use crate::log::format::{add_entry_flags, encode_entry, FLAG_BATCH_START};
+        let mut seg = vec![0u8; 64 * 1024];
+        let mut first = Vec::new();
+        encode_entry(&mut first, 9, 1, FLAG_BATCH_START, b"written while 8 was syncing");
+        add_entry_flags(&mut first, FLAG_PIPELINED);
+        assert!(matches!(decode_entry(&first), Ok(Decoded::Entry(e)) if e.flags == FLAG_BATCH_START | FLAG_PIPELINED));
+        seg[1024..1024 + first.len()].copy_from_slice(&first);
+        assert_eq!(
+            later_batch_after(&seg, 0, seg.len(), 8),
+            None,
+            "batch 8 may be a torn tail"
+        );
+        let mut second = Vec::new();
+        encode_entry(&mut second, 10, 1, FLAG_BATCH_START, b"written after 8 was durable");
+        add_entry_flags(&mut second, FLAG_PIPELINED);
+        seg[8192..8192 + second.len()].copy_from_slice(&second);
+        assert_eq!(later_batch_after(&seg, 0, seg.len(), 8), Some((8192, 10)));
+    }
 }

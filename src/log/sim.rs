@@ -20,7 +20,10 @@
 //! * Directories are a plain set, always durable (`create_dir_all` is not crash-tested).
 //! * A file that no name (current or durable) refers to and no open [`SimFile`] holds is freed.
 //! * [`SimFs::crash`] builds a new, independent disk: what a machine would find after power
-//!   loss ([`CrashMode`]). In `Random` mode, each pending write is kept, dropped or torn (a
+//!   loss ([`CrashMode`]). It goes through a [`DiskImage`]: the durable bytes of each file (shared,
+//!   not copied) and the sectors power loss left different from them; an image is `Send`, so
+//!   other threads can recover it ([`SimFs::from_image`]), and two images are equal when they
+//!   would hold the same bytes under the same names. In `Random` mode, each pending write is kept, dropped or torn (a
 //!   random subset of the sectors it touches, sector `n` being file bytes `512n..512n+512`).
 //!   Applying a write to a sector writes the whole sector as the page cache held it right after
 //!   that write (as writeback does), so each sector of the result is one of the versions it
@@ -43,6 +46,12 @@
 //! did (a failed first step leaves nothing).
 //!
 //! Views are snapshots: a view taken before a write does not show it (the real mmap does).
+//!
+//! Capturing crash states in one run: a hook set with [`SimFs::set_op_hook`] is called before
+//! every counted operation with its index and an [`Imager`] of the disk as it is then, which is
+//! exactly what a process killed at that operation leaves behind (see [`SimFs::crash_after`]).
+//! So one run yields the images of every crash point, without re-running the workload up to
+//! each.
 
 use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet};
@@ -51,6 +60,7 @@ use std::io;
 use std::ops::Deref;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
+use std::sync::Arc;
 
 use super::io::{tmp_path, Fs, SegmentFile};
 
@@ -123,9 +133,9 @@ enum Gate {
 type FileId = u64;
 
 struct FileData {
-    /// What the process sees. An `Rc` so views are cheap snapshots (copy on write).
-    current: Rc<Vec<u8>>,
-    durable: Vec<u8>,
+    /// What the process sees. Shared so views and images are cheap snapshots (copy on write).
+    current: Arc<Vec<u8>>,
+    durable: Arc<Vec<u8>>,
     /// Writes since the last sync, in order: (offset, bytes). Always inside the file.
     pending: Vec<(u64, Vec<u8>)>,
     /// Open [`SimFile`]s of this file.
@@ -133,9 +143,9 @@ struct FileData {
 }
 
 impl FileData {
-    fn new_durable(bytes: Vec<u8>) -> FileData {
+    fn new_durable(bytes: Arc<Vec<u8>>) -> FileData {
         FileData {
-            current: Rc::new(bytes.clone()),
+            current: Arc::clone(&bytes),
             durable: bytes,
             pending: Vec::new(),
             handles: 0,
@@ -150,40 +160,73 @@ impl FileData {
     /// `n` covers; later writes may still be lost).
     fn sync_first(&mut self, n: usize) {
         let n = n.min(self.pending.len());
+        if n == 0 {
+            return;
+        }
+        if n == self.pending.len() {
+            // Everything pending: the durable bytes become what the process sees (shared).
+            self.pending.clear();
+            self.durable = Arc::clone(&self.current);
+            return;
+        }
+        let durable = Arc::make_mut(&mut self.durable);
         for (off, data) in self.pending.drain(..n) {
             let off = off as usize;
-            self.durable[off..off + data.len()].copy_from_slice(&data);
+            durable[off..off + data.len()].copy_from_slice(&data);
         }
     }
 
-    /// The bytes found on the disk after power loss.
-    fn after_crash(&self, mode: CrashMode, rng: &mut SplitMix64) -> Vec<u8> {
+    /// The file bytes of `range` as the page cache held them right after pending write `upto`.
+    fn replayed(&self, upto: usize, range: std::ops::Range<usize>) -> Vec<u8> {
+        let mut out = self.durable[range.clone()].to_vec();
+        for (off, data) in &self.pending[..=upto] {
+            let (start, end) = (*off as usize, *off as usize + data.len());
+            let (a, b) = (start.max(range.start), end.min(range.end));
+            if a < b {
+                out[a - range.start..b - range.start].copy_from_slice(&data[a - start..b - start]);
+            }
+        }
+        out
+    }
+
+    /// The file found on the disk after power loss: its durable bytes and the sectors that
+    /// differ from them.
+    fn after_crash(&self, mode: CrashMode, rng: &mut SplitMix64) -> ImageFile {
+        let file_len = self.durable.len() as u64;
+        let sector_range =
+            |sector: u64| (sector * SECTOR_BYTES) as usize..((sector + 1) * SECTOR_BYTES).min(file_len) as usize;
+        let touched = |off: u64, len: usize| (off / SECTOR_BYTES)..=((off + len as u64 - 1) / SECTOR_BYTES);
+        // Sector → its bytes after the crash, where a pending write reached it.
+        let mut sectors: BTreeMap<u64, Vec<u8>> = BTreeMap::new();
         match mode {
-            CrashMode::KeepAll => self.current.to_vec(),
-            CrashMode::DropAll => self.durable.clone(),
+            CrashMode::DropAll => {}
+            CrashMode::KeepAll => {
+                for (off, data) in self.pending.iter().filter(|(_, d)| !d.is_empty()) {
+                    for sector in touched(*off, data.len()) {
+                        sectors.insert(sector, self.current[sector_range(sector)].to_vec());
+                    }
+                }
+            }
             CrashMode::Random | CrashMode::Garbage => {
                 let fates = if mode == CrashMode::Garbage { 4 } else { 3 };
-                let file_len = self.durable.len() as u64;
-                let mut out = self.durable.clone();
-                // The page cache's content as the pending writes are replayed in order.
-                let mut replay = self.durable.clone();
-                for (off, data) in &self.pending {
-                    let start = *off as usize;
-                    replay[start..start + data.len()].copy_from_slice(data);
+                for (i, (off, data)) in self.pending.iter().enumerate() {
                     let fate = rng.below(fates); // 0 kept, 1 dropped, 2 torn, 3 garbage
                     if data.is_empty() {
                         continue;
                     }
-                    let first = off / SECTOR_BYTES;
-                    let last = (off + data.len() as u64 - 1) / SECTOR_BYTES;
-                    for sector in first..=last {
-                        let a = (sector * SECTOR_BYTES) as usize;
-                        let b = ((sector + 1) * SECTOR_BYTES).min(file_len) as usize;
+                    let start = *off as usize;
+                    for sector in touched(*off, data.len()) {
+                        let range = sector_range(sector);
                         if fate == 3 {
                             // Only the write's own bytes: the sector's other bytes were
                             // durable, and sectors are written whole (format-spec/log.md).
-                            let (wa, wb) = (a.max(start), b.min(start + data.len()));
-                            out[wa..wb].iter_mut().for_each(|x| *x = rng.next_u64() as u8);
+                            let bytes = sectors
+                                .entry(sector)
+                                .or_insert_with(|| self.durable[range.clone()].to_vec());
+                            let (wa, wb) = (range.start.max(start), range.end.min(start + data.len()));
+                            bytes[wa - range.start..wb - range.start]
+                                .iter_mut()
+                                .for_each(|x| *x = rng.next_u64() as u8);
                             continue;
                         }
                         let apply = match fate {
@@ -192,15 +235,72 @@ impl FileData {
                             _ => rng.next_u64() & 1 == 1,
                         };
                         if apply {
-                            out[a..b].copy_from_slice(&replay[a..b]);
+                            // Writeback writes the whole sector as the page cache held it.
+                            sectors.insert(sector, self.replayed(i, range));
                         }
                     }
                 }
-                out
             }
+        }
+        sectors.retain(|&sector, bytes| bytes[..] != self.durable[sector_range(sector)]);
+        ImageFile {
+            base: Arc::clone(&self.durable),
+            sectors: sectors.into_iter().map(|(s, b)| (s * SECTOR_BYTES, b)).collect(),
         }
     }
 }
+
+/// A file of a [`DiskImage`]: durable bytes shared with the disk it was taken from, and the
+/// sectors (offset, bytes) that differ from them, in order.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct ImageFile {
+    base: Arc<Vec<u8>>,
+    sectors: Vec<(u64, Vec<u8>)>,
+}
+
+impl ImageFile {
+    fn bytes(&self) -> Arc<Vec<u8>> {
+        if self.sectors.is_empty() {
+            return Arc::clone(&self.base);
+        }
+        let mut out = Vec::clone(&self.base);
+        for (off, bytes) in &self.sectors {
+            let off = *off as usize;
+            out[off..off + bytes.len()].copy_from_slice(bytes);
+        }
+        Arc::new(out)
+    }
+}
+
+/// What a machine finds after power loss ([`SimFs::image`], [`Imager::image`]): the names, and
+/// each named file's bytes. `Send`, cheap to build (unchanged bytes are shared with the disk),
+/// and equal to another image exactly when both hold the same bytes under the same names.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DiskImage {
+    dirs: BTreeSet<PathBuf>,
+    files: BTreeMap<PathBuf, ImageFile>,
+    sync_turns: u32,
+}
+
+/// The disk as it is before a counted operation, for the hook of [`SimFs::set_op_hook`].
+pub struct Imager<'a>(&'a Disk);
+
+impl Imager<'_> {
+    /// What a machine would find after power loss now (as [`SimFs::crash`]).
+    pub fn image(&self, rng_seed: u64, mode: CrashMode) -> DiskImage {
+        self.0.image(rng_seed, mode)
+    }
+
+    /// Whether anything is not durable yet (a write not synced, a name change whose directory
+    /// was not synced): when nothing is, every crash mode gives the same image.
+    pub fn unsynced(&self) -> bool {
+        let d = self.0;
+        d.names != d.durable_names || d.files.values().any(|f| !f.pending.is_empty())
+    }
+}
+
+/// Called before each counted operation, with its index and the disk as it is then.
+pub type OpHook = Box<dyn FnMut(u64, Imager<'_>)>;
 
 #[derive(Default)]
 struct Disk {
@@ -220,6 +320,28 @@ struct Disk {
     faults: BTreeMap<u64, FaultKind>,
     /// Faults that fire on every operation of a category.
     failing: Vec<(OpClass, FaultKind)>,
+    /// Called before each counted operation that runs (see [`SimFs::set_op_hook`]).
+    hook: Option<OpHook>,
+}
+
+/// `n` zero bytes, shared by every file created with that length on this thread (segments
+/// and spares all have one length; a write copies them).
+fn zeroed(n: usize) -> Arc<Vec<u8>> {
+    thread_local! {
+        static ZEROED: RefCell<Vec<Arc<Vec<u8>>>> = const { RefCell::new(Vec::new()) };
+    }
+    ZEROED.with(|cache| {
+        let mut cache = cache.borrow_mut();
+        if let Some(z) = cache.iter().find(|z| z.len() == n) {
+            return Arc::clone(z);
+        }
+        let z = Arc::new(vec![0; n]);
+        if cache.len() >= 4 {
+            cache.remove(0);
+        }
+        cache.push(Arc::clone(&z));
+        z
+    })
 }
 
 fn crash_error() -> io::Error {
@@ -259,6 +381,12 @@ impl Disk {
     /// Counts an operation and decides whether it may run.
     fn begin(&mut self, class: OpClass) -> io::Result<Gate> {
         let index = self.ops;
+        if !self.dead && self.crash_at.is_none_or(|at| index < at) {
+            if let Some(mut hook) = self.hook.take() {
+                hook(index, Imager(self));
+                self.hook = Some(hook);
+            }
+        }
         self.ops += 1;
         if self.dead || self.crash_at.is_some_and(|at| index >= at) {
             self.dead = true;
@@ -405,6 +533,28 @@ impl Disk {
         }
     }
 
+    /// What a machine would find after power loss now.
+    fn image(&self, rng_seed: u64, mode: CrashMode) -> DiskImage {
+        let mut rng = SplitMix64(rng_seed);
+        let names = self.names_after_crash(mode, &mut rng);
+        let ids: BTreeSet<FileId> = names.values().copied().collect();
+        let mut contents = BTreeMap::new();
+        for id in ids {
+            if let Some(f) = self.files.get(&id) {
+                contents.insert(id, f.after_crash(mode, &mut rng));
+            }
+        }
+        let files = names
+            .into_iter()
+            .filter_map(|(name, id)| Some((name, contents.get(&id)?.clone())))
+            .collect();
+        DiskImage {
+            dirs: self.dirs.clone(),
+            files,
+            sync_turns: self.sync_turns,
+        }
+    }
+
     /// The names found after power loss.
     fn names_after_crash(&self, mode: CrashMode, rng: &mut SplitMix64) -> BTreeMap<PathBuf, FileId> {
         match mode {
@@ -543,30 +693,43 @@ impl SimFs {
     /// What a machine would find after power loss now, as a new, independent disk (this one
     /// is left as it is). Deterministic: the same disk, seed and mode give the same result.
     pub fn crash(&self, rng_seed: u64, mode: CrashMode) -> SimFs {
-        let d = self.disk.borrow();
-        let mut rng = SplitMix64(rng_seed);
-        let names = d.names_after_crash(mode, &mut rng);
-        let ids: BTreeSet<FileId> = names.values().copied().collect();
-        let mut contents = BTreeMap::new();
-        for id in ids {
-            if let Some(f) = d.files.get(&id) {
-                contents.insert(id, f.after_crash(mode, &mut rng));
-            }
-        }
+        SimFs::from_image(&self.image(rng_seed, mode))
+    }
+
+    /// What a machine would find after power loss now, as an image ([`SimFs::from_image`]
+    /// turns it into a disk). Deterministic as [`SimFs::crash`] is.
+    pub fn image(&self, rng_seed: u64, mode: CrashMode) -> DiskImage {
+        self.disk.borrow().image(rng_seed, mode)
+    }
+
+    /// A new disk holding `image`, everything durable.
+    pub fn from_image(image: &DiskImage) -> SimFs {
         let mut out = Disk {
-            dirs: d.dirs.clone(),
-            sync_turns: d.sync_turns,
+            dirs: image.dirs.clone(),
+            sync_turns: image.sync_turns,
             ..Disk::default()
         };
-        for (name, id) in names {
-            let Some(bytes) = contents.get(&id) else { continue };
-            let new_id = out.add_file(FileData::new_durable(bytes.clone()));
-            out.names.insert(name.clone(), new_id);
-            out.durable_names.insert(name, new_id);
+        for (name, file) in &image.files {
+            let id = out.add_file(FileData::new_durable(file.bytes()));
+            out.names.insert(name.clone(), id);
+            out.durable_names.insert(name.clone(), id);
         }
         SimFs {
             disk: Rc::new(RefCell::new(out)),
         }
+    }
+
+    /// Calls `hook` before every counted operation from now on (`None`: no more), with the
+    /// operation's index and the disk as it is then, i.e. as a process killed at that
+    /// operation leaves it. Not called for the operation at which the process dies, nor after.
+    /// The hook must not use this disk (it is borrowed while the hook runs).
+    pub fn set_op_hook(&self, hook: Option<OpHook>) {
+        self.disk.borrow_mut().hook = hook;
+    }
+
+    /// Runs `f` with an [`Imager`] of the disk as it is now.
+    pub fn with_imager<R>(&self, f: impl FnOnce(Imager<'_>) -> R) -> R {
+        f(Imager(&self.disk.borrow()))
     }
 
     /// The bytes of `path` as the process sees them; `None` if there is no such file.
@@ -593,8 +756,8 @@ impl SimFs {
             .ok()
             .filter(|&i| i < f.durable.len())
             .ok_or_else(|| kind_error(io::ErrorKind::InvalidInput, "offset past the end", &p))?;
-        f.durable[i] ^= xor_mask;
-        Rc::make_mut(&mut f.current)[i] ^= xor_mask;
+        Arc::make_mut(&mut f.durable)[i] ^= xor_mask;
+        Arc::make_mut(&mut f.current)[i] ^= xor_mask;
         Ok(())
     }
 
@@ -608,8 +771,8 @@ impl SimFs {
             .and_then(|a| Some(a..a.checked_add(bytes.len())?))
             .filter(|r| r.end <= f.durable.len())
             .ok_or_else(|| kind_error(io::ErrorKind::InvalidInput, "range past the end", &p))?;
-        f.durable[range.clone()].copy_from_slice(bytes);
-        Rc::make_mut(&mut f.current)[range].copy_from_slice(bytes);
+        Arc::make_mut(&mut f.durable)[range.clone()].copy_from_slice(bytes);
+        Arc::make_mut(&mut f.current)[range].copy_from_slice(bytes);
         Ok(())
     }
 
@@ -627,7 +790,7 @@ impl SimFs {
 
 /// A read-only snapshot of a simulated file's bytes.
 #[derive(Clone, Debug)]
-pub struct SimView(Rc<Vec<u8>>);
+pub struct SimView(Arc<Vec<u8>>);
 
 impl Deref for SimView {
     type Target = [u8];
@@ -689,7 +852,7 @@ impl SegmentFile for SimFile {
             return (Err(io::Error::other("simulated disk: file freed while open")), buf);
         };
         let start = pos as usize;
-        Rc::make_mut(&mut f.current)[start..start + buf.len()].copy_from_slice(&buf);
+        Arc::make_mut(&mut f.current)[start..start + buf.len()].copy_from_slice(&buf);
         f.pending.push((pos, buf.clone()));
         (Ok(()), buf)
     }
@@ -722,7 +885,7 @@ impl SegmentFile for SimFile {
         d.check_alive()?;
         d.files
             .get(&self.id)
-            .map(|f| SimView(Rc::clone(&f.current)))
+            .map(|f| SimView(Arc::clone(&f.current)))
             .ok_or_else(|| io::Error::other("simulated disk: file freed while open"))
     }
 }
@@ -738,12 +901,12 @@ impl Fs for SimFs {
             d.check_new_file(&p)?;
             if let Gate::Fault(e) = gate {
                 // The real one has created the file when its allocation or zero-fill fails.
-                let id = d.add_file(FileData::new_durable(Vec::new()));
+                let id = d.add_file(FileData::new_durable(Arc::default()));
                 d.names.insert(p, id);
                 return Err(e);
             }
             let n = file_len_ok(len, &p)?;
-            let id = d.add_file(FileData::new_durable(vec![0; n]));
+            let id = d.add_file(FileData::new_durable(zeroed(n)));
             d.names.insert(p, id);
             id
         };
@@ -862,8 +1025,8 @@ impl Fs for SimFs {
         d.check_target(&tmp)?;
         let n = file_len_ok(contents.len() as u64, &tmp)?;
         let id = d.add_file(FileData {
-            current: Rc::new(contents.to_vec()),
-            durable: vec![0; n],
+            current: Arc::new(contents.to_vec()),
+            durable: Arc::new(vec![0; n]),
             pending: vec![(0, contents.to_vec())],
             handles: 0,
         });
@@ -994,6 +1157,35 @@ mod tests {
             let got = fs.crash(seed, CrashMode::Random).file_bytes(&p("d/f")).unwrap();
             assert!(versions.contains(&got), "seed {seed}");
         }
+    }
+
+    #[test]
+    fn op_hook_sees_the_disk_before_each_operation() {
+        let (fs, f) = disk_with_file(1024);
+        let seen: Rc<RefCell<Vec<(u64, bool, DiskImage)>>> = Rc::default();
+        let into = Rc::clone(&seen);
+        fs.set_op_hook(Some(Box::new(move |k, imager| {
+            into.borrow_mut()
+                .push((k, imager.unsynced(), imager.image(0, CrashMode::KeepAll)));
+        })));
+        let start = fs.ops();
+        write(&f, b"abc", 0).unwrap();
+        block_on(f.sync_data()).unwrap();
+        fs.set_op_hook(None);
+        write(&f, b"def", 0).unwrap();
+        let seen = seen.borrow();
+        assert_eq!(seen.len(), 2, "one call per operation, none after the hook is removed");
+        assert_eq!((seen[0].0, seen[0].1), (start, false));
+        assert_eq!((seen[1].0, seen[1].1), (start + 1, true));
+        // Before the write: the old bytes; before the sync: the write, as a crash there leaves it.
+        let bytes = |i: usize| SimFs::from_image(&seen[i].2).file_bytes(&p("d/f")).unwrap();
+        assert_eq!(bytes(0)[..3], [0, 0, 0]);
+        assert_eq!(&bytes(1)[..3], b"abc");
+        // Images are equal when they hold the same bytes under the same names.
+        block_on(f.sync_data()).unwrap();
+        assert_eq!(fs.image(1, CrashMode::DropAll), fs.image(2, CrashMode::KeepAll));
+        write(&f, b"ghi", 0).unwrap();
+        assert_ne!(fs.image(1, CrashMode::DropAll), fs.image(2, CrashMode::KeepAll));
     }
 
     #[test]

@@ -24,8 +24,8 @@ use tracing::{error, info};
 
 use super::error::LogError;
 use super::format::{
-    decode_entry, encode_entry, segment_file_name, stored_bytes, Decoded, EntryRef, Footer, SegmentHeader, Trailer,
-    FLAG_BATCH_START, MAX_BODY_BYTES, SEGMENT_HEADER_BYTES, TRAILER_BYTES,
+    add_entry_flags, decode_entry, encode_entry, segment_file_name, stored_bytes, Decoded, EntryRef, Footer,
+    SegmentHeader, Trailer, FLAG_BATCH_START, FLAG_PIPELINED, MAX_BODY_BYTES, SEGMENT_HEADER_BYTES, TRAILER_BYTES,
 };
 use super::io::{Fs, SegmentFile};
 use super::metrics::LogMetrics;
@@ -612,6 +612,11 @@ impl<F: Fs> Log<F> {
                 self.wait_for_work().await;
                 continue;
             };
+            if syncing.is_some() {
+                // Written before the previous batch is durable: recovery must not take this
+                // batch alone as proof that the one before it was (format-spec/log.md).
+                add_entry_flags(&mut batch.buf, FLAG_PIPELINED);
+            }
             let result = self.write_batch(&mut batch).await;
             self.prepare_spare_in_background();
             if let Some((sync, done)) = syncing.take() {

@@ -5,10 +5,13 @@
 //!
 //! Three harnesses share the workload and the checks:
 //!
-//! * **crash states**: the process dies after its k-th I/O, for k over the whole run; each
-//!   crash point is recovered from several power-loss images (unsynced writes kept, dropped,
-//!   torn at 512-byte sectors, or left as garbage; unsynced renames lost) — a crash state is
-//!   one (k, image) pair;
+//! * **crash states**: the process dies before its k-th I/O, for every k of the run; each
+//!   crash point is recovered from its distinct power-loss images (unsynced writes kept,
+//!   dropped, torn at 512-byte sectors, or left as garbage; unsynced renames lost) — a crash
+//!   state is one (k, image) pair. One run of the workload yields them all: a hook of the
+//!   simulated disk takes the images before each I/O, with a copy of what the clients had been
+//!   told by then, and checker threads recover and check them while the run goes on (a test
+//!   shows these are the states of a process killed at that I/O);
 //! * **I/O errors**: the k-th I/O fails with `EIO` or `ENOSPC`, once or for good, while the
 //!   workload runs on (the log refuses every later write), then the disk is recovered from what
 //!   a restart finds; and faults during recovery itself, which must fail cleanly and leave the
@@ -29,11 +32,11 @@
 //!   second recovery of the same image that reads differently;
 //! * **panics**: anything that panicked or hung.
 //!
-//! `FLO_CRASH_SIM_POINTS` sets the crash points per scenario (default 150; the runs have about
-//! 1 500 to 1 700 I/O operations, so 1700 covers every one), `FLO_CRASH_SIM_IMAGES` the images
-//! per crash point (default 16; the first four are also recovered a second time),
-//! `FLO_CRASH_SIM_SEED` other workloads; `FLO_FAULT_SIM_POINTS` the fault points (default 40, each
-//! with four kinds of fault) and `FLO_CORRUPTION_CASES` the damaged images (default 400).
+//! `FLO_CRASH_SIM_IMAGES` sets the distinct images wanted per crash point (default 48; a point
+//! with nothing unsynced has one), `FLO_CRASH_SIM_STRIDE` takes every n-th I/O as a crash point
+//! (default 1: all), `FLO_CRASH_SIM_THREADS` the checker threads (default: the CPUs),
+//! `FLO_CRASH_SIM_SEED` other workloads; `FLO_FAULT_SIM_POINTS` the fault points (default 40,
+//! each with four kinds of fault) and `FLO_CORRUPTION_CASES` the damaged images (default 400).
 
 use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -49,7 +52,7 @@ use crate::kv::exec::{KvCmd, KvReply};
 use crate::kv::Cond;
 use crate::log::either::EitherFs;
 use crate::log::io::Fs;
-use crate::log::sim::{CrashMode, FaultKind, SimFs, SplitMix64 as Rng, YieldBack};
+use crate::log::sim::{CrashMode, DiskImage, FaultKind, Imager, SimFs, SplitMix64 as Rng, YieldBack};
 use crate::queue::exec::{NewMsg, QueueCmd, QueueReply};
 use crate::stream::entry::AppendBody;
 use crate::stream::exec::{StreamCmd, StreamReply};
@@ -88,6 +91,8 @@ fn config() -> Config {
     c.log.flush_interval_ms = 5;
     c.log.compact_live_percent = 50;
     c.limits.max_value_bytes = 16 * 1024;
+    // Nothing is forwarded between shards here; a small inbox is cheap to make per recovery.
+    c.http.inbox_capacity = 16;
     c
 }
 
@@ -104,45 +109,70 @@ fn namespace(shard: &Shard) -> String {
 }
 
 /// A payload that names its writer and operation, padded to `len` with seeded bytes.
-fn payload(tag: String, len: usize, rng: &mut Rng) -> Vec<u8> {
+fn payload(tag: String, len: usize, rng: &mut Rng) -> Bytes {
     let mut v = tag.into_bytes();
     v.push(b'|');
     while v.len() < len {
         v.push(rng.next_u64() as u8);
     }
-    v
+    v.into()
 }
 
 // ---------------------------------------------------------------------------------------------
 // What the clients were told
 // ---------------------------------------------------------------------------------------------
 
+/// A payload, shared: the model is cloned at every crash point.
+type Bytes = Arc<[u8]>;
+
+/// Hashes the first bytes of what it is given only: every payload starts with a unique tag
+/// (`payload`), and the payloads are kilobytes long.
+#[derive(Default)]
+struct TagHasher(u64);
+
+impl std::hash::Hasher for TagHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes.iter().take(24) {
+            self.0 = (self.0 ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
+/// The model's maps: checked for every crash state, so hashed cheaply.
+type FastMap<K, V> = HashMap<K, V, std::hash::BuildHasherDefault<TagHasher>>;
+type FastSet<K> = HashSet<K, std::hash::BuildHasherDefault<TagHasher>>;
+type PayloadMap<V> = FastMap<Bytes, V>;
+
 /// Everything the workload submitted and every answer it got.
 #[derive(Default, Clone)]
 struct Model {
     /// KV value → (key, version if its write was acknowledged).
-    kv_values: HashMap<Vec<u8>, (String, Option<u64>)>,
+    kv_values: PayloadMap<(String, Option<u64>)>,
     /// key → the newest acknowledged write: version, value (`None`: a delete).
-    kv_acked: HashMap<String, (u64, Option<Vec<u8>>)>,
+    kv_acked: FastMap<String, (u64, Option<Bytes>)>,
     /// Queue payload → (queue, seq if its enqueue was acknowledged).
-    q_payloads: HashMap<Vec<u8>, (usize, Option<u64>)>,
+    q_payloads: PayloadMap<(usize, Option<u64>)>,
     /// (queue, seq) → payload, of acknowledged enqueues.
-    q_acked: BTreeMap<(usize, u64), Vec<u8>>,
+    q_acked: BTreeMap<(usize, u64), Bytes>,
     /// Messages an acknowledged dequeue leased.
-    q_leased: HashSet<(usize, u64)>,
+    q_leased: FastSet<(usize, u64)>,
     /// Messages an ack was sent for, and those whose ack was acknowledged.
-    q_ack_sent: HashSet<(usize, u64)>,
-    q_ack_done: HashSet<(usize, u64)>,
+    q_ack_sent: FastSet<(usize, u64)>,
+    q_ack_done: FastSet<(usize, u64)>,
     /// Stream record payload → (stream, append number, index in the append).
-    s_payloads: HashMap<Vec<u8>, (usize, u64, usize)>,
+    s_payloads: PayloadMap<(usize, u64, usize)>,
     /// Append number → its record count.
-    s_appends: HashMap<u64, usize>,
+    s_appends: FastMap<u64, usize>,
     /// (stream, offset) → payload, of acknowledged appends.
-    s_acked: BTreeMap<(usize, u64), Vec<u8>>,
+    s_acked: BTreeMap<(usize, u64), Bytes>,
     /// (host, ts) → (value, write number).
-    ts_points: HashMap<(usize, i64), (f64, u64)>,
+    ts_points: FastMap<(usize, i64), (f64, u64)>,
     /// Write number → its point count.
-    ts_writes: HashMap<u64, usize>,
+    ts_writes: FastMap<u64, usize>,
     /// Points of acknowledged writes.
     ts_acked: Vec<(usize, i64, f64)>,
     acks: u64,
@@ -152,7 +182,8 @@ struct Model {
 struct Run {
     shard: Rc<Shard>,
     ns: String,
-    model: RefCell<Model>,
+    /// Shared with the crash-point hook, which clones it.
+    model: Rc<RefCell<Model>>,
     /// Next append / time-series write number, and each host's next timestamp.
     next_op: Cell<u64>,
     ts_next: RefCell<[i64; HOSTS]>,
@@ -215,7 +246,7 @@ async fn kv_op(run: &Run, w: u64, i: u64, rng: &mut Rng, seen: &mut HashMap<Stri
     let cmd = KvCmd::Put {
         ns,
         key: key.clone(),
-        value: value.clone(),
+        value: value.to_vec(),
         expires_at_ms: 0,
         cond,
     };
@@ -230,7 +261,7 @@ async fn kv_op(run: &Run, w: u64, i: u64, rng: &mut Rng, seen: &mut HashMap<Stri
             }
         }
         Ok(KvReply::Refused(_)) => {
-            run.model.borrow_mut().kv_values.remove(&value);
+            run.model.borrow_mut().kv_values.remove(&value[..]);
             // Learn the version, as a client does from the 409.
             let get = KvCmd::Get {
                 ns: run.ns.clone(),
@@ -251,7 +282,7 @@ async fn queue_op(run: &Run, w: u64, i: u64, rng: &mut Rng, leased: &mut Vec<(us
     match rng.below(10) {
         0..=4 => {
             let n = 1 + rng.index(3);
-            let payloads: Vec<Vec<u8>> = (0..n)
+            let payloads: Vec<Bytes> = (0..n)
                 .map(|j| payload(format!("q-{w}-{i}-{j}"), 8 + rng.index(600), rng))
                 .collect();
             {
@@ -263,7 +294,7 @@ async fn queue_op(run: &Run, w: u64, i: u64, rng: &mut Rng, leased: &mut Vec<(us
             let messages = payloads
                 .iter()
                 .map(|p| NewMsg {
-                    payload: p.clone(),
+                    payload: p.to_vec(),
                     priority: rng.below(3) as u8,
                     delay_ms: 0,
                     dedup_key: String::new(),
@@ -327,7 +358,7 @@ async fn stream_op(run: &Run, w: u64, i: u64, rng: &mut Rng) {
     let st = rng.index(STREAMS.len());
     let op = run.op_number();
     let n = 1 + rng.index(4);
-    let payloads: Vec<Vec<u8>> = (0..n)
+    let payloads: Vec<Bytes> = (0..n)
         .map(|j| payload(format!("s-{w}-{i}-{j}"), 8 + rng.index(900), rng))
         .collect();
     let mut body = AppendBody::new(&run.ns, STREAMS[st], 256);
@@ -486,12 +517,13 @@ async fn open_shard(fs: SimFs) -> Result<Rc<Shard>, String> {
 
 /// Runs the workload on a new disk set up by `prepare` (a crash point, a fault); returns the
 /// disk and what happened. The log stops at the end (as a killed process's does not matter).
-async fn life(sc: Scenario, prepare: impl FnOnce(&SimFs)) -> (SimFs, Option<Rc<Run>>) {
+async fn life(sc: Scenario, prepare: impl FnOnce(&SimFs, &Rc<RefCell<Model>>)) -> (SimFs, Option<Rc<Run>>) {
     let fs = SimFs::new();
     let mut rng = Rng(sc.seed);
     fs.set_sync_turns(1 + rng.below(3) as u32);
     let _ = fs.create_dir_all(&shard_dir());
-    prepare(&fs);
+    let model = Rc::default();
+    prepare(&fs, &model);
     let Ok(shard) = open_shard(fs.clone()).await else {
         return (fs, None);
     };
@@ -501,7 +533,7 @@ async fn life(sc: Scenario, prepare: impl FnOnce(&SimFs)) -> (SimFs, Option<Rc<R
     let run = Rc::new(Run {
         shard,
         ns,
-        model: RefCell::default(),
+        model,
         next_op: Cell::new(0),
         ts_next: RefCell::new([TS_BASE_MS; HOSTS]),
         errors: RefCell::default(),
@@ -649,7 +681,7 @@ fn check(m: &Model, d: &Dump) -> Found {
         let key = format!("key-{k:02}");
         let got = d.kv.get(&key);
         if let Some((version, Some(value))) = got {
-            match m.kv_values.get(value) {
+            match m.kv_values.get(&value[..]) {
                 Some((owner, _)) if *owner != key => f.phantom.push(format!("{key}: holds {owner}'s value")),
                 Some((_, Some(v))) if v != version => f
                     .phantom
@@ -671,14 +703,14 @@ fn check(m: &Model, d: &Dump) -> Found {
                         "a delete: deleted data came back"
                     }
                 ));
-            } else if version == *av && &value != aval {
+            } else if version == *av && value.as_deref() != aval.as_deref() {
                 f.lost.push(format!("{key}: acknowledged version {av} reads otherwise"));
             }
         }
     }
     // Queues.
     for (&(q, s), (leased, _, payload)) in &d.queue {
-        match m.q_payloads.get(payload) {
+        match m.q_payloads.get(&payload[..]) {
             Some(&(pq, seq)) if pq != q || seq.is_some_and(|x| x != s) => f
                 .phantom
                 .push(format!("queue {q} message {s}: payload of queue {pq} message {seq:?}")),
@@ -700,7 +732,7 @@ fn check(m: &Model, d: &Dump) -> Found {
             f.lost
                 .push(format!("queue {q} message {s}: acknowledged enqueue missing"));
         }
-        if d.queue.get(&(q, s)).is_some_and(|(_, _, got)| got != p) {
+        if d.queue.get(&(q, s)).is_some_and(|(_, _, got)| got[..] != p[..]) {
             f.phantom.push(format!("queue {q} message {s}: another payload"));
         }
         if d.next_seq.get(q).is_some_and(|&n| n <= s) {
@@ -717,7 +749,7 @@ fn check(m: &Model, d: &Dump) -> Found {
                     .push(format!("stream {st}: offset {o} after {}", expect.wrapping_sub(1)));
             }
             expect = o + 1;
-            match m.s_payloads.get(p) {
+            match m.s_payloads.get(&p[..]) {
                 Some(&(pst, op, j)) if pst == st => {
                     let n = m.s_appends.get(&op).copied().unwrap_or(0);
                     match open {
@@ -735,7 +767,7 @@ fn check(m: &Model, d: &Dump) -> Found {
                     .push(format!("stream {st} offset {o}: a payload nobody appended there")),
             }
             if let Some(a) = m.s_acked.get(&(st, *o)) {
-                if a != p {
+                if a[..] != p[..] {
                     f.lost
                         .push(format!("stream {st} offset {o}: not the acknowledged record"));
                 }
@@ -760,7 +792,7 @@ fn check(m: &Model, d: &Dump) -> Found {
             f.lost.push(format!("ts host {h} at {ts}: acknowledged point missing"));
         }
     }
-    let mut seen_of_write: HashMap<u64, usize> = HashMap::new();
+    let mut seen_of_write: FastMap<u64, usize> = FastMap::default();
     for (&(h, ts), &v) in &d.ts {
         match m.ts_points.get(&(h, ts)) {
             Some(&(w, op)) if w == v => *seen_of_write.entry(op).or_default() += 1,
@@ -820,46 +852,111 @@ async fn check_image(image: &SimFs, model: &Model, what: &str, twice: bool, tota
     }
 }
 
-/// The images of a crash point: everything kept, only what was synced, and seeded mixes of
-/// kept, dropped, torn and garbage writes with unsynced renames kept or lost.
-fn images(fs: &SimFs, count: u64, rng: &mut Rng) -> Vec<(String, SimFs)> {
-    let mut out = vec![
-        ("KeepAll".to_string(), fs.crash(0, CrashMode::KeepAll)),
-        ("DropAll".to_string(), fs.crash(0, CrashMode::DropAll)),
-    ];
-    for i in 2..count.max(2) {
+/// The distinct images of a crash point, up to `want`: everything kept, only what was synced,
+/// and seeded mixes of kept, dropped, torn and garbage writes with unsynced renames kept or
+/// lost. One image when nothing is unsynced (every mode gives it).
+fn distinct_images(imager: &Imager<'_>, want: usize, rng: &mut Rng) -> Vec<(String, DiskImage)> {
+    let mut out: Vec<(String, DiskImage)> = vec![("KeepAll".into(), imager.image(0, CrashMode::KeepAll))];
+    if !imager.unsynced() {
+        return out;
+    }
+    fn add(out: &mut Vec<(String, DiskImage)>, name: String, image: DiskImage) {
+        if !out.iter().any(|(_, seen)| *seen == image) {
+            out.push((name, image));
+        }
+    }
+    add(&mut out, "DropAll".into(), imager.image(0, CrashMode::DropAll));
+    for attempt in 0..want * 3 {
+        if out.len() >= want {
+            break;
+        }
         let seed = rng.next_u64();
-        let mode = if i % 2 == 0 {
+        let mode = if attempt % 2 == 0 {
             CrashMode::Random
         } else {
             CrashMode::Garbage
         };
-        out.push((format!("{mode:?} {seed:#x}"), fs.crash(seed, mode)));
+        add(&mut out, format!("{mode:?} {seed:#x}"), imager.image(seed, mode));
     }
     out
 }
 
-/// One crash point: the life dies after `k` I/O operations; each image is checked.
-async fn crash_point(sc: Scenario, k: u64, image_count: u64, totals: &mut Totals) {
-    let (fs, run) = life(sc, |fs| fs.crash_after(k)).await;
-    let model = run.as_ref().map(|r| r.model.borrow().clone()).unwrap_or_default();
-    if let Some(r) = &run {
-        for e in r.errors.borrow().iter() {
-            totals.errors += 1;
-            totals.failures.push(format!("{sc} crash after {k}: {e}"));
+/// A crash point's distinct images and what the clients had been told by then, for a checker.
+struct CrashPoint {
+    what: String,
+    model: Arc<Model>,
+    images: Vec<(String, DiskImage)>,
+}
+
+/// How a capturing run picks and images its crash points.
+#[derive(Clone, Copy)]
+struct Capture {
+    /// Every `stride`-th I/O operation is a crash point.
+    stride: u64,
+    /// Distinct images wanted per crash point.
+    images: usize,
+}
+
+fn seed_of_point(sc: Scenario, k: u64) -> u64 {
+    sc.seed ^ k.wrapping_mul(0x9E37_79B9_7F4A_7C15)
+}
+
+/// Runs the workload of `sc` once and sends, for every crash point (before each chosen I/O
+/// operation, and at the end), its distinct images and a copy of the model to `to`. Returns
+/// the run's operation count, acknowledgements, coverage and failures on the live disk.
+async fn capture_run(
+    sc: Scenario,
+    capture: Capture,
+    to: &std::sync::mpsc::SyncSender<CrashPoint>,
+) -> Result<(u64, u64, RunStats, Vec<String>), String> {
+    let hook_to = to.clone();
+    let (fs, run) = life(sc, |fs, model| {
+        let model = Rc::clone(model);
+        fs.set_op_hook(Some(Box::new(move |k, imager| {
+            if k % capture.stride != 0 {
+                return;
+            }
+            let images = distinct_images(&imager, capture.images, &mut Rng(seed_of_point(sc, k)));
+            let point = CrashPoint {
+                what: format!("{sc} crash at op {k}"),
+                model: Arc::new(model.borrow().clone()),
+                images,
+            };
+            let _ = hook_to.send(point);
+        })));
+    })
+    .await;
+    fs.set_op_hook(None);
+    let run = run.ok_or("a fresh disk did not open")?;
+    let total = fs.ops();
+    let model = Arc::new(run.model.borrow().clone());
+    let images = fs.with_imager(|imager| distinct_images(&imager, capture.images, &mut Rng(seed_of_point(sc, total))));
+    let _ = to.send(CrashPoint {
+        what: format!("{sc} at the end ({total} ops)"),
+        model,
+        images,
+    });
+    let acks = run.model.borrow().acks;
+    let errors = run.errors.borrow().iter().map(|e| format!("{sc}: {e}")).collect();
+    let stats = *run.stats.borrow();
+    Ok((total, acks, stats, errors))
+}
+
+/// Recovers and checks every image of `point` (every eighth also twice).
+fn check_point(point: CrashPoint, totals: &mut Totals) {
+    totals.points += 1;
+    guarded(&point.what, totals, async |t: &mut Totals| {
+        for (i, (name, image)) in point.images.iter().enumerate() {
+            let what = format!("{}, {name}", point.what);
+            check_image(&SimFs::from_image(image), &point.model, &what, i % 8 == 0, t).await;
         }
-    }
-    let mut rng = Rng(sc.seed ^ k.wrapping_mul(0x9E37_79B9_7F4A_7C15));
-    for (i, (name, image)) in images(&fs, image_count, &mut rng).into_iter().enumerate() {
-        let what = format!("{sc} crash after {k} ops, {name}");
-        check_image(&image, &model, &what, i < 4, totals).await;
-    }
+    });
 }
 
 /// The full run of `sc`: its I/O operation count, acknowledgements and coverage.
 fn full_run(sc: Scenario) -> (u64, u64, RunStats) {
     runtime().block_on(async {
-        let (fs, run) = life(sc, |_| {}).await;
+        let (fs, run) = life(sc, |_, _| {}).await;
         let run = run.expect("a fresh disk opens");
         assert!(run.errors.borrow().is_empty(), "{sc}: {:?}", run.errors.borrow());
         let acks = run.model.borrow().acks;
@@ -872,7 +969,8 @@ fn env(name: &str, default: u64) -> u64 {
     std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
 }
 
-const SCENARIOS: [Scenario; 2] = [
+/// Longer workloads, for the corruption harness: more sealed segments and snapshots to damage.
+const LONG_SCENARIOS: [Scenario; 2] = [
     Scenario {
         seed: 11,
         writers: 4,
@@ -882,6 +980,36 @@ const SCENARIOS: [Scenario; 2] = [
         seed: 12,
         writers: 6,
         ops_per_writer: 350,
+    },
+];
+
+/// Workloads of a few thousand operations: each seals, snapshots and compacts, and what a
+/// crash state holds stays small enough to check a hundred thousand of them.
+const SCENARIOS: [Scenario; 5] = [
+    Scenario {
+        seed: 11,
+        writers: 4,
+        ops_per_writer: 330,
+    },
+    Scenario {
+        seed: 12,
+        writers: 6,
+        ops_per_writer: 220,
+    },
+    Scenario {
+        seed: 13,
+        writers: 5,
+        ops_per_writer: 260,
+    },
+    Scenario {
+        seed: 14,
+        writers: 3,
+        ops_per_writer: 440,
+    },
+    Scenario {
+        seed: 15,
+        writers: 8,
+        ops_per_writer: 165,
     },
 ];
 
@@ -920,41 +1048,84 @@ fn crash_points(total: u64, runs: u64, rng: &mut Rng) -> Vec<u64> {
 
 #[test]
 fn mixed_workload_crash_states_lose_nothing_and_invent_nothing() {
-    let points = env("FLO_CRASH_SIM_POINTS", 150);
-    let image_count = env("FLO_CRASH_SIM_IMAGES", 16);
+    let capture = Capture {
+        stride: env("FLO_CRASH_SIM_STRIDE", 1).max(1),
+        images: env("FLO_CRASH_SIM_IMAGES", 48).max(1) as usize,
+    };
     let seed = env("FLO_CRASH_SIM_SEED", 0);
+    let threads = env(
+        "FLO_CRASH_SIM_THREADS",
+        std::thread::available_parallelism().map_or(2, |n| n.get() as u64),
+    )
+    .max(1);
     let started = Instant::now();
     let mut totals = Totals::default();
     let mut coverage = Vec::new();
-    for sc in SCENARIOS {
-        let sc = Scenario {
-            seed: sc.seed + seed * 100,
-            ..sc
-        };
-        let (total, acks, stats) = full_run(sc);
-        assert!(acks > 300, "{sc}: only {acks} acknowledgements");
-        assert_eq!(full_run(sc).0, total, "{sc}: the workload is not deterministic");
-        assert!(
-            stats.snapshots > 3 && stats.deleted_segments > 0,
-            "{sc}: the run must snapshot and compact: {stats:?}"
-        );
-        coverage.push(format!("{sc}: {total} ops, {acks} acks, {stats:?}"));
-        let mut rng = Rng(sc.seed + 1);
-        for k in crash_points(total, points, &mut rng) {
-            totals.points += 1;
-            let what = format!("{sc} crash after {k} ops");
-            guarded(&what, &mut totals, async |t: &mut Totals| {
-                crash_point(sc, k, image_count, t).await
-            });
+    let (to, from) = std::sync::mpsc::sync_channel::<CrashPoint>(2 * threads as usize);
+    let from = std::sync::Mutex::new(from);
+    std::thread::scope(|scope| {
+        let checkers: Vec<_> = (0..threads)
+            .map(|_| {
+                scope.spawn(|| {
+                    let mut t = Totals::default();
+                    loop {
+                        let next = from.lock().map_err(|_| ()).and_then(|rx| rx.recv().map_err(|_| ()));
+                        match next {
+                            Ok(point) => check_point(point, &mut t),
+                            Err(()) => return t,
+                        }
+                    }
+                })
+            })
+            .collect();
+        for sc in SCENARIOS {
+            let sc = Scenario {
+                seed: sc.seed + seed * 100,
+                ..sc
+            };
+            let r = catch_unwind(AssertUnwindSafe(|| runtime().block_on(capture_run(sc, capture, &to))));
+            match r {
+                Ok(Ok((total, acks, stats, errors))) => {
+                    assert!(acks > 300, "{sc}: only {acks} acknowledgements");
+                    assert!(
+                        stats.snapshots > 3 && stats.deleted_segments > 0,
+                        "{sc}: the run must snapshot and compact: {stats:?}"
+                    );
+                    totals.errors += errors.len() as u64;
+                    totals.failures.extend(errors);
+                    coverage.push(format!("{sc}: {total} ops, {acks} acks, {stats:?}"));
+                }
+                Ok(Err(e)) => {
+                    totals.errors += 1;
+                    totals.failures.push(format!("{sc}: {e}"));
+                }
+                Err(_) => {
+                    totals.panics += 1;
+                    totals.failures.push(format!("{sc}: the workload panicked"));
+                }
+            }
         }
-    }
+        drop(to);
+        for c in checkers {
+            match c.join() {
+                Ok(t) => totals.merge(t),
+                Err(_) => {
+                    totals.panics += 1;
+                    totals.failures.push("a checker thread panicked".into());
+                }
+            }
+        }
+    });
     println!(
         "crash-sim: {} crash states, {} acked lost, {} phantom, {} panics",
         totals.states, totals.lost, totals.phantom, totals.panics
     );
     println!(
-        "crash-sim: {} crash points x {image_count} images in {:.1} s; {}",
+        "crash-sim: {} crash points (every {} I/O), up to {} distinct images each, {} threads, {:.1} s; {}",
         totals.points,
+        capture.stride,
+        capture.images,
+        threads,
         started.elapsed().as_secs_f64(),
         coverage.join("; ")
     );
@@ -967,6 +1138,49 @@ fn mixed_workload_crash_states_lose_nothing_and_invent_nothing() {
         "{:#?}",
         totals.failures.iter().take(40).collect::<Vec<_>>()
     );
+    assert_eq!(coverage.len(), SCENARIOS.len());
+}
+
+/// The capture is sound: the images taken before the k-th I/O of a whole run recover to what
+/// the disk of a process killed at its k-th I/O recovers to, in every mode.
+#[test]
+fn captured_crash_states_are_those_of_a_killed_process() {
+    let sc = SCENARIOS[1];
+    let (total, _, _) = full_run(sc);
+    let mut rng = Rng(sc.seed + 3);
+    let ks = crash_points(total, 8, &mut rng);
+    let modes = [
+        (0, CrashMode::KeepAll),
+        (0, CrashMode::DropAll),
+        (5, CrashMode::Random),
+        (6, CrashMode::Garbage),
+    ];
+    runtime().block_on(async {
+        let captured: Rc<RefCell<BTreeMap<u64, Vec<DiskImage>>>> = Rc::default();
+        let into = captured.clone();
+        let wanted = ks.clone();
+        let (fs, _) = life(sc, |fs, _| {
+            fs.set_op_hook(Some(Box::new(move |k, imager| {
+                if wanted.contains(&k) {
+                    let images = modes.iter().map(|&(seed, mode)| imager.image(seed, mode)).collect();
+                    into.borrow_mut().insert(k, images);
+                }
+            })));
+        })
+        .await;
+        fs.set_op_hook(None);
+        let captured = std::mem::take(&mut *captured.borrow_mut());
+        for &k in ks.iter().filter(|&&k| k < total) {
+            let (killed, _) = life(sc, |fs, _| fs.crash_after(k)).await;
+            let images = captured.get(&k).unwrap_or_else(|| panic!("op {k} not captured"));
+            for (&(seed, mode), image) in modes.iter().zip(images) {
+                let a = recover_dump(SimFs::from_image(image)).await.map(|(d, _)| d);
+                let b = recover_dump(killed.crash(seed, mode)).await.map(|(d, _)| d);
+                assert_eq!(a, b, "{sc} op {k} {mode:?}: captured and killed differ");
+            }
+        }
+        assert!(captured.len() >= 6, "{:?}", captured.keys().collect::<Vec<_>>());
+    });
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -994,7 +1208,7 @@ fn restart_images(fs: &SimFs, rng: &mut Rng) -> Vec<(String, SimFs)> {
 /// The workload's `k`-th I/O fails with `kind`; the workload runs on (nothing is acknowledged
 /// once the log has failed); then the disk is recovered from what a restart finds.
 async fn fault_point(sc: Scenario, k: u64, kind: FaultKind, totals: &mut Totals) -> bool {
-    let (fs, run) = life(sc, |fs| fs.fail_at(k, kind)).await;
+    let (fs, run) = life(sc, |fs, _| fs.fail_at(k, kind)).await;
     let model = run.as_ref().map(|r| r.model.borrow().clone()).unwrap_or_default();
     let poisoned = run
         .as_ref()
@@ -1056,7 +1270,7 @@ fn io_errors_acknowledge_nothing_unsynced_and_leave_a_recoverable_disk() {
     for k in crash_points(total, points / 8, &mut rng) {
         let what = format!("{sc} crash after {k} ops");
         guarded(&what, &mut totals, async |t: &mut Totals| {
-            let (fs, run) = life(sc, |fs| fs.crash_after(k)).await;
+            let (fs, run) = life(sc, |fs, _| fs.crash_after(k)).await;
             let model = run.as_ref().map(|r| r.model.borrow().clone()).unwrap_or_default();
             let image = fs.crash(k, CrashMode::Random);
             let probe = image.crash(0, CrashMode::KeepAll);
@@ -1180,9 +1394,9 @@ fn corrupted_segments_and_snapshots_are_detected_and_never_served() {
     let started = Instant::now();
     let mut totals = Totals::default();
     let mut c = Corruption::default();
-    for sc in SCENARIOS {
+    for sc in LONG_SCENARIOS {
         guarded(&format!("{sc} corruption"), &mut totals, async |t: &mut Totals| {
-            let (fs, run) = life(sc, |_| {}).await;
+            let (fs, run) = life(sc, |_, _| {}).await;
             let run = run.expect("a fresh disk opens");
             let model = run.model.borrow().clone();
             drop(run);
@@ -1192,7 +1406,7 @@ fn corrupted_segments_and_snapshots_are_detected_and_never_served() {
                 .expect("the undamaged image recovers");
             let mut rng = Rng(sc.seed + 99);
             let mut done = 0;
-            while done < cases / SCENARIOS.len() as u64 {
+            while done < cases / LONG_SCENARIOS.len() as u64 {
                 let image = base.crash(0, CrashMode::KeepAll);
                 let Some(what) = damage(&image, &mut rng) else {
                     continue;
