@@ -121,6 +121,9 @@ pub struct LogConfig {
     /// Sealed segments whose live bytes are below this percentage of their entries are
     /// compacted (0 disables compaction).
     pub compact_live_percent: u64,
+    /// The scrub reads every sealed segment and snapshot once the shard has recovered, then
+    /// every this many seconds (0: never), and logs and counts damage it finds.
+    pub scrub_interval_s: u64,
 }
 
 impl Default for LogConfig {
@@ -131,6 +134,7 @@ impl Default for LogConfig {
             flush_interval_ms: 5,
             snapshot_bytes: 256 * 1024 * 1024,
             compact_live_percent: 50,
+            scrub_interval_s: 24 * 3600,
         }
     }
 }

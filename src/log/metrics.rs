@@ -125,6 +125,10 @@ pub struct LogMetrics {
     /// Compaction: segments freed and the bytes it copied to free them.
     pub compacted_segments_total: Counter,
     pub compaction_copied_bytes_total: Counter,
+    /// Scrub passes done, the bytes they checked, and the damaged files they found.
+    pub scrub_passes_total: Counter,
+    pub scrub_bytes_total: Counter,
+    pub scrub_problems_total: Counter,
 }
 
 #[cfg(test)]

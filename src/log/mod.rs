@@ -16,6 +16,7 @@ pub mod metrics;
 pub mod places;
 pub mod recovery;
 pub mod relocated;
+pub mod scrub;
 pub mod segment;
 #[cfg(any(test, feature = "sim"))]
 pub mod sim;

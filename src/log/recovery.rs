@@ -153,7 +153,7 @@ fn count_entries_after(bytes: &[u8], from: usize, limit: usize) -> u64 {
 const ZEROS: [u8; 4096] = [0; 4096];
 
 /// Offset of the first nonzero byte of `bytes[from..limit]`, or `limit`.
-fn first_nonzero(bytes: &[u8], from: usize, limit: usize) -> usize {
+pub(crate) fn first_nonzero(bytes: &[u8], from: usize, limit: usize) -> usize {
     let mut pos = from;
     while pos < limit {
         let block = &bytes[pos..limit.min(pos + ZEROS.len())];

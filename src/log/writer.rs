@@ -163,6 +163,9 @@ pub(crate) struct Inner<F: SegmentFile> {
     inflight_bytes: u64,
 }
 
+/// A sealed segment's path and mapping.
+pub type SealedView<F> = (PathBuf, Rc<<<F as Fs>::File as SegmentFile>::View>);
+
 /// One shard's log.
 pub struct Log<F: Fs> {
     pub(crate) fs: F,
@@ -395,6 +398,12 @@ impl<F: Fs> Log<F> {
             });
         }
         Ok(e)
+    }
+
+    /// The sealed segments' paths and mappings, oldest first (for the scrub).
+    pub fn sealed_views(&self) -> Result<Vec<SealedView<F>>, LogError> {
+        let inner = self.inner.borrow();
+        inner.sealed.iter().map(|s| Ok((s.path.clone(), s.view()?))).collect()
     }
 
     /// The sealed segments, oldest first: (first LSN, last LSN, bytes of entries).

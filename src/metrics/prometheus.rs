@@ -225,7 +225,22 @@ fn queue_depths(e: &mut Exposition, node: &Node) {
 type LogGet = fn(&LogMetrics) -> u64;
 
 fn log_metrics(e: &mut Exposition, node: &Node) {
-    let counters: [(&str, &str, LogGet); 11] = [
+    let counters: [(&str, &str, LogGet); 14] = [
+        (
+            "flo_scrub_passes_total",
+            "Scrub passes over the data at rest done.",
+            |m| m.scrub_passes_total.get(),
+        ),
+        (
+            "flo_scrub_bytes_total",
+            "Bytes of segments and snapshots the scrub checked.",
+            |m| m.scrub_bytes_total.get(),
+        ),
+        (
+            "flo_scrub_problems_total",
+            "Damaged segment or snapshot files the scrub found (each logged as an error).",
+            |m| m.scrub_problems_total.get(),
+        ),
         ("flo_log_entries_total", "Entries appended to the log.", |m| {
             m.entries_total.get()
         }),

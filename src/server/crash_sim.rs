@@ -1321,10 +1321,22 @@ struct Corruption {
     /// Recovered, and a read of the damaged data failed its checksum.
     failed_read: u64,
     /// Recovered and every answer right: the damage hit bytes nothing reads (zero tails,
-    /// entries no state points at).
+    /// entries no state points at, older snapshots).
     unread: u64,
+    /// Of those not found at start (not refused, no fall back), the ones the scrub reported.
+    scrubbed: u64,
+    /// Found by nothing: not at start, not by the scrub.
+    undetected: u64,
     /// Recovered and some answer wrong.
     wrong: u64,
+}
+
+/// Recovers `image` and runs a scrub pass on it: the problems it reports.
+async fn scrub_image(image: SimFs) -> Result<Vec<String>, String> {
+    let shard = open_shard(image).await?;
+    let report = super::scrub::pass(&shard).await;
+    shard.log().map(|l| l.stop()).ok();
+    Ok(report?.problems)
 }
 
 /// Damages a sealed segment or a snapshot of `image` with `rng`: a flipped bit, a zeroed
@@ -1414,9 +1426,15 @@ fn corrupted_segments_and_snapshots_are_detected_and_never_served() {
                 done += 1;
                 c.cases += 1;
                 let what = format!("{sc}, {what}");
-                match recover_dump(image.clone()).await {
-                    Err(e) if e.starts_with("read:") => c.failed_read += 1,
-                    Err(_) => c.refused += 1,
+                let found_at_start = match recover_dump(image.clone()).await {
+                    Err(e) if e.starts_with("read:") => {
+                        c.failed_read += 1;
+                        false
+                    }
+                    Err(_) => {
+                        c.refused += 1;
+                        true
+                    }
                     Ok((d, at)) => {
                         let found = check(&model, &d);
                         if !found.lost.is_empty() || !found.phantom.is_empty() {
@@ -1428,6 +1446,20 @@ fn corrupted_segments_and_snapshots_are_detected_and_never_served() {
                             c.unread += 1;
                         }
                         t.record(&what, &found.lost, &found.phantom);
+                        at != from
+                    }
+                };
+                if !found_at_start {
+                    match scrub_image(image.clone()).await {
+                        Ok(problems) if !problems.is_empty() => c.scrubbed += 1,
+                        Ok(_) => {
+                            c.undetected += 1;
+                            t.failures.push(format!("{what}: found by nothing"));
+                        }
+                        Err(e) => {
+                            c.undetected += 1;
+                            t.failures.push(format!("{what}: the scrub's recovery failed: {e}"));
+                        }
                     }
                 }
             }
@@ -1435,12 +1467,16 @@ fn corrupted_segments_and_snapshots_are_detected_and_never_served() {
     }
     println!(
         "corruption: {} damaged images: {} refused at start, {} fell back to an older snapshot, {} failed \
-         the read of the damaged data, {} damaged only bytes nothing reads, {} wrong answers; {} panics in {:.1} s",
+         the read of the damaged data, {} damaged only bytes nothing reads; the scrub reported {} of the {} not \
+         found at start, {} found by nothing; {} wrong answers; {} panics in {:.1} s",
         c.cases,
         c.refused,
         c.fell_back,
         c.failed_read,
         c.unread,
+        c.scrubbed,
+        c.scrubbed + c.undetected,
+        c.undetected,
         c.wrong,
         totals.panics,
         started.elapsed().as_secs_f64()
@@ -1448,8 +1484,13 @@ fn corrupted_segments_and_snapshots_are_detected_and_never_served() {
     for f in totals.failures.iter().take(20) {
         println!("  {f}");
     }
-    assert_eq!((c.wrong, totals.panics), (0, 0), "{:#?}", totals.failures);
+    assert_eq!(
+        (c.wrong, c.undetected, totals.panics),
+        (0, 0, 0),
+        "{:#?}",
+        totals.failures
+    );
     // Not vacuous: damage was found at start (a damaged newest snapshot passed over) and on
     // reads of damaged values.
-    assert!(c.fell_back > 0 && c.failed_read > 0, "{c:?}");
+    assert!(c.fell_back > 0 && c.failed_read > 0 && c.scrubbed > 0, "{c:?}");
 }

@@ -14,6 +14,7 @@ mod crash_sim;
 pub mod inbox;
 pub mod notify;
 pub mod preflight;
+pub mod scrub;
 pub mod shard;
 pub mod shutdown;
 

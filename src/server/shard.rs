@@ -416,6 +416,7 @@ pub fn run(id: usize, node: Arc<Node>, inbox: async_channel::Receiver<Envelope>,
         ));
         monoio::spawn(crate::ts::exec::timer(shard.clone(), Duration::from_millis(TS_TICK_MS)));
         monoio::spawn(crate::snapshot::shard::timer(shard.clone()));
+        monoio::spawn(super::scrub::timer(shard.clone()));
         if let Some(l) = metrics_listener {
             monoio::spawn(accept_metrics(shard.clone(), l));
         }
