@@ -1,6 +1,32 @@
-//! The totals the crash simulations keep over their crash states (`snapshot/crash_tests.rs`,
-//! `server/crash_sim.rs`): states checked, acknowledged writes lost, phantoms, panics, failures
-//! on a live disk, and the first messages of each kind. Test-only.
+//! What the crash simulations (`log/crash_tests.rs`, `snapshot/crash_tests.rs`,
+//! `server/crash_sim.rs`) share: the totals they keep over their crash states (states checked,
+//! acknowledged writes lost, phantoms, panics, failures on a live disk, and the first messages
+//! of each kind), the runtime they run on, and the guard that turns a panic or hang of one crash
+//! point into a count instead of the end of the test. Test-only.
+
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::time::Duration;
+
+/// A runtime like a shard's: io_uring, with timers.
+pub(crate) fn runtime() -> monoio::Runtime<monoio::time::TimeDriver<monoio::IoUringDriver>> {
+    monoio::RuntimeBuilder::<monoio::IoUringDriver>::new()
+        .enable_timer()
+        .build()
+        .expect("io_uring runtime")
+}
+
+/// Runs `f` on a fresh runtime, for at most `timeout`; the error says whether it hung or
+/// panicked.
+pub(crate) fn run_guarded(timeout: Duration, f: impl AsyncFnOnce()) -> Result<(), &'static str> {
+    let r = catch_unwind(AssertUnwindSafe(|| {
+        runtime().block_on(async { monoio::time::timeout(timeout, f()).await.is_ok() })
+    }));
+    match r {
+        Ok(true) => Ok(()),
+        Ok(false) => Err("hangs"),
+        Err(_) => Err("panicked"),
+    }
+}
 
 /// Totals over crash states.
 #[derive(Default, Debug)]
@@ -35,6 +61,12 @@ impl Tally {
         self.panics += other.panics;
         self.errors += other.errors;
         self.failures.extend(other.failures);
+    }
+
+    /// A crash point that hung or panicked (`why`, from [`run_guarded`]).
+    pub(crate) fn aborted(&mut self, what: &str, why: &str) {
+        self.panics += 1;
+        self.failures.push(format!("{what}: {why}"));
     }
 
     /// One state that could not be recovered at all: everything acknowledged in it is lost.

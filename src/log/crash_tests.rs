@@ -19,6 +19,7 @@ use super::metrics::LogMetrics;
 use super::sim::{CrashMode, FaultKind, SimFs, SplitMix64 as Rng};
 use super::{open, LogError, LogOptions};
 use crate::config::Durability;
+use crate::crash_tally::runtime;
 
 thread_local! {
     /// The durability mode the helpers open logs with (tests of async mode switch it).
@@ -70,13 +71,6 @@ fn body(task: u64, i: u64, len: usize) -> Vec<u8> {
 struct History {
     appended: BTreeMap<u64, Vec<u8>>,
     acked: Vec<u64>,
-}
-
-fn runtime() -> monoio::Runtime<monoio::time::TimeDriver<monoio::IoUringDriver>> {
-    monoio::RuntimeBuilder::<monoio::IoUringDriver>::new()
-        .enable_timer()
-        .build()
-        .expect("io_uring runtime")
 }
 
 /// Opens the log on `fs`, runs `tasks` appenders of `per_task` entries each until done or

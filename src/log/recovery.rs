@@ -149,6 +149,17 @@ fn count_entries_after(bytes: &[u8], from: usize, limit: usize) -> u64 {
     n
 }
 
+/// The footer `trailer` points at, if it lies before the trailer (at `trailer_at`) and matches
+/// the trailer's CRC.
+pub(crate) fn footer_bytes<'a>(bytes: &'a [u8], trailer_at: usize, trailer: &Trailer) -> Option<&'a [u8]> {
+    let at = usize::try_from(trailer.footer_offset).ok()?;
+    let end = at
+        .checked_add(trailer.footer_bytes as usize)
+        .filter(|&end| end <= trailer_at)?;
+    let footer = &bytes[at..end];
+    (crc32fast::hash(footer) == trailer.footer_crc).then_some(footer)
+}
+
 /// Compared a block at a time: a segment's unused space is megabytes of zeros.
 const ZEROS: [u8; 4096] = [0; 4096];
 
@@ -334,15 +345,11 @@ pub async fn open<F: Fs>(
         };
         let footer = match trailer {
             Some(t) => {
-                let at = t.footer_offset as usize;
-                let end = at.checked_add(t.footer_bytes as usize).filter(|&e| e <= trailer_at);
-                let fb = end.map(|end| &bytes[at..end]);
-                match fb {
-                    Some(fb) if crc32fast::hash(fb) == t.footer_crc => {
-                        Some(Footer::decode(fb).map_err(|e| corrupt(&path, at as u64, format!("footer: {e}")))?)
-                    }
-                    _ if is_last => None,
-                    _ => return Err(corrupt(&path, at as u64, "footer does not match its trailer")),
+                let at = t.footer_offset;
+                match footer_bytes(bytes, trailer_at, &t) {
+                    Some(fb) => Some(Footer::decode(fb).map_err(|e| corrupt(&path, at, format!("footer: {e}")))?),
+                    None if is_last => None,
+                    None => return Err(corrupt(&path, at, "footer does not match its trailer")),
                 }
             }
             None if !is_last && opts.repair => {

@@ -13,7 +13,7 @@
 use super::format::{
     decode_entry, Decoded, Footer, SegmentHeader, Trailer, ENTRY_HEADER_BYTES, SEGMENT_HEADER_BYTES, TRAILER_BYTES,
 };
-use super::recovery::first_nonzero;
+use super::recovery::{first_nonzero, footer_bytes};
 
 /// What a sealed segment holds, once checked.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -45,15 +45,11 @@ pub fn check_sealed(bytes: &[u8], shard_id: u32) -> Result<Checked, (u64, String
         Ok(None) => return Err((trailer_at as u64, "no trailer: the segment is not sealed".into())),
         Err(e) => return Err((trailer_at as u64, format!("trailer: {e}"))),
     };
-    let footer_at = usize::try_from(trailer.footer_offset).unwrap_or(usize::MAX);
-    let footer_end = footer_at
-        .checked_add(trailer.footer_bytes as usize)
-        .filter(|&end| end <= trailer_at && footer_at >= SEGMENT_HEADER_BYTES)
-        .ok_or((trailer_at as u64, "the trailer points outside the segment".to_string()))?;
-    let footer_bytes = &bytes[footer_at..footer_end];
-    if crc32fast::hash(footer_bytes) != trailer.footer_crc {
-        return Err((footer_at as u64, "footer checksum mismatch".into()));
-    }
+    let footer_bytes = footer_bytes(bytes, trailer_at, &trailer)
+        .ok_or((trailer.footer_offset, "footer does not match its trailer".to_string()))?;
+    // In range: `footer_bytes` found it before the trailer.
+    let footer_at = trailer.footer_offset as usize;
+    let footer_end = footer_at + footer_bytes.len();
     let footer = Footer::decode(footer_bytes).map_err(|e| (footer_at as u64, format!("footer: {e}")))?;
     if footer.first_lsn != header.first_lsn || footer.entries_end != trailer.footer_offset {
         return Err((
@@ -74,7 +70,9 @@ pub fn check_sealed(bytes: &[u8], shard_id: u32) -> Result<Checked, (u64, String
                     return Err(((used + x) as u64, "nonzero padding after an entry".into()));
                 }
                 pos = next;
-                lsn += 1;
+                lsn = lsn
+                    .checked_add(1)
+                    .ok_or((pos as u64, "LSNs run past the largest".to_string()))?;
             }
             Ok(Decoded::Entry(e)) => return Err((pos as u64, format!("entry {} where {lsn} belongs", e.lsn))),
             Ok(Decoded::End) => return Err((pos as u64, "zeros where the footer says entries are".into())),

@@ -48,6 +48,7 @@ use std::time::{Duration, Instant};
 
 use super::shard::{recover, Shard};
 use crate::config::{Config, Durability};
+use crate::crash_tally::{run_guarded, runtime};
 use crate::kv::exec::{KvCmd, KvReply};
 use crate::kv::Cond;
 use crate::log::either::EitherFs;
@@ -68,13 +69,6 @@ const LEASE_MS: u64 = 3_600_000;
 const TS_BASE_MS: i64 = 1_700_000_000_000;
 /// A crash point (its recoveries and checks) that has not ended after this long hangs.
 const POINT_TIMEOUT: Duration = Duration::from_secs(240);
-
-fn runtime() -> monoio::Runtime<monoio::time::TimeDriver<monoio::IoUringDriver>> {
-    monoio::RuntimeBuilder::<monoio::IoUringDriver>::new()
-        .enable_timer()
-        .build()
-        .expect("io_uring runtime")
-}
 
 /// Small segments (the minimum), small batches and frequent snapshots, so a short run seals
 /// segments, snapshots and compacts many times.
@@ -1015,22 +1009,8 @@ const SCENARIOS: [Scenario; 5] = [
 
 /// Runs `f` on a fresh runtime with a timeout, counting a panic or hang.
 fn guarded(what: &str, totals: &mut Totals, f: impl AsyncFnOnce(&mut Totals)) {
-    let r = catch_unwind(AssertUnwindSafe(|| {
-        runtime().block_on(async {
-            let run = f(totals);
-            monoio::time::timeout(POINT_TIMEOUT, run).await.is_ok()
-        })
-    }));
-    match r {
-        Ok(true) => {}
-        Ok(false) => {
-            totals.panics += 1;
-            totals.failures.push(format!("{what}: hangs"));
-        }
-        Err(_) => {
-            totals.panics += 1;
-            totals.failures.push(format!("{what}: panicked"));
-        }
+    if let Err(why) = run_guarded(POINT_TIMEOUT, async || f(&mut *totals).await) {
+        totals.aborted(what, why);
     }
 }
 

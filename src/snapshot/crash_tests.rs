@@ -34,7 +34,6 @@
 
 use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, HashMap};
-use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::PathBuf;
 use std::rc::Rc;
 use std::sync::Arc;
@@ -45,7 +44,7 @@ use super::compact::{self, PassStats};
 use super::file;
 use super::shard::{self as snap, section, Captured, Ctx, Machines, SnapshotCell};
 use crate::config::Durability;
-use crate::crash_tally::Tally;
+use crate::crash_tally::{run_guarded, runtime, Tally};
 use crate::kv::entry::{decode_put, encode_delete, encode_put, ENTRY_KV_DELETE, ENTRY_KV_PUT};
 use crate::kv::{Cond, KvStore, Value};
 use crate::log::format::EntryRef;
@@ -83,13 +82,6 @@ fn keys() -> impl Iterator<Item = String> {
     (0..HOT_KEYS)
         .map(|i| format!("hot-{i:02}"))
         .chain((0..COLD_KEYS).map(|i| format!("cold-{i:02}")))
-}
-
-fn runtime() -> monoio::Runtime<monoio::time::TimeDriver<monoio::IoUringDriver>> {
-    monoio::RuntimeBuilder::<monoio::IoUringDriver>::new()
-        .enable_timer()
-        .build()
-        .expect("io_uring runtime")
 }
 
 /// The state machines of the test shard: namespaces and KV; the other primitives' sections are
@@ -893,22 +885,11 @@ fn run_scenario(sc: Scenario, runs: u64, totals: &mut Totals, cov: &mut Coverage
         cov.points_in_busy_passes += u64::from(busy.iter().any(|r| r.contains(&k)));
         let second_life = rng.below(3) == 0;
         totals.points += 1;
-        let r = catch_unwind(AssertUnwindSafe(|| {
-            runtime().block_on(async {
-                let run = crash_point(sc, k, second_life, totals, cov);
-                monoio::time::timeout(CRASH_POINT_TIMEOUT, run).await.is_ok()
-            })
-        }));
-        match r {
-            Ok(true) => {}
-            Ok(false) => {
-                totals.panics += 1;
-                totals.failures.push(format!("{sc} crash after {k} ops: hangs"));
-            }
-            Err(_) => {
-                totals.panics += 1;
-                totals.failures.push(format!("{sc} crash after {k} ops: panicked"));
-            }
+        let r = run_guarded(CRASH_POINT_TIMEOUT, async || {
+            crash_point(sc, k, second_life, &mut *totals, &mut *cov).await
+        });
+        if let Err(why) = r {
+            totals.tally.aborted(&format!("{sc} crash after {k} ops"), why);
         }
     }
 }
