@@ -115,6 +115,9 @@ pub struct LogConfig {
     pub batch_max_bytes: u64,
     /// `async` durability: how often written entries are made durable.
     pub flush_interval_ms: u64,
+    /// `sync` durability: at most how long a batch smaller than the last one waits for more
+    /// entries before it is written, bounded by how long the last sync took (0: never waits).
+    pub commit_wait_us: u64,
     /// A shard snapshots its state after this many bytes of log since its last snapshot
     /// (0: only at clean shutdown). Bounds how much log recovery replays.
     pub snapshot_bytes: u64,
@@ -132,6 +135,7 @@ impl Default for LogConfig {
             segment_bytes: 64 * 1024 * 1024,
             batch_max_bytes: 4 * 1024 * 1024,
             flush_interval_ms: 5,
+            commit_wait_us: 1000,
             snapshot_bytes: 256 * 1024 * 1024,
             compact_live_percent: 50,
             scrub_interval_s: 24 * 3600,
@@ -484,6 +488,9 @@ impl Config {
         if l.flush_interval_ms == 0 {
             return Err(err("log.flush_interval_ms", "must be at least 1"));
         }
+        if l.commit_wait_us > 100_000 {
+            return Err(err("log.commit_wait_us", "must be at most 100000 (100 ms)"));
+        }
         if tracing_subscriber::EnvFilter::try_new(&self.logging.level).is_err() {
             return Err(err(
                 "logging.level",
@@ -647,6 +654,11 @@ mod tests {
         let mut c = Config::default();
         c.auth.token_sha256 = vec!["abc".into()];
         assert_eq!(c.validate(None).unwrap_err().key, "auth.token_sha256[0]");
+        let mut c = Config::default();
+        c.log.commit_wait_us = 100_001;
+        assert_eq!(c.validate(None).unwrap_err().key, "log.commit_wait_us");
+        c.log.commit_wait_us = 0;
+        assert!(c.validate(None).is_ok(), "0 turns the wait off");
     }
 
     #[test]

@@ -22,6 +22,7 @@ pub mod metrics;
 pub mod namespace;
 pub mod partition;
 pub mod queue;
+pub mod sched;
 pub mod server;
 pub mod snapshot;
 pub mod stream;

@@ -15,6 +15,9 @@ use flo::config::{Config, Durability, LogFormat, Overrides, DEFAULT_TOML};
 mod bench;
 mod cli;
 
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser, Debug)]
 #[command(
     name = "flo",

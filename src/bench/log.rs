@@ -109,6 +109,7 @@ fn execute(args: &LogBenchArgs) -> Result<serde_json::Value, String> {
         batch_max_bytes: args.batch_max_bytes,
         durability,
         flush_interval: Duration::from_millis(5),
+        commit_wait: Duration::from_millis(1),
         repair: false,
     };
     let mut rt = monoio::RuntimeBuilder::<monoio::IoUringDriver>::new()

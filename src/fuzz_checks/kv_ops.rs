@@ -218,6 +218,7 @@ fn opts() -> LogOptions {
         batch_max_bytes: 256 * 1024,
         durability: Durability::Sync,
         flush_interval: Duration::from_millis(5),
+        commit_wait: Duration::ZERO,
         repair: false,
     }
 }

@@ -212,15 +212,21 @@ impl KvStore {
             .map(|m| self.view(m))
     }
 
-    fn visible_version(&self, ns: &str, key: &str, now_ms: u64) -> u64 {
-        self.meta(ns, key)
-            .filter(|m| m.is_visible(now_ms))
-            .map_or(0, |m| m.version)
+    /// A key's visible version (0 if it cannot be seen) and the version its next write builds
+    /// on (its record's, or the namespace's floor), from one look-up.
+    fn versions(&self, ns: &str, key: &str, now_ms: u64) -> (u64, u64) {
+        let Some(space) = self.spaces.get(ns) else {
+            return (0, 0);
+        };
+        match space.index.get(key.as_bytes()) {
+            Some(m) => (if m.is_visible(now_ms) { m.version } else { 0 }, m.version),
+            None => (0, space.floor),
+        }
     }
 
     /// Checks a put against its condition; returns the version it will write.
     pub fn plan_put(&self, ns: &str, key: &str, cond: Cond, now_ms: u64) -> Result<u64, Refused> {
-        let visible = self.visible_version(ns, key, now_ms);
+        let (visible, base) = self.versions(ns, key, now_ms);
         let ok = match cond {
             Cond::Always => true,
             Cond::IfNotExists => visible == 0,
@@ -231,12 +237,12 @@ impl KvStore {
                 current_version: visible,
             });
         }
-        Ok(self.base_version(ns, key) + 1)
+        Ok(base + 1)
     }
 
     /// Checks a delete; returns the tombstone's version.
     pub fn plan_delete(&self, ns: &str, key: &str, cas: Option<u64>, now_ms: u64) -> Result<u64, Refused> {
-        let visible = self.visible_version(ns, key, now_ms);
+        let (visible, base) = self.versions(ns, key, now_ms);
         if let Some(v) = cas {
             if v != visible {
                 return Err(Refused::Conflict {
@@ -247,15 +253,7 @@ impl KvStore {
         if visible == 0 {
             return Err(Refused::NotFound);
         }
-        Ok(self.base_version(ns, key) + 1)
-    }
-
-    /// The version the next write of a key builds on: its record's, or the namespace's floor.
-    fn base_version(&self, ns: &str, key: &str) -> u64 {
-        match self.spaces.get(ns) {
-            Some(space) => space.index.get(key.as_bytes()).map_or(space.floor, |m| m.version),
-            None => 0,
-        }
+        Ok(base + 1)
     }
 
     /// Records held in memory, visible or not.

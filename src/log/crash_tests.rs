@@ -26,6 +26,8 @@ thread_local! {
     static DURABILITY: std::cell::Cell<Durability> = const { std::cell::Cell::new(Durability::Sync) };
 }
 
+/// Options of the simulated logs. No group-commit wait: it depends on real time, and the
+/// simulations must do the same I/Os in the same order for a seed (its own tests set it).
 fn opts() -> LogOptions {
     LogOptions {
         shard_id: 0,
@@ -33,6 +35,7 @@ fn opts() -> LogOptions {
         batch_max_bytes: 64 * 1024,
         durability: DURABILITY.with(|d| d.get()),
         flush_interval: Duration::from_millis(5),
+        commit_wait: Duration::ZERO,
         repair: false,
     }
 }
@@ -115,7 +118,7 @@ async fn write_load(fs: SimFs, rng: &mut Rng, tasks: u64, per_task: u64) -> Hist
                 };
                 if streaming {
                     acks.push(monoio::spawn(ack));
-                    super::sim::YieldBack(false).await;
+                    crate::sched::yield_now().await;
                 } else if !ack.await {
                     break;
                 }
@@ -441,6 +444,97 @@ fn async_mode_syncs_by_time_under_steady_load() {
         flusher.await;
         assert_eq!(log.durable_lsn(), i, "stop makes everything durable");
     });
+}
+
+#[test]
+fn group_commit_waits_for_the_writers_of_the_last_batch() {
+    let mut rt = runtime();
+    rt.block_on(async {
+        let fs = SimFs::new();
+        // A slow disk: the wait is bounded by how long the last sync took.
+        fs.set_sync_delay(Duration::from_millis(20));
+        let metrics = Arc::new(LogMetrics::default());
+        let o = LogOptions {
+            commit_wait: Duration::from_secs(10),
+            ..opts()
+        };
+        let (log, flusher) = open_running(fs, o, metrics.clone()).await;
+
+        // A lone writer never waits: its last batch had one entry.
+        for i in 0..5 {
+            log.append(7, &body(0, i, 100)).unwrap().await.unwrap();
+        }
+        assert_eq!(metrics.commit_waits_total.get(), 0);
+        assert_eq!(metrics.batches_total.get(), 5);
+
+        // Four writers answered by one batch...
+        let four: Vec<_> = (0..4).map(|i| log.append(7, &body(1, i, 100)).unwrap()).collect();
+        for t in four {
+            t.await.unwrap();
+        }
+        assert_eq!(metrics.batches_total.get(), 6);
+        // ...come back one by one: the first waits for the other three, and one sync carries
+        // all four.
+        let first = log.append(7, &body(2, 0, 100)).unwrap();
+        crate::sched::yield_now().await;
+        assert_eq!(metrics.commit_waits_total.get(), 1, "the flusher is waiting");
+        assert_eq!(metrics.batches_total.get(), 6, "nothing written yet");
+        let rest: Vec<_> = (1..4).map(|i| log.append(7, &body(2, i, 100)).unwrap()).collect();
+        first.await.unwrap();
+        for t in rest {
+            t.await.unwrap();
+        }
+        assert_eq!(metrics.batches_total.get(), 7, "one batch for the four");
+        assert_eq!(metrics.commit_waits_total.get(), 1);
+
+        // A writer whose peers do not come back waits at most a sync's time, then goes alone.
+        log.append(7, &body(3, 0, 100)).unwrap().await.unwrap();
+        assert_eq!(metrics.batches_total.get(), 8);
+        assert_eq!(metrics.commit_waits_total.get(), 2);
+        assert_eq!(log.durable_lsn(), 14);
+        log.stop();
+        flusher.await;
+    });
+}
+
+#[test]
+fn group_commit_never_waits_when_off_in_async_mode_or_on_a_fast_disk() {
+    let mut rt = runtime();
+    // (durability, commit_wait, how long a sync takes)
+    for (durability, commit_wait, sync) in [
+        (Durability::Sync, Duration::ZERO, Duration::from_millis(20)),
+        (Durability::Async, Duration::from_secs(10), Duration::from_millis(20)),
+        // A disk that syncs faster than the runtime's timers can time a wait.
+        (Durability::Sync, Duration::from_secs(10), Duration::ZERO),
+    ] {
+        rt.block_on(async {
+            let fs = SimFs::new();
+            fs.set_sync_delay(sync);
+            let metrics = Arc::new(LogMetrics::default());
+            let o = LogOptions {
+                durability,
+                commit_wait,
+                ..opts()
+            };
+            let (log, flusher) = open_running(fs, o, metrics.clone()).await;
+            let four: Vec<_> = (0..4).map(|i| log.append(7, &body(1, i, 100)).unwrap()).collect();
+            for t in four {
+                t.await.unwrap();
+            }
+            let batches = metrics.batches_total.get();
+            let first = log.append(7, &body(2, 0, 100)).unwrap();
+            crate::sched::yield_now().await;
+            first.await.unwrap();
+            assert_eq!(
+                metrics.batches_total.get(),
+                batches + 1,
+                "{durability:?}: written alone"
+            );
+            assert_eq!(metrics.commit_waits_total.get(), 0, "{durability:?}");
+            log.stop();
+            flusher.await;
+        });
+    }
 }
 
 #[test]

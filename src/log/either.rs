@@ -67,6 +67,13 @@ impl SegmentFile for EitherFile {
         }
     }
 
+    async fn write_durable_at(&self, buf: Vec<u8>, pos: u64) -> (io::Result<()>, Vec<u8>) {
+        match self {
+            EitherFile::Real(f) => f.write_durable_at(buf, pos).await,
+            EitherFile::Sim(f) => f.write_durable_at(buf, pos).await,
+        }
+    }
+
     fn len(&self) -> u64 {
         match self {
             EitherFile::Real(f) => f.len(),

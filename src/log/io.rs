@@ -26,6 +26,16 @@ pub trait SegmentFile {
     async fn write_at(&self, buf: Vec<u8>, pos: u64) -> (io::Result<()>, Vec<u8>);
     /// Makes every write to this file so far durable.
     async fn sync_data(&self) -> io::Result<()>;
+    /// Writes all of `buf` at `pos` and makes it durable, as `write_at` then `sync_data` would,
+    /// when every earlier write to the file is durable already. The real disk does both in one
+    /// request (an `O_DSYNC` write), which spares a round trip through the kernel's workers.
+    async fn write_durable_at(&self, buf: Vec<u8>, pos: u64) -> (io::Result<()>, Vec<u8>) {
+        let (r, buf) = self.write_at(buf, pos).await;
+        if let Err(e) = r {
+            return (Err(e), buf);
+        }
+        (self.sync_data().await, buf)
+    }
     /// The file's size in bytes.
     fn len(&self) -> u64;
     /// Maps the file read-only.
@@ -76,6 +86,9 @@ pub struct RealFs;
 pub struct RealFile {
     file: monoio::fs::File,
     std: std::fs::File,
+    /// The same file opened again with `O_DSYNC`, for `write_durable_at` (opened on first use:
+    /// sealed segments never need it).
+    dsync: std::cell::OnceCell<monoio::fs::File>,
     len: u64,
 }
 
@@ -94,6 +107,18 @@ impl SegmentFile for RealFile {
         self.file.sync_data().await
     }
 
+    async fn write_durable_at(&self, buf: Vec<u8>, pos: u64) -> (io::Result<()>, Vec<u8>) {
+        debug_assert!(pos + buf.len() as u64 <= self.len, "segment files never grow");
+        let file = match self.dsync.get() {
+            Some(f) => f,
+            None => match self.open_dsync() {
+                Ok(f) => self.dsync.get_or_init(|| f),
+                Err(e) => return (Err(e), buf),
+            },
+        };
+        file.write_all_at(buf, pos).await
+    }
+
     fn len(&self) -> u64 {
         self.len
     }
@@ -110,6 +135,20 @@ impl SegmentFile for RealFile {
     }
 }
 
+impl RealFile {
+    /// A second descriptor of this file whose writes are durable when they complete. Opened
+    /// through `/proc/self/fd` so that it is this file even after a rename of its name.
+    fn open_dsync(&self) -> io::Result<monoio::fs::File> {
+        use std::os::unix::fs::OpenOptionsExt;
+        let fd = std::os::fd::AsRawFd::as_raw_fd(&self.std);
+        let std = std::fs::OpenOptions::new()
+            .write(true)
+            .custom_flags(libc::O_DSYNC)
+            .open(format!("/proc/self/fd/{fd}"))?;
+        monoio::fs::File::from_std(std)
+    }
+}
+
 fn open_rw(path: &Path, create_new: bool) -> io::Result<RealFile> {
     let std = std::fs::OpenOptions::new()
         .read(true)
@@ -118,7 +157,12 @@ fn open_rw(path: &Path, create_new: bool) -> io::Result<RealFile> {
         .open(path)?;
     let len = std.metadata()?.len();
     let file = monoio::fs::File::from_std(std.try_clone()?)?;
-    Ok(RealFile { file, std, len })
+    Ok(RealFile {
+        file,
+        std,
+        dsync: std::cell::OnceCell::new(),
+        len,
+    })
 }
 
 impl Fs for RealFs {
@@ -219,4 +263,36 @@ pub fn tmp_path(path: &Path) -> PathBuf {
     let mut s = path.as_os_str().to_owned();
     s.push(".tmp");
     PathBuf::from(s)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A write that makes itself durable lands where `write_at` would, before and after the
+    /// file is renamed (its `O_DSYNC` descriptor is the file, not the name).
+    #[test]
+    fn durable_writes_land_in_place_across_a_rename() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b) = (dir.path().join("a.log"), dir.path().join("b.log"));
+        let mut rt = crate::crash_tally::runtime();
+        rt.block_on(async {
+            let f = RealFs.create_zeroed(&a, 64 * 1024, true).await.unwrap();
+            let (r, _) = f.write_durable_at(b"first".to_vec(), 100).await;
+            r.unwrap();
+            RealFs.rename(&a, &b).await.unwrap();
+            let (r, _) = f.write_durable_at(b"second".to_vec(), 4094).await;
+            r.unwrap();
+            let (r, _) = f.write_at(b"plain".to_vec(), 9000).await;
+            r.unwrap();
+            f.sync_data().await.unwrap();
+            let bytes = std::fs::read(&b).unwrap();
+            assert_eq!(bytes.len(), 64 * 1024);
+            assert_eq!(&bytes[100..105], b"first");
+            assert_eq!(&bytes[4094..4100], b"second");
+            assert_eq!(&bytes[9000..9005], b"plain");
+            assert!(bytes[..100].iter().chain(&bytes[105..4094]).all(|&x| x == 0));
+            assert_eq!(&f.view().unwrap()[4094..4100], b"second", "the mapping sees it");
+        });
+    }
 }

@@ -110,6 +110,9 @@ pub struct LogMetrics {
     pub batches_total: Counter,
     pub fsyncs_total: Counter,
     pub batch_full_total: Counter,
+    /// Group commit's waits for more entries before a write, and their total length.
+    pub commit_waits_total: Counter,
+    pub commit_wait_us_total: Counter,
     pub fsync_seconds: Histogram,
     /// Entries each fdatasync of the writer made durable.
     pub entries_per_fsync: CountHistogram,

@@ -306,6 +306,8 @@ pub type OpHook = Box<dyn FnMut(u64, Imager<'_>)>;
 struct Disk {
     /// Turns of the scheduler an fdatasync takes (0: it completes at once).
     sync_turns: u32,
+    /// Time an fdatasync takes on top of its turns (a slow disk; not carried into images).
+    sync_delay: std::time::Duration,
     files: BTreeMap<FileId, FileData>,
     names: BTreeMap<PathBuf, FileId>,
     durable_names: BTreeMap<PathBuf, FileId>,
@@ -617,24 +619,6 @@ impl Disk {
 /// The tests' seeded PRNG, under the name the log's tests know it by.
 pub(crate) use crate::test_rng::Rng as SplitMix64;
 
-/// Pending once; woken by a task spawned behind every task already queued, so they all run
-/// first (a task that wakes itself is polled again at once by monoio).
-pub(crate) struct YieldBack(pub(crate) bool);
-
-impl std::future::Future for YieldBack {
-    type Output = ();
-
-    fn poll(mut self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<()> {
-        if self.0 {
-            return std::task::Poll::Ready(());
-        }
-        self.0 = true;
-        let waker = cx.waker().clone();
-        monoio::spawn(async move { waker.wake() });
-        std::task::Poll::Pending
-    }
-}
-
 /// The simulated disk. Clones share it.
 #[derive(Clone, Default)]
 pub struct SimFs {
@@ -664,15 +648,21 @@ impl SimFs {
         self.disk.borrow().ops
     }
 
-    /// The process dies `n` operations from now: the next `n` operations run, the one after
-    /// (index `ops() + n`) and every later call fail with "simulated crash". Replaces an
-    /// earlier `crash_after`.
     /// Makes every fdatasync take `turns` turns of the scheduler, so other tasks — appenders,
     /// the next batch's write — run while it is in flight. Needs a monoio runtime.
     pub fn set_sync_turns(&self, turns: u32) {
         self.disk.borrow_mut().sync_turns = turns;
     }
 
+    /// Makes every fdatasync also take `delay` of real time, as a slow disk's does (the
+    /// runtime needs its timer).
+    pub fn set_sync_delay(&self, delay: std::time::Duration) {
+        self.disk.borrow_mut().sync_delay = delay;
+    }
+
+    /// The process dies `n` operations from now: the next `n` operations run, the one after
+    /// (index `ops() + n`) and every later call fail with "simulated crash". Replaces an
+    /// earlier `crash_after`.
     pub fn crash_after(&self, n: u64) {
         let mut d = self.disk.borrow_mut();
         d.crash_at = Some(d.ops.saturating_add(n));
@@ -860,13 +850,20 @@ impl SegmentFile for SimFile {
     /// Like fdatasync: covers the writes made before it started; with sync turns, writes
     /// issued while it is in flight stay pending.
     async fn sync_data(&self) -> io::Result<()> {
-        let (covered, turns) = {
+        let (covered, turns, delay) = {
             let mut d = self.disk.borrow_mut();
             d.begin_plain(OpClass::Mutate)?;
-            (d.files.get(&self.id).map_or(0, |f| f.pending.len()), d.sync_turns)
+            (
+                d.files.get(&self.id).map_or(0, |f| f.pending.len()),
+                d.sync_turns,
+                d.sync_delay,
+            )
         };
         for _ in 0..turns {
-            YieldBack(false).await;
+            crate::sched::yield_now().await;
+        }
+        if !delay.is_zero() {
+            monoio::time::sleep(delay).await;
         }
         let mut d = self.disk.borrow_mut();
         d.check_alive()?;

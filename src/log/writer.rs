@@ -35,6 +35,10 @@ use crate::config::Durability;
 /// What a sync makes durable: up to this LSN, by syncing this file.
 type SyncTarget<File> = (u64, Rc<File>);
 
+/// Group commit waits for more entries only on a disk whose last sync took at least this long:
+/// the runtime's timers tick in milliseconds, so a shorter wait could not be kept.
+const GATHER_MIN_SYNC: Duration = Duration::from_micros(250);
+
 /// A segment filled faster than this marks the log as bandwidth-bound (see `make_spare`).
 const FAST_FILL: Duration = Duration::from_secs(2);
 
@@ -46,6 +50,9 @@ pub struct LogOptions {
     /// Largest batch; an append that does not fit in the open batch is refused (overload).
     pub batch_max_bytes: usize,
     pub durability: Durability,
+    /// Sync mode: at most how long a batch smaller than the last waits for more entries
+    /// before it is written (never longer than the last sync took; zero: never waits).
+    pub commit_wait: Duration,
     /// Async mode: how often written data is made durable.
     pub flush_interval: Duration,
     /// Recovery may cut the log at corruption instead of refusing to start.
@@ -132,10 +139,18 @@ struct Batch {
     signal: Rc<BatchSignal>,
 }
 
+/// Room the next batch's buffer starts with, at most: as much as the batch before it used, so
+/// a steady load does not grow every buffer from empty, but not more than this.
+const BATCH_START_CAPACITY_MAX: usize = 256 * 1024;
+
 impl Batch {
     fn new(first_lsn: u64) -> Batch {
+        Batch::with_capacity(first_lsn, 0)
+    }
+
+    fn with_capacity(first_lsn: u64, capacity: usize) -> Batch {
         Batch {
-            buf: Vec::new(),
+            buf: Vec::with_capacity(capacity.min(BATCH_START_CAPACITY_MAX)),
             first_lsn,
             entries: 0,
             signal: Rc::new(BatchSignal::default()),
@@ -175,6 +190,10 @@ pub struct Log<F: Fs> {
     pub(crate) metrics: Arc<LogMetrics>,
     /// Wakes the flusher when a batch has entries or the log stops.
     flusher_waker: RefCell<Option<Waker>>,
+    /// Entries of the last batch made durable, and how long the last sync took: what
+    /// [`Log::gather`] waits for, and at most how long.
+    last_batch_entries: Cell<u64>,
+    last_sync_took: Cell<Duration>,
     /// Wakes whoever waits for the spare segment.
     spare_waiters: RefCell<Vec<Waker>>,
     /// Appenders waiting for room in the open batch.
@@ -227,6 +246,8 @@ impl<F: Fs> Log<F> {
             }),
             opts,
             flusher_waker: RefCell::new(None),
+            last_batch_entries: Cell::new(0),
+            last_sync_took: Cell::new(Duration::ZERO),
             spare_waiters: RefCell::new(Vec::new()),
             room_waiters: RefCell::new(Vec::new()),
             flusher_running: Cell::new(false),
@@ -594,12 +615,15 @@ impl<F: Fs> Log<F> {
         assert!(!self.flusher_running.replace(true), "one flusher per log");
         let mut syncing: Option<(monoio::task::JoinHandle<Result<(), LogError>>, Batch)> = None;
         loop {
+            if syncing.is_none() {
+                self.gather().await;
+            }
             let batch = {
                 let mut inner = self.inner.borrow_mut();
                 if inner.batch.entries == 0 {
                     None
                 } else {
-                    let next = Batch::new(inner.next_lsn);
+                    let next = Batch::with_capacity(inner.next_lsn, inner.batch.buf.len());
                     inner.inflight_bytes = inner.batch.buf.len() as u64;
                     Some(std::mem::replace(&mut inner.batch, next))
                 }
@@ -626,7 +650,11 @@ impl<F: Fs> Log<F> {
                 // batch alone as proof that the one before it was (format-spec/log.md).
                 add_entry_flags(&mut batch.buf, FLAG_PIPELINED);
             }
-            let result = self.write_batch(&mut batch).await;
+            // A small batch with nothing else in flight is written and synced in one request.
+            let durable_write = syncing.is_none()
+                && self.opts.durability == Durability::Sync
+                && batch.buf.len() < self.opts.batch_max_bytes / 4;
+            let result = self.write_batch(&mut batch, durable_write).await;
             self.prepare_spare_in_background();
             if let Some((sync, done)) = syncing.take() {
                 if !self.finish(sync.await, done) {
@@ -637,6 +665,7 @@ impl<F: Fs> Log<F> {
                 }
             }
             let result = match (result, self.opts.durability) {
+                (Ok(()), _) if durable_write => Ok(()),
                 (Ok(()), Durability::Sync) if batch.buf.len() >= self.opts.batch_max_bytes / 4 => {
                     match self.sync_target() {
                         Ok(Some((target, file))) => {
@@ -672,6 +701,9 @@ impl<F: Fs> Log<F> {
     /// Completes a batch with its result; false (after failing what is pending) once the log
     /// is poisoned.
     fn finish(&self, result: Result<(), LogError>, batch: Batch) -> bool {
+        if result.is_ok() {
+            self.last_batch_entries.set(batch.entries);
+        }
         if let Err(e) = &result {
             self.poison(e.clone());
         }
@@ -740,10 +772,54 @@ impl<F: Fs> Log<F> {
         }
     }
 
+    /// Group commit's wait (sync mode). The writers a batch acknowledges tend to write again
+    /// at once (a client waiting for its answer before it sends the next request). Taking the
+    /// open batch the moment the last sync ends would leave them to the sync after, so each
+    /// sync would carry half of them. So while the open batch has fewer entries than the last
+    /// durable batch had, this waits for more: until it has as many, or until as long as the
+    /// last sync took has passed (and at most `commit_wait`). A lone writer never waits (its
+    /// last batch had one entry), and neither does a batch that is already large, nor one on a
+    /// disk that syncs faster than the timers can measure ([`GATHER_MIN_SYNC`]). The deadline
+    /// is checked at every append as well as by the timer, which fires only when the shard has
+    /// nothing else to run.
+    async fn gather(&self) {
+        if self.opts.durability != Durability::Sync || self.opts.commit_wait.is_zero() {
+            return;
+        }
+        let (entries, bytes) = {
+            let inner = self.inner.borrow();
+            (inner.batch.entries, inner.batch.buf.len())
+        };
+        let target = self.last_batch_entries.get();
+        if entries == 0 || entries >= target || bytes >= self.opts.batch_max_bytes / 4 {
+            return;
+        }
+        let took = self.last_sync_took.get();
+        if took < GATHER_MIN_SYNC {
+            return;
+        }
+        let wait = self.opts.commit_wait.min(took);
+        let started = Instant::now();
+        let more = WaitWork {
+            log: self,
+            min_entries: target,
+            deadline: Some(started + wait),
+        };
+        self.metrics.commit_waits_total.inc();
+        let _ = monoio::time::timeout(wait, more).await;
+        self.metrics
+            .commit_wait_us_total
+            .add(u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX));
+    }
+
     /// Waits until the open batch has entries, the log stops, or (async mode) the flush
     /// interval passes with written-but-unsynced data, which it then syncs.
     async fn wait_for_work(&self) {
-        let wait = WaitWork { log: self };
+        let wait = WaitWork {
+            log: self,
+            min_entries: 1,
+            deadline: None,
+        };
         if self.opts.durability == Durability::Async {
             if monoio::time::timeout(self.opts.flush_interval, wait).await.is_err() {
                 let _ = self.sync_written().await.map_err(|e| self.poison(e));
@@ -779,10 +855,17 @@ impl<F: Fs> Log<F> {
     async fn sync_file(&self, target: u64, file: Rc<F::File>) -> Result<(), LogError> {
         let started = Instant::now();
         let r = file.sync_data().await;
+        self.synced(target, started, r.map_err(|e| LogError::from_io("fdatasync", &e)))
+    }
+
+    /// Counts a sync that started at `started` and, if it succeeded, everything up to `target`
+    /// as durable.
+    fn synced(&self, target: u64, started: Instant, r: Result<(), LogError>) -> Result<(), LogError> {
         self.last_sync.set(Instant::now());
         self.metrics.fsyncs_total.inc();
         self.metrics.fsync_seconds.observe(started.elapsed());
-        r.map_err(|e| LogError::from_io("fdatasync", &e))?;
+        self.last_sync_took.set(started.elapsed());
+        r?;
         let mut inner = self.inner.borrow_mut();
         let before = inner.durable_lsn;
         inner.durable_lsn = inner.durable_lsn.max(target);
@@ -793,8 +876,10 @@ impl<F: Fs> Log<F> {
         Ok(())
     }
 
-    /// Writes one batch at the tail, rolling to a new segment when it does not fit.
-    async fn write_batch(&self, batch: &mut Batch) -> Result<(), LogError> {
+    /// Writes one batch at the tail, rolling to a new segment when it does not fit. With
+    /// `durable`, the write also makes the batch durable; the caller asks for that only when
+    /// everything written before it is durable already.
+    async fn write_batch(&self, batch: &mut Batch, durable: bool) -> Result<(), LogError> {
         let len = batch.buf.len() as u64;
         let needs_roll = {
             let inner = self.inner.borrow();
@@ -819,9 +904,16 @@ impl<F: Fs> Log<F> {
             (a.write_pos, a.file.clone())
         };
         // io_uring owns the buffer while it writes; the batch gets it back afterwards.
-        let (r, buf) = file.write_at(std::mem::take(&mut batch.buf), pos).await;
+        let started = Instant::now();
+        let buf = std::mem::take(&mut batch.buf);
+        let (r, buf) = if durable {
+            debug_assert_eq!(self.durable_lsn(), self.inner.borrow().written_lsn, "all else durable");
+            file.write_durable_at(buf, pos).await
+        } else {
+            file.write_at(buf, pos).await
+        };
         batch.buf = buf;
-        r.map_err(|e| LogError::from_io("write", &e))?;
+        r.map_err(|e| LogError::from_io(if durable { "write (O_DSYNC)" } else { "write" }, &e))?;
         let mut inner = self.inner.borrow_mut();
         inner.inflight_bytes = 0;
         let a = inner.active.as_mut().ok_or(LogError::Stopping)?;
@@ -832,6 +924,9 @@ impl<F: Fs> Log<F> {
         self.metrics.entries_total.add(batch.entries);
         self.metrics.bytes_total.add(len);
         self.metrics.batches_total.inc();
+        if durable {
+            self.synced(batch.first_lsn + batch.entries - 1, started, Ok(()))?;
+        }
         Ok(())
     }
 
@@ -1106,6 +1201,9 @@ impl<F: Fs> Future for WaitDurable<'_, F> {
 
 struct WaitWork<'a, F: Fs> {
     log: &'a Log<F>,
+    /// Ready once the open batch has this many entries, or once this time has come.
+    min_entries: u64,
+    deadline: Option<Instant>,
 }
 
 impl<F: Fs> Future for WaitWork<'_, F> {
@@ -1113,7 +1211,10 @@ impl<F: Fs> Future for WaitWork<'_, F> {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
         let inner = self.log.inner.borrow();
-        if inner.batch.entries > 0 || inner.stopping {
+        if inner.batch.entries >= self.min_entries
+            || inner.stopping
+            || self.deadline.is_some_and(|d| Instant::now() >= d)
+        {
             return Poll::Ready(());
         }
         *self.log.flusher_waker.borrow_mut() = Some(cx.waker().clone());

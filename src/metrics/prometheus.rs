@@ -225,7 +225,7 @@ fn queue_depths(e: &mut Exposition, node: &Node) {
 type LogGet = fn(&LogMetrics) -> u64;
 
 fn log_metrics(e: &mut Exposition, node: &Node) {
-    let counters: [(&str, &str, LogGet); 14] = [
+    let counters: [(&str, &str, LogGet); 16] = [
         (
             "flo_scrub_passes_total",
             "Scrub passes over the data at rest done.",
@@ -252,13 +252,25 @@ fn log_metrics(e: &mut Exposition, node: &Node) {
         ("flo_log_batches_total", "Group-commit batches written.", |m| {
             m.batches_total.get()
         }),
-        ("flo_log_fsyncs_total", "fdatasync calls on log segments.", |m| {
-            m.fsyncs_total.get()
-        }),
+        (
+            "flo_log_fsyncs_total",
+            "Syncs of log segments: fdatasync calls, and batches written with O_DSYNC.",
+            |m| m.fsyncs_total.get(),
+        ),
         (
             "flo_log_batch_full_total",
             "Appends refused because the open batch was full.",
             |m| m.batch_full_total.get(),
+        ),
+        (
+            "flo_log_commit_waits_total",
+            "Times group commit held a batch back for more entries (log.commit_wait_us).",
+            |m| m.commit_waits_total.get(),
+        ),
+        (
+            "flo_log_commit_wait_microseconds_total",
+            "Time group commit held batches back for more entries.",
+            |m| m.commit_wait_us_total.get(),
         ),
         ("flo_log_recovered_entries_total", "Entries replayed at start.", |m| {
             m.recovered_entries.get()
@@ -317,7 +329,7 @@ fn log_metrics(e: &mut Exposition, node: &Node) {
     }
     e.family(
         "flo_log_fsync_seconds",
-        "fdatasync latency of log segments.",
+        "Sync latency of log segments (an O_DSYNC batch write counts its write too).",
         Kind::Histogram,
     );
     for (id, m) in node.log_metrics.iter().enumerate() {
@@ -334,7 +346,7 @@ fn log_metrics(e: &mut Exposition, node: &Node) {
     }
     e.family(
         "flo_log_entries_per_fsync",
-        "Entries each fdatasync of the log made durable (group commit's yield).",
+        "Entries each sync of the log made durable (group commit's yield).",
         Kind::Histogram,
     );
     let bounds = ENTRIES_PER_FSYNC_BUCKETS.map(|b| b as f64);

@@ -53,7 +53,7 @@ use crate::kv::exec::{KvCmd, KvReply};
 use crate::kv::Cond;
 use crate::log::either::EitherFs;
 use crate::log::io::Fs;
-use crate::log::sim::{CrashMode, DiskImage, FaultKind, Imager, SimFs, SplitMix64 as Rng, YieldBack};
+use crate::log::sim::{CrashMode, DiskImage, FaultKind, Imager, SimFs, SplitMix64 as Rng};
 use crate::queue::exec::{NewMsg, QueueCmd, QueueReply};
 use crate::stream::entry::AppendBody;
 use crate::stream::exec::{StreamCmd, StreamReply};
@@ -83,6 +83,9 @@ fn config() -> Config {
     c.log.batch_max_bytes = 32 * 1024;
     c.log.snapshot_bytes = 32 * 1024;
     c.log.flush_interval_ms = 5;
+    // Group commit's wait depends on how long syncs take in real time; the simulation must be
+    // deterministic (the same I/Os in the same order for a seed), so it runs without it.
+    c.log.commit_wait_us = 0;
     c.log.compact_live_percent = 50;
     c.limits.max_value_bytes = 16 * 1024;
     // Nothing is forwarded between shards here; a small inbox is cheap to make per recovery.
@@ -449,7 +452,7 @@ async fn writer(run: Rc<Run>, w: u64, count: u64, seed: u64) {
 async fn snapshotter(run: Rc<Run>) {
     let every = run.shard.node.config.log.snapshot_bytes;
     while !run.writers_done.get() {
-        YieldBack(false).await;
+        crate::sched::yield_now().await;
         let Ok(ctx) = crate::snapshot::shard::ctx(&run.shard) else {
             return;
         };

@@ -475,6 +475,7 @@ pub(crate) async fn recover(shard: &Rc<Shard>) -> Result<Rc<Log<ShardFs>>, LogEr
         batch_max_bytes: node.config.log.batch_max_bytes as usize,
         durability: node.config.durability,
         flush_interval: Duration::from_millis(node.config.log.flush_interval_ms),
+        commit_wait: Duration::from_micros(node.config.log.commit_wait_us),
         repair: node.repair,
     };
     let dir = node.config.data_dir.join(shard_dir_name(shard.id));

@@ -50,7 +50,7 @@ use crate::kv::{Cond, KvStore, Value};
 use crate::log::format::EntryRef;
 use crate::log::metrics::LogMetrics;
 use crate::log::relocated::ENTRY_RELOCATED;
-use crate::log::sim::{CrashMode, SimFs, SplitMix64 as Rng, YieldBack};
+use crate::log::sim::{CrashMode, SimFs, SplitMix64 as Rng};
 use crate::log::{Log, LogOptions, Position};
 use crate::namespace::{decode_create, encode_create, NamespaceRegistry, ENTRY_NAMESPACE_CREATE};
 
@@ -74,6 +74,7 @@ fn opts() -> LogOptions {
         batch_max_bytes: 64 * 1024,
         durability: Durability::Sync,
         flush_interval: Duration::from_millis(5),
+        commit_wait: Duration::ZERO,
         repair: false,
     }
 }
@@ -470,7 +471,7 @@ async fn snapshotter(node: Rc<Node>) {
     let ctx = node.ctx();
     let mut turns = 0u64;
     while !node.writers_done.get() && node.log.poisoned().is_none() {
-        YieldBack(false).await;
+        crate::sched::yield_now().await;
         turns += 1;
         if turns.is_multiple_of(64) {
             node.state.kv.borrow_mut().sweep(0, 8);

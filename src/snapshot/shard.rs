@@ -103,26 +103,11 @@ impl Captured {
                     if done {
                         return (e, longest);
                     }
-                    yield_now().await;
+                    crate::sched::yield_now().await;
                 }
             }
         }
     }
-}
-
-/// Lets the shard's other tasks (and its I/O completions) run before going on.
-async fn yield_now() {
-    let mut yielded = false;
-    std::future::poll_fn(|cx| {
-        if yielded {
-            std::task::Poll::Ready(())
-        } else {
-            yielded = true;
-            cx.waker().wake_by_ref();
-            std::task::Poll::Pending
-        }
-    })
-    .await
 }
 
 /// Snapshot files kept per shard: the newest, and the one before it to fall back on.

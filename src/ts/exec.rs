@@ -734,6 +734,7 @@ mod tests {
                 batch_max_bytes: 16 * 1024,
                 durability: crate::config::Durability::Sync,
                 flush_interval: Duration::from_millis(5),
+                commit_wait: Duration::ZERO,
                 repair: false,
             };
             let metrics = Arc::new(LogMetrics::default());

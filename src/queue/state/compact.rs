@@ -224,6 +224,7 @@ mod tests {
             batch_max_bytes: 512 * 1024,
             durability: Durability::Sync,
             flush_interval: Duration::from_millis(5),
+            commit_wait: Duration::ZERO,
             repair: false,
         }
     }

@@ -772,6 +772,7 @@ pub(super) mod tests {
                 batch_max_bytes: 16 * 1024,
                 durability: crate::config::Durability::Sync,
                 flush_interval: Duration::from_millis(5),
+                commit_wait: Duration::ZERO,
                 repair: false,
             };
             let dir = PathBuf::from("/data/shard-000");
