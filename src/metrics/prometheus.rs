@@ -225,7 +225,7 @@ fn queue_depths(e: &mut Exposition, node: &Node) {
 type LogGet = fn(&LogMetrics) -> u64;
 
 fn log_metrics(e: &mut Exposition, node: &Node) {
-    let counters: [(&str, &str, LogGet); 16] = [
+    let counters: [(&str, &str, LogGet); 15] = [
         (
             "flo_scrub_passes_total",
             "Scrub passes over the data at rest done.",
@@ -266,11 +266,6 @@ fn log_metrics(e: &mut Exposition, node: &Node) {
             "flo_log_commit_waits_total",
             "Times group commit held a batch back for more entries (log.commit_wait_us).",
             |m| m.commit_waits_total.get(),
-        ),
-        (
-            "flo_log_commit_wait_microseconds_total",
-            "Time group commit held batches back for more entries.",
-            |m| m.commit_wait_us_total.get(),
         ),
         ("flo_log_recovered_entries_total", "Entries replayed at start.", |m| {
             m.recovered_entries.get()
@@ -313,6 +308,18 @@ fn log_metrics(e: &mut Exposition, node: &Node) {
             "flo_log_recovery_seconds",
             &[("shard", id.to_string().as_str())],
             m.recovery_ms.get() as f64 / 1000.0,
+        );
+    }
+    e.family(
+        "flo_log_commit_wait_seconds_total",
+        "Time group commit held batches back for more entries.",
+        Kind::Counter,
+    );
+    for (id, m) in node.log_metrics.iter().enumerate() {
+        e.sample(
+            "flo_log_commit_wait_seconds_total",
+            &[("shard", id.to_string().as_str())],
+            m.commit_wait_us_total.get() as f64 / 1e6,
         );
     }
     e.family(
