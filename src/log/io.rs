@@ -293,6 +293,11 @@ mod tests {
             assert_eq!(&bytes[9000..9005], b"plain");
             assert!(bytes[..100].iter().chain(&bytes[105..4094]).all(|&x| x == 0));
             assert_eq!(&f.view().unwrap()[4094..4100], b"second", "the mapping sees it");
+            // The durable writes went through a descriptor opened with O_DSYNC.
+            let fd = std::os::fd::AsRawFd::as_raw_fd(f.dsync.get().expect("opened by the first durable write"));
+            // SAFETY: F_GETFL on a descriptor the file owns.
+            let flags = unsafe { libc::fcntl(fd, libc::F_GETFL) };
+            assert!(flags >= 0 && flags & libc::O_DSYNC == libc::O_DSYNC, "flags {flags:#x}");
         });
     }
 }

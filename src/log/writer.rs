@@ -651,9 +651,8 @@ impl<F: Fs> Log<F> {
                 add_entry_flags(&mut batch.buf, FLAG_PIPELINED);
             }
             // A small batch with nothing else in flight is written and synced in one request.
-            let durable_write = syncing.is_none()
-                && self.opts.durability == Durability::Sync
-                && batch.buf.len() < self.opts.batch_max_bytes / 4;
+            let durable_write =
+                syncing.is_none() && self.opts.durability == Durability::Sync && !self.is_large(batch.buf.len());
             let result = self.write_batch(&mut batch, durable_write).await;
             self.prepare_spare_in_background();
             if let Some((sync, done)) = syncing.take() {
@@ -666,18 +665,16 @@ impl<F: Fs> Log<F> {
             }
             let result = match (result, self.opts.durability) {
                 (Ok(()), _) if durable_write => Ok(()),
-                (Ok(()), Durability::Sync) if batch.buf.len() >= self.opts.batch_max_bytes / 4 => {
-                    match self.sync_target() {
-                        Ok(Some((target, file))) => {
-                            let log = self.clone();
-                            let sync = monoio::spawn(async move { log.sync_file(target, file).await });
-                            syncing = Some((sync, batch));
-                            continue;
-                        }
-                        Ok(None) => Ok(()),
-                        Err(e) => Err(e),
+                (Ok(()), Durability::Sync) if self.is_large(batch.buf.len()) => match self.sync_target() {
+                    Ok(Some((target, file))) => {
+                        let log = self.clone();
+                        let sync = monoio::spawn(async move { log.sync_file(target, file).await });
+                        syncing = Some((sync, batch));
+                        continue;
                     }
-                }
+                    Ok(None) => Ok(()),
+                    Err(e) => Err(e),
+                },
                 (Ok(()), Durability::Sync) => self.sync_written().await,
                 // Async: acknowledged once written; under steady load the sync is due by time,
                 // not only when the flusher goes idle.
@@ -772,6 +769,13 @@ impl<F: Fs> Log<F> {
         }
     }
 
+    /// Whether a batch of `bytes` is large (a quarter of `batch_max_bytes` or more): it is
+    /// synced in the background while the next is written, never waits for more entries, and
+    /// is not written with `O_DSYNC`.
+    fn is_large(&self, bytes: usize) -> bool {
+        bytes >= self.opts.batch_max_bytes / 4
+    }
+
     /// Group commit's wait (sync mode). The writers a batch acknowledges tend to write again
     /// at once (a client waiting for its answer before it sends the next request). Taking the
     /// open batch the moment the last sync ends would leave them to the sync after, so each
@@ -791,7 +795,7 @@ impl<F: Fs> Log<F> {
             (inner.batch.entries, inner.batch.buf.len())
         };
         let target = self.last_batch_entries.get();
-        if entries == 0 || entries >= target || bytes >= self.opts.batch_max_bytes / 4 {
+        if entries == 0 || entries >= target || self.is_large(bytes) {
             return;
         }
         let took = self.last_sync_took.get();

@@ -223,6 +223,7 @@ fn queue_depths(e: &mut Exposition, node: &Node) {
 }
 
 type LogGet = fn(&LogMetrics) -> u64;
+type LogSeconds = fn(&LogMetrics) -> f64;
 
 fn log_metrics(e: &mut Exposition, node: &Node) {
     let counters: [(&str, &str, LogGet); 15] = [
@@ -298,41 +299,32 @@ fn log_metrics(e: &mut Exposition, node: &Node) {
             e.sample(name, &[("shard", id.to_string().as_str())], get(m));
         }
     }
-    e.family(
-        "flo_log_recovery_seconds",
-        "How long the shard's recovery (snapshot load and log replay) took at start.",
-        Kind::Gauge,
-    );
-    for (id, m) in node.log_metrics.iter().enumerate() {
-        e.sample(
+    // Per-shard figures kept in whole units (ms, µs) and shown in seconds.
+    let seconds: [(&str, &str, Kind, LogSeconds); 3] = [
+        (
             "flo_log_recovery_seconds",
-            &[("shard", id.to_string().as_str())],
-            m.recovery_ms.get() as f64 / 1000.0,
-        );
-    }
-    e.family(
-        "flo_log_commit_wait_seconds_total",
-        "Time group commit held batches back for more entries.",
-        Kind::Counter,
-    );
-    for (id, m) in node.log_metrics.iter().enumerate() {
-        e.sample(
+            "How long the shard's recovery (snapshot load and log replay) took at start.",
+            Kind::Gauge,
+            |m| m.recovery_ms.get() as f64 / 1e3,
+        ),
+        (
             "flo_log_commit_wait_seconds_total",
-            &[("shard", id.to_string().as_str())],
-            m.commit_wait_us_total.get() as f64 / 1e6,
-        );
-    }
-    e.family(
-        "flo_snapshot_pause_seconds_max",
-        "Longest time the shard was held while a snapshot of its state was encoded.",
-        Kind::Gauge,
-    );
-    for (id, m) in node.log_metrics.iter().enumerate() {
-        e.sample(
+            "Time group commit held batches back for more entries.",
+            Kind::Counter,
+            |m| m.commit_wait_us_total.get() as f64 / 1e6,
+        ),
+        (
             "flo_snapshot_pause_seconds_max",
-            &[("shard", id.to_string().as_str())],
-            m.snapshot_pause_us_max.get() as f64 / 1e6,
-        );
+            "Longest time the shard was held while a snapshot of its state was encoded.",
+            Kind::Gauge,
+            |m| m.snapshot_pause_us_max.get() as f64 / 1e6,
+        ),
+    ];
+    for (name, help, kind, get) in seconds {
+        e.family(name, help, kind);
+        for (id, m) in node.log_metrics.iter().enumerate() {
+            e.sample(name, &[("shard", id.to_string().as_str())], get(m));
+        }
     }
     e.family(
         "flo_log_fsync_seconds",
