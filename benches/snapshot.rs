@@ -43,7 +43,7 @@ fn bench(c: &mut Criterion) {
     s.snapshot(&mut e);
     let (bytes, _, _) = e.finish();
     g.bench_function("restore", |b| {
-        b.iter(|| black_box(KvStore::restore(&mut Dec::new(&bytes)).map(|r| r.slot_count())))
+        b.iter(|| black_box(KvStore::decode(&mut Dec::new(&bytes), None).map(|r| r.slot_count())))
     });
     g.finish();
 }

@@ -48,10 +48,28 @@ pub struct Config {
     pub http: HttpConfig,
     pub log: LogConfig,
     pub limits: LimitsConfig,
+    pub kv: KvSection,
     pub queue: QueueSection,
     pub ts: TsSection,
     pub auth: AuthConfig,
     pub logging: LoggingConfig,
+}
+
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct KvSection {
+    /// How long the record of a deleted or expired key is kept after the delete or expiry: a
+    /// stale CAS keeps failing that long, and a key written again continues after the old
+    /// version; once the record is gone, a key written again starts at version 1.
+    pub tombstone_retention_ms: u64,
+}
+
+impl Default for KvSection {
+    fn default() -> Self {
+        KvSection {
+            tombstone_retention_ms: 60_000,
+        }
+    }
 }
 
 #[derive(Clone, Debug, Deserialize, PartialEq)]
@@ -234,6 +252,7 @@ impl Default for Config {
             http: HttpConfig::default(),
             log: LogConfig::default(),
             limits: LimitsConfig::default(),
+            kv: KvSection::default(),
             queue: QueueSection::default(),
             ts: TsSection::default(),
             auth: AuthConfig::default(),
@@ -459,6 +478,9 @@ impl Config {
         }
         if !(1_000..=86_400_000).contains(&self.ts.head_age_ms) {
             return Err(err("ts.head_age_ms", "must be in 1000..=86400000"));
+        }
+        if self.kv.tombstone_retention_ms > 30 * 24 * 3600 * 1000 {
+            return Err(err("kv.tombstone_retention_ms", "must be in 0..=2592000000 (30 days)"));
         }
         if !(1..=1000).contains(&self.queue.max_deliveries) {
             return Err(err("queue.max_deliveries", "must be in 1..=1000"));

@@ -9,6 +9,7 @@
 pub mod api;
 pub mod auth;
 pub mod b64;
+pub mod clock;
 pub mod config;
 #[cfg(test)]
 mod crash_tally;
@@ -18,7 +19,9 @@ pub mod http;
 pub mod kv;
 pub mod log;
 pub mod logging;
+pub mod machine;
 pub mod metrics;
+pub mod names;
 pub mod namespace;
 pub mod partition;
 pub mod queue;

@@ -60,6 +60,25 @@ enum Cmd {
 enum ServerCmd {
     /// Start the server (foreground; SIGTERM or SIGINT stops it cleanly).
     Start(StartArgs),
+    /// Recover a stopped server's data directory without serving it and print each
+    /// partition's state digest (SHA-256 of its snapshot section), one JSON line per partition.
+    Digest(DigestArgs),
+}
+
+#[derive(Args, Debug)]
+struct DigestArgs {
+    /// Configuration file (default: $FLO_CONFIG, else ./flo.toml if present, else built-ins).
+    #[arg(long, value_name = "PATH")]
+    config: Option<PathBuf>,
+    /// Data directory.
+    #[arg(long, value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+    /// Shards (0 = one per CPU).
+    #[arg(long, value_name = "N")]
+    shards: Option<usize>,
+    /// Partitions objects are hashed into.
+    #[arg(long, value_name = "N")]
+    partitions: Option<u32>,
 }
 
 #[derive(Args, Debug)]
@@ -128,6 +147,7 @@ fn main() -> ExitCode {
             config_error("--host, --namespace, --token and --format before the command are for the client commands (kv, queue, stream, ts, ns, cluster, status)")
         }
         Cmd::Server(ServerCmd::Start(args)) => start(args),
+        Cmd::Server(ServerCmd::Digest(args)) => digest(args),
         Cmd::Bench(args) => bench::run(args),
         Cmd::BenchLog(args) => bench::log::run(args),
         Cmd::Kv(a) => {
@@ -161,19 +181,59 @@ fn main() -> ExitCode {
     }
 }
 
+/// The configuration file to read: `--config`, else `$FLO_CONFIG`, else `./flo.toml` if present.
+fn config_path(arg: Option<PathBuf>) -> Option<PathBuf> {
+    arg.or_else(|| std::env::var_os("FLO_CONFIG").map(PathBuf::from))
+        .or_else(|| {
+            let p = PathBuf::from("flo.toml");
+            p.is_file().then_some(p)
+        })
+}
+
+fn digest(args: DigestArgs) -> ExitCode {
+    let path = config_path(args.config);
+    let mut config = match &path {
+        Some(p) => match Config::from_file(p) {
+            Ok(c) => c,
+            Err(e) => return config_error(&e.to_string()),
+        },
+        None => Config::default(),
+    };
+    config.apply(&Overrides {
+        data_dir: args.data_dir,
+        shards: args.shards,
+        partitions: args.partitions,
+        ..Overrides::default()
+    });
+    let resolved = match config.validate(None) {
+        Ok(r) => r,
+        Err(mut e) => {
+            e.file = path;
+            return config_error(&e.to_string());
+        }
+    };
+    flo::logging::init(&config.logging.level, config.logging.format);
+    flo::server::fail_stop_on_panic();
+    match flo::server::digest::run(config, resolved) {
+        Ok(digests) => {
+            for d in digests {
+                println!("{}", d.json_line());
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("flo: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
 fn start(args: StartArgs) -> ExitCode {
     if args.default_config {
         print!("{DEFAULT_TOML}");
         return ExitCode::SUCCESS;
     }
-    let path = args
-        .config
-        .clone()
-        .or_else(|| std::env::var_os("FLO_CONFIG").map(PathBuf::from))
-        .or_else(|| {
-            let p = PathBuf::from("flo.toml");
-            p.is_file().then_some(p)
-        });
+    let path = config_path(args.config.clone());
     let mut config = match &path {
         Some(p) => match Config::from_file(p) {
             Ok(c) => c,
@@ -205,6 +265,7 @@ fn start(args: StartArgs) -> ExitCode {
         }
     };
     flo::logging::init(&config.logging.level, config.logging.format);
+    flo::server::fail_stop_on_panic();
     if !config.auth.enabled && (env_tokens.is_some() || !resolved.tokens.is_empty()) {
         tracing::warn!("tokens are configured but auth is off: enable it with --auth or [auth] enabled = true");
     }

@@ -6,6 +6,10 @@
 //! `--token` against a server with auth on, the `FLO_HOST`/`FLO_NAMESPACE`/`FLO_TOKEN`
 //! environment and option placement are covered; state changes are checked through the
 //! HTTP API directly where the CLI's own output could hide a mistake.
+#![allow(
+    clippy::disallowed_methods,
+    reason = "a client of the server: deadlines and timings by the monotonic clock"
+)]
 
 mod common;
 

@@ -5,6 +5,10 @@
 //!
 //! Tests that need the process's exit code or stderr, or ports taken from the config file,
 //! start the binary themselves ([`Proc`], [`run_to_exit`]); the others use the harness.
+#![allow(
+    clippy::disallowed_methods,
+    reason = "a client of the server: deadlines and timings by the monotonic clock"
+)]
 
 mod common;
 

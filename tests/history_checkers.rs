@@ -3,6 +3,10 @@
 //! unknown outcomes taking effect or not), and ones that break the contract — a stale read, a
 //! lost write, a version going back, a CAS against the wrong version, a duplicate or premature
 //! delivery, a stream gap — must be rejected, so a kill loop that passes has proven something.
+#![allow(
+    clippy::disallowed_methods,
+    reason = "a client of the server: deadlines and timings by the monotonic clock"
+)]
 
 #[path = "common/history.rs"]
 mod history;

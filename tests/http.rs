@@ -1,5 +1,9 @@
 //! The HTTP/1.1 layer against the real binary, in raw bytes: keep-alive and close, HTTP/1.0,
 //! pipelining, Content-Length and chunked bodies, `Expect: 100-continue`, limits, timeouts.
+#![allow(
+    clippy::disallowed_methods,
+    reason = "a client of the server: deadlines and timings by the monotonic clock"
+)]
 
 mod common;
 

@@ -1,5 +1,9 @@
 //! KV through the real binary: versions, CAS, if_not_exists, TTL, deletes, scans across shards,
 //! bad input, and durability across restarts and SIGKILL.
+#![allow(
+    clippy::disallowed_methods,
+    reason = "a client of the server: deadlines and timings by the monotonic clock"
+)]
 
 mod common;
 
@@ -421,8 +425,11 @@ fn a_first_write_creates_the_namespace_and_listings_count_keys() {
 }
 
 #[test]
-fn expired_keys_are_swept_from_memory_and_versions_still_grow() {
-    let s = Server::builder().shards(1).start();
+fn expired_keys_are_swept_after_the_tombstone_retention_and_start_over() {
+    let s = Server::builder()
+        .shards(1)
+        .config("[kv]\ntombstone_retention_ms = 300")
+        .start();
     for i in 0..50 {
         let body = r#"{"value":"eA==","ttl_seconds":1}"#;
         assert_eq!(put(&s, "tmp", &format!("k{i}"), body).status, 200);
@@ -442,11 +449,29 @@ fn expired_keys_are_swept_from_memory_and_versions_still_grow() {
     }
     assert_eq!(get(&s, "tmp", "k7").status, 404);
     assert_eq!(get(&s, "tmp", "keep").status, 200);
-    // Written again after its slot was freed, a key continues above its old versions.
-    let v = put(&s, "tmp", "k7", &value_json(b"again")).json()["version"]
-        .as_u64()
-        .unwrap();
-    assert!(v > 2, "version {v} must pass the swept one");
+    // Its record gone, a key written again is a new key: version 1, as the contract says of a
+    // key's first write. The live key keeps counting.
+    assert_eq!(put(&s, "tmp", "k7", &value_json(b"again")).json()["version"], 1);
+    assert_eq!(put(&s, "tmp", "keep", &value_json(b"y")).json()["version"], 2);
+}
+
+#[test]
+fn a_deleted_key_keeps_its_version_while_its_tombstone_is_kept() {
+    let s = Server::builder().shards(1).start();
+    for v in 1..=2 {
+        assert_eq!(put(&s, "acct", "x", &value_json(b"x")).json()["version"], v);
+    }
+    let d = s.delete("/api/v1/kv/acct/x");
+    assert_eq!((d.status, d.json()["version"].as_u64()), (200, Some(3)));
+    // A key never written starts at 1, whatever happened to other keys (no namespace floor).
+    for k in ["p", "q", "r"] {
+        assert_eq!(put(&s, "acct", k, &value_json(b"v")).json()["version"], 1, "{k}");
+    }
+    // The default retention (a minute) keeps the tombstone: a stale CAS still fails, and the key
+    // continues after its delete.
+    let stale = put(&s, "acct", "x", r#"{"value":"eA==","cas_version":2}"#);
+    assert_eq!(stale.status, 409);
+    assert_eq!(put(&s, "acct", "x", &value_json(b"x")).json()["version"], 4);
 }
 
 /// Polls /api/v1/metrics until `f` holds for shard 0's row; returns that row.
@@ -464,7 +489,10 @@ fn wait_for_shard_row(s: &Server, what: &str, f: impl Fn(&serde_json::Value) -> 
 
 #[test]
 fn overwritten_and_deleted_values_are_counted_dead_in_their_segments() {
-    let mut s = Server::builder().shards(1).start();
+    let mut s = Server::builder()
+        .shards(1)
+        .config("[kv]\ntombstone_retention_ms = 0")
+        .start();
     let value = value_json(&[7u8; 1000]);
     for _ in 0..10 {
         assert_eq!(put(&s, "acct", "hot", &value).status, 200);
@@ -472,9 +500,11 @@ fn overwritten_and_deleted_values_are_counted_dead_in_their_segments() {
     assert_eq!(put(&s, "acct", "gone", &value).status, 200);
     assert_eq!(s.delete("/api/v1/kv/acct/gone").status, 200);
     // A KV_PUT of "acct"/"hot" with 1000 bytes is 24 + 4 + 3 + 1000 body bytes, 1056 stored with
-    // its header; the KV_DELETE of "gone" is 12 + 4 + 4 body bytes, 48 stored. Dead: the 9
-    // overwritten "hot" values, the deleted "gone" value, and its tombstone once swept.
-    let dead = 10 * 1056 + 48;
+    // its 24-byte header; the KV_DELETE_AT of "gone" is 20 + 4 + 4 body bytes, 56 stored; the
+    // KV_SWEEP that removes its tombstone is 16 + 4 + (10 + 4) body bytes, 64 stored. Dead: the 9
+    // overwritten "hot" values, the deleted "gone" value, its tombstone once swept, and the
+    // sweep itself (nothing needs it once applied).
+    let dead = 10 * 1056 + 56 + 64;
     let row = wait_for_shard_row(&s, "dead bytes counted", |r| r["log_dead_bytes"] == dead);
     let written = row["log_entry_bytes"].as_u64().unwrap();
     assert!(written > dead, "dead {dead} of {written}");

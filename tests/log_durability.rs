@@ -1,5 +1,9 @@
 //! The log through the real binary: acknowledged writes survive SIGKILL, the data directory's
 //! topology and lock are enforced, and corruption stops a start (or is cut with --repair).
+#![allow(
+    clippy::disallowed_methods,
+    reason = "a client of the server: deadlines and timings by the monotonic clock"
+)]
 
 mod common;
 

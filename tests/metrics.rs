@@ -6,6 +6,10 @@
 //! a real Prometheus scrapes the server and a metric is read back through its query API. Both
 //! come with Debian's `prometheus` package; `FLO_REQUIRE_PROMTOOL=1` (set by `scripts/test`
 //! after installing it) turns their absence into a failure instead of a skip.
+#![allow(
+    clippy::disallowed_methods,
+    reason = "a client of the server: deadlines and timings by the monotonic clock"
+)]
 
 mod common;
 

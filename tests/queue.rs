@@ -2,6 +2,10 @@
 //! delays, dedup, batches, leases that expire into redelivery and the dead-letter queue, nack,
 //! touch, peek, purge, listings, bad input, long-polling, durability across SIGKILL, and
 //! queues spread over shards.
+#![allow(
+    clippy::disallowed_methods,
+    reason = "a client of the server: deadlines and timings by the monotonic clock"
+)]
 
 mod common;
 

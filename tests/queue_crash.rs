@@ -5,6 +5,10 @@
 //! checked: no acknowledged enqueue lost, no message acked twice, no acked message delivered
 //! again, no delivery while an earlier lease on the message was live (leases survive the
 //! crash), delivery counts only grow. `FLO_QUEUE_KILLS` sets the number of kill rounds.
+#![allow(
+    clippy::disallowed_methods,
+    reason = "a client of the server: deadlines and timings by the monotonic clock"
+)]
 
 mod common;
 

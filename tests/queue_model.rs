@@ -5,6 +5,10 @@
 //! reference model, with SIGKILL and SIGTERM restarts in between (after which the whole state
 //! is compared). Leases and delays are far longer than the test, so the model needs no clock.
 //! Seeded (`FLO_MODEL_SEED`); `FLO_MODEL_OPS` scales it.
+#![allow(
+    clippy::disallowed_methods,
+    reason = "a client of the server: deadlines and timings by the monotonic clock"
+)]
 
 mod common;
 

@@ -1,5 +1,9 @@
 //! The server's own endpoints, routing across shards, overload and stopping, against the real
 //! binary.
+#![allow(
+    clippy::disallowed_methods,
+    reason = "a client of the server: deadlines and timings by the monotonic clock"
+)]
 
 mod common;
 

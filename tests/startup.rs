@@ -4,6 +4,10 @@
 //! where a small file system can be mounted, a fresh data directory without room for the log's
 //! first segments. Under systemd (`NOTIFY_SOCKET`), it reports `READY=1` once it serves and
 //! `STOPPING=1` at SIGTERM.
+#![allow(
+    clippy::disallowed_methods,
+    reason = "a client of the server: deadlines and timings by the monotonic clock"
+)]
 
 mod common;
 

@@ -7,6 +7,10 @@
 //! bytes and age (enforced asynchronously, so polled for), explicit trims (also of pending
 //! group records); state across SIGKILL and SIGTERM restarts; and a million small records over
 //! many sealed segments read back in order. `FLO_STREAM_RECORDS` scales the large test.
+#![allow(
+    clippy::disallowed_methods,
+    reason = "a client of the server: deadlines and timings by the monotonic clock"
+)]
 
 mod common;
 

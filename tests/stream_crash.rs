@@ -7,6 +7,10 @@
 //! payloads and timestamp; no payload that no client sent, none twice; an append with a lost
 //! answer is there whole or not at all; every record a read returned is still there, unchanged.
 //! `FLO_STREAM_KILLS` sets the number of kill rounds, `FLO_STREAM_SEED` replays a run.
+#![allow(
+    clippy::disallowed_methods,
+    reason = "a client of the server: deadlines and timings by the monotonic clock"
+)]
 
 mod common;
 

@@ -6,6 +6,10 @@
 //! compared). Ack timeouts are far longer than the test, so nothing is redelivered by time and
 //! the model needs no clock; retention limits (enforced asynchronously) are left out.
 //! Seeded (`FLO_MODEL_SEED`); `FLO_MODEL_OPS` scales it.
+#![allow(
+    clippy::disallowed_methods,
+    reason = "a client of the server: deadlines and timings by the monotonic clock"
+)]
 
 mod common;
 

@@ -4,8 +4,8 @@
 //!
 //! Every batch writes the same 16-ish hosts (`cpu,host=hNN usage=..,idle=..`), whose series
 //! spread over both shards, so most writes are multi-part writes that must be atomic across
-//! shards (`format-spec/ts.md`, "A write is atomic across shards"); some cover only hosts of one
-//! shard (single-part writes). Most batches have one timestamp, some 40 (640 lines, so heads
+//! partitions (`format-spec/ts.md`, "A write is atomic across partitions"); some cover only
+//! hosts of one partition (single-part writes). Most batches have one timestamp, some 40 (640 lines, so heads
 //! fill to 1024 points and chunks are cut, in order or not), some are late (older than points
 //! already written, so they go to the late heads). Timestamps are unique per batch, and every
 //! value says which batch, host and line wrote it, so any point can be checked exactly.
@@ -19,8 +19,14 @@
 //! its range) or not at all.
 //!
 //! `FLO_TS_KILLS` sets the number of kill rounds, `FLO_TS_SEED` replays a run.
+#![allow(
+    clippy::disallowed_methods,
+    reason = "a client of the server: deadlines and timings by the monotonic clock"
+)]
 
 mod common;
+#[path = "common/replicas.rs"]
+mod replicas;
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
@@ -684,5 +690,14 @@ fn time_series_writes_stay_whole_and_durable_across_sigkill() {
         "{} live queries showed part of a multi-shard write (seed {seed:#x}); the first ones:\n{}",
         checks.live.len(),
         checks.live.iter().take(10).cloned().collect::<Vec<_>>().join("\n")
+    );
+
+    // Replicas of what the last kill left agree on every partition's state.
+    s.sigkill();
+    let agreed = replicas::assert_replicas_agree(&s.data_dir, &s.config_path, 2);
+    println!(
+        "ts-crash: {} partitions agree across replicas ({} shards also from an older snapshot)",
+        agreed.digests.len(),
+        agreed.older_snapshots
     );
 }

@@ -4,6 +4,8 @@
 use serde_json::{json, Map, Value};
 
 use crate::http::Response;
+use crate::log::LogError;
+use crate::machine::{Error, Refusal};
 
 /// An error answer of the API.
 #[derive(Clone, Debug, PartialEq)]
@@ -119,6 +121,50 @@ impl ApiError {
     }
 }
 
+/// The storage layer's errors as the API answers them.
+impl From<Error> for ApiError {
+    fn from(e: Error) -> ApiError {
+        match e {
+            Error::Refused(Refusal::NotFound(m)) => ApiError::NotFound(m),
+            Error::Refused(Refusal::Conflict {
+                message,
+                current_version,
+            }) => ApiError::Conflict {
+                message,
+                current_version,
+            },
+            Error::Refused(Refusal::Invalid {
+                message,
+                position: None,
+            }) => ApiError::BadRequest(message),
+            Error::Refused(Refusal::Invalid {
+                message,
+                position: Some(p),
+            }) => ApiError::Invalid {
+                message,
+                details: json!({ "position": p }),
+            },
+            Error::Refused(Refusal::Busy(m)) => ApiError::Overloaded(m),
+            Error::Log(e) => log_error(e),
+            Error::Corrupt(m) => ApiError::Internal(format!("stored data is damaged: {m}")),
+            Error::Unavailable(m) => ApiError::Unavailable(m),
+        }
+    }
+}
+
+/// Maps a log failure to the API's error model.
+pub fn log_error(e: LogError) -> ApiError {
+    match e {
+        LogError::BatchFull => ApiError::Overloaded(e.to_string()),
+        LogError::EntryTooLarge(_) => ApiError::PayloadTooLarge(e.to_string()),
+        LogError::Stopping => ApiError::Unavailable("the server is stopping".into()),
+        LogError::NoSpace { op: "append" } => ApiError::InsufficientStorage(
+            "the disk is full: nothing was written; reads still work, and writes resume once space is freed".into(),
+        ),
+        other => ApiError::Unavailable(format!("the shard cannot write: {other}")),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -163,5 +209,37 @@ mod tests {
         assert_eq!(r.status, 409);
         let r = ApiError::Overloaded("busy".into()).to_response();
         assert!(r.headers.iter().any(|(k, v)| *k == "Retry-After" && v == "1"));
+    }
+
+    #[test]
+    fn storage_errors_map_to_api_codes() {
+        let cases: [(Error, u16, &str); 6] = [
+            (Error::Refused(Refusal::NotFound("no q".into())), 404, "not_found"),
+            (
+                Error::Refused(Refusal::Conflict {
+                    message: "m".into(),
+                    current_version: Some(3),
+                }),
+                409,
+                "conflict",
+            ),
+            (
+                Error::Refused(Refusal::Invalid {
+                    message: "bad".into(),
+                    position: None,
+                }),
+                400,
+                "bad_request",
+            ),
+            (Error::Refused(Refusal::Busy("full".into())), 429, "overloaded"),
+            (Error::Corrupt("torn".into()), 500, "internal"),
+            (Error::Unavailable("stopped".into()), 503, "unavailable"),
+        ];
+        for (e, status, code) in cases {
+            let a = ApiError::from(e);
+            assert_eq!((a.status(), a.code()), (status, code), "{a:?}");
+        }
+        let a = ApiError::from(Error::Log(LogError::Stopping));
+        assert_eq!(a.status(), 503);
     }
 }

@@ -12,7 +12,7 @@ use super::namespaces::parse_body;
 use super::path;
 use crate::http::Response;
 use crate::kv::exec::{KeyState, KvCmd, KvReply, Wait};
-use crate::kv::{Cond, Refused};
+use crate::kv::{Cond, KvCommand, Refused};
 use crate::server::inbox::{Command, Reply};
 use crate::server::shard::Shard;
 
@@ -87,7 +87,7 @@ pub async fn get(shard: &Shard, ns: &str, key: &str, query: &str) -> Result<Resp
     }
     let wait = wait_ms.map(|ms| Wait {
         after_version: watch_version,
-        deadline_ms: crate::metrics::now_ms() + ms,
+        deadline_ms: shard.node.clock.now_ms() + ms,
     });
     let cmd = KvCmd::Get {
         ns: ns.to_string(),
@@ -97,7 +97,7 @@ pub async fn get(shard: &Shard, ns: &str, key: &str, query: &str) -> Result<Resp
     let (reply, owner) = ask_owner(shard, ns, key, cmd).await?;
     match reply {
         KvReply::Found(k) => {
-            let now = crate::metrics::now_ms();
+            let now = shard.node.clock.now_ms();
             let value = B64.encode(k.value.as_deref().unwrap_or_default());
             let body = json!({ "key": key, "value": value, "version": k.version,
                                "ttl_remaining": ttl_remaining(k.expires_at_ms, now) });
@@ -135,16 +135,18 @@ pub async fn put(shard: &Shard, ns: &str, key: &str, body: &[u8]) -> Result<Resp
         None | Some(0) => 0,
         Some(s) => s
             .checked_mul(1000)
-            .and_then(|ms| ms.checked_add(crate::metrics::now_ms()))
+            .and_then(|ms| ms.checked_add(shard.node.clock.now_ms()))
             .ok_or_else(|| ApiError::BadRequest("ttl_seconds is too large".into()))?,
     };
-    let cmd = KvCmd::Put {
+    let cmd = KvCmd::Write(KvCommand::Put {
         ns: ns.to_string(),
         key: key.to_string(),
         value,
         expires_at_ms,
         cond,
-    };
+    });
+    // A namespace comes into existence on its first write.
+    shard.ensure_namespace(ns).await?;
     let (reply, owner) = ask_owner(shard, ns, key, cmd).await?;
     match reply {
         KvReply::Written { version } => {
@@ -165,11 +167,11 @@ pub async fn delete(shard: &Shard, ns: &str, key: &str, query: &str) -> Result<R
                 .map_err(|_| ApiError::BadRequest(format!("cas_version {v:?} is not a version number")))?,
         ),
     };
-    let cmd = KvCmd::Delete {
+    let cmd = KvCmd::Write(KvCommand::Delete {
         ns: ns.to_string(),
         key: key.to_string(),
         cas,
-    };
+    });
     let (reply, owner) = ask_owner(shard, ns, key, cmd).await?;
     match reply {
         KvReply::Written { version } => Ok(Response::json(
@@ -221,7 +223,7 @@ pub async fn scan(shard: &Shard, ns: &str, query: &str) -> Result<Response, ApiE
                 keys.extend(k);
                 more |= has_more;
             }
-            Reply::Failed(e) => return Err(e),
+            Reply::Failed(e) => return Err(e.into()),
             other => return Err(ApiError::Internal(format!("unexpected reply {other:?}"))),
         }
     }
@@ -230,7 +232,7 @@ pub async fn scan(shard: &Shard, ns: &str, query: &str) -> Result<Response, ApiE
         keys.truncate(limit);
         more = true;
     }
-    let now = crate::metrics::now_ms();
+    let now = shard.node.clock.now_ms();
     let rows: Vec<Json> = keys
         .iter()
         .map(|k| {

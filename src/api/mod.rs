@@ -2,8 +2,8 @@
 //! into the error model. One module per resource holds its handlers.
 //!
 //! A handler never touches storage of another shard: it asks the owning shard through
-//! `Shard::ask`/`ask_all`. A panic in a handler is a bug: it is caught, logged with a request
-//! id, and answered 500, and the shard keeps serving.
+//! `Shard::ask`/`ask_all`. A panic in a handler is a bug, and it is not caught: it ends the
+//! process (`server::fail_stop_on_panic`), whose next start rebuilds the state from the log.
 
 pub mod cluster;
 pub mod dashboard;
@@ -18,14 +18,8 @@ pub mod server_info;
 pub mod stream;
 pub mod ts;
 
-use std::future::Future;
-use std::panic::AssertUnwindSafe;
-use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::atomic::Ordering::Relaxed;
-use std::task::{Context, Poll};
-
-use tracing::error;
 
 use crate::auth::Access;
 use crate::http::{Request, Response, Service};
@@ -181,22 +175,11 @@ fn influx_query_token<'a>(auth: &'a crate::auth::Auth, req: &Request<'_>) -> Opt
 
 impl Service for Api {
     async fn call(&self, req: &Request<'_>) -> Response {
-        let started = std::time::Instant::now();
+        let started = crate::clock::Stopwatch::start();
         let mut label = RouteLabel::Unrouted;
-        let resp = match CatchUnwind(self.dispatch(req, &mut label)).await {
-            Ok(Ok(resp)) => resp,
-            Ok(Err(e)) => e.to_response(),
-            Err(()) => {
-                let request_id = request_id();
-                error!(
-                    shard = self.shard.id,
-                    request_id,
-                    method = req.method,
-                    path = req.path,
-                    "handler panicked"
-                );
-                ApiError::Internal(format!("internal error (request id {request_id})")).to_response()
-            }
+        let resp = match self.dispatch(req, &mut label).await {
+            Ok(resp) => resp,
+            Err(e) => e.to_response(),
         };
         let m = &self.shard.node.metrics[self.shard.id];
         m.count_response(resp.status);
@@ -240,30 +223,6 @@ impl Service for MetricsApi {
             content_type: crate::http::response::PROMETHEUS_TEXT,
             headers: Vec::new(),
             body: crate::metrics::prometheus::render(node).into_bytes(),
-        }
-    }
-}
-
-/// A process-unique id for log lines about a failed request.
-fn request_id() -> u64 {
-    use std::sync::atomic::AtomicU64;
-    static NEXT: AtomicU64 = AtomicU64::new(1);
-    NEXT.fetch_add(1, Relaxed)
-}
-
-/// Polls a future and turns a panic inside it into `Err(())`.
-struct CatchUnwind<F>(F);
-
-impl<F: Future> Future for CatchUnwind<F> {
-    type Output = Result<F::Output, ()>;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        // SAFETY: structural pinning of the only field; it is never moved out.
-        let inner = unsafe { self.map_unchecked_mut(|s| &mut s.0) };
-        match std::panic::catch_unwind(AssertUnwindSafe(|| inner.poll(cx))) {
-            Ok(Poll::Pending) => Poll::Pending,
-            Ok(Poll::Ready(v)) => Poll::Ready(Ok(v)),
-            Err(_) => Poll::Ready(Err(())),
         }
     }
 }

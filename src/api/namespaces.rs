@@ -46,13 +46,13 @@ pub async fn create(shard: &Shard, access: &Access<'_>, body: &[u8]) -> Result<R
     let owner = shard.node.partitioner.namespace_shard(&req.name);
     let command = Command::CreateNamespace {
         name: req.name.clone(),
-        created_at_ms: crate::metrics::now_ms(),
+        created_at_ms: shard.node.clock.now_ms(),
     };
     match shard.ask(owner, command).await? {
         Reply::NamespaceCreated(true) => {
             Ok(Response::json(201, &json!({ "name": req.name })).with_header("Flo-Shard", owner.to_string()))
         }
-        Reply::Failed(e) => Err(e),
+        Reply::Failed(e) => Err(e.into()),
         Reply::NamespaceCreated(false) => Err(ApiError::Conflict {
             message: format!("namespace {:?} already exists", req.name),
             current_version: None,
@@ -89,6 +89,11 @@ pub async fn list(shard: &Shard, access: &Access<'_>) -> Result<Response, ApiErr
             other => return Err(ApiError::Internal(format!("unexpected reply {other:?}"))),
         }
     }
+    // `default` always exists and is in no partition's state.
+    records.push(crate::namespace::NamespaceRecord {
+        name: crate::namespace::DEFAULT_NAMESPACE.to_string(),
+        created_at_ms: shard.node.created_at_ms,
+    });
     records.retain(|r| access.allows_namespace(&r.name));
     records.sort_by(|a, b| a.name.cmp(&b.name));
     let rows: Vec<Value> = records

@@ -44,7 +44,7 @@ pub async fn from_every_shard<T>(
     for r in shard.ask_all(make).await? {
         match pick(r) {
             Ok(items) => all.extend(items),
-            Err(Reply::Failed(e)) => return Err(e),
+            Err(Reply::Failed(e)) => return Err(e.into()),
             Err(other) => return Err(ApiError::Internal(format!("unexpected reply {other:?}"))),
         }
     }

@@ -6,18 +6,7 @@ use std::borrow::Cow;
 
 use super::error::ApiError;
 
-/// Longest name in a URL path.
-pub const NAME_MAX_BYTES: usize = 128;
-/// Longest KV key, after decoding.
-pub const KEY_MAX_BYTES: usize = 1024;
-
-/// True for a valid namespace, queue, stream, group or measurement name.
-pub fn is_valid_name(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= NAME_MAX_BYTES
-        && s.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b':' | b'-'))
-}
+pub use crate::names::{is_valid_name, KEY_MAX_BYTES, NAME_MAX_BYTES};
 
 /// Decodes `%XX` escapes; invalid escapes or a result that is not UTF-8 are `None`.
 /// `plus_is_space` applies the form rule for query strings.

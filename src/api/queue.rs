@@ -13,6 +13,7 @@ use super::params::{bad, from_every_shard, in_range, number_param, shard_reply};
 use crate::http::Response;
 use crate::queue::entry::{DEDUP_KEY_MAX, MAX_ITEMS};
 use crate::queue::exec::{MessageOut, NewMsg, QueueCmd, QueueReply};
+use crate::queue::state::QueueCommand;
 use crate::queue::state::Stats;
 use crate::server::inbox::{Command, Reply};
 use crate::server::shard::Shard;
@@ -174,6 +175,8 @@ pub async fn handle(
                     "a batch of {total} bytes is over half of log.batch_max_bytes"
                 )));
             }
+            // A namespace comes into existence on its first write.
+            shard.ensure_namespace(ns).await?;
             let (r, owner) = ask_owner(
                 shard,
                 ns,
@@ -234,33 +237,33 @@ pub async fn handle(
                     extra("to_dlq", b.to_dlq.is_some())?;
                     extra("visibility_timeout_ms", b.visibility_timeout_ms.is_some())?;
                     if op == "ack" {
-                        QueueCmd::Ack {
+                        QueueCmd::Change(QueueCommand::Ack {
                             ns: n,
                             queue: q,
                             seqs: sequences,
-                        }
+                        })
                     } else {
-                        QueueCmd::Requeue {
+                        QueueCmd::Change(QueueCommand::Requeue {
                             ns: n,
                             queue: q,
                             seqs: sequences,
-                        }
+                        })
                     }
                 }
                 "nack" => {
                     extra("visibility_timeout_ms", b.visibility_timeout_ms.is_some())?;
-                    QueueCmd::Nack {
+                    QueueCmd::Change(QueueCommand::Nack {
                         ns: n,
                         queue: q,
                         seqs: sequences,
                         delay_ms: in_range("delay_ms", b.delay_ms.unwrap_or(0), 0, DELAY_MAX_MS)?,
                         to_dlq: b.to_dlq.unwrap_or(false),
-                    }
+                    })
                 }
                 _ => {
                     extra("delay_ms", b.delay_ms.is_some())?;
                     extra("to_dlq", b.to_dlq.is_some())?;
-                    QueueCmd::Touch {
+                    QueueCmd::Change(QueueCommand::Touch {
                         ns: n,
                         queue: q,
                         seqs: sequences,
@@ -270,7 +273,7 @@ pub async fn handle(
                             1,
                             VISIBILITY_MAX_MS,
                         )?,
-                    }
+                    })
                 }
             }
         }
@@ -278,7 +281,7 @@ pub async fn handle(
             if !body.is_empty() {
                 let _: Empty = parse_body(body)?;
             }
-            QueueCmd::Purge { ns: n, queue: q }
+            QueueCmd::Change(QueueCommand::Purge { ns: n, queue: q })
         }
         "stats" => QueueCmd::Stats { ns: n, queue: q },
         "peek" => QueueCmd::Peek {

@@ -107,7 +107,7 @@ struct Metrics {
 
 pub fn metrics(shard: &Shard) -> Response {
     let node = &shard.node;
-    let now = crate::metrics::now_ms();
+    let now = node.clock.now_ms();
     let rows: Vec<ShardRow> = node
         .metrics
         .iter()
@@ -143,7 +143,7 @@ pub fn metrics(shard: &Shard) -> Response {
             },
         })
         .collect();
-    let sum = |f: fn(&crate::metrics::ShardMetrics) -> u64| node.metrics.iter().map(f).sum::<u64>();
+    let sum = |f: fn(&crate::metrics::ShardMetrics) -> u64| node.metrics.iter().map(|m| f(m)).sum::<u64>();
     let body = Metrics {
         ops_total: rows.iter().map(|r| r.ops_total).sum(),
         ops_per_second: round1(rows.iter().map(|r| r.ops_per_second).sum()),

@@ -192,6 +192,8 @@ pub async fn handle(
         ("append", _) => {
             let (body, count, is_batch) = append_body(shard, ns, stream, body)?;
             batch = is_batch;
+            // A namespace comes into existence on its first write.
+            shard.ensure_namespace(ns).await?;
             StreamCmd::Append {
                 ns: n,
                 stream: s,

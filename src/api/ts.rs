@@ -22,8 +22,9 @@ use super::path;
 use crate::http::Response;
 use crate::server::inbox::{Command, Reply};
 use crate::server::shard::Shard;
-use crate::ts::exec::{Part, TsCmd, TsReply};
+use crate::ts::exec::{TsCmd, TsReply};
 use crate::ts::line::{LineError, Precision};
+use crate::ts::part::Part;
 use crate::ts::split;
 
 /// Bodies at least this large are parsed in pieces, one on every shard at once.
@@ -60,6 +61,10 @@ fn precision(query: &str, influx: bool) -> Result<Precision, ApiError> {
 }
 
 /// A random batch id, never 0.
+#[allow(
+    clippy::disallowed_methods,
+    reason = "the time of day seeds a random id; it decides nothing"
+)]
 fn batch_id() -> u64 {
     use std::hash::{BuildHasher, Hasher};
     static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
@@ -77,7 +82,7 @@ fn batch_id() -> u64 {
 pub async fn write(shard: &Rc<Shard>, ns: &str, query: &str, body: &[u8], influx: bool) -> Result<Response, ApiError> {
     let precision = precision(query, influx)?;
     let body = inflate(body, shard.node.config.http.max_body_bytes)?;
-    let now_ns = (crate::metrics::now_ms() as i64).saturating_mul(1_000_000);
+    let now_ns = (shard.node.clock.now_ms() as i64).saturating_mul(1_000_000);
     let parsed = parse_lines(shard, &body, precision, now_ns, influx)
         .await
         .map_err(|e| ApiError::Invalid {
@@ -179,30 +184,46 @@ async fn parse_lines(
     Ok(split::join(parsed))
 }
 
-/// A part sent to its owner, waiting for the answer.
+/// A shard's parts sent to it, waiting for the answer.
 enum Waiting {
     Here(monoio::task::JoinHandle<Reply>),
     There(futures_channel::oneshot::Receiver<Reply>),
 }
 
-/// Sends every part to its owner and waits until all are durable; a write of several parts is
-/// committed in the node's table before this returns, or aborted everywhere when one failed.
-async fn write_parts(shard: &Rc<Shard>, ns: &str, parts: Vec<(usize, Part)>) -> Result<(), ApiError> {
-    let (batch, participants): (u64, Vec<u16>) = if parts.len() == 1 {
-        (0, Vec::new())
-    } else {
-        (batch_id(), parts.iter().map(|(s, _)| *s as u16).collect())
-    };
-    let mut owners: Vec<usize> = parts.iter().map(|(s, _)| *s).collect();
+/// The shards owning `parts`' partitions, each once, ascending: the write's owners, each of
+/// which says once that it is done with a committed batch.
+pub(crate) fn owners(partitioner: &crate::partition::Partitioner, parts: &[(u32, Part)]) -> Vec<usize> {
+    let mut owners: Vec<usize> = parts.iter().map(|(p, _)| partitioner.shard_of_partition(*p)).collect();
+    owners.sort_unstable();
     owners.dedup();
-    let mut waiting = Vec::with_capacity(parts.len());
+    owners
+}
+
+/// Sends every shard its parts and waits until all are durable; a write of several parts is
+/// committed in the node's table before this returns, or aborted everywhere when one failed.
+async fn write_parts(shard: &Rc<Shard>, ns: &str, parts: Vec<(u32, Part)>) -> Result<(), ApiError> {
+    let node = &shard.node;
+    let part_count = u16::try_from(parts.len())
+        .map_err(|_| ApiError::PayloadTooLarge("the write has more parts than one write may have".into()))?;
+    let batch = if part_count == 1 { 0 } else { batch_id() };
+    let at_ms = node.clock.now_ms();
+    let owners = owners(&node.partitioner, &parts);
+    let mut by_shard: Vec<Vec<(u32, Part)>> = (0..node.shard_count()).map(|_| Vec::new()).collect();
+    for (p, part) in parts {
+        by_shard[node.partitioner.shard_of_partition(p)].push((p, part));
+    }
+    let mut waiting = Vec::with_capacity(owners.len());
     let mut failed: Option<ApiError> = None;
-    for (s, part) in parts {
+    for (s, parts) in by_shard.into_iter().enumerate() {
+        if parts.is_empty() {
+            continue;
+        }
         let cmd = Command::Ts(TsCmd::Write {
             ns: ns.to_string(),
             batch_id: batch,
-            participants: participants.clone(),
-            part,
+            part_count,
+            at_ms,
+            parts,
         });
         if s == shard.id {
             let here = shard.clone();
@@ -220,14 +241,16 @@ async fn write_parts(shard: &Rc<Shard>, ns: &str, parts: Vec<(usize, Part)>) -> 
     for w in waiting {
         let reply = match w {
             Waiting::Here(h) => h.await,
-            Waiting::There(rx) => rx
-                .await
-                .unwrap_or_else(|_| Reply::Failed(ApiError::Unavailable("a shard stopped before answering".into()))),
+            Waiting::There(rx) => rx.await.unwrap_or_else(|_| {
+                Reply::Failed(crate::machine::Error::Unavailable(
+                    "a shard stopped before answering".into(),
+                ))
+            }),
         };
         match reply {
             Reply::Ts(TsReply::Done) => {}
             Reply::Failed(e) => {
-                failed.get_or_insert(e);
+                failed.get_or_insert(ApiError::from(e));
             }
             other => {
                 failed.get_or_insert(ApiError::Internal(format!("unexpected reply {other:?}")));
@@ -236,17 +259,12 @@ async fn write_parts(shard: &Rc<Shard>, ns: &str, parts: Vec<(usize, Part)>) -> 
     }
     if let Some(e) = failed {
         if batch != 0 {
-            tell(shard, &owners, || {
-                Command::Ts(TsCmd::Abort {
-                    ns: ns.to_string(),
-                    batch_id: batch,
-                })
-            });
+            tell(shard, &owners, || Command::Ts(TsCmd::Abort { batch_id: batch }));
         }
         return Err(e);
     }
     if batch != 0 {
-        shard.node.ts_commits.insert(batch, owners.len() as u16);
+        node.ts_commits.insert(batch, owners.len() as u16);
         tell(shard, &owners, || Command::Ts(TsCmd::Commit { batch_id: batch }));
     }
     Ok(())
@@ -281,7 +299,7 @@ pub async fn query(shard: &Rc<Shard>, ns: &str, body: &[u8]) -> Result<Response,
         message: e.message.clone(),
         details: json!({ "position": e.position }),
     })?;
-    let plan = crate::ts::query::Plan::new(&parsed, crate::metrics::now_ms() as i64).map_err(query_error)?;
+    let plan = crate::ts::query::Plan::new(&parsed, shard.node.clock.now_ms() as i64).map_err(query_error)?;
     let plan = Arc::new(plan);
     // Every shard shows the multi-part writes committed before this instant, and no other.
     let snapshot = shard.node.ts_commits.begin_query();
@@ -420,4 +438,20 @@ pub async fn retention(shard: &Rc<Shard>, ns: &str, measurement: &str, body: &[u
         200,
         &json!({ "measurement": measurement, "max_age_ms": r.max_age_ms }),
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_write_names_each_owner_shard_once_whatever_the_order_of_its_parts() {
+        let partitioner = crate::partition::Partitioner::new(64, 2);
+        // Partitions 1, 0 and 3: shards 1, 0, 1 — the split of a large write that once left
+        // shard 1 listed twice (its commit-table entry never released, two commits asked of it).
+        let parts: Vec<(u32, Part)> = [1, 0, 3].into_iter().map(|p| (p, Part::default())).collect();
+        assert_eq!(owners(&partitioner, &parts), [0, 1]);
+        let one: Vec<(u32, Part)> = [5, 7, 9].into_iter().map(|p| (p, Part::default())).collect();
+        assert_eq!(owners(&partitioner, &one), [1], "parts all of one shard: one owner");
+    }
 }

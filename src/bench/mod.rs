@@ -7,6 +7,10 @@
 //! Submodules: `workload` builds requests, `client` drives connections and
 //! parses responses (its response framing also serves the command-line
 //! client in `cli`), `report` aggregates measurements and prints the report.
+#![allow(
+    clippy::disallowed_methods,
+    reason = "the load tool is a client: it measures latencies and paces by the monotonic clock"
+)]
 
 pub(crate) mod client;
 pub mod log;

@@ -5,10 +5,12 @@
 //!
 //! The operations are decoded from the input bytes by [`decode_ops`] (a few bytes each, so a
 //! fuzzer's mutations stay meaningful and `cargo test` can replay a corpus file without the
-//! fuzzing crates). The write path is `kv/exec.rs`'s: plan, append, apply at once, await the
-//! ticket, settle; every write is awaited before the next operation, on a log in `sync`
-//! durability, so an acknowledged write must survive any power loss. Recovery is the server's:
-//! open the log and replay every KV entry into a fresh store.
+//! fuzzing crates). The write path is the engine's (`machine/engine.rs`): plan, append, apply at
+//! once, await the ticket, settle; every write is awaited before the next operation, on a log in
+//! `sync` durability, so an acknowledged write must survive any power loss. The sweep removes
+//! the records of deleted keys through `KV_SWEEP` entries, after which a key written again
+//! starts over at version 1. Recovery is the server's: open the log and replay every KV entry
+//! into a fresh store.
 //!
 //! Checked: a get and a scan show exactly the model (values read back through the log); a put's
 //! version is above every acknowledged version of its key; a condition is refused exactly when
@@ -23,11 +25,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::config::Durability;
-use crate::kv::entry::{decode_put, encode_delete, encode_put, ENTRY_KV_PUT};
+use crate::kv::entry::{
+    decode_put, encode_delete_at, encode_put, encode_sweep, ENTRY_KV_DELETE_AT, ENTRY_KV_PUT, ENTRY_KV_SWEEP,
+};
 use crate::kv::{Cond, KvStore, Refused, Value};
+use crate::log::format::EntryRef;
 use crate::log::metrics::LogMetrics;
 use crate::log::sim::{CrashMode, SimFs};
 use crate::log::{Log, LogOptions};
+use crate::machine::{At, Machine};
 
 const NS: &str = "fz";
 /// Keys are `KEY_PREFIXES[i]` followed by a digit: scans by prefix see groups of them.
@@ -236,6 +242,14 @@ impl Model {
         self.visible.get(key).map_or(0, |(v, _)| *v)
     }
 
+    /// The sweep removed the records of these keys: their versions start over.
+    fn forget(&mut self, keys: impl Iterator<Item = String>) {
+        for k in keys {
+            assert!(!self.visible.contains_key(&k), "{k}: swept while visible");
+            self.acked_version.remove(&k);
+        }
+    }
+
     fn ack(&mut self, key: &str, version: u64, value: Option<Rc<[u8]>>) {
         let last = self.acked_version.entry(key.to_string()).or_default();
         assert!(
@@ -268,10 +282,7 @@ impl Life {
             opts(),
             Arc::new(LogMetrics::default()),
             0,
-            |e, at| match kv.replay(e, at)? {
-                true => Ok(()),
-                false => Err(format!("entry type {} is not a KV entry", e.entry_type)),
-            },
+            |e, at| kv.apply(e, At::Placed(at)).map(drop).map_err(|c| c.0),
         )
         .await
         .unwrap_or_else(|e| panic!("the log does not recover: {e}"));
@@ -290,42 +301,62 @@ impl Life {
         self.flusher.await;
     }
 
-    /// Put as `kv/exec.rs` does it; `Ok(None)`: refused by its condition; `Err`: the log
-    /// failed (the write's fate is unknown).
+    /// Appends an entry, applies it at once, waits for it to be durable and settles it, as the
+    /// engine's `propose` and `commit` do; `Err`: the log failed (the write's fate is unknown).
+    async fn write(&self, entry_type: u16, body: &[u8]) -> Result<(), String> {
+        self.log.room(body.len() + 64).await;
+        let ticket = self.log.append(entry_type, body).map_err(|e| e.to_string())?;
+        let e = EntryRef {
+            lsn: ticket.lsn,
+            entry_type,
+            flags: 0,
+            body,
+        };
+        let (_, pending) = self
+            .kv
+            .borrow_mut()
+            .apply(&e, At::Pending(ticket.lsn))
+            .unwrap_or_else(|c| panic!("a decided entry does not apply: {c}"));
+        let pos = ticket.await.map_err(|e| e.to_string())?;
+        if let Some(p) = pending {
+            Machine::settle(&mut *self.kv.borrow_mut(), p, &pos);
+        }
+        Ok(())
+    }
+
+    /// Put as the KV store decides it; `Ok(Err)`: refused by its condition.
     async fn put(&self, key: &str, cond: Cond, value: &Rc<[u8]>) -> Result<Result<u64, Refused>, String> {
-        self.log.room(value.len() + 64).await;
         let version = match self.kv.borrow().plan_put(NS, key, cond, 0) {
             Ok(v) => v,
             Err(r) => return Ok(Err(r)),
         };
-        let ticket = self
-            .log
-            .append(ENTRY_KV_PUT, &encode_put(version, 0, NS, key, value))
-            .map_err(|e| e.to_string())?;
-        let pending = Value::Pending {
-            lsn: ticket.lsn,
-            bytes: value.clone(),
-        };
-        self.kv.borrow_mut().apply_put(NS, key, version, 0, pending);
-        let pos = ticket.await.map_err(|e| e.to_string())?;
-        self.kv.borrow_mut().settle(NS, key, version, &pos, value.len() as u32);
+        self.write(ENTRY_KV_PUT, &encode_put(version, 0, NS, key, value))
+            .await?;
         Ok(Ok(version))
     }
 
     async fn delete(&self, key: &str, cas: Option<u64>) -> Result<Result<u64, Refused>, String> {
-        self.log.room(64).await;
         let version = match self.kv.borrow().plan_delete(NS, key, cas, 0) {
             Ok(v) => v,
             Err(r) => return Ok(Err(r)),
         };
-        let ticket = self
-            .log
-            .append(crate::kv::entry::ENTRY_KV_DELETE, &encode_delete(version, NS, key))
-            .map_err(|e| e.to_string())?;
-        self.kv.borrow_mut().apply_delete(NS, key, version, ticket.lsn);
-        let pos = ticket.await.map_err(|e| e.to_string())?;
-        self.kv.borrow_mut().settle_delete(NS, key, version, &pos);
+        self.write(ENTRY_KV_DELETE_AT, &encode_delete_at(version, 0, NS, key))
+            .await?;
         Ok(Ok(version))
+    }
+
+    /// The sweep, visiting at most `budget` records: returns the keys whose records it removed.
+    async fn sweep(&self, budget: usize) -> Vec<String> {
+        let groups = self.kv.borrow().sweepable(0, 0, budget);
+        let mut removed = Vec::new();
+        for (ns, records) in groups {
+            let named: Vec<(&str, u64)> = records.iter().map(|(k, v)| (k.as_str(), *v)).collect();
+            self.write(ENTRY_KV_SWEEP, &encode_sweep(0, &ns, &named))
+                .await
+                .expect("the disk is healthy");
+            removed.extend(records.into_iter().map(|(k, _)| k));
+        }
+        removed
     }
 
     /// A visible key's version and value, the value read through the log.
@@ -476,7 +507,11 @@ async fn run(ops: Vec<KvOp>) {
                 assert_eq!(more, want.next().is_some(), "scan's `more` {when}");
             }
             KvOp::Sweep { budget } => {
-                life.kv.borrow_mut().sweep(0, usize::from(budget));
+                let removed = life.sweep(usize::from(budget)).await;
+                for k in &removed {
+                    assert_eq!(life.kv.borrow().latest_version(NS, k), 0, "{k}: swept {when}");
+                }
+                model.forget(removed.into_iter());
                 life.check_all(&model, &when);
             }
             KvOp::Restart => {

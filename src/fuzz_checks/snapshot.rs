@@ -6,18 +6,11 @@
 
 use crate::kv::KvStore;
 use crate::namespace::NamespaceRegistry;
-use crate::queue::state::{QueueConfig, QueueStore};
+use crate::queue::state::QueueStore;
 use crate::snapshot::codec::{Dec, Enc};
 use crate::snapshot::file;
 use crate::stream::state::StreamStore;
 use crate::ts::series::SeriesStore;
-
-fn queue_config() -> QueueConfig {
-    QueueConfig {
-        max_deliveries: 5,
-        dedup_window_ms: 300_000,
-    }
-}
 
 /// Restores `body` with `restore`; if it restores, its snapshot restores to the same bytes.
 fn round_trip<T>(body: &[u8], restore: impl Fn(&mut Dec<'_>) -> Result<T, String>, snapshot: impl Fn(&T, &mut Enc)) {
@@ -44,12 +37,19 @@ pub fn check(data: &[u8]) {
         0 => {
             if let Ok(p) = file::decode(rest) {
                 let _ = file::decode_segments(&mut p.section(file::SECTION_SEGMENTS));
+                for (_, body) in p.sections.iter().skip(1) {
+                    let _ = file::split_partition(body);
+                }
             }
         }
-        1 => round_trip(rest, NamespaceRegistry::restore, NamespaceRegistry::snapshot),
-        2 => round_trip(rest, KvStore::restore, KvStore::snapshot),
-        3 => round_trip(rest, |d| QueueStore::restore(queue_config(), d), QueueStore::snapshot),
-        4 => round_trip(rest, StreamStore::restore, StreamStore::snapshot),
-        _ => round_trip(rest, SeriesStore::restore, SeriesStore::snapshot),
+        1 => round_trip(
+            rest,
+            |d| NamespaceRegistry::decode(d, None),
+            NamespaceRegistry::snapshot,
+        ),
+        2 => round_trip(rest, |d| KvStore::decode(d, None), KvStore::snapshot),
+        3 => round_trip(rest, |d| QueueStore::decode(d, None), QueueStore::snapshot),
+        4 => round_trip(rest, |d| StreamStore::decode(d, None), StreamStore::snapshot),
+        _ => round_trip(rest, |d| SeriesStore::decode(d, None), SeriesStore::snapshot),
     }
 }

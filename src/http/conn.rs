@@ -11,6 +11,10 @@
 //! once when the shard stops. Every protocol error answers with its status and closes the
 //! connection; the close is a lingering one (shut down writing, drain briefly) so the client
 //! reads the answer instead of a reset.
+#![allow(
+    clippy::disallowed_methods,
+    reason = "connection deadlines (request and idle timeouts, linger) are monotonic-clock I/O pacing"
+)]
 
 use std::time::Duration;
 

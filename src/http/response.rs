@@ -97,6 +97,10 @@ thread_local! {
     static DATE: RefCell<(u64, [u8; 29])> = const { RefCell::new((u64::MAX, [0; 29])) };
 }
 
+#[allow(
+    clippy::disallowed_methods,
+    reason = "the Date header is the time of day; it decides nothing"
+)]
 fn with_date(f: impl FnOnce(&[u8])) {
     let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
     DATE.with(|cell| {

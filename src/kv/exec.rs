@@ -1,13 +1,12 @@
-//! KV commands as they travel between shards, and their execution on the key's owner shard:
-//! check the condition, append the entry, apply it at once (so the next write's condition sees
-//! it), answer when it is durable. Reads wait for the entry they would show to be durable.
+//! KV commands as they travel between shards, and their execution on the shard that owns the
+//! key's partition: a write is decided against the partition's state and proposed (append,
+//! apply at once, so the next write's condition sees it), and answered once committed. Reads
+//! wait for the entry they would show to be committed. A scan covers every partition of the
+//! shard and merges them in key order.
 
-use std::rc::Rc;
-
-use super::entry::{decode_put, encode_delete, encode_put, ENTRY_KV_DELETE, ENTRY_KV_PUT};
-use super::store::{Cond, Refused, Slot, Value};
-use crate::api::error::ApiError;
-use crate::server::shard::{log_error, Shard};
+use super::entry::{decode_put, ENTRY_KV_PUT};
+use super::store::{KvAnswer, KvCommand, KvStore, Refused, Slot, Value};
+use crate::machine::{Engine, Error};
 
 /// A KV request for the owner shard of its key (or, for scans, for every shard).
 #[derive(Debug)]
@@ -17,18 +16,8 @@ pub enum KvCmd {
         key: String,
         wait: Option<Wait>,
     },
-    Put {
-        ns: String,
-        key: String,
-        value: Vec<u8>,
-        expires_at_ms: u64,
-        cond: Cond,
-    },
-    Delete {
-        ns: String,
-        key: String,
-        cas: Option<u64>,
-    },
+    /// A put or a delete (a sweep is the timer's).
+    Write(KvCommand),
     Scan {
         ns: String,
         prefix: String,
@@ -68,18 +57,18 @@ pub enum KvReply {
 }
 
 /// Executes a KV command on this shard.
-pub async fn execute(shard: &Shard, cmd: KvCmd) -> Result<KvReply, ApiError> {
-    let now = crate::metrics::now_ms();
+pub async fn execute(engine: &Engine, cmd: KvCmd) -> Result<KvReply, Error> {
     match cmd {
         KvCmd::Get { ns, key, wait } => {
+            let p = engine.partition_of(&ns, &key);
             let slot = match wait {
-                None => settled_slot(shard, &ns, &key, now).await?,
-                Some(w) => wait_for(shard, &ns, &key, w).await?,
+                None => settled_slot(engine, p, &ns, &key).await?,
+                Some(w) => wait_for(engine, p, &ns, &key, w).await?,
             };
             let Some(slot) = slot else {
                 return Ok(KvReply::NotFound);
             };
-            let value = read_value(shard, &ns, &key, &slot)?;
+            let value = read_value(engine, &ns, &key, &slot)?;
             Ok(KvReply::Found(KeyState {
                 key,
                 version: slot.version,
@@ -88,51 +77,15 @@ pub async fn execute(shard: &Shard, cmd: KvCmd) -> Result<KvReply, ApiError> {
                 value: Some(value),
             }))
         }
-        KvCmd::Put {
-            ns,
-            key,
-            value,
-            expires_at_ms,
-            cond,
-        } => {
-            shard.ensure_namespace(&ns).await?;
-            let log = shard.log()?;
-            let planned = shard.kv.borrow().plan_put(&ns, &key, cond, now);
-            let version = match planned {
-                Ok(v) => v,
-                Err(r) => return refused(shard, &ns, &key, r).await,
+        KvCmd::Write(cmd) => {
+            let (ns, key) = match &cmd {
+                KvCommand::Put { ns, key, .. } | KvCommand::Delete { ns, key, .. } => (ns.clone(), key.clone()),
+                KvCommand::Sweep { .. } => {
+                    return Err(Error::Corrupt("a sweep is the timer's to decide".into()));
+                }
             };
-            let body = encode_put(version, expires_at_ms, &ns, &key, &value);
-            let ticket = log.append(ENTRY_KV_PUT, &body).map_err(log_error)?;
-            let len = value.len() as u32;
-            let pending = Value::Pending {
-                lsn: ticket.lsn,
-                bytes: Rc::from(value),
-            };
-            shard
-                .kv
-                .borrow_mut()
-                .apply_put(&ns, &key, version, expires_at_ms, pending);
-            let pos = ticket.await.map_err(log_error)?;
-            shard.kv.borrow_mut().settle(&ns, &key, version, &pos, len);
-            shard.kv_watch.wake(&ns, &key);
-            Ok(KvReply::Written { version })
-        }
-        KvCmd::Delete { ns, key, cas } => {
-            let log = shard.log()?;
-            let planned = shard.kv.borrow().plan_delete(&ns, &key, cas, now);
-            let version = match planned {
-                Ok(v) => v,
-                Err(r) => return refused(shard, &ns, &key, r).await,
-            };
-            let ticket = log
-                .append(ENTRY_KV_DELETE, &encode_delete(version, &ns, &key))
-                .map_err(log_error)?;
-            shard.kv.borrow_mut().apply_delete(&ns, &key, version, ticket.lsn);
-            let pos = ticket.await.map_err(log_error)?;
-            shard.kv.borrow_mut().settle_delete(&ns, &key, version, &pos);
-            shard.kv_watch.wake(&ns, &key);
-            Ok(KvReply::Written { version })
+            let p = engine.partition_of(&ns, &key);
+            write(engine, p, cmd, (ns, key)).await
         }
         KvCmd::Scan {
             ns,
@@ -141,15 +94,31 @@ pub async fn execute(shard: &Shard, cmd: KvCmd) -> Result<KvReply, ApiError> {
             limit,
             values,
         } => {
-            let (slots, has_more, pending) = shard.kv.borrow().scan(&ns, &prefix, after.as_deref(), limit, now);
-            // Nothing not yet durable is shown: wait for the newest pending entry passed.
+            let now = engine.now_ms();
+            // Every partition of the shard at one instant, merged in key order.
+            let mut slots: Vec<(String, Slot)> = Vec::new();
+            let mut has_more = false;
+            let mut pending: Option<u64> = None;
+            for part in engine.parts() {
+                let (s, more, wait) = part.kv.borrow().scan(&ns, &prefix, after.as_deref(), limit, now);
+                slots.extend(s);
+                has_more |= more;
+                pending = pending.max(wait);
+            }
+            slots.sort_unstable_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
+            if slots.len() > limit {
+                slots.truncate(limit);
+                has_more = true;
+            }
+            // Nothing not yet committed is shown: wait for the newest pending entry passed.
             if let Some(lsn) = pending {
-                shard.log()?.wait_durable(lsn).await.map_err(log_error)?;
+                let p = engine.parts()[0].id;
+                engine.committed(p, lsn).await?;
             }
             let mut keys = Vec::with_capacity(slots.len());
             for (key, slot) in slots {
                 let value = if values {
-                    Some(read_value(shard, &ns, &key, &slot)?)
+                    Some(read_value(engine, &ns, &key, &slot)?)
                 } else {
                     None
                 };
@@ -166,56 +135,68 @@ pub async fn execute(shard: &Shard, cmd: KvCmd) -> Result<KvReply, ApiError> {
     }
 }
 
-/// Waits (woken by the key's next durable write, not by polling) until the key exists, or its
-/// version passes `after_version`, or the deadline; then returns the visible slot.
-async fn wait_for(shard: &Shard, ns: &str, key: &str, w: Wait) -> Result<Option<Slot>, ApiError> {
-    let done = |shard: &Shard| -> bool {
-        let kv = shard.kv.borrow();
+/// Decides and proposes a put or delete; answers once it is committed (a refusal once the
+/// state it reveals is).
+async fn write(engine: &Engine, p: u32, cmd: KvCommand, wake: (String, String)) -> Result<KvReply, Error> {
+    let (answer, proposed) = engine.decide::<KvStore>(p, cmd)?;
+    match answer {
+        KvAnswer::Written { version } => {
+            if let Some(proposed) = proposed {
+                engine.commit(&proposed).await?;
+            }
+            engine.kv_watch.wake(&wake.0, &wake.1);
+            Ok(KvReply::Written { version })
+        }
+        KvAnswer::Refused { why, wait } => {
+            if let Some(lsn) = wait {
+                engine.committed(p, lsn).await?;
+            }
+            Ok(KvReply::Refused(why))
+        }
+        KvAnswer::Swept => Err(Error::Corrupt("a client write was decided as a sweep".into())),
+    }
+}
+
+/// Waits (woken by the key's next committed write, not by polling) until the key exists, or
+/// its version passes `after_version`, or the deadline; then returns the visible slot.
+async fn wait_for(engine: &Engine, p: u32, ns: &str, key: &str, w: Wait) -> Result<Option<Slot>, Error> {
+    let done = || -> bool {
+        let kv = engine.part(p).kv.borrow();
         match w.after_version {
-            None => kv.get(ns, key, crate::metrics::now_ms()).is_some(),
+            None => kv.get(ns, key, engine.now_ms()).is_some(),
             Some(v) => kv.latest_version(ns, key) > v,
         }
     };
     loop {
-        let now = crate::metrics::now_ms();
-        if done(shard) || now >= w.deadline_ms {
-            return settled_slot(shard, ns, key, now).await;
+        if done() || engine.now_ms() >= w.deadline_ms {
+            return settled_slot(engine, p, ns, key).await;
         }
-        shard.wait_change(&shard.kv_watch, ns, key, w.deadline_ms).await?;
+        engine.wait_change(&engine.kv_watch, ns, key, w.deadline_ms).await?;
     }
 }
 
-/// A refusal reveals the key's state (its version, or that it is missing): answer it only once
-/// the entry behind that state is durable.
-async fn refused(shard: &Shard, ns: &str, key: &str, r: Refused) -> Result<KvReply, ApiError> {
-    let pending = shard.kv.borrow().slot_pending_lsn(ns, key);
-    if let Some(lsn) = pending {
-        shard.log()?.wait_durable(lsn).await.map_err(log_error)?;
-    }
-    Ok(KvReply::Refused(r))
-}
-
-/// The visible slot of a key once the entry that made its state (a put or a delete) is durable.
-async fn settled_slot(shard: &Shard, ns: &str, key: &str, now: u64) -> Result<Option<Slot>, ApiError> {
+/// The visible slot of a key once the entry that made its state (a put or a delete) is
+/// committed.
+async fn settled_slot(engine: &Engine, p: u32, ns: &str, key: &str) -> Result<Option<Slot>, Error> {
     let (visible, pending) = {
-        let kv = shard.kv.borrow();
-        (kv.get(ns, key, now), kv.slot_pending_lsn(ns, key))
+        let kv = engine.part(p).kv.borrow();
+        (kv.get(ns, key, engine.now_ms()), kv.slot_pending_lsn(ns, key))
     };
     if let Some(lsn) = pending {
-        // Every entry up to `lsn` is durable afterwards, so the state seen above is too.
-        shard.log()?.wait_durable(lsn).await.map_err(log_error)?;
+        // Every entry up to `lsn` is committed afterwards, so the state seen above is too.
+        engine.committed(p, lsn).await?;
     }
     Ok(visible)
 }
 
 /// The bytes of a slot's value: held in memory while pending, else from the mapped segment,
 /// whose entry must be this key's put of this version.
-fn read_value(shard: &Shard, ns: &str, key: &str, slot: &Slot) -> Result<Vec<u8>, ApiError> {
+fn read_value(engine: &Engine, ns: &str, key: &str, slot: &Slot) -> Result<Vec<u8>, Error> {
     match &slot.value {
         Value::Tombstone { .. } => Ok(Vec::new()),
         Value::Pending { bytes, .. } => Ok(bytes.to_vec()),
         Value::At { segment, offset, .. } => {
-            let e = shard.log()?.read_entry(*segment, *offset).map_err(log_error)?;
+            let e = engine.log()?.read_entry(*segment, *offset)?;
             match decode_put(e.body()) {
                 Ok(p)
                     if e.entry_type == ENTRY_KV_PUT
@@ -225,7 +206,7 @@ fn read_value(shard: &Shard, ns: &str, key: &str, slot: &Slot) -> Result<Vec<u8>
                 {
                     Ok(p.value.to_vec())
                 }
-                other => Err(ApiError::Internal(format!(
+                other => Err(Error::Corrupt(format!(
                     "the entry at segment {segment} offset {offset} is not {key:?} version {}: {other:?}",
                     slot.version
                 ))),

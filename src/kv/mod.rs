@@ -1,5 +1,5 @@
 //! KV: versioned keys with CAS and TTL on the log. `entry` is the byte layout of KV log entries
-//! (`format-spec/kv.md`); `store` is the state machine one shard applies them to.
+//! (`format-spec/kv.md`); `store` is the state machine each partition applies them to.
 
 pub mod entry;
 pub mod exec;
@@ -7,4 +7,4 @@ pub mod index;
 pub mod store;
 pub mod watch;
 
-pub use store::{Cond, KvSnapshot, KvStore, Refused, Slot, Value};
+pub use store::{Cond, KvAnswer, KvCommand, KvPending, KvSnapshot, KvStore, Refused, Slot, Value};

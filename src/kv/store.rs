@@ -1,27 +1,33 @@
-//! The KV state machine of one shard: per namespace, an ordered [`Index`] key → [`Meta`]
-//! (version, expiry, where the value is), 32 bytes a key plus the key's bytes. No I/O: the shard
+//! The KV state machine of one partition: per namespace, an ordered [`Index`] key → [`Meta`]
+//! (version, expiry, where the value is), 32 bytes a key plus the key's bytes. No I/O: the engine
 //! appends the entry, applies it here at once (so the next write's CAS sees it), and readers wait
 //! until the entry is durable before answering.
 //!
 //! It also keeps, per log segment, the bytes of KV entries nothing needs any more (overwritten or
 //! deleted values, swept tombstones and expired keys): compaction chooses segments by them.
 //!
-//! Invariants: a key's version only grows; a tombstone keeps its version; a record is either
-//! pending (its entry is not durable yet: it holds the entry's LSN, and a put's bytes wait in
-//! `pending_values` until it is) or settled at a (segment, offset) read from the mapped segment;
-//! every entry is counted dead at most once, and only once it is settled; replay gives the state
-//! the live shard had, because entries carry versions and absolute expiry times.
+//! Invariants: a key's version only grows while its record exists; a record is removed only by a
+//! `KV_SWEEP` entry naming its version, once it can no longer be seen (deleted, or expired) — a
+//! key written after that starts again at version 1, and one that never existed starts at 1; a
+//! tombstone keeps its version and the time of its delete; a record is either pending (its entry
+//! is not durable yet: it holds the entry's LSN, and a put's bytes wait in `pending_values` until
+//! it is) or settled at a (segment, offset) read from the mapped segment; every entry is counted
+//! dead at most once, and only once it is settled; applying depends only on the entry and the
+//! state (versions, absolute expiry and delete times are in the entries), so replay gives the
+//! state the live partition had.
 
-use std::collections::HashMap;
+use std::cell::RefCell;
+use std::collections::{BTreeMap, HashMap};
 use std::ops::Bound;
 use std::rc::Rc;
 
+mod machine;
 mod snapshot;
+pub use machine::{KvAnswer, KvCommand, KvPending};
 pub use snapshot::{decode_segment_table, encode_segment_table, KvSnapshot};
 
-use super::entry::{decode_delete, decode_put, delete_entry_bytes, put_entry_bytes, ENTRY_KV_DELETE, ENTRY_KV_PUT};
+use super::entry::{delete_entry_bytes, put_entry_bytes};
 use super::index::{Index, KeyRef, Keyed};
-use crate::log::format::EntryRef;
 use crate::log::places::SegmentTable;
 use crate::log::Position;
 
@@ -78,16 +84,20 @@ const TOMBSTONE: u64 = 1 << 63;
 const PENDING: u64 = 1 << 62;
 /// Expiry times are kept in the low 62 bits (later times are clamped: year 146 million).
 const EXPIRY_MASK: u64 = PENDING - 1;
+/// The fixed body bytes of the two delete entries: a tombstone's `len` says which made it.
+const DELETE_BODY_FIXED: u32 = 12;
+const DELETE_AT_BODY_FIXED: u32 = 20;
 
 /// One key's packed record.
 #[derive(Clone, Copy, Debug)]
 pub struct Meta {
     version: u64,
-    /// Expiry in Unix ms (0 = never) | `TOMBSTONE` | `PENDING`.
+    /// Expiry in Unix ms (0 = never), or for a tombstone the time of its delete (0 = unknown),
+    /// | `TOMBSTONE` | `PENDING`.
     expiry_flags: u64,
     /// Pending: the entry's LSN. Settled: segment ordinal << 32 | offset in the segment.
     loc: u64,
-    /// The value's length (0 for tombstones).
+    /// The value's length; for a tombstone, the fixed body bytes of the delete entry that made it.
     len: u32,
     key: KeyRef,
 }
@@ -105,7 +115,11 @@ impl Keyed for Meta {
 
 impl Meta {
     fn expires_at_ms(&self) -> u64 {
-        self.expiry_flags & EXPIRY_MASK
+        if self.is_tombstone() {
+            0
+        } else {
+            self.expiry_flags & EXPIRY_MASK
+        }
     }
     fn is_tombstone(&self) -> bool {
         self.expiry_flags & TOMBSTONE != 0
@@ -115,8 +129,13 @@ impl Meta {
     }
     /// Whether a reader may see the value at `now_ms`.
     fn is_visible(&self, now_ms: u64) -> bool {
-        let exp = self.expires_at_ms();
+        let exp = self.expiry_flags & EXPIRY_MASK;
         !self.is_tombstone() && (exp == 0 || exp > now_ms)
+    }
+    /// Since when the record cannot be seen: its delete, or its expiry (`None` while it can be
+    /// seen at `now_ms`).
+    fn dead_since(&self, now_ms: u64) -> Option<u64> {
+        (!self.is_visible(now_ms)).then_some(self.expiry_flags & EXPIRY_MASK)
     }
     fn pending_lsn(&self) -> Option<u64> {
         self.is_pending().then_some(self.loc)
@@ -124,7 +143,7 @@ impl Meta {
     /// Stored bytes of the entry that made this record.
     fn entry_bytes(&self, ns_len: usize, key_len: usize) -> u64 {
         if self.is_tombstone() {
-            delete_entry_bytes(ns_len, key_len)
+            crate::log::format::stored_bytes(self.len as usize + ns_len + key_len) as u64
         } else {
             put_entry_bytes(ns_len, key_len, self.len as usize)
         }
@@ -135,14 +154,9 @@ impl Meta {
 #[derive(Default)]
 struct Space {
     index: Index<Meta>,
-    /// The highest version of a record the sweep removed: a key written again after its record
-    /// was swept continues above it, so versions never go back.
-    floor: u64,
-    /// The key the sweep stopped after.
-    cursor: Option<Box<[u8]>>,
 }
 
-/// One shard's keys.
+/// One partition's keys.
 #[derive(Default)]
 pub struct KvStore {
     spaces: HashMap<Box<str>, Space>,
@@ -150,7 +164,18 @@ pub struct KvStore {
     /// take them from here).
     pending_values: HashMap<u64, Rc<[u8]>>,
     segments: SegmentTable,
+    /// Entries applied but not durable yet that nothing needs any more (a put or delete
+    /// replaced or swept while in flight, a sweep itself): LSN → stored bytes. Each is counted
+    /// dead in its segment once it settles; a snapshot lists them, so a restored store counts
+    /// them as the live one will.
+    dead_in_flight: BTreeMap<u64, u64>,
+    /// Where the next sweep decision goes on from: (namespace, last key looked at). A hint of
+    /// the node that decides, not state: never in snapshots, never read when applying.
+    sweep_from: RefCell<Option<SweepCursor>>,
 }
+
+/// (namespace, last key looked at) of the sweep's decisions.
+type SweepCursor = (Box<str>, Box<[u8]>);
 
 impl std::fmt::Debug for KvStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -200,7 +225,7 @@ impl KvStore {
         self.meta(ns, key).and_then(Meta::pending_lsn)
     }
 
-    /// The version of a key's latest entry, tombstones included (0 if it was never written).
+    /// The version of a key's latest entry, tombstones included (0 if it has no record).
     pub fn latest_version(&self, ns: &str, key: &str) -> u64 {
         self.meta(ns, key).map_or(0, |m| m.version)
     }
@@ -213,14 +238,11 @@ impl KvStore {
     }
 
     /// A key's visible version (0 if it cannot be seen) and the version its next write builds
-    /// on (its record's, or the namespace's floor), from one look-up.
+    /// on (its record's, or 0 when it has none), from one look-up.
     fn versions(&self, ns: &str, key: &str, now_ms: u64) -> (u64, u64) {
-        let Some(space) = self.spaces.get(ns) else {
-            return (0, 0);
-        };
-        match space.index.get(key.as_bytes()) {
+        match self.meta(ns, key) {
             Some(m) => (if m.is_visible(now_ms) { m.version } else { 0 }, m.version),
-            None => (0, space.floor),
+            None => (0, 0),
         }
     }
 
@@ -275,24 +297,51 @@ impl KvStore {
             .zip(self.segments.dead.iter().copied())
     }
 
-    /// Sets a key's record, counting the entry it replaces dead if that one was settled.
-    fn set(&mut self, ns: &str, key: &str, meta: Meta) {
+    /// Sets a key's record, counting the entry it replaces dead (once settled). The new version
+    /// must be above the record's (an entry that says otherwise is damaged; a key without a
+    /// record takes any version: 1 since records are swept, higher in older logs): else nothing
+    /// changes and the error says so.
+    fn set(&mut self, ns: &str, key: &str, meta: Meta) -> Result<(), String> {
         if !self.spaces.contains_key(ns) {
             self.spaces.insert(ns.into(), Space::default());
         }
         let Some(space) = self.spaces.get_mut(ns) else {
-            return;
+            return Ok(());
         };
         if let Some(old) = space.index.insert(key.as_bytes(), meta) {
-            debug_assert!(meta.version > old.version, "versions only grow");
-            if !old.is_pending() {
-                self.segments.mark_dead(old.loc, old.entry_bytes(ns.len(), key.len()));
+            if old.version >= meta.version {
+                space.index.insert(key.as_bytes(), old);
+                return Err(format!(
+                    "key {key:?} in {ns:?}: version {} after {}",
+                    meta.version, old.version
+                ));
+            }
+            let bytes = old.entry_bytes(ns.len(), key.len());
+            match old.pending_lsn() {
+                Some(lsn) => {
+                    self.dead_in_flight.insert(lsn, bytes);
+                }
+                None => self.segments.mark_dead(old.loc, bytes),
             }
         }
+        Ok(())
     }
 
-    /// Applies a put (live or replayed).
+    /// Applies a put (live or replayed) whose version is known to be the key's next.
     pub fn apply_put(&mut self, ns: &str, key: &str, version: u64, expires_at_ms: u64, value: Value) {
+        let r = self.put_checked(ns, key, version, expires_at_ms, value);
+        debug_assert!(r.is_ok(), "{r:?}");
+    }
+
+    /// Applies a put; a version not above the key's record's is an error and changes nothing.
+    pub fn put_checked(
+        &mut self,
+        ns: &str,
+        key: &str,
+        version: u64,
+        expires_at_ms: u64,
+        value: Value,
+    ) -> Result<(), String> {
         let expiry = expires_at_ms.min(EXPIRY_MASK);
         let (flags, loc, len) = match value {
             Value::Pending { lsn, bytes } => {
@@ -317,25 +366,47 @@ impl KvStore {
             len,
             key: KeyRef::default(),
         };
-        self.set(ns, key, meta);
+        let r = self.set(ns, key, meta);
+        if r.is_err() && flags == PENDING {
+            self.pending_values.remove(&loc);
+        }
+        r
     }
 
-    /// Applies a delete: pending at `lsn` until [`KvStore::settle_delete`].
-    pub fn apply_delete(&mut self, ns: &str, key: &str, version: u64, lsn: u64) {
+    /// Applies a delete made at `deleted_at_ms` (0: a `KV_DELETE`, which does not say): pending
+    /// at `lsn` until settled. Its version is known to be the key's next.
+    pub fn apply_delete(&mut self, ns: &str, key: &str, version: u64, deleted_at_ms: u64, lsn: u64) {
+        let r = self.delete_checked(ns, key, version, deleted_at_ms, lsn);
+        debug_assert!(r.is_ok(), "{r:?}");
+    }
+
+    /// Applies a delete; a version not above the key's record's is an error and changes nothing.
+    pub fn delete_checked(
+        &mut self,
+        ns: &str,
+        key: &str,
+        version: u64,
+        deleted_at_ms: u64,
+        lsn: u64,
+    ) -> Result<(), String> {
         let meta = Meta {
             version,
-            expiry_flags: TOMBSTONE | PENDING,
+            expiry_flags: TOMBSTONE | PENDING | deleted_at_ms.min(EXPIRY_MASK),
             loc: lsn,
-            len: 0,
+            len: if deleted_at_ms == 0 {
+                DELETE_BODY_FIXED
+            } else {
+                DELETE_AT_BODY_FIXED
+            },
             key: KeyRef::default(),
         };
-        self.set(ns, key, meta);
+        self.set(ns, key, meta)
     }
 
-    /// The entry of `version` (a put of `len` value bytes, or a tombstone) is durable at `pos`:
-    /// the record points there from now on — or, if a newer write replaced it meanwhile, the
-    /// entry is dead at once.
-    fn settle_entry(&mut self, ns: &str, key: &str, version: u64, pos: &Position, bytes: u64) {
+    /// The entry of `version` (of `bytes` stored bytes) is durable at `pos`: the record points
+    /// there from now on — or, if a newer write replaced it (or a sweep removed it) meanwhile,
+    /// the entry is dead at once.
+    pub fn settle_entry(&mut self, ns: &str, key: &str, version: u64, pos: &Position, bytes: u64) {
         self.pending_values.remove(&pos.lsn);
         let loc = self.segments.loc(pos);
         let meta = self.spaces.get_mut(ns).and_then(|s| s.index.get_mut(key.as_bytes()));
@@ -344,8 +415,24 @@ impl KvStore {
                 m.loc = loc;
                 m.expiry_flags &= !PENDING;
             }
-            _ => self.segments.mark_dead(loc, bytes),
+            _ => {
+                self.dead_in_flight.remove(&pos.lsn);
+                self.segments.mark_dead(loc, bytes);
+            }
         }
+    }
+
+    /// An entry applied at `lsn` (`bytes` stored) that nothing needs (a sweep): dead once it
+    /// settles ([`KvStore::settle_dead`]).
+    pub fn dead_from_the_start(&mut self, lsn: u64, bytes: u64) {
+        self.dead_in_flight.insert(lsn, bytes);
+    }
+
+    /// An entry that nothing needs is durable at `pos`: its bytes are dead there.
+    pub fn settle_dead(&mut self, pos: &Position, bytes: u64) {
+        self.dead_in_flight.remove(&pos.lsn);
+        let loc = self.segments.loc(pos);
+        self.segments.mark_dead(loc, bytes);
     }
 
     /// The put of `version` with a value of `len` bytes is durable at `pos`.
@@ -354,29 +441,79 @@ impl KvStore {
         self.settle_entry(ns, key, version, pos, bytes);
     }
 
-    /// The delete of `version` is durable at `pos`.
+    /// The `KV_DELETE` of `version` is durable at `pos`.
     pub fn settle_delete(&mut self, ns: &str, key: &str, version: u64, pos: &Position) {
         let bytes = delete_entry_bytes(ns.len(), key.len());
         self.settle_entry(ns, key, version, pos, bytes);
     }
 
-    /// Frees the records of keys that can no longer be seen (expired, or deleted) and whose
-    /// entries are durable, visiting at most `budget` records per call so the shard is never held
-    /// up for long; returns how many were freed. Versions stay monotonic through the floors.
-    pub fn sweep(&mut self, now_ms: u64, budget: usize) -> usize {
-        let mut visited = 0;
-        let mut freed = 0;
-        for (ns, space) in self.spaces.iter_mut() {
-            if visited >= budget {
-                break;
+    /// Applies a sweep decided at `at_ms`: removes each named record that still has the named
+    /// version and cannot be seen at `at_ms`; its entry's bytes are dead. Returns how many.
+    pub fn apply_sweep(&mut self, ns: &str, at_ms: u64, records: &[(&str, u64)]) -> usize {
+        let Some(space) = self.spaces.get_mut(ns) else {
+            return 0;
+        };
+        let mut removed = 0;
+        for &(key, version) in records {
+            let gone = space
+                .index
+                .get(key.as_bytes())
+                .is_some_and(|m| m.version == version && !m.is_visible(at_ms));
+            if !gone {
+                continue;
             }
-            let cursor = space.cursor.take();
-            let lower = match &cursor {
-                Some(c) => Bound::Excluded(&**c),
+            if let Some(m) = space.index.remove(key.as_bytes()) {
+                let bytes = m.entry_bytes(ns.len(), key.len());
+                match m.pending_lsn() {
+                    // Dead once it settles (`settle_entry` finds no record).
+                    Some(lsn) => {
+                        self.dead_in_flight.insert(lsn, bytes);
+                    }
+                    None => {
+                        self.segments.mark_dead(m.loc, bytes);
+                        removed += 1;
+                    }
+                }
+            }
+        }
+        if space.index.is_empty() {
+            self.spaces.remove(ns);
+        }
+        removed
+    }
+
+    /// Decides what the next sweep removes: records that cannot be seen at `now_ms` and have not
+    /// been seen for `retention_ms` (their delete or expiry that long ago), whose entries are
+    /// durable — visiting at most `budget` records, going on from where the last call stopped
+    /// (through every namespace in name order, then around again), so no namespace waits on
+    /// another. Returns (namespace, [(key, version)]) groups of at most `SWEEP_MAX_RECORDS`.
+    pub fn sweepable(&self, now_ms: u64, retention_ms: u64, budget: usize) -> Vec<(String, Vec<(String, u64)>)> {
+        let mut names: Vec<&Box<str>> = self.spaces.keys().collect();
+        if names.is_empty() {
+            return Vec::new();
+        }
+        names.sort_unstable();
+        let mut from = self.sweep_from.borrow_mut();
+        let mut i = match &*from {
+            Some((ns, _)) => names.partition_point(|n| ***n < **ns),
+            None => 0,
+        };
+        let mut out: Vec<(String, Vec<(String, u64)>)> = Vec::new();
+        let mut visited = 0;
+        // Each namespace at most once (the first from where the last call stopped).
+        for _ in 0..names.len() {
+            let name = names[i % names.len()];
+            let after: Option<Box<[u8]>> = match &*from {
+                Some((ns, key)) if **ns == **name => Some(key.clone()),
+                _ => None,
+            };
+            let lower = match &after {
+                Some(k) => Bound::Excluded(&**k),
                 None => Bound::Unbounded,
             };
-            let mut dead = Vec::new();
-            let mut last = None;
+            let space = &self.spaces[name];
+            let mut found: Vec<(String, u64)> = Vec::new();
+            let mut last: Option<&[u8]> = None;
             let mut finished = true;
             for (k, m) in space.index.range_from(lower) {
                 if visited >= budget {
@@ -385,23 +522,34 @@ impl KvStore {
                 }
                 visited += 1;
                 last = Some(k);
-                if !m.is_pending() && !m.is_visible(now_ms) {
-                    dead.push(Box::<[u8]>::from(k));
+                let old_enough = m
+                    .dead_since(now_ms)
+                    .is_some_and(|since| since.saturating_add(retention_ms) <= now_ms);
+                if old_enough && !m.is_pending() {
+                    if let Ok(k) = std::str::from_utf8(k) {
+                        found.push((k.to_string(), m.version));
+                    }
                 }
             }
-            let last: Option<Box<[u8]>> = last.map(Box::from);
-            for k in dead {
-                if let Some(m) = space.index.remove(&k) {
-                    space.floor = space.floor.max(m.version);
-                    self.segments.mark_dead(m.loc, m.entry_bytes(ns.len(), k.len()));
-                    freed += 1;
-                }
+            for chunk in found.chunks(super::entry::SWEEP_MAX_RECORDS) {
+                out.push((name.to_string(), chunk.to_vec()));
             }
             if !finished {
-                space.cursor = last;
+                let key: Box<[u8]> = match last {
+                    Some(k) => Box::from(k),
+                    None => after.unwrap_or_default(),
+                };
+                *from = Some((name.clone(), key));
+                return out;
+            }
+            // This namespace is done: the next one starts from its beginning.
+            i += 1;
+            *from = Some((names[i % names.len()].clone(), Box::from(&[][..])));
+            if visited >= budget {
+                return out;
             }
         }
-        freed
+        out
     }
 
     /// Visible keys of `ns` starting with `prefix`, after `after`, in byte order: at most
@@ -456,39 +604,14 @@ impl KvStore {
             .collect()
     }
 
-    /// Applies a recovered log entry at `pos`; false if the entry is not a KV entry.
-    pub fn replay(&mut self, e: &EntryRef<'_>, pos: Position) -> Result<bool, String> {
-        match e.entry_type {
-            ENTRY_KV_PUT => {
-                let p = decode_put(e.body)?;
-                self.check_replayed_version(p.namespace, p.key, p.version)?;
-                let value = Value::At {
-                    segment: pos.segment,
-                    offset: pos.offset,
-                    len: p.value.len() as u32,
-                };
-                self.apply_put(p.namespace, p.key, p.version, p.expires_at_ms, value);
-                Ok(true)
-            }
-            ENTRY_KV_DELETE => {
-                let d = decode_delete(e.body)?;
-                self.check_replayed_version(d.namespace, d.key, d.version)?;
-                self.apply_delete(d.namespace, d.key, d.version, pos.lsn);
-                self.settle_delete(d.namespace, d.key, d.version, &pos);
-                Ok(true)
-            }
-            _ => Ok(false),
-        }
-    }
-
     /// Compaction: whether the KV entry at `from` (segment, offset), of `entry_type` with
     /// `body`, is still needed — only a put its key's record points at. (A tombstone's delete
     /// entry is not: snapshots hold its version.)
     pub fn needs(&self, from: (u64, u64), entry_type: u16, body: &[u8]) -> bool {
-        if entry_type != ENTRY_KV_PUT {
+        if entry_type != super::entry::ENTRY_KV_PUT {
             return false;
         }
-        let Ok(p) = decode_put(body) else {
+        let Ok(p) = super::entry::decode_put(body) else {
             return false;
         };
         match self.meta(p.namespace, p.key) {
@@ -503,6 +626,7 @@ impl KvStore {
     /// the original's). If the key's record still points at `from`, it points at the copy from
     /// now on (true); otherwise the copy is dead at once (false). Live and in replay alike.
     pub fn relocate(&mut self, from: (u64, u64), to: &Position, entry_type: u16, body: &[u8]) -> Result<bool, String> {
+        use super::entry::{decode_put, ENTRY_KV_DELETE, ENTRY_KV_DELETE_AT, ENTRY_KV_PUT, ENTRY_KV_SWEEP};
         let copy_bytes = crate::log::format::stored_bytes(crate::log::relocated::PREFIX_BYTES + body.len()) as u64;
         let to_loc = self.segments.loc(to);
         let (ns, key, version) = match entry_type {
@@ -510,7 +634,7 @@ impl KvStore {
                 let p = decode_put(body)?;
                 (p.namespace, p.key, p.version)
             }
-            ENTRY_KV_DELETE => {
+            ENTRY_KV_DELETE | ENTRY_KV_DELETE_AT | ENTRY_KV_SWEEP => {
                 self.segments.mark_dead(to_loc, copy_bytes);
                 return Ok(false);
             }
@@ -533,266 +657,7 @@ impl KvStore {
             }
         }
     }
-
-    fn check_replayed_version(&self, ns: &str, key: &str, version: u64) -> Result<(), String> {
-        let current = self.latest_version(ns, key);
-        if version <= current {
-            return Err(format!("key {key:?} in {ns:?}: version {version} after {current}"));
-        }
-        Ok(())
-    }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn pending(lsn: u64, b: &[u8]) -> Value {
-        Value::Pending {
-            lsn,
-            bytes: Rc::from(b),
-        }
-    }
-
-    fn pos(lsn: u64, segment: u64, offset: u64) -> Position {
-        Position { lsn, segment, offset }
-    }
-
-    fn keys(v: &[(String, Slot)]) -> Vec<&str> {
-        v.iter().map(|(k, _)| k.as_str()).collect()
-    }
-
-    #[test]
-    fn relocation_moves_only_records_that_still_point_at_the_original() {
-        let mut s = KvStore::default();
-        s.apply_put(
-            "a",
-            "k",
-            1,
-            0,
-            Value::At {
-                segment: 1,
-                offset: 64,
-                len: 1,
-            },
-        );
-        s.apply_put(
-            "a",
-            "j",
-            1,
-            0,
-            Value::At {
-                segment: 1,
-                offset: 128,
-                len: 1,
-            },
-        );
-        s.apply_put(
-            "a",
-            "j",
-            2,
-            0,
-            Value::At {
-                segment: 9,
-                offset: 64,
-                len: 1,
-            },
-        );
-        let body = |key: &str, v: u64| crate::kv::entry::encode_put(v, 0, "a", key, b"x");
-        assert!(s.needs((1, 64), ENTRY_KV_PUT, &body("k", 1)));
-        assert!(!s.needs((1, 128), ENTRY_KV_PUT, &body("j", 1)), "overwritten");
-        assert!(!s.needs((1, 64), ENTRY_KV_DELETE, b""));
-        assert!(s
-            .relocate((1, 64), &pos(20, 9, 512), ENTRY_KV_PUT, &body("k", 1))
-            .unwrap());
-        assert_eq!(
-            s.get("a", "k", 0).unwrap().value,
-            Value::At {
-                segment: 9,
-                offset: 512,
-                len: 1
-            }
-        );
-        assert!(!s.needs((1, 64), ENTRY_KV_PUT, &body("k", 1)), "moved");
-        // A copy of an entry the record no longer points at is dead at once.
-        assert!(!s
-            .relocate((1, 128), &pos(21, 9, 640), ENTRY_KV_PUT, &body("j", 1))
-            .unwrap());
-        assert_eq!(s.get("a", "j", 0).unwrap().version, 2);
-        let dead9 = s.dead_bytes().find(|(seg, _)| *seg == 9).map(|(_, d)| d);
-        assert_eq!(
-            dead9,
-            Some(crate::log::format::stored_bytes(24 + body("j", 1).len()) as u64)
-        );
-    }
-
-    #[test]
-    fn versions_continue_across_delete() {
-        let mut s = KvStore::default();
-        let v = s.plan_put("a", "k", Cond::Always, 0).unwrap();
-        assert_eq!(v, 1);
-        s.apply_put("a", "k", v, 0, pending(1, b"x"));
-        let v = s.plan_put("a", "k", Cond::Always, 0).unwrap();
-        s.apply_put("a", "k", v, 0, pending(2, b"y"));
-        let d = s.plan_delete("a", "k", None, 0).unwrap();
-        assert_eq!(d, 3);
-        s.apply_delete("a", "k", d, 3);
-        assert!(s.get("a", "k", 0).is_none());
-        assert_eq!(s.plan_delete("a", "k", None, 0), Err(Refused::NotFound));
-        assert_eq!(s.plan_put("a", "k", Cond::Always, 0), Ok(4));
-    }
-
-    #[test]
-    fn conditions() {
-        let mut s = KvStore::default();
-        assert_eq!(s.plan_put("a", "k", Cond::Version(0), 0), Ok(1));
-        assert_eq!(
-            s.plan_put("a", "k", Cond::Version(3), 0),
-            Err(Refused::Conflict { current_version: 0 })
-        );
-        s.apply_put("a", "k", 1, 0, pending(1, b"x"));
-        assert_eq!(
-            s.plan_put("a", "k", Cond::IfNotExists, 0),
-            Err(Refused::Conflict { current_version: 1 })
-        );
-        assert_eq!(s.plan_put("a", "k", Cond::Version(1), 0), Ok(2));
-        assert_eq!(
-            s.plan_delete("a", "k", Some(2), 0),
-            Err(Refused::Conflict { current_version: 1 })
-        );
-        assert_eq!(s.plan_delete("a", "k", Some(1), 0), Ok(2));
-    }
-
-    #[test]
-    fn expiry_hides_but_keeps_counting() {
-        let mut s = KvStore::default();
-        s.apply_put("a", "k", 1, 1000, pending(1, b"x"));
-        assert!(s.get("a", "k", 999).is_some());
-        assert!(s.get("a", "k", 1000).is_none());
-        assert_eq!(s.plan_put("a", "k", Cond::IfNotExists, 1000), Ok(2));
-        assert_eq!(s.plan_delete("a", "k", None, 1000), Err(Refused::NotFound));
-    }
-
-    #[test]
-    fn pending_values_are_served_until_settled() {
-        let mut s = KvStore::default();
-        s.apply_put("a", "k", 1, 0, pending(7, b"hello"));
-        let slot = s.get("a", "k", 0).unwrap();
-        assert_eq!(slot.value, pending(7, b"hello"));
-        assert_eq!(s.slot_pending_lsn("a", "k"), Some(7));
-        s.settle("a", "k", 1, &pos(7, 1, 4096), 5);
-        assert_eq!(
-            s.get("a", "k", 0).unwrap().value,
-            Value::At {
-                segment: 1,
-                offset: 4096,
-                len: 5
-            }
-        );
-        assert!(s.pending_values.is_empty(), "settled bytes are dropped");
-        assert_eq!(s.slot_pending_lsn("a", "k"), None);
-    }
-
-    #[test]
-    fn scan_prefix_after_limit() {
-        let mut s = KvStore::default();
-        for (i, k) in ["user:1", "user:2", "user:3", "usex", "admin"].iter().enumerate() {
-            s.apply_put("a", k, i as u64 + 1, 0, pending(i as u64 + 1, b"v"));
-        }
-        s.apply_delete("a", "user:2", 10, 42);
-        let (got, more, pending) = s.scan("a", "user:", None, 10, 0);
-        assert_eq!(pending, Some(42), "a pending delete in range must be waited for");
-        assert_eq!(keys(&got), vec!["user:1", "user:3"]);
-        assert!(!more);
-        let (got, more, _) = s.scan("a", "", None, 2, 0);
-        assert_eq!(keys(&got), vec!["admin", "user:1"]);
-        assert!(more);
-        let (got, _, _) = s.scan("a", "", Some("user:1"), 10, 0);
-        assert_eq!(keys(&got), vec!["user:3", "usex"]);
-        assert!(s.scan("b", "", None, 10, 0).0.is_empty());
-    }
-
-    #[test]
-    fn sweep_frees_dead_keys_but_versions_keep_growing() {
-        let mut s = KvStore::default();
-        let at = |i: u64| Value::At {
-            segment: 1,
-            offset: 64 + 64 * i,
-            len: 1,
-        };
-        for i in 0..100u64 {
-            s.apply_put("a", &format!("k{i:03}"), 5, if i % 2 == 0 { 1000 } else { 0 }, at(i));
-        }
-        s.apply_delete("a", "k001", 6, 500);
-        s.settle_delete("a", "k001", 6, &pos(500, 1, 9000));
-        s.apply_delete("a", "k003", 6, 999);
-        s.apply_put("a", "k004", 6, 10, pending(1000, b"x"));
-        assert_eq!(s.slot_count(), 100);
-        // Small budgets: several calls cover the namespace.
-        let mut freed = 0;
-        for _ in 0..10 {
-            freed += s.sweep(2000, 15);
-        }
-        // 49 expired evens (k004 is pending) + the settled tombstone k001.
-        assert_eq!(freed, 50);
-        assert_eq!(s.slot_count(), 50);
-        assert!(s.slot_pending_lsn("a", "k003").is_some(), "pending tombstones stay");
-        // A swept key continues above every version the namespace had.
-        assert_eq!(s.plan_put("a", "k000", Cond::Always, 2000), Ok(7));
-        assert_eq!(
-            s.plan_put("a", "k000", Cond::Version(5), 2000),
-            Err(Refused::Conflict { current_version: 0 })
-        );
-    }
-
-    #[test]
-    fn settle_only_the_same_version() {
-        let mut s = KvStore::default();
-        s.apply_put("a", "k", 1, 0, pending(1, b"x"));
-        s.apply_put("a", "k", 2, 0, pending(2, b"y"));
-        s.settle("a", "k", 1, &pos(1, 1, 64), 1);
-        assert!(
-            matches!(s.get("a", "k", 0).unwrap().value, Value::Pending { .. }),
-            "a newer write stays pending"
-        );
-        s.settle("a", "k", 2, &pos(2, 1, 128), 1);
-        assert!(matches!(s.get("a", "k", 0).unwrap().value, Value::At { .. }));
-    }
-
-    #[test]
-    fn dead_bytes_count_every_replaced_entry_once() {
-        let mut s = KvStore::default();
-        let put = put_entry_bytes(1, 1, 5);
-        let del = delete_entry_bytes(1, 1);
-        // v1 settled in segment 1, overwritten by v2 (settled in segment 100).
-        s.apply_put("a", "k", 1, 0, pending(1, b"hello"));
-        s.settle("a", "k", 1, &pos(1, 1, 64), 5);
-        s.apply_put("a", "k", 2, 0, pending(100, b"hello"));
-        assert_eq!(s.dead_bytes().collect::<Vec<_>>(), vec![(1, put)]);
-        // v3 replaces v2 before v2 settles: v2's entry is dead when it settles.
-        s.apply_put("a", "k", 3, 0, pending(101, b"hello"));
-        s.settle("a", "k", 2, &pos(100, 100, 64), 5);
-        s.settle("a", "k", 3, &pos(101, 100, 128), 5);
-        assert_eq!(s.dead_bytes().collect::<Vec<_>>(), vec![(1, put), (100, put)]);
-        // A delete kills v3; the swept tombstone is dead too.
-        s.apply_delete("a", "k", 4, 102);
-        s.settle_delete("a", "k", 4, &pos(102, 100, 192));
-        assert_eq!(s.dead_bytes().collect::<Vec<_>>(), vec![(1, put), (100, 2 * put)]);
-        assert_eq!(s.sweep(0, 100), 1);
-        assert_eq!(s.dead_bytes().collect::<Vec<_>>(), vec![(1, put), (100, 2 * put + del)]);
-        // Replay counts the same way.
-        let mut r = KvStore::default();
-        let b1 = super::super::entry::encode_put(1, 0, "a", "k", b"hello");
-        let b2 = super::super::entry::encode_put(2, 0, "a", "k", b"hello");
-        for (lsn, b, off) in [(1, &b1, 64), (2, &b2, 128)] {
-            let e = EntryRef {
-                lsn,
-                entry_type: ENTRY_KV_PUT,
-                flags: 0,
-                body: b,
-            };
-            assert!(r.replay(&e, pos(lsn, 1, off)).unwrap());
-        }
-        assert_eq!(r.dead_bytes().collect::<Vec<_>>(), vec![(1, put)]);
-    }
-}
+mod tests;

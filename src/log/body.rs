@@ -45,7 +45,7 @@ impl<'a> Reader<'a> {
     /// A name with a u16 length prefix, 1..=128 bytes.
     pub fn name(&mut self, what: &str) -> Result<&'a str, String> {
         let n = self.u16()?;
-        if !(1..=crate::api::path::NAME_MAX_BYTES).contains(&n) {
+        if !(1..=crate::names::NAME_MAX_BYTES).contains(&n) {
             return Err(format!("{what} length out of range"));
         }
         self.text(n, what)
@@ -92,7 +92,7 @@ pub fn put_head(out: &mut Vec<u8>, h: &Head<'_>) {
 pub fn read_head<'a>(r: &mut Reader<'a>, what: &str) -> Result<Head<'a>, String> {
     let (ns_len, name_len) = (r.u16()?, r.u16()?);
     let at_ms = r.u64()?;
-    let max = crate::api::path::NAME_MAX_BYTES;
+    let max = crate::names::NAME_MAX_BYTES;
     if !(1..=max).contains(&ns_len) || !(1..=max).contains(&name_len) {
         return Err(format!("namespace or {what} length out of range"));
     }

@@ -426,7 +426,7 @@ fn async_mode_syncs_by_time_under_steady_load() {
             ..opts()
         };
         let (log, flusher) = open_running(fs, o, metrics.clone()).await;
-        let started = std::time::Instant::now();
+        let started = crate::clock::Stopwatch::start();
         let mut i = 0u64;
         // Never idle: the next entry is appended as soon as the previous one is acknowledged.
         while started.elapsed() < Duration::from_millis(50) {

@@ -6,7 +6,6 @@
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 use std::sync::Arc;
-use std::time::Instant;
 
 use tracing::{info, warn};
 
@@ -229,7 +228,7 @@ pub async fn open<F: Fs>(
     from_lsn: u64,
     mut on_entry: impl FnMut(&EntryRef<'_>, Position) -> Result<(), String>,
 ) -> Result<(Log<F>, RecoveryStats), LogError> {
-    let started = Instant::now();
+    let started = crate::clock::Stopwatch::start();
     fs.create_dir_all(&dir)
         .map_err(|e| LogError::from_io("create log directory", &e))?;
     let names = fs.list(&dir).map_err(|e| LogError::from_io("list log directory", &e))?;

@@ -95,7 +95,7 @@ pub async fn check_or_write<F: Fs>(
             let t = Topology {
                 shards,
                 partitions,
-                created_at_ms: crate::metrics::now_ms(),
+                created_at_ms: crate::clock::system_ms(),
             };
             fs.write_small_atomic(&path, t.encode().as_bytes())
                 .await

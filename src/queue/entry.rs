@@ -9,6 +9,13 @@ pub const ENTRY_QUEUE_TOUCH: u16 = 204;
 pub const ENTRY_QUEUE_DEAD: u16 = 205;
 pub const ENTRY_QUEUE_REQUEUE: u16 = 206;
 pub const ENTRY_QUEUE_PURGE: u16 = 207;
+/// An ENQUEUE that carries the dedup window its keys were added under.
+pub const ENTRY_QUEUE_ADD: u16 = 208;
+/// Lets time run: the leases and delays that ended by `at_ms` run out (no tail).
+pub const ENTRY_QUEUE_TICK: u16 = 209;
+/// The dedup window of an `ENQUEUE` (200), which does not carry one: the default window of the
+/// versions that wrote it.
+pub const LEGACY_DEDUP_WINDOW_MS: u64 = 300_000;
 
 /// Messages in one ENQUEUE entry, and sequence numbers in one operation entry, at most.
 pub const MAX_ITEMS: usize = 1000;
@@ -44,13 +51,26 @@ pub struct Op {
 
 /// Encodes an ENQUEUE body, setting each message's `payload_offset`.
 pub fn encode_enqueue(h: &Head<'_>, messages: &mut [NewMessage<'_>]) -> Vec<u8> {
+    encode_messages(h, None, messages)
+}
+
+/// Encodes an ADD body (an ENQUEUE with the dedup window its keys are added under), setting
+/// each message's `payload_offset`.
+pub fn encode_add(h: &Head<'_>, dedup_window_ms: u64, messages: &mut [NewMessage<'_>]) -> Vec<u8> {
+    encode_messages(h, Some(dedup_window_ms), messages)
+}
+
+fn encode_messages(h: &Head<'_>, window: Option<u64>, messages: &mut [NewMessage<'_>]) -> Vec<u8> {
     assert!((1..=MAX_ITEMS).contains(&messages.len()));
     let size: usize = messages
         .iter()
         .map(|m| MESSAGE_FIXED + m.dedup_key.len() + m.payload.len())
         .sum();
-    let mut b = Vec::with_capacity(crate::log::body::head_bytes(h.namespace.len(), h.name.len()) + 4 + size);
+    let mut b = Vec::with_capacity(crate::log::body::head_bytes(h.namespace.len(), h.name.len()) + 12 + size);
     put_head(&mut b, h);
+    if let Some(w) = window {
+        b.extend_from_slice(&w.to_le_bytes());
+    }
     b.extend_from_slice(&(messages.len() as u32).to_le_bytes());
     for m in messages.iter_mut() {
         b.extend_from_slice(&m.seq.to_le_bytes());
@@ -92,8 +112,38 @@ pub fn decode_head(b: &[u8]) -> Result<Head<'_>, String> {
 }
 
 pub fn decode_enqueue(b: &[u8]) -> Result<(Head<'_>, Vec<NewMessage<'_>>), String> {
+    decode_messages(b, false).map(|(h, _, m)| (h, m))
+}
+
+/// An ENQUEUE or ADD: its head, the dedup window its keys were added under, its messages.
+pub type Added<'a> = (Head<'a>, u64, Vec<NewMessage<'a>>);
+
+/// Decodes an ENQUEUE (whose window is [`LEGACY_DEDUP_WINDOW_MS`]) or an ADD.
+pub fn decode_any_enqueue(entry_type: u16, b: &[u8]) -> Result<Added<'_>, String> {
+    match entry_type {
+        ENTRY_QUEUE_ENQUEUE => decode_messages(b, false),
+        ENTRY_QUEUE_ADD => decode_messages(b, true),
+        t => Err(format!("entry type {t} is not an ENQUEUE or ADD")),
+    }
+}
+
+/// Whether an entry type adds messages (ENQUEUE, ADD).
+pub fn adds_messages(entry_type: u16) -> bool {
+    matches!(entry_type, ENTRY_QUEUE_ENQUEUE | ENTRY_QUEUE_ADD)
+}
+
+fn decode_messages(b: &[u8], with_window: bool) -> Result<Added<'_>, String> {
     let mut r = Reader::new(b);
     let h = read_head(&mut r)?;
+    let window = if with_window {
+        let w = r.u64()?;
+        if w == 0 {
+            return Err("ADD with a dedup window of 0".into());
+        }
+        w
+    } else {
+        LEGACY_DEDUP_WINDOW_MS
+    };
     let n = r.u32()? as usize;
     if !(1..=MAX_ITEMS).contains(&n) {
         return Err("message count out of range".into());
@@ -127,7 +177,7 @@ pub fn decode_enqueue(b: &[u8]) -> Result<(Head<'_>, Vec<NewMessage<'_>>), Strin
         });
     }
     r.done()?;
-    Ok((h, out))
+    Ok((h, window, out))
 }
 
 pub fn decode_op(b: &[u8]) -> Result<(Head<'_>, Op), String> {
@@ -147,6 +197,7 @@ pub fn decode_op(b: &[u8]) -> Result<(Head<'_>, Op), String> {
     Ok((h, Op { time_ms, flags, seqs }))
 }
 
+/// Decodes a PURGE or a TICK (a head, no tail).
 pub fn decode_purge(b: &[u8]) -> Result<Head<'_>, String> {
     let mut r = Reader::new(b);
     let h = read_head(&mut r)?;
@@ -204,6 +255,17 @@ mod tests {
         assert_eq!(decode_op(&b).unwrap(), (h(), op));
         assert_eq!(decode_purge(&encode_op(&h(), None)).unwrap(), h());
         assert_eq!(decode_head(&b).unwrap(), h());
+        let b = encode_add(&h(), 777, &mut msgs);
+        let (head, window, got) = decode_any_enqueue(ENTRY_QUEUE_ADD, &b).unwrap();
+        assert_eq!((head, window), (h(), 777));
+        assert_eq!(got, msgs, "offsets follow the window");
+        assert_eq!(&b[msgs[0].payload_offset..msgs[0].payload_offset + 5], b"hello");
+        let old = encode_enqueue(&h(), &mut msgs);
+        assert_eq!(
+            decode_any_enqueue(ENTRY_QUEUE_ENQUEUE, &old).unwrap().1,
+            LEGACY_DEDUP_WINDOW_MS
+        );
+        assert!(decode_any_enqueue(ENTRY_QUEUE_ADD, &encode_add(&h(), 0, &mut msgs)).is_err());
     }
 
     #[test]

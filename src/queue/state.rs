@@ -1,4 +1,4 @@
-//! The queue state machine of one shard. Per queue: messages by sequence number in a deque
+//! The queue state machine of one partition. Per queue: messages by sequence number in a deque
 //! (40 bytes a message; payloads stay in the log and are read from the mapped segment), a ready
 //! heap by (priority, seq), a delay heap by visible-at, a lease heap by expiry, the dead-letter
 //! set, and the dedup map. No I/O: the shard appends an entry, applies it here at once, and
@@ -9,8 +9,10 @@
 //! Invariants: a message is in exactly one state; the ready heap holds exactly the ready
 //! messages and the delay heap exactly the delayed ones (the lease heap may hold stale entries,
 //! checked against the message's lease time when popped); counts match the states; `advance(t)`
-//! is the only way time moves a message, and replay calls it with each entry's `at_ms` before
-//! applying the entry, as the live shard did — so replay rebuilds the same state.
+//! is the only way time moves a message (and forgets dedup keys whose window ended), and it is
+//! called only when an entry applies, with the entry's `at_ms`, before the entry — live and in
+//! replay alike, so replay rebuilds the same state. Reads never move time: what time alone
+//! would change is changed by a `TICK` entry the timer (or a reader) proposes.
 
 use std::cmp::Reverse;
 use std::collections::{BTreeSet, BinaryHeap, HashMap, VecDeque};
@@ -19,17 +21,13 @@ use std::rc::Rc;
 use super::entry::NewMessage;
 use crate::log::places::SegmentTable;
 use crate::log::Position;
+use crate::machine::At;
 
 mod compact;
+mod machine;
 mod snapshot;
 
-/// Queue settings (`[queue]`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct QueueConfig {
-    /// Leases of one message before it goes to the dead-letter queue.
-    pub max_deliveries: u32,
-    pub dedup_window_ms: u64,
-}
+pub use machine::{NewMsg, QueueAnswer, QueueCommand, QueueOutput, QueuePending};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum State {
@@ -109,6 +107,9 @@ pub struct Queue {
     expired: Vec<u64>,
     dlq: BTreeSet<(u64, u64)>,
     dedup: HashMap<Box<str>, (u64, u64)>,
+    /// (window end, key) of every dedup key, so `advance` forgets them in time order (an entry
+    /// whose end no longer matches its key's is stale and passed over).
+    dedup_ends: BinaryHeap<Reverse<(u64, Box<str>)>>,
     /// Payloads of messages whose ENQUEUE is not durable yet, by seq, with that entry's LSN
     /// (a snapshot names the entry by it until the entry is durable).
     pending: HashMap<u64, (u64, Rc<[u8]>)>,
@@ -155,9 +156,21 @@ impl Queue {
         }
     }
 
-    /// Lets leases and delays that end at or before `now_ms` run out; true if a message became
-    /// ready.
-    pub fn advance(&mut self, now_ms: u64) -> bool {
+    /// Lets leases and delays that end at or before `now_ms` run out, and forgets dedup keys
+    /// whose window ended by then; true if a message became ready. Only applying an entry calls
+    /// it (with the entry's time).
+    fn advance(&mut self, now_ms: u64) -> bool {
+        while let Some(Reverse((end, _))) = self.dedup_ends.peek() {
+            if *end > now_ms {
+                break;
+            }
+            let Some(Reverse((end, key))) = self.dedup_ends.pop() else {
+                break;
+            };
+            if self.dedup.get(&key).is_some_and(|&(_, until)| until == end) {
+                self.dedup.remove(&key);
+            }
+        }
         let mut woke = false;
         while let Some(&Reverse((at, seq))) = self.delayed.peek() {
             if at > now_ms {
@@ -202,14 +215,26 @@ impl Queue {
         d.into_iter().chain(l).min()
     }
 
+    /// The earliest time a dedup key's window ends.
+    pub fn next_dedup_end(&self) -> Option<u64> {
+        self.dedup_ends.peek().map(|r| r.0 .0)
+    }
+
+    /// The `count` ready messages a lease takes next, in delivery order (the heap is left as it
+    /// was: only its layout may differ, which nothing reads).
+    pub fn top_ready(&mut self, count: usize) -> Vec<u64> {
+        let seqs = self.pop_ready(count);
+        self.unpop(&seqs);
+        seqs
+    }
+
     /// Messages whose lease ran out at their last delivery, for a DEAD entry.
     pub fn expired(&self) -> &[u64] {
         &self.expired
     }
 
-    /// Takes up to `count` ready messages in delivery order (for a LEASE entry); give them back
-    /// with [`Queue::unpop`] if the entry cannot be written.
-    pub fn pop_ready(&mut self, count: usize) -> Vec<u64> {
+    /// Takes up to `count` ready messages in delivery order.
+    fn pop_ready(&mut self, count: usize) -> Vec<u64> {
         let mut out = Vec::with_capacity(count.min(self.ready.len()));
         while out.len() < count {
             match self.ready.pop() {
@@ -220,7 +245,7 @@ impl Queue {
         out
     }
 
-    pub fn unpop(&mut self, seqs: &[u64]) {
+    fn unpop(&mut self, seqs: &[u64]) {
         for &s in seqs {
             if let Some(m) = self.msg(s) {
                 let p = m.priority;
@@ -284,17 +309,10 @@ impl Queue {
 /// Why an entry could not be applied in replay (corruption, or a bug).
 pub type ReplayError = String;
 
-/// Where an applied entry is: not durable yet (payloads held in memory), or settled at `pos`.
-#[derive(Clone, Copy, Debug)]
-pub enum At {
-    Pending,
-    Settled(Position),
-}
-
-/// One shard's queues.
+/// One partition's queues.
+#[derive(Default)]
 pub struct QueueStore {
-    pub config: QueueConfig,
-    /// The queue clock: the latest time an entry was stamped with (or replayed at).
+    /// The queue clock: the latest time an applied entry was stamped with.
     clock_ms: u64,
     /// Namespace → queue name → queue (nested so lookups by `&str` allocate nothing).
     queues: HashMap<Box<str>, HashMap<Box<str>, Queue>>,
@@ -302,18 +320,8 @@ pub struct QueueStore {
 }
 
 impl QueueStore {
-    pub fn new(config: QueueConfig) -> Self {
-        QueueStore {
-            config,
-            clock_ms: 0,
-            queues: HashMap::new(),
-            segments: SegmentTable::default(),
-        }
-    }
-
-    /// Now for queue entries: `now_ms`, but never earlier than a time already used.
-    pub fn clock(&mut self, now_ms: u64) -> u64 {
-        self.clock_ms = self.clock_ms.max(now_ms);
+    /// The latest time an applied entry carried: a decision stamps its entry no earlier.
+    pub fn clock_ms(&self) -> u64 {
         self.clock_ms
     }
 
@@ -372,7 +380,7 @@ impl QueueStore {
             .collect()
     }
 
-    pub fn advance(&mut self, ns: &str, q: &str, now_ms: u64) -> bool {
+    fn advance(&mut self, ns: &str, q: &str, now_ms: u64) -> bool {
         self.get_mut(ns, q).is_some_and(|queue| queue.advance(now_ms))
     }
 
@@ -397,27 +405,22 @@ impl QueueStore {
         d
     }
 
-    /// Drops dedup keys whose window has passed.
-    pub fn sweep_dedup(&mut self, now_ms: u64) {
-        for q in self.queues.values_mut().flat_map(HashMap::values_mut) {
-            q.dedup.retain(|_, (_, until)| *until > now_ms);
-        }
-    }
-
-    /// Applies an ENQUEUE; `payloads` are the messages' bytes when pending.
+    /// Applies an ENQUEUE or ADD (dedup keys kept for `window` ms); the messages' payloads are
+    /// held in memory while the entry is pending.
+    #[allow(clippy::too_many_arguments)]
     pub fn apply_enqueue(
         &mut self,
         ns: &str,
         qname: &str,
         at_ms: u64,
         lsn: u64,
+        window: u64,
         messages: &[NewMessage<'_>],
         at: At,
     ) -> Result<(), ReplayError> {
-        let window = self.config.dedup_window_ms;
         let loc = match at {
-            At::Pending => PENDING,
-            At::Settled(pos) => self.segments.loc(&pos),
+            At::Pending(_) => PENDING,
+            At::Placed(pos) => self.segments.loc(&pos),
         };
         let q = self.queue(ns, qname);
         for m in messages {
@@ -460,8 +463,9 @@ impl QueueStore {
                 q.pending.insert(m.seq, (lsn, Rc::from(m.payload)));
             }
             if !m.dedup_key.is_empty() {
-                q.dedup
-                    .insert(m.dedup_key.into(), (m.seq, at_ms.saturating_add(window)));
+                let end = at_ms.saturating_add(window);
+                q.dedup.insert(m.dedup_key.into(), (m.seq, end));
+                q.dedup_ends.push(Reverse((end, m.dedup_key.into())));
             }
             q.total_enqueued += 1;
         }
@@ -592,44 +596,6 @@ impl QueueStore {
         }
         seqs.len() as u64
     }
-
-    /// Applies a recovered log entry at `pos`; false if it is not a queue entry.
-    pub fn replay(&mut self, e: &crate::log::format::EntryRef<'_>, pos: Position) -> Result<bool, ReplayError> {
-        use super::entry::*;
-        if !(ENTRY_QUEUE_ENQUEUE..=ENTRY_QUEUE_PURGE).contains(&e.entry_type) {
-            return Ok(false);
-        }
-        let head = decode_head(e.body)?;
-        let (ns, qn) = (head.namespace.to_string(), head.name.to_string());
-        self.clock(head.at_ms);
-        self.advance(&ns, &qn, head.at_ms);
-        match e.entry_type {
-            ENTRY_QUEUE_ENQUEUE => {
-                let (_, msgs) = decode_enqueue(e.body)?;
-                self.apply_enqueue(&ns, &qn, head.at_ms, pos.lsn, &msgs, At::Settled(pos))?;
-            }
-            ENTRY_QUEUE_PURGE => {
-                decode_purge(e.body)?;
-                self.apply_purge(&ns, &qn, pos.lsn);
-            }
-            kind => {
-                let (_, op) = decode_op(e.body)?;
-                if kind == ENTRY_QUEUE_LEASE {
-                    // The live shard leased the top of the ready heap at `at_ms`: so must we.
-                    let q = self.get_mut(&ns, &qn).ok_or("a lease on a queue with no messages")?;
-                    let mut popped = q.pop_ready(op.seqs.len());
-                    let mut want = op.seqs.clone();
-                    popped.sort_unstable();
-                    want.sort_unstable();
-                    if popped != want {
-                        return Err(format!("queue {qn:?}: lease of {want:?} but {popped:?} were first"));
-                    }
-                }
-                self.apply_op(kind, &ns, &qn, pos.lsn, &op)?;
-            }
-        }
-        Ok(true)
-    }
 }
 
 #[cfg(test)]
@@ -640,11 +606,11 @@ mod tests {
     const NS: &str = "app";
     const Q: &str = "jobs";
 
-    fn store(max_deliveries: u32) -> QueueStore {
-        QueueStore::new(QueueConfig {
-            max_deliveries,
-            dedup_window_ms: 1000,
-        })
+    /// The dedup window the tests' enqueues carry.
+    const WINDOW: u64 = 1000;
+
+    fn store() -> QueueStore {
+        QueueStore::default()
     }
 
     fn enqueue(s: &mut QueueStore, at: u64, items: &[(u8, u64, &str)]) -> Vec<u64> {
@@ -661,7 +627,7 @@ mod tests {
                 payload_offset: 0,
             })
             .collect();
-        s.apply_enqueue(NS, Q, at, 1, &msgs, At::Pending).unwrap();
+        s.apply_enqueue(NS, Q, at, 1, WINDOW, &msgs, At::Pending(1)).unwrap();
         msgs.iter().map(|m| m.seq).collect()
     }
 
@@ -674,19 +640,23 @@ mod tests {
         s.apply_op(kind, NS, Q, 2, &o)
     }
 
-    fn lease(s: &mut QueueStore, now: u64, count: usize, until: u64) -> Vec<u64> {
+    /// A lease at `now` of up to `count` messages, recording `max` deliveries.
+    fn lease_max(s: &mut QueueStore, max: u32, now: u64, count: usize, until: u64) -> Vec<u64> {
         s.advance(NS, Q, now);
         let seqs = s.get_mut(NS, Q).unwrap().pop_ready(count);
         if !seqs.is_empty() {
-            let max = s.config.max_deliveries;
             op(s, ENTRY_QUEUE_LEASE, until, max, &seqs).unwrap();
         }
         seqs
     }
 
+    fn lease(s: &mut QueueStore, now: u64, count: usize, until: u64) -> Vec<u64> {
+        lease_max(s, 5, now, count, until)
+    }
+
     #[test]
     fn priority_then_fifo() {
-        let mut s = store(5);
+        let mut s = store();
         enqueue(&mut s, 0, &[(5, 0, ""), (1, 0, ""), (5, 0, ""), (0, 0, "")]);
         assert_eq!(s.get(NS, Q).unwrap().peek(10), vec![4, 2, 1, 3]);
         assert_eq!(lease(&mut s, 0, 3, 100), vec![4, 2, 1]);
@@ -696,13 +666,17 @@ mod tests {
 
     #[test]
     fn leases_expire_then_dead_letter_after_max_deliveries() {
-        let mut s = store(2);
+        let mut s = store();
         enqueue(&mut s, 0, &[(0, 0, "")]);
-        assert_eq!(lease(&mut s, 0, 1, 100), vec![1]);
-        assert!(lease(&mut s, 50, 1, 150).is_empty(), "invisible while leased");
-        assert_eq!(lease(&mut s, 100, 1, 200), vec![1], "ready again when the lease ends");
+        assert_eq!(lease_max(&mut s, 2, 0, 1, 100), vec![1]);
+        assert!(lease_max(&mut s, 2, 50, 1, 150).is_empty(), "invisible while leased");
+        assert_eq!(
+            lease_max(&mut s, 2, 100, 1, 200),
+            vec![1],
+            "ready again when the lease ends"
+        );
         assert_eq!(s.get(NS, Q).unwrap().msg(1).unwrap().delivery_count, 2);
-        assert!(lease(&mut s, 200, 1, 300).is_empty());
+        assert!(lease_max(&mut s, 2, 200, 1, 300).is_empty());
         assert_eq!(s.get(NS, Q).unwrap().expired(), &[1]);
         op(&mut s, ENTRY_QUEUE_DEAD, 200, 0, &[1]).unwrap();
         let q = s.get(NS, Q).unwrap();
@@ -713,30 +687,23 @@ mod tests {
     }
 
     #[test]
-    fn the_max_deliveries_a_lease_recorded_decides_not_the_config() {
-        // Leases made under max_deliveries = 2, replayed by a store configured with 5 (or 1):
-        // the second lease is still the last one, and the first is not.
-        for configured in [5, 1] {
-            let mut s = store(configured);
-            enqueue(&mut s, 0, &[(0, 0, "")]);
-            s.get_mut(NS, Q).unwrap().pop_ready(1);
-            op(&mut s, ENTRY_QUEUE_LEASE, 100, 2, &[1]).unwrap();
-            s.advance(NS, Q, 100);
-            assert_eq!(
-                s.get(NS, Q).unwrap().msg(1).unwrap().state,
-                State::Ready,
-                "max {configured}"
-            );
-            s.get_mut(NS, Q).unwrap().pop_ready(1);
-            op(&mut s, ENTRY_QUEUE_LEASE, 200, 2, &[1]).unwrap();
-            s.advance(NS, Q, 200);
-            assert_eq!(s.get(NS, Q).unwrap().expired(), &[1], "max {configured}");
-        }
+    fn the_max_deliveries_a_lease_recorded_decides() {
+        // Leases made under max_deliveries = 2: the second is the last one, the first is not.
+        let mut s = store();
+        enqueue(&mut s, 0, &[(0, 0, "")]);
+        s.get_mut(NS, Q).unwrap().pop_ready(1);
+        op(&mut s, ENTRY_QUEUE_LEASE, 100, 2, &[1]).unwrap();
+        s.advance(NS, Q, 100);
+        assert_eq!(s.get(NS, Q).unwrap().msg(1).unwrap().state, State::Ready);
+        s.get_mut(NS, Q).unwrap().pop_ready(1);
+        op(&mut s, ENTRY_QUEUE_LEASE, 200, 2, &[1]).unwrap();
+        s.advance(NS, Q, 200);
+        assert_eq!(s.get(NS, Q).unwrap().expired(), &[1]);
     }
 
     #[test]
     fn ack_nack_touch_delay_purge() {
-        let mut s = store(5);
+        let mut s = store();
         enqueue(&mut s, 0, &[(0, 0, ""), (0, 0, ""), (0, 500, ""), (0, 0, "")]);
         assert_eq!(s.get(NS, Q).unwrap().stats(Q).delayed_count, 1);
         assert_eq!(lease(&mut s, 0, 2, 100), vec![1, 2]);
@@ -769,7 +736,7 @@ mod tests {
 
     #[test]
     fn acked_and_purged_messages_are_dead_bytes() {
-        let mut s = store(5);
+        let mut s = store();
         let at = |offset| Position {
             lsn: 1,
             segment: 1,
@@ -785,7 +752,7 @@ mod tests {
                 payload_offset: 0,
             })
             .collect();
-        s.apply_enqueue(NS, Q, 0, 1, &msgs, At::Settled(at(64))).unwrap();
+        s.apply_enqueue(NS, Q, 0, 1, WINDOW, &msgs, At::Placed(at(64))).unwrap();
         assert_eq!(s.dead_bytes(), 0);
         assert_eq!(lease(&mut s, 0, 1, 100), vec![1]);
         op(&mut s, ENTRY_QUEUE_ACK, 0, 0, &[1]).unwrap();
@@ -796,18 +763,21 @@ mod tests {
 
     #[test]
     fn dedup_keys_live_for_the_window() {
-        let mut s = store(5);
+        let mut s = store();
         enqueue(&mut s, 0, &[(0, 0, "k")]);
         let q = s.get(NS, Q).unwrap();
         assert_eq!(q.dedup_hit("k", 999), Some(1));
         assert_eq!(q.dedup_hit("k", 1000), None);
-        s.sweep_dedup(1000);
-        assert_eq!(s.get(NS, Q).unwrap().dedup.len(), 0);
+        s.advance(NS, Q, 999);
+        assert_eq!(s.get(NS, Q).unwrap().dedup.len(), 1);
+        s.advance(NS, Q, 1000);
+        assert_eq!(s.get(NS, Q).unwrap().dedup.len(), 0, "time running on forgets the key");
+        assert!(s.get(NS, Q).unwrap().dedup_ends.is_empty());
     }
 
     #[test]
     fn memory_per_waiting_message() {
-        let mut s = store(5);
+        let mut s = store();
         let n = 100_000u64;
         let items: Vec<(u8, u64, &str)> = (0..1000).map(|i| ((i % 7) as u8, 0, "")).collect();
         for _ in 0..n / 1000 {

@@ -44,23 +44,26 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::PathBuf;
 use std::rc::Rc;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use super::shard::{recover, Shard};
 use crate::config::{Config, Durability};
 use crate::crash_tally::{run_guarded, runtime};
 use crate::kv::exec::{KvCmd, KvReply};
-use crate::kv::Cond;
+use crate::kv::{Cond, KvCommand};
 use crate::log::either::EitherFs;
 use crate::log::io::Fs;
 use crate::log::sim::{CrashMode, DiskImage, FaultKind, Imager, SimFs, SplitMix64 as Rng};
 use crate::queue::exec::{NewMsg, QueueCmd, QueueReply};
+use crate::queue::state::QueueCommand;
 use crate::stream::entry::AppendBody;
 use crate::stream::exec::{StreamCmd, StreamReply};
-use crate::ts::exec::{Part, TsCmd, TsReply};
+use crate::ts::exec::{TsCmd, TsReply};
+use crate::ts::part::Part;
 
-const QUEUES: [&str; 2] = ["jobs-a", "jobs-b"];
-const STREAMS: [&str; 2] = ["events-a", "events-b"];
+#[cfg(test)]
+mod determinism;
+
 const HOSTS: usize = 3;
 const KEYS: usize = 10;
 /// Leases outlive every run: a leased message must stay leased across a crash.
@@ -103,6 +106,57 @@ fn namespace(shard: &Shard) -> String {
         .map(|i| format!("sim{i}"))
         .find(|n| shard.node.partitioner.namespace_shard(n) == 0)
         .expect("some namespace belongs to shard 0")
+}
+
+/// The objects of the workload, all of them shard 0's (the test shard): keys, queues and
+/// streams of the namespace; and time-series hosts whose series all fall in one partition (so a
+/// write is one part: multi-part writes have their own crash tests, `tests/ts_crash.rs`).
+struct Names {
+    keys: Vec<String>,
+    queues: Vec<String>,
+    streams: Vec<String>,
+    /// Each host's tags: `host=h<i>` and a `salt` that puts its series in `partition`.
+    hosts: Vec<[(String, String); 2]>,
+    partition: u32,
+}
+
+fn names(shard: &Shard, ns: &str) -> Names {
+    let p = &shard.node.partitioner;
+    let mine = |prefix: &str, count: usize| -> Vec<String> {
+        (0..)
+            .map(|i| format!("{prefix}{i:02}"))
+            .filter(|n| p.shard(ns, n) == 0)
+            .take(count)
+            .collect()
+    };
+    let partition = |tags: &[(String, String)]| {
+        let mut key = Vec::new();
+        crate::ts::series::line_key(&mut key, "cpu", tags.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+        crate::ts::series::line_key_partition(&key, p)
+    };
+    let tags = |h: usize, salt: u32| {
+        [
+            ("host".to_string(), format!("h{h}")),
+            ("salt".to_string(), salt.to_string()),
+        ]
+    };
+    let target = (0..)
+        .map(|s| partition(&tags(0, s)))
+        .find(|&q| p.shard_of_partition(q) == 0);
+    let target = target.expect("a partition of shard 0");
+    let hosts = (0..HOSTS)
+        .map(|h| {
+            let salt = (0..).find(|&s| partition(&tags(h, s)) == target).expect("a salt");
+            tags(h, salt)
+        })
+        .collect();
+    Names {
+        keys: mine("key-", KEYS),
+        queues: mine("jobs-", 2),
+        streams: mine("events-", 2),
+        hosts,
+        partition: target,
+    }
 }
 
 /// A payload that names its writer and operation, padded to `len` with seeded bytes.
@@ -179,6 +233,7 @@ struct Model {
 struct Run {
     shard: Rc<Shard>,
     ns: String,
+    names: Names,
     /// Shared with the crash-point hook, which clones it.
     model: Rc<RefCell<Model>>,
     /// Next append / time-series write number, and each host's next timestamp.
@@ -210,17 +265,20 @@ impl Run {
 // ---------------------------------------------------------------------------------------------
 
 async fn kv_op(run: &Run, w: u64, i: u64, rng: &mut Rng, seen: &mut HashMap<String, u64>) {
-    let key = format!("key-{:02}", rng.index(KEYS));
+    let key = run.names.keys[rng.index(KEYS)].clone();
     let ns = run.ns.clone();
+    if run.shard.ensure_namespace(&ns).await.is_err() {
+        return;
+    }
     let roll = rng.below(100);
     if roll < 15 {
         let cas = seen.get(&key).copied().filter(|_| rng.chance(50));
-        let cmd = KvCmd::Delete {
+        let cmd = KvCmd::Write(KvCommand::Delete {
             ns,
             key: key.clone(),
             cas,
-        };
-        if let Ok(KvReply::Written { version }) = crate::kv::exec::execute(&run.shard, cmd).await {
+        });
+        if let Ok(KvReply::Written { version }) = crate::kv::exec::execute(&run.shard.engine, cmd).await {
             let mut m = run.model.borrow_mut();
             m.acks += 1;
             seen.insert(key.clone(), version);
@@ -240,14 +298,14 @@ async fn kv_op(run: &Run, w: u64, i: u64, rng: &mut Rng, seen: &mut HashMap<Stri
         .borrow_mut()
         .kv_values
         .insert(value.clone(), (key.clone(), None));
-    let cmd = KvCmd::Put {
+    let cmd = KvCmd::Write(KvCommand::Put {
         ns,
         key: key.clone(),
         value: value.to_vec(),
         expires_at_ms: 0,
         cond,
-    };
-    match crate::kv::exec::execute(&run.shard, cmd).await {
+    });
+    match crate::kv::exec::execute(&run.shard.engine, cmd).await {
         Ok(KvReply::Written { version }) => {
             let mut m = run.model.borrow_mut();
             m.acks += 1;
@@ -265,7 +323,7 @@ async fn kv_op(run: &Run, w: u64, i: u64, rng: &mut Rng, seen: &mut HashMap<Stri
                 key: key.clone(),
                 wait: None,
             };
-            if let Ok(KvReply::Found(k)) = crate::kv::exec::execute(&run.shard, get).await {
+            if let Ok(KvReply::Found(k)) = crate::kv::exec::execute(&run.shard.engine, get).await {
                 seen.insert(key, k.version);
             }
         }
@@ -274,8 +332,11 @@ async fn kv_op(run: &Run, w: u64, i: u64, rng: &mut Rng, seen: &mut HashMap<Stri
 }
 
 async fn queue_op(run: &Run, w: u64, i: u64, rng: &mut Rng, leased: &mut Vec<(usize, u64)>) {
-    let q = rng.index(QUEUES.len());
-    let (ns, queue) = (run.ns.clone(), QUEUES[q].to_string());
+    let q = rng.index(run.names.queues.len());
+    let (ns, queue) = (run.ns.clone(), run.names.queues[q].clone());
+    if run.shard.ensure_namespace(&ns).await.is_err() {
+        return;
+    }
     match rng.below(10) {
         0..=4 => {
             let n = 1 + rng.index(3);
@@ -298,7 +359,7 @@ async fn queue_op(run: &Run, w: u64, i: u64, rng: &mut Rng, leased: &mut Vec<(us
                 })
                 .collect();
             let cmd = QueueCmd::Enqueue { ns, queue, messages };
-            if let Ok(QueueReply::Enqueued { seqs, .. }) = crate::queue::exec::execute(&run.shard, cmd).await {
+            if let Ok(QueueReply::Enqueued { seqs, .. }) = crate::queue::exec::execute(&run.shard.engine, cmd).await {
                 let mut m = run.model.borrow_mut();
                 m.acks += 1;
                 for (p, seq) in payloads.into_iter().zip(seqs) {
@@ -315,7 +376,7 @@ async fn queue_op(run: &Run, w: u64, i: u64, rng: &mut Rng, leased: &mut Vec<(us
                 visibility_ms: LEASE_MS,
                 block_ms: 0,
             };
-            if let Ok(QueueReply::Messages(got)) = crate::queue::exec::execute(&run.shard, cmd).await {
+            if let Ok(QueueReply::Messages(got)) = crate::queue::exec::execute(&run.shard.engine, cmd).await {
                 let mut m = run.model.borrow_mut();
                 m.acks += 1;
                 for msg in got {
@@ -335,12 +396,12 @@ async fn queue_op(run: &Run, w: u64, i: u64, rng: &mut Rng, leased: &mut Vec<(us
             }
             leased.retain(|(lq, s)| !(*lq == q && seqs.contains(s)));
             run.model.borrow_mut().q_ack_sent.extend(seqs.iter().map(|s| (q, *s)));
-            let cmd = QueueCmd::Ack {
+            let cmd = QueueCmd::Change(QueueCommand::Ack {
                 ns,
                 queue,
                 seqs: seqs.clone(),
-            };
-            if let Ok(QueueReply::Done { not_found, .. }) = crate::queue::exec::execute(&run.shard, cmd).await {
+            });
+            if let Ok(QueueReply::Done { not_found, .. }) = crate::queue::exec::execute(&run.shard.engine, cmd).await {
                 let mut m = run.model.borrow_mut();
                 m.acks += 1;
                 for s in seqs.into_iter().filter(|s| !not_found.contains(s)) {
@@ -352,13 +413,16 @@ async fn queue_op(run: &Run, w: u64, i: u64, rng: &mut Rng, leased: &mut Vec<(us
 }
 
 async fn stream_op(run: &Run, w: u64, i: u64, rng: &mut Rng) {
-    let st = rng.index(STREAMS.len());
+    let st = rng.index(run.names.streams.len());
+    if run.shard.ensure_namespace(&run.ns).await.is_err() {
+        return;
+    }
     let op = run.op_number();
     let n = 1 + rng.index(4);
     let payloads: Vec<Bytes> = (0..n)
         .map(|j| payload(format!("s-{w}-{i}-{j}"), 8 + rng.index(900), rng))
         .collect();
-    let mut body = AppendBody::new(&run.ns, STREAMS[st], 256);
+    let mut body = AppendBody::new(&run.ns, &run.names.streams[st], 256);
     for p in &payloads {
         let _ = body.push_with(|b| {
             b.extend_from_slice(p);
@@ -374,11 +438,11 @@ async fn stream_op(run: &Run, w: u64, i: u64, rng: &mut Rng) {
     }
     let cmd = StreamCmd::Append {
         ns: run.ns.clone(),
-        stream: STREAMS[st].to_string(),
+        stream: run.names.streams[st].clone(),
         body: body.finish(),
         count: n as u32,
     };
-    if let Ok(StreamReply::Appended { first, last, .. }) = crate::stream::exec::execute(&run.shard, cmd).await {
+    if let Ok(StreamReply::Appended { first, last, .. }) = crate::stream::exec::execute(&run.shard.engine, cmd).await {
         let mut m = run.model.borrow_mut();
         m.acks += 1;
         assert_eq!(last + 1 - first, n as u64, "an append of {n} records");
@@ -404,8 +468,8 @@ async fn ts_op(run: &Run, rng: &mut Rng) {
         };
         let value = (op * 16 + points.len() as u64) as f64 + 0.25;
         let mut key = Vec::new();
-        let host_name = format!("h{host}");
-        crate::ts::series::line_key(&mut key, "cpu", [("host", host_name.as_str())].into_iter());
+        let tags = &run.names.hosts[host];
+        crate::ts::series::line_key(&mut key, "cpu", tags.iter().map(|(k, v)| (k.as_str(), v.as_str())));
         part.push(&key, [("usage", value)].into_iter(), ts);
         points.push((host, ts, value));
     }
@@ -416,13 +480,15 @@ async fn ts_op(run: &Run, rng: &mut Rng) {
             m.ts_points.insert((h, ts), (v, op));
         }
     }
+    let partition = run.names.partition;
     let cmd = TsCmd::Write {
         ns: run.ns.clone(),
         batch_id: 0,
-        participants: Vec::new(),
-        part,
+        part_count: 1,
+        at_ms: TS_BASE_MS as u64,
+        parts: vec![(partition, part)],
     };
-    if let Ok(TsReply::Done) = crate::ts::exec::execute(&run.shard, cmd).await {
+    if let Ok(TsReply::Done) = crate::ts::exec::execute(&run.shard.engine, cmd).await {
         let mut m = run.model.borrow_mut();
         m.acks += 1;
         m.ts_acked.extend(points);
@@ -450,20 +516,21 @@ async fn writer(run: Rc<Run>, w: u64, count: u64, seed: u64) {
 /// The snapshot timer of `snapshot/shard.rs`, by bytes of log rather than by the clock (so a
 /// run is the same every time).
 async fn snapshotter(run: Rc<Run>) {
-    let every = run.shard.node.config.log.snapshot_bytes;
+    let engine = &run.shard.engine;
+    let every = engine.config.log.snapshot_bytes;
     while !run.writers_done.get() {
         crate::sched::yield_now().await;
-        let Ok(ctx) = crate::snapshot::shard::ctx(&run.shard) else {
+        let Ok(log) = engine.log() else {
             return;
         };
-        if ctx.log.poisoned().is_some() {
+        if log.poisoned().is_some() {
             return;
         }
-        let written = ctx.metrics.bytes_total.get();
-        if written.saturating_sub(run.shard.snapshots.borrow().bytes_at_last) < every {
+        let written = engine.log_metrics.bytes_total.get();
+        if written.saturating_sub(engine.snapshots.borrow().bytes_at_last) < every {
             continue;
         }
-        match crate::snapshot::shard::take_and_compact(&ctx).await {
+        match crate::snapshot::shard::take_and_compact(engine).await {
             Ok(Some(p)) => {
                 let mut s = run.stats.borrow_mut();
                 s.snapshots += 1;
@@ -472,17 +539,17 @@ async fn snapshotter(run: Rc<Run>) {
             }
             Ok(None) => {}
             Err(e) => {
-                if ctx.log.poisoned().is_none() && !dead(&run.shard) {
+                if log.poisoned().is_none() && !dead(&run.shard) {
                     run.errors.borrow_mut().push(e);
                 }
-                run.shard.snapshots.borrow_mut().bytes_at_last = written;
+                engine.snapshots.borrow_mut().bytes_at_last = written;
             }
         }
     }
 }
 
 fn dead(shard: &Shard) -> bool {
-    match &shard.fs {
+    match &shard.engine.fs {
         EitherFs::Sim(fs) => fs.is_dead(),
         EitherFs::Real(_) => false,
     }
@@ -506,9 +573,7 @@ impl std::fmt::Display for Scenario {
 async fn open_shard(fs: SimFs) -> Result<Rc<Shard>, String> {
     let shard = Rc::new(Shard::for_tests_on(config(), EitherFs::Sim(fs)));
     let log = recover(&shard).await.map_err(|e| e.to_string())?;
-    if shard.log.set(log).is_err() {
-        return Err("the log was set twice".into());
-    }
+    shard.engine.set_log(log);
     Ok(shard)
 }
 
@@ -527,9 +592,11 @@ async fn life(sc: Scenario, prepare: impl FnOnce(&SimFs, &Rc<RefCell<Model>>)) -
     let log = shard.log().expect("opened").clone();
     let flusher = monoio::spawn(log.clone().run_flusher());
     let ns = namespace(&shard);
+    let names = names(&shard, &ns);
     let run = Rc::new(Run {
         shard,
         ns,
+        names,
         model,
         next_op: Cell::new(0),
         ts_next: RefCell::new([TS_BASE_MS; HOSTS]),
@@ -572,9 +639,10 @@ struct Dump {
 
 async fn dump(shard: &Shard, ns: &str) -> Result<Dump, String> {
     let mut d = Dump::default();
-    for k in 0..KEYS {
-        let key = format!("key-{k:02}");
-        let version = shard.kv.borrow().latest_version(ns, &key);
+    let names = names(shard, ns);
+    let engine = &*shard.engine;
+    for key in names.keys {
+        let version = engine.part_of(ns, &key).kv.borrow().latest_version(ns, &key);
         if version == 0 {
             continue;
         }
@@ -583,16 +651,17 @@ async fn dump(shard: &Shard, ns: &str) -> Result<Dump, String> {
             key: key.clone(),
             wait: None,
         };
-        let value = match crate::kv::exec::execute(shard, get).await {
+        let value = match crate::kv::exec::execute(engine, get).await {
             Ok(KvReply::Found(s)) if s.version == version => s.value,
             Ok(KvReply::NotFound) => None,
             other => return Err(format!("GET {key}: {other:?} (latest version {version})")),
         };
         d.kv.insert(key, (version, value));
     }
-    for (q, name) in QUEUES.iter().enumerate() {
+    for (q, name) in names.queues.iter().enumerate() {
+        let p = engine.partition_of(ns, name);
         let (next, present) = {
-            let store = shard.queues.borrow();
+            let store = engine.part(p).queues.borrow();
             match store.get(ns, name) {
                 None => (1, Vec::new()),
                 Some(queue) => {
@@ -610,7 +679,7 @@ async fn dump(shard: &Shard, ns: &str) -> Result<Dump, String> {
         };
         d.next_seq.push(next);
         let seqs: Vec<u64> = present.iter().map(|p| p.0).collect();
-        let got = crate::queue::exec::messages(shard, ns, name, &seqs).map_err(|e| e.message())?;
+        let got = crate::queue::exec::messages(engine, p, ns, name, &seqs).map_err(|e| e.message())?;
         if got.len() != seqs.len() {
             return Err(format!(
                 "queue {name}: {} of {} messages readable",
@@ -622,11 +691,11 @@ async fn dump(shard: &Shard, ns: &str) -> Result<Dump, String> {
             d.queue.insert((q, s), (leased, deliveries, m.payload));
         }
     }
-    for name in STREAMS {
+    for name in &names.streams {
         let mut records = Vec::new();
-        let st = shard.streams.borrow();
+        let st = engine.part_of(ns, name).streams.borrow();
         if let Some(s) = st.get(ns, name) {
-            let log = shard.log().map_err(|e| e.message())?;
+            let log = engine.log().map_err(|e| e.message())?;
             s.read(ns, name, log, &st.segments, s.first_offset, |o, _, p| {
                 records.push((o, p.to_vec()));
                 true
@@ -643,7 +712,7 @@ async fn dump(shard: &Shard, ns: &str) -> Result<Dump, String> {
         plan: plan.clone(),
         snapshot: shard.node.ts_commits.begin_query().seq,
     };
-    match crate::ts::exec::execute(shard, cmd).await {
+    match crate::ts::exec::execute(engine, cmd).await {
         Ok(TsReply::Query(out)) => {
             for series in plan.finish(vec![out]).map_err(|e| e.message.clone())? {
                 let host = series
@@ -674,12 +743,14 @@ struct Found {
 fn check(m: &Model, d: &Dump) -> Found {
     let mut f = Found::default();
     // KV.
-    for k in 0..KEYS {
-        let key = format!("key-{k:02}");
-        let got = d.kv.get(&key);
+    let mut keys: Vec<&String> = d.kv.keys().chain(m.kv_acked.keys()).collect();
+    keys.sort_unstable();
+    keys.dedup();
+    for key in keys {
+        let got = d.kv.get(key);
         if let Some((version, Some(value))) = got {
             match m.kv_values.get(&value[..]) {
-                Some((owner, _)) if *owner != key => f.phantom.push(format!("{key}: holds {owner}'s value")),
+                Some((owner, _)) if owner != key => f.phantom.push(format!("{key}: holds {owner}'s value")),
                 Some((_, Some(v))) if v != version => f
                     .phantom
                     .push(format!("{key}: version {version} holds the value acknowledged as {v}")),
@@ -689,7 +760,7 @@ fn check(m: &Model, d: &Dump) -> Found {
                     .push(format!("{key}: version {version} holds a value nobody wrote")),
             }
         }
-        if let Some((av, aval)) = m.kv_acked.get(&key) {
+        if let Some((av, aval)) = m.kv_acked.get(key) {
             let (version, value) = got.cloned().unwrap_or((0, None));
             if version < *av {
                 f.lost.push(format!(
@@ -817,7 +888,7 @@ async fn recover_dump(image: SimFs) -> Result<(Dump, String), String> {
     let shard = open_shard(image).await.map_err(|e| format!("recovery: {e}"))?;
     let ns = namespace(&shard);
     let d = dump(&shard, &ns).await.map_err(|e| format!("read: {e}"))?;
-    let snapshot = shard.snapshots.borrow().kept.last().map_or(0, |(l, _)| *l);
+    let snapshot = shard.engine.snapshots.borrow().kept.last().map_or(0, |(l, _)| *l);
     shard.log().map(|l| l.stop()).ok();
     Ok((d, format!("from snapshot LSN {snapshot}")))
 }
@@ -1041,7 +1112,7 @@ fn mixed_workload_crash_states_lose_nothing_and_invent_nothing() {
         std::thread::available_parallelism().map_or(2, |n| n.get() as u64),
     )
     .max(1);
-    let started = Instant::now();
+    let started = crate::clock::Stopwatch::start();
     let mut totals = Totals::default();
     let mut coverage = Vec::new();
     let (to, from) = std::sync::mpsc::sync_channel::<CrashPoint>(2 * threads as usize);
@@ -1234,7 +1305,7 @@ async fn recovery_fault(
 #[test]
 fn io_errors_acknowledge_nothing_unsynced_and_leave_a_recoverable_disk() {
     let points = env("FLO_FAULT_SIM_POINTS", 40);
-    let started = Instant::now();
+    let started = crate::clock::Stopwatch::start();
     let mut totals = Totals::default();
     let (mut poisoned, mut recovery_faults, mut recovery_refused) = (0u64, 0u64, 0u64);
     let sc = SCENARIOS[0];
@@ -1386,7 +1457,7 @@ fn damage(image: &SimFs, rng: &mut Rng) -> Option<String> {
 #[test]
 fn corrupted_segments_and_snapshots_are_detected_and_never_served() {
     let cases = env("FLO_CORRUPTION_CASES", 400);
-    let started = Instant::now();
+    let started = crate::clock::Stopwatch::start();
     let mut totals = Totals::default();
     let mut c = Corruption::default();
     for sc in LONG_SCENARIOS {

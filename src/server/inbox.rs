@@ -34,8 +34,8 @@ pub enum Command {
 pub enum Reply {
     /// `true` when created, `false` when it existed.
     NamespaceCreated(bool),
-    /// The command failed (the log refused or failed it).
-    Failed(crate::api::error::ApiError),
+    /// The command failed (the state refused it, the log refused or failed it, ...).
+    Failed(crate::machine::Error),
     /// The namespace records this shard owns, and per namespace the visible KV keys, queues
     /// and streams it holds.
     Namespaces {

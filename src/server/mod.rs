@@ -11,6 +11,9 @@
 pub mod admission;
 #[cfg(test)]
 mod crash_sim;
+pub mod digest;
+#[cfg(test)]
+mod fail_stop_tests;
 pub mod inbox;
 pub mod notify;
 pub mod preflight;
@@ -23,7 +26,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, AtomicUsize};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tracing::{error, info, warn};
 
@@ -39,15 +42,17 @@ use shutdown::{Phase, PhaseCell};
 
 /// What every shard shares. Read-only after start, except for atomics.
 pub struct Node {
-    pub config: Config,
+    pub config: Arc<Config>,
+    /// The clock decisions read (the system's, shifted in tests).
+    pub clock: crate::clock::Clock,
     pub bind: IpAddr,
     pub partitioner: Partitioner,
     pub phase: PhaseCell,
-    pub metrics: Box<[ShardMetrics]>,
+    pub metrics: Box<[Arc<ShardMetrics>]>,
     pub inboxes: Box<[Inbox]>,
     pub auth: Auth,
     pub limits: ConnLimits,
-    pub started: Instant,
+    pub started: crate::clock::Stopwatch,
     pub started_at_ms: u64,
     /// Open API connections across all shards.
     pub connections: AtomicU64,
@@ -58,15 +63,26 @@ pub struct Node {
     /// Recovery cuts the log at corruption instead of refusing to start.
     pub repair: bool,
     /// Multi-part time-series writes committed, not yet in every owner's heads.
-    pub ts_commits: crate::ts::commit::CommitTable,
+    pub ts_commits: Arc<crate::ts::commit::CommitTable>,
     /// How the shards settle pending multi-part writes after recovery.
-    pub ts_recovery: crate::ts::commit::RecoveryExchange,
+    pub ts_recovery: Arc<crate::ts::commit::RecoveryExchange>,
+    /// When the data directory was made (its `TOPOLOGY`): the `default` namespace's creation.
+    pub created_at_ms: u64,
 }
 
 impl Node {
     /// The node of a validated configuration, with one inbox per shard; the receivers go to
     /// the shard threads, in shard order.
     pub fn new(config: Config, resolved: Resolved) -> (Node, Vec<async_channel::Receiver<inbox::Envelope>>) {
+        Node::with_clock(config, resolved, crate::clock::Clock::default())
+    }
+
+    /// [`Node::new`] with the clock decisions read.
+    pub fn with_clock(
+        config: Config,
+        resolved: Resolved,
+        clock: crate::clock::Clock,
+    ) -> (Node, Vec<async_channel::Receiver<inbox::Envelope>>) {
         let shards = config.shards;
         assert!(shards >= 1, "config must be validated");
         let (inboxes, receivers): (Vec<Inbox>, Vec<_>) =
@@ -75,7 +91,7 @@ impl Node {
             bind: resolved.bind,
             partitioner: Partitioner::new(config.partitions, shards as u32),
             phase: PhaseCell::default(),
-            metrics: (0..shards).map(|_| ShardMetrics::default()).collect(),
+            metrics: (0..shards).map(|_| Arc::new(ShardMetrics::default())).collect(),
             inboxes: inboxes.into_boxed_slice(),
             auth: Auth::new(config.auth.enabled, resolved.tokens),
             limits: ConnLimits {
@@ -84,15 +100,17 @@ impl Node {
                 idle_timeout: Duration::from_millis(config.http.idle_timeout_ms),
                 body_budget: BodyBudget::new(config.http.max_buffered_body_bytes),
             },
-            started: Instant::now(),
-            started_at_ms: crate::metrics::now_ms(),
+            started: crate::clock::Stopwatch::start(),
+            started_at_ms: clock.now_ms(),
+            clock,
             connections: AtomicU64::new(0),
             drained: AtomicUsize::new(0),
             log_metrics: (0..shards).map(|_| Arc::new(LogMetrics::default())).collect(),
             repair: false,
             ts_commits: Default::default(),
             ts_recovery: Default::default(),
-            config,
+            created_at_ms: 0,
+            config: Arc::new(config),
         };
         (node, receivers)
     }
@@ -100,6 +118,36 @@ impl Node {
     pub fn shard_count(&self) -> usize {
         self.inboxes.len()
     }
+
+    /// What shard `id`'s engine shares with the node.
+    pub fn engine_shared(&self, id: usize) -> crate::machine::engine::Shared {
+        crate::machine::engine::Shared {
+            config: self.config.clone(),
+            clock: self.clock.clone(),
+            metrics: self.metrics[id].clone(),
+            log_metrics: self.log_metrics[id].clone(),
+            ts_commits: self.ts_commits.clone(),
+            ts_recovery: self.ts_recovery.clone(),
+        }
+    }
+}
+
+/// Makes every panic, on any thread, end the process: it is logged (with the thread and where
+/// it happened), then the process aborts. A panic is a bug, and state that a bug left half
+/// changed (an entry appended but not applied, a shard thread gone while the others answer
+/// for it) must not be served: the next start rebuilds the state from the log.
+pub fn fail_stop_on_panic() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let thread = std::thread::current();
+        error!(
+            thread = thread.name().unwrap_or("unnamed"),
+            panic = %info,
+            "a bug stopped the server; its next start recovers the state from the log"
+        );
+        default(info);
+        std::process::abort();
+    }));
 }
 
 /// Why the server could not start or run (exit code 1).
@@ -112,7 +160,6 @@ impl std::fmt::Display for StartError {
     }
 }
 
-/// Runs the server until a stop signal; returns when every shard has stopped.
 /// Start-time choices that are not configuration.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct RunOptions {
@@ -120,6 +167,7 @@ pub struct RunOptions {
     pub repair: bool,
 }
 
+/// Runs the server until a stop signal; returns when every shard has stopped.
 pub fn run(config: Config, resolved: Resolved, run_opts: RunOptions) -> Result<(), StartError> {
     let findings = preflight::run(&config);
     for f in findings.iter().filter(|f| f.level == preflight::Level::Warning) {
@@ -128,16 +176,25 @@ pub fn run(config: Config, resolved: Resolved, run_opts: RunOptions) -> Result<(
     if let Some(message) = preflight::errors_message(&findings) {
         return Err(StartError(message));
     }
+    let clock = crate::clock::Clock::system().map_err(StartError)?;
+    if clock.offset_ms() != 0 {
+        warn!(
+            offset_ms = clock.offset_ms(),
+            "{} is set: the clock is shifted (a test hook)",
+            crate::clock::OFFSET_ENV
+        );
+    }
     let _lock = lock_data_dir(&config.data_dir)?;
-    check_topology(&config)?;
+    let topology = check_topology(&config)?;
     let api_addr = SocketAddr::new(resolved.bind, config.dashboard_port);
     let metrics_addr = SocketAddr::new(resolved.bind, config.metrics_port);
     check_port_free(api_addr, "dashboard_port")?;
     check_port_free(metrics_addr, "metrics_port")?;
 
     let shards = config.shards;
-    let (mut node, receivers) = Node::new(config, resolved);
+    let (mut node, receivers) = Node::with_clock(config, resolved, clock);
     node.repair = run_opts.repair;
+    node.created_at_ms = topology.created_at_ms;
     let node = Arc::new(node);
 
     // From here on SIGTERM/SIGINT no longer kill the process: their handler hands them to the
@@ -249,7 +306,7 @@ fn lock_data_dir(dir: &Path) -> Result<File, StartError> {
 }
 
 /// Writes the data directory's topology on first start, refuses a start with other counts.
-fn check_topology(config: &Config) -> Result<(), StartError> {
+fn check_topology(config: &Config) -> Result<crate::log::topology::Topology, StartError> {
     let mut rt = monoio::RuntimeBuilder::<monoio::IoUringDriver>::new()
         .build()
         .map_err(|e| StartError(format!("cannot create an io_uring instance ({e}); flo needs io_uring")))?;
@@ -259,7 +316,6 @@ fn check_topology(config: &Config) -> Result<(), StartError> {
         config.shards as u32,
         config.partitions,
     ))
-    .map(drop)
     .map_err(|e| StartError(e.to_string()))
 }
 

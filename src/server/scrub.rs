@@ -92,7 +92,7 @@ pub async fn timer(shard: Rc<Shard>) {
             continue; // still recovering
         }
         wait = Duration::from_secs(every);
-        let started = std::time::Instant::now();
+        let started = crate::clock::Stopwatch::start();
         let metrics = &shard.node.log_metrics[shard.id];
         match pass(&shard).await {
             Ok(r) => {

@@ -9,7 +9,7 @@
 //! keeps answering its inbox until every shard has drained (a request forwarded during the
 //! drain still gets its answer), then its log writes what is pending, syncs, and stops.
 
-use std::cell::{OnceCell, RefCell};
+use std::cell::RefCell;
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::atomic::Ordering::{AcqRel, Relaxed};
@@ -28,17 +28,11 @@ use super::Node;
 use crate::api::error::ApiError;
 use crate::api::{Api, MetricsApi};
 use crate::http::response::encode;
-use crate::kv::KvStore;
-use crate::log::format::{shard_dir_name, EntryRef};
-/// The disk under a shard's log: the real one. In unit tests it is the real disk or the
-/// simulated one, chosen per shard (`log/either.rs`), so the crash simulation runs the real
-/// executors on the simulated disk.
-#[cfg(not(test))]
-pub type ShardFs = crate::log::io::RealFs;
-#[cfg(test)]
-pub type ShardFs = crate::log::either::EitherFs;
-use crate::log::{Log, LogError, LogOptions, Position};
-use crate::namespace::{decode_create, encode_create, NamespaceRegistry, DEFAULT_NAMESPACE, ENTRY_NAMESPACE_CREATE};
+use crate::log::format::shard_dir_name;
+use crate::log::{Log, LogError, LogOptions};
+pub use crate::machine::ShardFs;
+use crate::machine::{Engine, Error};
+use crate::namespace::{Create, NamespaceRegistry};
 
 /// io_uring submission queue entries per shard (the start-up checks probe the same size).
 const RING_ENTRIES: u32 = super::preflight::RING_ENTRIES;
@@ -49,66 +43,28 @@ const BACKLOG: i32 = 1024;
 pub struct Shard {
     pub id: usize,
     pub node: Arc<Node>,
-    pub namespaces: RefCell<NamespaceRegistry>,
     pub stop: StopSignal,
-    /// Set once recovery has opened the log.
-    pub log: OnceCell<Rc<Log<ShardFs>>>,
-    /// The disk the log is on.
-    pub fs: ShardFs,
-    /// The keys this shard owns.
-    pub kv: RefCell<KvStore>,
-    /// Readers waiting for keys of this shard to change.
-    pub kv_watch: crate::kv::watch::Watchers,
-    /// The queues this shard owns.
-    pub queues: RefCell<crate::queue::state::QueueStore>,
-    /// Consumers long-polling queues of this shard.
-    pub queue_watch: crate::kv::watch::Watchers,
-    /// The streams this shard owns.
-    pub streams: RefCell<crate::stream::state::StreamStore>,
-    /// Readers long-polling streams of this shard.
-    pub stream_watch: crate::kv::watch::Watchers,
-    /// The time series this shard owns.
-    pub ts: RefCell<crate::ts::series::SeriesStore>,
+    /// Its partitions' state machines, its log and clock.
+    pub engine: Rc<Engine>,
     /// Namespaces whose record is known to exist (so a first write need not ask again).
     pub namespaces_known: RefCell<std::collections::HashSet<String>>,
-    /// The shard's snapshots on disk and the one being taken.
-    pub snapshots: crate::snapshot::shard::SnapshotCell,
     /// Writes this shard's connections have in progress (`http.max_writes_in_flight`).
     pub writes: super::admission::WriteGate,
-}
-
-/// Maps a log failure to the API's error model.
-pub fn log_error(e: LogError) -> ApiError {
-    match e {
-        LogError::BatchFull => ApiError::Overloaded(e.to_string()),
-        LogError::EntryTooLarge(_) => ApiError::PayloadTooLarge(e.to_string()),
-        LogError::Stopping => ApiError::Unavailable("the server is stopping".into()),
-        LogError::NoSpace { op: "append" } => ApiError::InsufficientStorage(
-            "the disk is full: nothing was written; reads still work, and writes resume once space is freed".into(),
-        ),
-        other => ApiError::Unavailable(format!("the shard cannot write: {other}")),
-    }
 }
 
 impl Shard {
     /// Shard `id` of `node`, empty, its log not open yet.
     pub fn new(id: usize, node: Arc<Node>) -> Shard {
-        let waiters = node.config.limits.max_waiters_per_shard;
+        Shard::on(id, node, ShardFs::default())
+    }
+
+    /// Shard `id` of `node` with its log on `fs`.
+    pub fn on(id: usize, node: Arc<Node>, fs: ShardFs) -> Shard {
         Shard {
             id,
-            namespaces: RefCell::new(NamespaceRegistry::default()),
             stop: StopSignal::default(),
-            log: OnceCell::new(),
-            fs: ShardFs::default(),
-            kv: RefCell::new(KvStore::default()),
-            kv_watch: crate::kv::watch::Watchers::new(waiters),
-            queues: RefCell::new(crate::queue::exec::store(&node.config)),
-            queue_watch: crate::kv::watch::Watchers::new(waiters),
-            streams: RefCell::default(),
-            stream_watch: crate::kv::watch::Watchers::new(waiters),
-            ts: RefCell::default(),
+            engine: Rc::new(Engine::new(id, node.partitioner, node.engine_shared(id), fs)),
             namespaces_known: RefCell::default(),
-            snapshots: RefCell::default(),
             writes: super::admission::WriteGate::new(node.config.http.max_writes_in_flight),
             node,
         }
@@ -126,82 +82,87 @@ impl Shard {
 
     /// Shard 0 of a node with `config` that runs nothing, its log on `fs`, for unit tests.
     #[cfg(test)]
-    pub fn for_tests_on(mut config: crate::config::Config, fs: ShardFs) -> Shard {
-        let resolved = config.validate(None).expect("a valid test configuration");
-        let (node, _receivers) = Node::new(config, resolved);
-        Shard {
-            fs,
-            ..Shard::new(0, Arc::new(node))
-        }
+    pub fn for_tests_on(config: crate::config::Config, fs: ShardFs) -> Shard {
+        Shard::for_tests_with(config, fs, crate::clock::Clock::default())
     }
+
+    /// Shard 0 of a node with `config` and `clock` that runs nothing, its log on `fs`.
+    #[cfg(test)]
+    pub fn for_tests_with(mut config: crate::config::Config, fs: ShardFs, clock: crate::clock::Clock) -> Shard {
+        let resolved = config.validate(None).expect("a valid test configuration");
+        let (node, _receivers) = Node::with_clock(config, resolved, clock);
+        Shard::on(0, Arc::new(node), fs)
+    }
+
     /// The shard's log, once recovery has opened it.
     pub fn log(&self) -> Result<&Rc<Log<ShardFs>>, ApiError> {
-        self.log
-            .get()
-            .ok_or_else(|| ApiError::Unavailable("the shard is still recovering its log".into()))
+        Ok(self.engine.log()?)
     }
 
     /// Executes a command on this shard.
     pub async fn execute(&self, command: Command) -> Reply {
-        match command {
-            Command::CreateNamespace { name, created_at_ms } => self.create_namespace(name, created_at_ms).await,
-            Command::ListNamespaces => Reply::Namespaces {
-                records: self.namespaces.borrow().list(),
-                kv_keys: self.kv.borrow().key_counts(crate::metrics::now_ms()),
-                queues: self.queues.borrow().counts().into_iter().collect(),
-                streams: self.streams.borrow().counts().into_iter().collect(),
-                measurements: self.ts.borrow().measurement_names(),
-            },
-            Command::Queue(cmd) => match crate::queue::exec::execute(self, cmd).await {
-                Ok(r) => Reply::Queue(r),
-                Err(e) => Reply::Failed(e),
-            },
-            Command::Stream(cmd) => match crate::stream::exec::execute(self, cmd).await {
-                Ok(r) => Reply::Stream(r),
-                Err(e) => Reply::Failed(e),
-            },
-            Command::Ts(cmd) => match crate::ts::exec::execute(self, cmd).await {
-                Ok(r) => Reply::Ts(r),
-                Err(e) => Reply::Failed(e),
-            },
-            Command::Kv(cmd) => match crate::kv::exec::execute(self, cmd).await {
-                Ok(r) => Reply::Kv(r),
-                Err(e) => Reply::Failed(e),
-            },
+        let engine = &*self.engine;
+        let r = match command {
+            Command::CreateNamespace { name, created_at_ms } => {
+                return match self.create_namespace(name, created_at_ms).await {
+                    Ok(created) => Reply::NamespaceCreated(created),
+                    Err(e) => Reply::Failed(e),
+                }
+            }
+            Command::ListNamespaces => {
+                let now = engine.now_ms();
+                let mut records = Vec::new();
+                let (mut kv_keys, mut queues, mut streams, mut measurements) =
+                    (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+                let mut waits = Vec::new();
+                for part in engine.parts() {
+                    let (r, w) = part.namespaces.borrow().list();
+                    records.extend(r);
+                    waits.extend(w.map(|index| (part.id, index)));
+                    kv_keys.extend(part.kv.borrow().key_counts(now));
+                    queues.extend(part.queues.borrow().counts());
+                    streams.extend(part.streams.borrow().counts());
+                    measurements.extend(part.ts.borrow().measurement_names());
+                }
+                // Records whose creation is still in flight are listed once it is committed.
+                for (p, index) in waits {
+                    if let Err(e) = engine.committed(p, index).await {
+                        return Reply::Failed(e);
+                    }
+                }
+                return Reply::Namespaces {
+                    records,
+                    kv_keys,
+                    queues,
+                    streams,
+                    measurements,
+                };
+            }
+            Command::Queue(cmd) => crate::queue::exec::execute(engine, cmd).await.map(Reply::Queue),
+            Command::Stream(cmd) => crate::stream::exec::execute(engine, cmd).await.map(Reply::Stream),
+            Command::Ts(cmd) => crate::ts::exec::execute(engine, cmd).await.map(Reply::Ts),
+            Command::Kv(cmd) => crate::kv::exec::execute(engine, cmd).await.map(Reply::Kv),
             Command::Stop => {
                 self.stop.trigger();
-                Reply::Stopping
+                return Reply::Stopping;
             }
-        }
+        };
+        r.unwrap_or_else(Reply::Failed)
     }
 
-    /// Creates a namespace record on this (its owner) shard; answered once durable.
-    async fn create_namespace(&self, name: String, created_at_ms: u64) -> Reply {
-        debug_assert_eq!(
-            self.node.partitioner.namespace_shard(&name),
-            self.id,
-            "namespace on wrong shard"
-        );
-        if !self.namespaces.borrow_mut().reserve(&name, created_at_ms) {
-            return Reply::NamespaceCreated(false);
+    /// Creates a namespace record on this (its owner) shard; answered once committed (also
+    /// when it existed: the entry that created it may still be in flight).
+    async fn create_namespace(&self, name: String, created_at_ms: u64) -> Result<bool, Error> {
+        let engine = &self.engine;
+        let p = engine.partition_of(&name, "");
+        let (answer, proposed) = engine.decide::<NamespaceRegistry>(p, Create { name, created_at_ms })?;
+        if let Some(pr) = proposed {
+            engine.commit(&pr).await?;
         }
-        let durable = async {
-            let ticket = self
-                .log()?
-                .append(ENTRY_NAMESPACE_CREATE, &encode_create(&name, created_at_ms))
-                .map_err(log_error)?;
-            ticket.await.map_err(log_error)
-        };
-        match durable.await {
-            Ok(_) => {
-                self.namespaces.borrow_mut().commit(&name, created_at_ms);
-                Reply::NamespaceCreated(true)
-            }
-            Err(e) => {
-                self.namespaces.borrow_mut().release(&name);
-                Reply::Failed(e)
-            }
+        if let Some(lsn) = answer.wait {
+            engine.committed(p, lsn).await?;
         }
+        Ok(answer.created)
     }
 
     /// Makes sure `ns` has its namespace record (a namespace comes into existence on its first
@@ -211,15 +172,18 @@ impl Shard {
             return Ok(());
         }
         let owner = self.node.partitioner.namespace_shard(ns);
-        let command = Command::CreateNamespace {
-            name: ns.to_string(),
-            created_at_ms: crate::metrics::now_ms(),
-        };
-        // Not through `ask`/`execute`: a KV command runs inside `execute`, so this must not
-        // recurse into it.
+        let created_at_ms = self.node.clock.now_ms();
         let reply = if owner == self.id {
-            self.create_namespace(ns.to_string(), crate::metrics::now_ms()).await
+            self.execute(Command::CreateNamespace {
+                name: ns.to_string(),
+                created_at_ms,
+            })
+            .await
         } else {
+            let command = Command::CreateNamespace {
+                name: ns.to_string(),
+                created_at_ms,
+            };
             self.forward(owner, command)?
                 .await
                 .map_err(|_| ApiError::Unavailable(format!("shard {owner} stopped before answering")))?
@@ -229,66 +193,9 @@ impl Shard {
                 self.namespaces_known.borrow_mut().insert(ns.to_string());
                 Ok(())
             }
-            Reply::Failed(e) => Err(e),
+            Reply::Failed(e) => Err(e.into()),
             other => Err(ApiError::Internal(format!("unexpected reply {other:?}"))),
         }
-    }
-
-    /// Empties every primitive's state (before recovery starts over).
-    fn reset_state(&self) {
-        *self.namespaces.borrow_mut() = NamespaceRegistry::default();
-        if self.node.partitioner.namespace_shard(DEFAULT_NAMESPACE) == self.id {
-            self.namespaces
-                .borrow_mut()
-                .create(DEFAULT_NAMESPACE, self.node.started_at_ms);
-        }
-        *self.kv.borrow_mut() = KvStore::default();
-        *self.queues.borrow_mut() = crate::queue::exec::store(&self.node.config);
-        *self.streams.borrow_mut() = Default::default();
-        *self.ts.borrow_mut() = Default::default();
-        *self.snapshots.borrow_mut() = Default::default();
-    }
-
-    /// Applies one recovered log entry.
-    fn replay(&self, entry: &EntryRef<'_>, at: Position) -> Result<(), String> {
-        match entry.entry_type {
-            ENTRY_NAMESPACE_CREATE => {
-                let (name, created_at_ms) = decode_create(entry.body)?;
-                self.namespaces.borrow_mut().create(&name, created_at_ms);
-                Ok(())
-            }
-            crate::log::relocated::ENTRY_RELOCATED => crate::snapshot::compact::replay(self, entry.body, at),
-            _ if self.kv.borrow_mut().replay(entry, at)? => Ok(()),
-            _ if self.queues.borrow_mut().replay(entry, at)? => Ok(()),
-            _ if self.streams.borrow_mut().replay(entry, at)? => Ok(()),
-            _ if crate::ts::exec::replay(&mut self.ts.borrow_mut(), entry, at)? => Ok(()),
-            t => Err(format!(
-                "entry type {t} at LSN {} is unknown (written by a newer flo?)",
-                entry.lsn
-            )),
-        }
-    }
-
-    /// Waits until `key` of `ns` changes in `watchers` (one of this shard's), or until the
-    /// clock reaches `until_ms`; 429 when the shard already has its maximum of waiters. Keeps
-    /// the shard's `waiters` figure (KV, queue and stream long-polls together) up to date.
-    pub async fn wait_change(
-        &self,
-        watchers: &crate::kv::watch::Watchers,
-        ns: &str,
-        key: &str,
-        until_ms: u64,
-    ) -> Result<(), ApiError> {
-        let change = watchers
-            .changed(ns, key)
-            .ok_or_else(|| ApiError::Overloaded("too many requests are waiting on this shard".into()))?;
-        let count = || (self.kv_watch.len() + self.queue_watch.len() + self.stream_watch.len()) as u64;
-        let waiters = &self.node.metrics[self.id].waiters;
-        waiters.store(count(), Relaxed);
-        let left = until_ms.saturating_sub(crate::metrics::now_ms());
-        let _ = monoio::time::timeout(Duration::from_millis(left), change).await;
-        waiters.store(count(), Relaxed);
-        Ok(())
     }
 
     /// Runs `command` on `shard`: here if it is this shard, else through its inbox.
@@ -306,7 +213,7 @@ impl Shard {
     pub async fn ask_owner(&self, ns: &str, name: &str, command: Command) -> Result<(Reply, usize), ApiError> {
         let owner = self.node.partitioner.shard(ns, name);
         match self.ask(owner, command).await? {
-            Reply::Failed(e) => Err(e),
+            Reply::Failed(e) => Err(e.into()),
             r => Ok((r, owner)),
         }
     }
@@ -396,26 +303,11 @@ pub fn run(id: usize, node: Arc<Node>, inbox: async_channel::Receiver<Envelope>,
             None
         };
         let shard = Rc::new(Shard::new(id, node.clone()));
-        if node.partitioner.namespace_shard(DEFAULT_NAMESPACE) == id {
-            shard
-                .namespaces
-                .borrow_mut()
-                .create(DEFAULT_NAMESPACE, node.started_at_ms);
-        }
         // Listeners are up before recovery, so /health can say "starting" meanwhile.
         monoio::spawn(serve_inbox(shard.clone(), inbox));
         monoio::spawn(sample_rates(shard.clone()));
-        monoio::spawn(sweep_kv(shard.clone()));
-        monoio::spawn(crate::queue::exec::timer(
-            shard.clone(),
-            Duration::from_millis(QUEUE_TICK_MS),
-        ));
-        monoio::spawn(crate::stream::exec::timer(
-            shard.clone(),
-            Duration::from_millis(STREAM_TICK_MS),
-        ));
-        monoio::spawn(crate::ts::exec::timer(shard.clone(), Duration::from_millis(TS_TICK_MS)));
-        monoio::spawn(crate::snapshot::shard::timer(shard.clone()));
+        monoio::spawn(timer(shard.clone()));
+        monoio::spawn(snapshot_timer(shard.clone()));
         monoio::spawn(super::scrub::timer(shard.clone()));
         if let Some(l) = metrics_listener {
             monoio::spawn(accept_metrics(shard.clone(), l));
@@ -428,7 +320,7 @@ pub fn run(id: usize, node: Arc<Node>, inbox: async_channel::Receiver<Envelope>,
         let flusher = match recover(&shard).await {
             Ok(log) => {
                 let flusher = monoio::spawn(log.clone().run_flusher());
-                let _ = shard.log.set(log);
+                shard.engine.set_log(log);
                 flusher
             }
             Err(e) => {
@@ -438,12 +330,11 @@ pub fn run(id: usize, node: Arc<Node>, inbox: async_channel::Receiver<Envelope>,
         };
         // Multi-part time-series writes pending at the last stop are settled with the other
         // shards before anything is served.
-        let flusher = match crate::ts::exec::resolve_pending(&shard).await {
+        let flusher = match crate::ts::exec::resolve_pending(&shard.engine).await {
             Ok(()) => flusher,
             Err(e) => {
                 let _ = ready.send(Err(format!(
-                    "shard {id}: cannot settle pending time-series writes: {}",
-                    e.message()
+                    "shard {id}: cannot settle pending time-series writes: {e}"
                 )));
                 return;
             }
@@ -454,12 +345,25 @@ pub fn run(id: usize, node: Arc<Node>, inbox: async_channel::Receiver<Envelope>,
         // Other shards' connections may still forward work here: the log keeps running until
         // every shard has drained, then writes what is pending and stops.
         all_drained(&shard).await;
-        crate::snapshot::shard::at_shutdown(&shard).await;
+        crate::snapshot::shard::at_shutdown(&shard.engine).await;
         if let Ok(log) = shard.log() {
             log.stop();
         }
         flusher.await;
     });
+}
+
+/// The options shard `id`'s log opens with.
+pub(crate) fn log_options(node: &Node, id: usize) -> LogOptions {
+    LogOptions {
+        shard_id: id as u32,
+        segment_bytes: node.config.log.segment_bytes,
+        batch_max_bytes: node.config.log.batch_max_bytes as usize,
+        durability: node.config.durability,
+        flush_interval: Duration::from_millis(node.config.log.flush_interval_ms),
+        commit_wait: Duration::from_micros(node.config.log.commit_wait_us),
+        repair: node.repair,
+    }
 }
 
 /// Opens the shard's log, replaying every entry into the shard's state.
@@ -469,19 +373,12 @@ pub fn run(id: usize, node: Arc<Node>, inbox: async_channel::Receiver<Envelope>,
 )]
 pub(crate) async fn recover(shard: &Rc<Shard>) -> Result<Rc<Log<ShardFs>>, LogError> {
     let node = &shard.node;
-    let opts = LogOptions {
-        shard_id: shard.id as u32,
-        segment_bytes: node.config.log.segment_bytes,
-        batch_max_bytes: node.config.log.batch_max_bytes as usize,
-        durability: node.config.durability,
-        flush_interval: Duration::from_millis(node.config.log.flush_interval_ms),
-        commit_wait: Duration::from_micros(node.config.log.commit_wait_us),
-        repair: node.repair,
-    };
+    let engine = &shard.engine;
+    let opts = log_options(node, shard.id);
     let dir = node.config.data_dir.join(shard_dir_name(shard.id));
     let metrics = node.log_metrics[shard.id].clone();
     let load = || async {
-        crate::snapshot::shard::load(shard, &shard.fs, &dir)
+        crate::snapshot::shard::load(engine, &dir)
             .await
             .map_err(|reason| LogError::Corrupt {
                 file: dir.clone(),
@@ -489,14 +386,15 @@ pub(crate) async fn recover(shard: &Rc<Shard>) -> Result<Rc<Log<ShardFs>>, LogEr
                 reason,
             })
     };
+    let replay = |e: &crate::log::format::EntryRef<'_>, at| engine.replay(e, at).map_err(|c| c.0);
     let from_lsn = load().await?;
     let opened = crate::log::open(
-        shard.fs.clone(),
+        engine.fs.clone(),
         dir.clone(),
         opts.clone(),
         metrics.clone(),
         from_lsn,
-        |e, at| shard.replay(e, at),
+        replay,
     )
     .await;
     let (log, stats) = match opened {
@@ -507,19 +405,16 @@ pub(crate) async fn recover(shard: &Rc<Shard>) -> Result<Rc<Log<ShardFs>>, LogEr
                 shard = shard.id,
                 log_end, snapshot, "repair: dropping snapshots past the cut log's end"
             );
-            crate::snapshot::shard::remove_after(&shard.fs, &dir, log_end)
+            crate::snapshot::shard::remove_after(&engine.fs, &dir, log_end)
                 .await
                 .map_err(|reason| LogError::Corrupt {
                     file: dir.clone(),
                     offset: 0,
                     reason,
                 })?;
-            shard.reset_state();
+            engine.reset();
             let from_lsn = load().await?;
-            crate::log::open(shard.fs.clone(), dir, opts, metrics, from_lsn, |e, at| {
-                shard.replay(e, at)
-            })
-            .await?
+            crate::log::open(engine.fs.clone(), dir, opts, metrics, from_lsn, replay).await?
         }
         other => other?,
     };
@@ -652,36 +547,44 @@ async fn serve_inbox(shard: Rc<Shard>, inbox: async_channel::Receiver<Envelope>)
     }
 }
 
-/// Slots the KV sweep visits per tick.
-const KV_SWEEP_BUDGET: usize = 20_000;
-/// How often the queue timer looks for leases and delays that ran out.
-const QUEUE_TICK_MS: u64 = 10;
-/// How often the stream timer enforces retention.
-const STREAM_TICK_MS: u64 = 100;
-/// How often the time-series timer cuts aged heads, places chunks and enforces retention.
-const TS_TICK_MS: u64 = 1000;
-
-/// Frees the memory of expired and deleted keys a little at a time, once a second.
-async fn sweep_kv(shard: Rc<Shard>) {
+/// The shard's timer: a round of the engine's timer work every `machine::timer::QUEUE_EVERY`,
+/// with streams and the slow machines at their own pace, until the shard stops.
+#[allow(
+    clippy::disallowed_methods,
+    reason = "when to look is monotonic pacing; what a round proposes is stamped by the engine's clock"
+)]
+async fn timer(shard: Rc<Shard>) {
+    use crate::machine::timer::{round, Round, QUEUE_EVERY, SLOW_EVERY, STREAM_EVERY};
+    let (mut stream_at, mut slow_at) = (monoio::time::Instant::now(), monoio::time::Instant::now());
     loop {
         monoio::select! {
-            _ = monoio::time::sleep(Duration::from_secs(1)) => {},
+            _ = monoio::time::sleep(QUEUE_EVERY) => {},
             _ = shard.stop.wait() => break,
         }
-        let now = crate::metrics::now_ms();
-        let mut kv = shard.kv.borrow_mut();
-        kv.sweep(now, KV_SWEEP_BUDGET);
-        let m = &shard.node.metrics[shard.id];
-        m.kv_slots.store(kv.slot_count(), Relaxed);
-        m.kv_index_bytes.store(kv.index_bytes(), Relaxed);
-        let others =
-            shard.queues.borrow().dead_bytes() + shard.streams.borrow().dead_bytes() + shard.ts.borrow().dead_bytes();
-        m.log_dead_bytes
-            .store(kv.dead_bytes().map(|(_, d)| d).sum::<u64>() + others, Relaxed);
-        if let Some(log) = shard.log.get() {
-            m.log_entry_bytes
-                .store(log.segments().iter().map(|s| s.1).sum(), Relaxed);
+        let now = monoio::time::Instant::now();
+        let r = Round {
+            streams: now >= stream_at,
+            slow: now >= slow_at,
+        };
+        if r.streams {
+            stream_at = now + STREAM_EVERY;
         }
+        if r.slow {
+            slow_at = now + SLOW_EVERY;
+        }
+        round(&shard.engine, r).await;
+    }
+}
+
+/// The shard's snapshot timer: snapshots and compaction when enough log was written, until the
+/// shard stops.
+async fn snapshot_timer(shard: Rc<Shard>) {
+    loop {
+        monoio::select! {
+            _ = monoio::time::sleep(crate::snapshot::shard::TIMER_EVERY) => {},
+            _ = shard.stop.wait() => break,
+        }
+        crate::snapshot::shard::maybe_take(&shard.engine).await;
     }
 }
 
@@ -689,7 +592,7 @@ async fn sweep_kv(shard: Rc<Shard>) {
 async fn sample_rates(shard: Rc<Shard>) {
     let metrics = &shard.node.metrics[shard.id];
     loop {
-        metrics.sample_rate(crate::metrics::now_ms());
+        metrics.sample_rate(shard.node.clock.now_ms());
         monoio::select! {
             _ = monoio::time::sleep(Duration::from_secs(1)) => {},
             _ = shard.stop.wait() => break,
@@ -699,6 +602,7 @@ async fn sample_rates(shard: Rc<Shard>) {
 
 /// After the listener closed: wait for this shard's connections to finish (bounded by the
 /// grace period), then keep serving the inbox until every shard is done.
+#[allow(clippy::disallowed_methods, reason = "the shutdown grace period is monotonic pacing")]
 async fn drain(shard: &Rc<Shard>) {
     let node = &shard.node;
     let grace = Duration::from_millis(node.config.http.shutdown_grace_ms);

@@ -117,6 +117,19 @@ impl Enc {
     pub fn live(&self) -> &BTreeMap<u64, u64> {
         &self.live
     }
+    /// Appends another encoding as bytes (a `u32` length, then them), with its placeholders and
+    /// live bytes.
+    pub fn nested(&mut self, other: Enc) {
+        let n = u32::try_from(other.buf.len()).expect("snapshot sections are shorter than 4 GiB");
+        self.u32(n);
+        let base = self.buf.len();
+        self.buf.extend_from_slice(&other.buf);
+        self.pending
+            .extend(other.pending.into_iter().map(|(at, lsn)| (base + at, lsn)));
+        for (segment, bytes) in other.live {
+            *self.live.entry(segment).or_default() += bytes;
+        }
+    }
     /// Takes the encoded bytes, the placeholders and the live bytes.
     pub fn finish(self) -> Finished {
         (self.buf, self.pending, self.live)

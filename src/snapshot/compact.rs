@@ -24,33 +24,24 @@
 //! Copies go out in chunks of [`COPY_CHUNK_BYTES`], each made durable before the next, with a
 //! pause between chunks, so foreground writes keep the disk most of the time.
 //!
-//! Like snapshot taking, a pass is generic over the file system and the state machines
-//! ([`Ctx`], [`Machines`] in `shard.rs`).
+//! A pass asks and tells the shard's [`Engine`], which routes each entry to the machine of its
+//! partition.
 
 use std::collections::BTreeSet;
 use std::time::Duration;
 
 use tracing::{info, warn};
 
-use super::shard::{Ctx, Machines, KEEP};
+use super::shard::KEEP;
 use crate::log::format::{stored_bytes, SEGMENT_HEADER_BYTES};
-use crate::log::io::Fs;
 use crate::log::relocated::{self, ENTRY_RELOCATED};
-use crate::log::{Position, Ticket};
-use crate::server::shard::log_error;
+use crate::log::Ticket;
+use crate::machine::Engine;
 
 /// Bytes of copies per chunk.
 const COPY_CHUNK_BYTES: usize = 1 << 20;
 /// Pause between chunks.
 const CHUNK_PAUSE: Duration = Duration::from_millis(2);
-
-/// Replays a `RELOCATED` entry at `at` into `machines`.
-pub fn replay<M: Machines>(machines: &M, body: &[u8], at: Position) -> Result<(), String> {
-    let r = relocated::decode(body)?;
-    machines
-        .relocate((r.from_segment, r.from_offset), &at, r.entry_type, r.body)
-        .map(|_| ())
-}
 
 /// What one pass did.
 #[derive(Debug, Default, Clone, Copy)]
@@ -62,15 +53,15 @@ pub struct PassStats {
 }
 
 /// One compaction pass (after a snapshot). `moved` remembers segments already copied out.
-pub async fn pass<F: Fs, M: Machines>(ctx: &Ctx<'_, F, M>, moved: &mut BTreeSet<u64>) -> Result<PassStats, String> {
-    let percent = ctx.compact_live_percent;
-    let log = &ctx.log;
+pub async fn pass(engine: &Engine, moved: &mut BTreeSet<u64>) -> Result<PassStats, String> {
+    let percent = engine.config.log.compact_live_percent;
+    let log = engine.log().map_err(|e| e.to_string())?;
     let mut stats = PassStats::default();
     if percent == 0 {
         return Ok(stats);
     }
     let (oldest, newest, maps_known, live_newest, needed_by_kept) = {
-        let s = ctx.snapshots.borrow();
+        let s = engine.snapshots.borrow();
         let Some((newest, live)) = s.kept.last() else {
             return Ok(stats);
         };
@@ -91,7 +82,7 @@ pub async fn pass<F: Fs, M: Machines>(ctx: &Ctx<'_, F, M>, moved: &mut BTreeSet<
                 log.remove_sealed(first).await.map_err(|e| e.to_string())?;
                 moved.remove(&first);
                 stats.deleted += 1;
-                ctx.metrics.compacted_segments_total.inc();
+                engine.log_metrics.compacted_segments_total.inc();
             }
         }
     }
@@ -105,7 +96,7 @@ pub async fn pass<F: Fs, M: Machines>(ctx: &Ctx<'_, F, M>, moved: &mut BTreeSet<
             continue;
         }
         if live > 0 {
-            let (entries, copied) = copy_segment(ctx, first).await?;
+            let (entries, copied) = copy_segment(engine, first).await?;
             stats.copied_entries += entries;
             stats.copied_bytes += copied;
             stats.copied_segments += 1;
@@ -114,7 +105,7 @@ pub async fn pass<F: Fs, M: Machines>(ctx: &Ctx<'_, F, M>, moved: &mut BTreeSet<
     }
     if stats.deleted > 0 || stats.copied_segments > 0 {
         info!(
-            shard = ctx.shard_id,
+            shard = engine.shard_id,
             deleted = stats.deleted,
             copied_segments = stats.copied_segments,
             copied_entries = stats.copied_entries,
@@ -134,8 +125,8 @@ struct Copy {
 }
 
 /// Copies the needed entries of segment `segment` to the tail; returns (entries, bytes).
-async fn copy_segment<F: Fs, M: Machines>(ctx: &Ctx<'_, F, M>, segment: u64) -> Result<(u64, u64), String> {
-    let log = &ctx.log;
+async fn copy_segment(engine: &Engine, segment: u64) -> Result<(u64, u64), String> {
+    let log = engine.log().map_err(|e| e.to_string())?;
     let entries = log.segment_entries(segment).map_err(|e| e.to_string())?;
     let end = entries.end();
     let mut offset = SEGMENT_HEADER_BYTES as u64;
@@ -145,10 +136,10 @@ async fn copy_segment<F: Fs, M: Machines>(ctx: &Ctx<'_, F, M>, segment: u64) -> 
     while offset < end {
         let (e, next) = entries.entry(offset)?;
         let (entry_type, inner) = (e.entry_type, e.body);
-        if ctx.machines.needs((segment, offset), entry_type, inner) {
+        if engine.needs((segment, offset), entry_type, inner) {
             let body = relocated::encode(segment, offset, entry_type, inner);
             log.room_for_background(body.len()).await;
-            let ticket = log.append(ENTRY_RELOCATED, &body).map_err(|e| log_error(e).message())?;
+            let ticket = log.append(ENTRY_RELOCATED, &body).map_err(|e| e.to_string())?;
             chunk_bytes += stored_bytes(body.len());
             chunk.push(Copy {
                 from_offset: offset,
@@ -159,31 +150,28 @@ async fn copy_segment<F: Fs, M: Machines>(ctx: &Ctx<'_, F, M>, segment: u64) -> 
         }
         offset = next;
         if chunk_bytes >= COPY_CHUNK_BYTES {
-            let (n, b) = settle(ctx, segment, std::mem::take(&mut chunk)).await?;
+            let (n, b) = settle(engine, segment, std::mem::take(&mut chunk)).await?;
             count += n;
             copied += b;
             chunk_bytes = 0;
             monoio::time::sleep(CHUNK_PAUSE).await;
         }
     }
-    let (n, b) = settle(ctx, segment, chunk).await?;
-    ctx.metrics.compaction_copied_bytes_total.add(copied + b);
+    let (n, b) = settle(engine, segment, chunk).await?;
+    engine.log_metrics.compaction_copied_bytes_total.add(copied + b);
     Ok((count + n, copied + b))
 }
 
 /// Waits for a chunk's copies to be durable and repoints the state at them.
-async fn settle<F: Fs, M: Machines>(ctx: &Ctx<'_, F, M>, segment: u64, chunk: Vec<Copy>) -> Result<(u64, u64), String> {
+async fn settle(engine: &Engine, segment: u64, chunk: Vec<Copy>) -> Result<(u64, u64), String> {
     let mut bytes = 0;
     let n = chunk.len() as u64;
     for c in chunk {
         let at = c.ticket.await.map_err(|e| e.to_string())?;
         bytes += stored_bytes(relocated::PREFIX_BYTES + c.body.len()) as u64;
-        if let Err(e) = ctx
-            .machines
-            .relocate((segment, c.from_offset), &at, c.entry_type, &c.body)
-        {
-            warn!(shard = ctx.shard_id, error = %e, "compaction: a copy could not be applied");
-            return Err(e);
+        if let Err(e) = engine.relocate((segment, c.from_offset), &at, c.entry_type, &c.body) {
+            warn!(shard = engine.shard_id, error = %e, "compaction: a copy could not be applied");
+            return Err(e.0);
         }
     }
     Ok((n, bytes))

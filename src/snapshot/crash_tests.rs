@@ -1,8 +1,9 @@
 //! Crash simulation of snapshots and compaction on the simulated disk (`log/sim.rs`).
 //!
-//! The workload is the KV write path of `kv/exec.rs` (plan, append, apply at once, await the
-//! ticket, settle) run by several concurrent writers over a small key set (hot keys overwritten
-//! all the time, cold keys rarely, deletes among them, the KV sweep beside them), on 1 MiB
+//! The workload is the KV write path of the engine (decide, propose: append and apply at once,
+//! commit: await durability and settle) run by several concurrent writers over a small key set
+//! (hot keys overwritten all the time, cold keys rarely, deletes among them, the KV sweep's
+//! entries beside them), on a shard's engine (every partition) on 1 MiB
 //! segments, with a snapshot every 64 KiB of log each followed by a compaction pass at 50 %
 //! (the timer's `take_and_compact`): so segments are copied out (`RELOCATED` entries, repointed
 //! once durable), deleted once no kept snapshot needs them, and copies are copied again. A third
@@ -12,8 +13,8 @@
 //! The process is killed after its k-th I/O, for k over the whole run: every k, or a seeded
 //! sample, half of it inside the snapshots whose pass copied or deleted. Each power-loss image
 //! (unsynced writes and names kept, dropped, or chosen at random and torn at sectors) is
-//! recovered the way the server does — newest usable snapshot, then the log after it with KV
-//! entries and copies replayed — and checked against a model of the writes:
+//! recovered the way the server does — newest usable snapshot, then the log after it replayed
+//! through the engine's routing table — and checked against a model of the writes:
 //!
 //! * **acked lost**: a key is behind its last acknowledged write (an older version, another
 //!   value, a deleted key back, or missing), or the image cannot be recovered at all;
@@ -37,22 +38,22 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::rc::Rc;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use super::codec::Enc;
-use super::compact::{self, PassStats};
+use super::compact::PassStats;
 use super::file;
-use super::shard::{self as snap, section, Captured, Ctx, Machines, SnapshotCell};
-use crate::config::Durability;
+use super::shard as snap;
+use crate::config::{Config, Durability};
 use crate::crash_tally::{run_guarded, runtime, Tally};
-use crate::kv::entry::{decode_put, encode_delete, encode_put, ENTRY_KV_DELETE, ENTRY_KV_PUT};
-use crate::kv::{Cond, KvStore, Value};
-use crate::log::format::EntryRef;
-use crate::log::metrics::LogMetrics;
+use crate::kv::entry::{decode_put, ENTRY_KV_PUT};
+use crate::kv::{Cond, KvAnswer, KvCommand, KvStore, Value};
+use crate::log::either::EitherFs;
 use crate::log::relocated::ENTRY_RELOCATED;
 use crate::log::sim::{CrashMode, SimFs, SplitMix64 as Rng};
-use crate::log::{Log, LogOptions, Position};
-use crate::namespace::{decode_create, encode_create, NamespaceRegistry, ENTRY_NAMESPACE_CREATE};
+use crate::log::{Log, LogOptions};
+use crate::machine::{Engine, ShardFs};
+use crate::namespace::{Create, NamespaceRegistry};
 
 const NS: &str = "app";
 const HOT_KEYS: usize = 12;
@@ -62,6 +63,9 @@ const SNAPSHOT_EVERY: u64 = 64 * 1024;
 const COMPACT_LIVE_PERCENT: u64 = 50;
 /// A crash point (its lives and recoveries) that has not ended after this long hangs.
 const CRASH_POINT_TIMEOUT: Duration = Duration::from_secs(240);
+/// The engine's clock: fixed (nothing here depends on time but the sweep, which removes
+/// tombstones at once: its retention is 0).
+const NOW_MS: u64 = 1_000;
 
 fn dir() -> PathBuf {
     PathBuf::from("/data/shard-000")
@@ -85,80 +89,37 @@ fn keys() -> impl Iterator<Item = String> {
         .chain((0..COLD_KEYS).map(|i| format!("cold-{i:02}")))
 }
 
-/// The state machines of the test shard: namespaces and KV; the other primitives' sections are
-/// written empty (from their default stores) and must decode.
-#[derive(Default)]
-struct State {
-    namespaces: RefCell<NamespaceRegistry>,
-    kv: RefCell<KvStore>,
+/// The test shard's engine on `fs`: the only shard of its node, so it owns every partition.
+fn engine(fs: &SimFs) -> Engine {
+    let mut config = Config {
+        shards: 1,
+        data_dir: PathBuf::from("/data"),
+        ..Config::default()
+    };
+    config.log.compact_live_percent = COMPACT_LIVE_PERCENT;
+    config.kv.tombstone_retention_ms = 0;
+    let partitioner = crate::partition::Partitioner::new(config.partitions, 1);
+    let shared = crate::machine::engine::Shared {
+        config: Arc::new(config),
+        clock: crate::clock::Clock::manual(NOW_MS),
+        metrics: Arc::default(),
+        log_metrics: Arc::default(),
+        ts_commits: Arc::default(),
+        ts_recovery: Arc::default(),
+    };
+    Engine::new(0, partitioner, shared, EitherFs::Sim(fs.clone()))
 }
 
-fn queue_config() -> crate::queue::state::QueueConfig {
-    crate::queue::exec::store(&crate::config::Config::default()).config
-}
-
-impl Machines for State {
-    fn capture(&self) -> Vec<Captured> {
-        let encoded = |f: &dyn Fn(&mut Enc)| {
-            let mut e = Enc::new();
-            f(&mut e);
-            Captured::Encoded(e)
-        };
-        vec![
-            encoded(&|e| self.namespaces.borrow().snapshot(e)),
-            // Frozen and encoded in steps while the writers go on, as the server does.
-            Captured::Kv(Box::new(self.kv.borrow().freeze())),
-            encoded(&|e| crate::queue::state::QueueStore::new(queue_config()).snapshot(e)),
-            encoded(&|e| crate::stream::state::StreamStore::default().snapshot(e)),
-            encoded(&|e| crate::ts::series::SeriesStore::default().snapshot(e)),
-        ]
-    }
-
-    fn restore(&self, p: &file::Parsed<'_>) -> Result<(), String> {
-        let namespaces = section(p, file::SECTION_NAMESPACES, NamespaceRegistry::restore)?;
-        let kv = section(p, file::SECTION_KV, KvStore::restore)?;
-        section(p, file::SECTION_QUEUES, |d| {
-            crate::queue::state::QueueStore::restore(queue_config(), d)
-        })?;
-        section(p, file::SECTION_STREAMS, crate::stream::state::StreamStore::restore)?;
-        section(p, file::SECTION_TS, crate::ts::series::SeriesStore::restore)?;
-        *self.namespaces.borrow_mut() = namespaces;
-        *self.kv.borrow_mut() = kv;
-        Ok(())
-    }
-
-    fn needs(&self, from: (u64, u64), entry_type: u16, body: &[u8]) -> bool {
-        match entry_type {
-            100..=199 => self.kv.borrow().needs(from, entry_type, body),
-            _ => false,
-        }
-    }
-
-    fn relocate(&self, from: (u64, u64), to: &Position, entry_type: u16, body: &[u8]) -> Result<bool, String> {
-        match entry_type {
-            100..=199 => self.kv.borrow_mut().relocate(from, to, entry_type, body),
-            t => Err(format!("a relocated entry of type {t}, which is never copied")),
-        }
-    }
-}
-
-impl State {
-    /// Applies a recovered entry, as `Shard::replay` does.
-    fn replay(&self, e: &EntryRef<'_>, at: Position, copies: &Cell<u64>) -> Result<(), String> {
-        match e.entry_type {
-            ENTRY_NAMESPACE_CREATE => {
-                let (name, created_at_ms) = decode_create(e.body)?;
-                self.namespaces.borrow_mut().create(&name, created_at_ms);
-                Ok(())
-            }
-            ENTRY_RELOCATED => {
-                copies.set(copies.get() + 1);
-                compact::replay(self, e.body, at)
-            }
-            _ if self.kv.borrow_mut().replay(e, at)? => Ok(()),
-            t => Err(format!("entry type {t} at LSN {} is unknown", e.lsn)),
-        }
-    }
+/// Whether the namespace's record is there.
+fn has_namespace(engine: &Engine) -> bool {
+    engine
+        .part_of(NS, "")
+        .namespaces
+        .borrow()
+        .list()
+        .0
+        .iter()
+        .any(|r| r.name == NS)
 }
 
 /// A written value (`None`: a delete).
@@ -168,8 +129,9 @@ type Written = Option<Rc<[u8]>>;
 /// acknowledged write of each key. A life after a recovery starts from what was recovered.
 #[derive(Default, Clone)]
 struct Model {
-    /// (key, version) → the value written.
-    written: HashMap<(String, u64), Written>,
+    /// (key, version) → the values written with it (a key whose record the sweep removed
+    /// starts over at version 1, so one version can have had several values).
+    written: HashMap<(String, u64), Vec<Written>>,
     /// key → (version, value) of its newest acknowledged write.
     acked: HashMap<String, (u64, Written)>,
     acks: u64,
@@ -186,6 +148,16 @@ impl Model {
         }
     }
 
+    /// A write of `version` was decided (and applied) for `key`. A version 1 on a key acked at a
+    /// higher one means the sweep removed its record (after its delete): its versions started
+    /// over, and the sweep's entry is before this write in the log.
+    fn written(&mut self, key: &str, version: u64, value: Written) {
+        if version == 1 && self.acked.get(key).is_some_and(|(v, w)| *v > 1 && w.is_none()) {
+            self.acked.remove(key);
+        }
+        self.written.entry((key.to_string(), version)).or_default().push(value);
+    }
+
     /// The model of a life that starts from the recovered `dump`.
     fn from_recovered(dump: &Dump, namespace: bool) -> Model {
         let mut m = Model {
@@ -195,7 +167,7 @@ impl Model {
         for (key, r) in dump {
             if let Ok((version, value)) = r {
                 let value: Written = value.as_deref().map(Rc::from);
-                m.written.insert((key.clone(), *version), value.clone());
+                m.written.insert((key.clone(), *version), vec![value.clone()]);
                 m.acked.insert(key.clone(), (*version, value));
             }
         }
@@ -207,15 +179,15 @@ impl Model {
 /// value read through the log; an error if it cannot be read.
 type Dump = BTreeMap<String, Result<(u64, Option<Vec<u8>>), String>>;
 
-fn dump(state: &State, log: &Log<SimFs>) -> Dump {
-    let kv = state.kv.borrow();
+fn dump(engine: &Engine, log: &Log<ShardFs>) -> Dump {
     let mut out = Dump::new();
     for key in keys() {
+        let kv = engine.part_of(NS, &key).kv.borrow();
         let version = kv.latest_version(NS, &key);
         if version == 0 {
             continue;
         }
-        let r = match kv.get(NS, &key, 0) {
+        let r = match kv.get(NS, &key, NOW_MS) {
             None => Ok((version, None)),
             Some(slot) => match slot.value {
                 Value::At { segment, offset, .. } => match log.read_entry(segment, offset) {
@@ -272,10 +244,10 @@ fn check(model: &Model, rec: &Recovered) -> Found {
             Some(Ok((version, value))) => {
                 match model.written.get(&(key.clone(), *version)) {
                     None => f.phantom.push(format!("{key}: version {version} was never written")),
-                    Some(w) if w.as_deref() != value.as_deref() => f.phantom.push(format!(
-                        "{key}: version {version} shows {} bytes, {} were written",
+                    Some(ws) if !ws.iter().any(|w| w.as_deref() == value.as_deref()) => f.phantom.push(format!(
+                        "{key}: version {version} shows {} bytes, none of {} writes of it had that value",
                         value.as_ref().map_or(-1, |v| v.len() as i64),
-                        w.as_ref().map_or(-1, |v| v.len() as i64)
+                        ws.len()
                     )),
                     Some(_) => {}
                 }
@@ -297,7 +269,7 @@ fn check(model: &Model, rec: &Recovered) -> Found {
             }
         }
     }
-    if model.namespace_acked && !rec.state.namespaces.borrow().contains(NS) {
+    if model.namespace_acked && !has_namespace(&rec.engine) {
         f.lost.push(format!("namespace {NS} acknowledged but missing"));
     }
     f
@@ -352,10 +324,9 @@ impl Pass {
 
 /// One running life of the test shard.
 struct Node {
-    state: State,
-    snapshots: SnapshotCell,
-    metrics: Arc<LogMetrics>,
-    log: Rc<Log<SimFs>>,
+    engine: Rc<Engine>,
+    /// The disk (the engine's, to count its operations and see it die).
+    fs: SimFs,
     model: RefCell<Model>,
     passes: RefCell<Vec<Pass>>,
     /// Snapshots or passes that failed while the disk was alive.
@@ -367,15 +338,8 @@ struct Node {
 }
 
 impl Node {
-    fn ctx(&self) -> Ctx<'_, SimFs, State> {
-        Ctx {
-            machines: &self.state,
-            log: self.log.clone(),
-            shard_id: 0,
-            compact_live_percent: COMPACT_LIVE_PERCENT,
-            snapshots: &self.snapshots,
-            metrics: &self.metrics,
-        }
+    fn log(&self) -> &Rc<Log<ShardFs>> {
+        self.engine.log().expect("the log is open")
     }
 }
 
@@ -413,94 +377,80 @@ fn ops(rng: &mut Rng, writer: u64, count: usize, cold_percent: u64) -> Vec<Op> {
         .collect()
 }
 
-/// A writer: `kv/exec.rs`'s put and delete, one after the other.
+/// A writer: the engine's put and delete (`kv/exec.rs`), one after the other.
 async fn writer(node: Rc<Node>, ops: Vec<Op>) {
-    let log = node.log.clone();
+    let engine = &node.engine;
     for op in ops {
-        match op {
-            Op::Put { key, value } => {
-                log.room(value.len() + 64).await;
-                let Ok(version) = node.state.kv.borrow().plan_put(NS, &key, Cond::Always, 0) else {
-                    continue;
-                };
-                let body = encode_put(version, 0, NS, &key, &value);
-                let Ok(ticket) = log.append(ENTRY_KV_PUT, &body) else {
-                    return;
-                };
-                let pending = Value::Pending {
-                    lsn: ticket.lsn,
-                    bytes: value.clone(),
-                };
-                node.state.kv.borrow_mut().apply_put(NS, &key, version, 0, pending);
-                node.model
-                    .borrow_mut()
-                    .written
-                    .insert((key.clone(), version), Some(value.clone()));
-                let Ok(pos) = ticket.await else {
-                    return;
-                };
-                node.state
-                    .kv
-                    .borrow_mut()
-                    .settle(NS, &key, version, &pos, value.len() as u32);
-                node.model.borrow_mut().ack(&key, version, Some(value));
-            }
-            Op::Delete { key } => {
-                log.room(64).await;
-                let Ok(version) = node.state.kv.borrow().plan_delete(NS, &key, None, 0) else {
-                    continue;
-                };
-                let Ok(ticket) = log.append(ENTRY_KV_DELETE, &encode_delete(version, NS, &key)) else {
-                    return;
-                };
-                node.state.kv.borrow_mut().apply_delete(NS, &key, version, ticket.lsn);
-                node.model.borrow_mut().written.insert((key.clone(), version), None);
-                let Ok(pos) = ticket.await else {
-                    return;
-                };
-                node.state.kv.borrow_mut().settle_delete(NS, &key, version, &pos);
-                node.model.borrow_mut().ack(&key, version, None);
-            }
+        let (key, value) = match op {
+            Op::Put { key, value } => (key, Some(value)),
+            Op::Delete { key } => (key, None),
+        };
+        let p = engine.partition_of(NS, &key);
+        let cmd = || match &value {
+            Some(v) => KvCommand::Put {
+                ns: NS.to_string(),
+                key: key.clone(),
+                value: v.to_vec(),
+                expires_at_ms: 0,
+                cond: Cond::Always,
+            },
+            None => KvCommand::Delete {
+                ns: NS.to_string(),
+                key: key.clone(),
+                cas: None,
+            },
+        };
+        let (answer, proposed) = match engine.decide_waiting::<KvStore>(p, cmd).await {
+            Ok(d) => d,
+            Err(_) => return,
+        };
+        let (KvAnswer::Written { version }, Some(proposed)) = (answer, proposed) else {
+            continue;
+        };
+        node.model.borrow_mut().written(&key, version, value.clone());
+        if engine.commit(&proposed).await.is_err() {
+            return;
         }
+        node.model.borrow_mut().ack(&key, version, value);
     }
 }
 
 /// The snapshot timer of `snapshot/shard.rs`, every `snapshot_every` bytes of log, with the KV
-/// sweep of the server beside it.
+/// sweep of the engine's timer beside it.
 async fn snapshotter(node: Rc<Node>) {
-    let ctx = node.ctx();
+    let engine = &node.engine;
     let mut turns = 0u64;
-    while !node.writers_done.get() && node.log.poisoned().is_none() {
+    while !node.writers_done.get() && node.log().poisoned().is_none() {
         crate::sched::yield_now().await;
         turns += 1;
         if turns.is_multiple_of(64) {
-            node.state.kv.borrow_mut().sweep(0, 8);
+            crate::machine::timer::propose_due::<KvStore>(engine, |_| None);
         }
-        let written = snap::log_bytes(&node.metrics);
-        if written.saturating_sub(node.snapshots.borrow().bytes_at_last) < node.snapshot_every {
+        let written = snap::log_bytes(&engine.log_metrics);
+        if written.saturating_sub(engine.snapshots.borrow().bytes_at_last) < node.snapshot_every {
             continue;
         }
-        let start = node.log.fs().ops();
-        match snap::take_and_compact(&ctx).await {
+        let start = node.fs.ops();
+        match snap::take_and_compact(engine).await {
             Ok(Some(stats)) => {
                 node.passes.borrow_mut().push(Pass {
                     stats,
-                    ops: start..node.log.fs().ops(),
-                    kept: node.snapshots.borrow().kept.len(),
+                    ops: start..node.fs.ops(),
+                    kept: engine.snapshots.borrow().kept.len(),
                 });
                 // Only the kept snapshots are left, older ones a crash left behind included.
-                let files = snapshot_files(node.log.fs());
+                let files = snapshot_files(&node.fs);
                 let e = format!("{files} snapshot files after a snapshot");
-                if files > snap::KEEP && !node.log.fs().is_dead() && node.errors.borrow().last() != Some(&e) {
+                if files > snap::KEEP && !node.fs.is_dead() && node.errors.borrow().last() != Some(&e) {
                     node.errors.borrow_mut().push(e);
                 }
             }
             Ok(None) => {}
             Err(e) => {
-                if !node.log.fs().is_dead() {
+                if !node.fs.is_dead() {
                     node.errors.borrow_mut().push(e);
                 }
-                node.snapshots.borrow_mut().bytes_at_last = written;
+                engine.snapshots.borrow_mut().bytes_at_last = written;
             }
         }
     }
@@ -510,16 +460,18 @@ async fn snapshotter(node: Rc<Node>) {
 /// then stops the log. What happened is in the node (model, passes, errors).
 async fn live(node: Rc<Node>, rng: &mut Rng, writers: u64, per_writer: usize, namespace: bool) {
     let cold_percent = node.cold_percent;
-    let flusher = monoio::spawn(node.log.clone().run_flusher());
+    let flusher = monoio::spawn(node.log().clone().run_flusher());
     if namespace {
         // The namespace's record, as `Shard::create_namespace` writes it.
-        node.state.namespaces.borrow_mut().reserve(NS, 1);
-        if let Ok(t) = node.log.append(ENTRY_NAMESPACE_CREATE, &encode_create(NS, 1)) {
-            if t.await.is_ok() {
-                node.state.namespaces.borrow_mut().commit(NS, 1);
+        let engine = &node.engine;
+        let p = engine.partition_of(NS, "");
+        let create = Create {
+            name: NS.to_string(),
+            created_at_ms: 1,
+        };
+        if let Ok((_, Some(proposed))) = engine.decide::<NamespaceRegistry>(p, create) {
+            if engine.commit(&proposed).await.is_ok() {
                 node.model.borrow_mut().namespace_acked = true;
-            } else {
-                node.state.namespaces.borrow_mut().release(NS);
             }
         }
     }
@@ -536,16 +488,14 @@ async fn live(node: Rc<Node>, rng: &mut Rng, writers: u64, per_writer: usize, na
     }
     node.writers_done.set(true);
     timer.await;
-    node.log.stop();
+    node.log().stop();
     flusher.await;
 }
 
 /// A recovered image.
 struct Recovered {
-    state: State,
-    snapshots: SnapshotCell,
-    metrics: Arc<LogMetrics>,
-    log: Rc<Log<SimFs>>,
+    engine: Rc<Engine>,
+    fs: SimFs,
     loaded: snap::Loaded,
     copies_replayed: u64,
     /// Snapshot files in the directory when it was loaded.
@@ -554,11 +504,14 @@ struct Recovered {
 }
 
 impl Recovered {
-    /// The KV and namespace sections of the recovered state (places included).
+    /// The namespace and KV sections of every partition of the recovered state (places
+    /// included).
     fn encoded(&self) -> Vec<u8> {
         let mut e = Enc::new();
-        self.state.namespaces.borrow().snapshot(&mut e);
-        self.state.kv.borrow().snapshot(&mut e);
+        for part in self.engine.parts() {
+            part.namespaces.borrow().snapshot(&mut e);
+            part.kv.borrow().snapshot(&mut e);
+        }
         let (bytes, pending, _) = e.finish();
         assert!(pending.is_empty(), "nothing is pending after recovery");
         bytes
@@ -566,10 +519,8 @@ impl Recovered {
 
     fn into_node(self, model: Model, sc: Scenario) -> Rc<Node> {
         Rc::new(Node {
-            state: self.state,
-            snapshots: self.snapshots,
-            metrics: self.metrics,
-            log: self.log,
+            engine: self.engine,
+            fs: self.fs,
             model: RefCell::new(model),
             passes: RefCell::default(),
             errors: RefCell::default(),
@@ -591,23 +542,25 @@ fn snapshot_files(fs: &SimFs) -> usize {
 
 /// Recovers `fs` as the server does: the newest usable snapshot, then the log after it.
 async fn recover(fs: SimFs) -> Result<Recovered, String> {
-    let state = State::default();
-    let snapshots = SnapshotCell::default();
+    let engine = engine(&fs);
     let snapshot_files = snapshot_files(&fs);
-    let loaded = snap::load_from(&state, 0, &snapshots, &fs, &dir()).await?;
-    let metrics = Arc::new(LogMetrics::default());
+    let loaded = snap::load_from(&engine, &dir()).await?;
     let copies = Cell::new(0);
-    let (log, _) = crate::log::open(fs, dir(), opts(), metrics.clone(), loaded.lsn, |e, at| {
-        state.replay(e, at, &copies)
+    let metrics = engine.log_metrics.clone();
+    let (log, _) = crate::log::open(engine.fs.clone(), dir(), opts(), metrics, loaded.lsn, |e, at| {
+        if e.entry_type == ENTRY_RELOCATED {
+            copies.set(copies.get() + 1);
+        }
+        engine.replay(e, at).map_err(|c| c.0)
     })
     .await
     .map_err(|e| format!("log recovery from LSN {}: {e}", loaded.lsn))?;
-    let dump = dump(&state, &log);
+    let log = Rc::new(log);
+    let dump = dump(&engine, &log);
+    engine.set_log(log);
     Ok(Recovered {
-        state,
-        snapshots,
-        metrics,
-        log: Rc::new(log),
+        engine: Rc::new(engine),
+        fs,
         loaded,
         copies_replayed: copies.get(),
         snapshot_files,
@@ -623,15 +576,21 @@ async fn first_life(sc: Scenario, crash_after: Option<u64>) -> (SimFs, Rc<Node>)
     if let Some(k) = crash_after {
         fs.crash_after(k);
     }
-    let metrics = Arc::new(LogMetrics::default());
-    let (log, _) = crate::log::open(fs.clone(), dir(), opts(), metrics.clone(), 0, |_, _| Ok(()))
-        .await
-        .expect("an empty log opens");
+    let engine = engine(&fs);
+    let (log, _) = crate::log::open(
+        engine.fs.clone(),
+        dir(),
+        opts(),
+        engine.log_metrics.clone(),
+        0,
+        |_, _| Ok(()),
+    )
+    .await
+    .expect("an empty log opens");
+    engine.set_log(Rc::new(log));
     let node = Rc::new(Node {
-        state: State::default(),
-        snapshots: SnapshotCell::default(),
-        metrics,
-        log: Rc::new(log),
+        engine: Rc::new(engine),
+        fs: fs.clone(),
         model: RefCell::default(),
         passes: RefCell::default(),
         errors: RefCell::default(),
@@ -761,7 +720,7 @@ async fn crash_point(sc: Scenario, k: u64, second_life: bool, totals: &mut Total
     for p in node.passes.borrow().iter() {
         cov.add_pass(p);
     }
-    cov.snapshots += node.metrics.snapshots_total.get();
+    cov.snapshots += node.engine.log_metrics.snapshots_total.get();
     totals.node_errors(&format!("{sc} crash after {k} ops"), &node);
     let model = node.model.borrow().clone();
     let mut rng = Rng(sc.seed ^ k.wrapping_mul(0x9E37_79B9_7F4A_7C15));
@@ -802,13 +761,13 @@ async fn crash_point(sc: Scenario, k: u64, second_life: bool, totals: &mut Total
             let Ok(rec) = recover(image.clone()).await else {
                 continue;
             };
-            let model = Model::from_recovered(&rec.dump, rec.state.namespaces.borrow().contains(NS));
+            let model = Model::from_recovered(&rec.dump, has_namespace(&rec.engine));
             let node = rec.into_node(model, sc);
             let k2 = rng.below(600);
             image.crash_after(k2);
             live(node.clone(), &mut rng, 3, 150, false).await;
             cov.second_lives += 1;
-            cov.snapshots += node.metrics.snapshots_total.get();
+            cov.snapshots += node.engine.log_metrics.snapshots_total.get();
             for p in node.passes.borrow().iter() {
                 cov.add_pass(p);
             }
@@ -895,7 +854,7 @@ fn run_scenario(sc: Scenario, runs: u64, totals: &mut Totals, cov: &mut Coverage
     }
 }
 
-fn report(totals: &Totals, cov: &Coverage, started: Instant) {
+fn report(totals: &Totals, cov: &Coverage, started: crate::clock::Stopwatch) {
     println!(
         "snapshot-crash: {} crash states, {} acked lost, {} phantom, {} panics",
         totals.states, totals.lost, totals.phantom, totals.panics
@@ -936,7 +895,7 @@ fn crashes_in_snapshots_and_compaction_lose_nothing_and_resurrect_nothing() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(0);
-    let started = Instant::now();
+    let started = crate::clock::Stopwatch::start();
     let (mut totals, mut cov) = (Totals::default(), Coverage::default());
     for sc in SCENARIOS {
         let sc = Scenario {

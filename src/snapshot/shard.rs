@@ -1,80 +1,31 @@
-//! A shard's snapshots: taking one (encode every primitive in one step on the shard's thread,
-//! wait until the LSN it stands for is durable, fill in the places of entries that were still
-//! in flight, write the file atomically), loading the newest usable one before the log is
+//! A shard's snapshots: taking one (capture every partition in one step on the shard's thread,
+//! encode, wait until the LSN it stands for is durable, fill in the places of entries that were
+//! still in flight, write the file atomically), loading the newest usable one before the log is
 //! replayed, and keeping the two newest.
-//!
-//! The work is generic over the file system (`F: Fs`, the real disk or the simulated one of the
-//! tests) and over the state it snapshots ([`Machines`]): a [`Ctx`] carries the log, the shard's
-//! id and settings, its [`Snapshots`] and metrics. [`Shard`] is the server's [`Machines`]; the
-//! server's entry points ([`take`], [`load`], [`timer`], [`at_shutdown`]) build the [`Ctx`] from
-//! it.
 //!
 //! Invariants: a snapshot file exists under its final name only once every entry up to its LSN
 //! is durable and the file itself is durable (temporary file, fdatasync, rename, directory
-//! fsync); one snapshot is taken at a time per shard; the state is encoded without yielding, so
+//! fsync); one snapshot is taken at a time per shard; the state is captured without yielding, so
 //! it is exactly the state after the entries up to its LSN (entries are applied when appended).
+//! A file of version 1 (a whole shard's state, before per-partition state) is restored by
+//! splitting each machine's state into the partitions its objects belong to.
 
 use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::rc::Rc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tracing::{info, warn};
 
 use super::codec::{fill_place, Dec, Enc};
 use super::compact::PassStats;
-use super::file::{self, SECTIONS};
+use super::file;
 use crate::log::format::parse_segment_file_name;
 use crate::log::io::{tmp_path, Fs};
 use crate::log::metrics::LogMetrics;
-use crate::log::{Log, Position};
-use crate::server::shard::Shard;
+use crate::machine::{Engine, PartitionState};
 
-/// The state machines of a shard, as snapshots and compaction see them. Every method runs on
-/// the shard's thread without yielding.
-pub trait Machines {
-    /// Captures every section body after the segments section, in [`SECTIONS`] order
-    /// (namespaces, KV, queues, streams, time series): encoded at once, or frozen to be encoded
-    /// step by step afterwards.
-    fn capture(&self) -> Vec<Captured>;
-    /// Restores the state from a parsed, checked file (every section): replaces the state only
-    /// if every section decodes, and leaves it as it was otherwise.
-    fn restore(&self, p: &file::Parsed<'_>) -> Result<(), String>;
-    /// Whether the state still needs the entry at `from` (segment, offset), of `entry_type`
-    /// with `body` (the original's, for a copy).
-    fn needs(&self, from: (u64, u64), entry_type: u16, body: &[u8]) -> bool;
-    /// Applies a durable copy at `to` of the entry that was at `from` (live and in replay):
-    /// true if the state points at the copy from now on, false if the copy is dead.
-    fn relocate(&self, from: (u64, u64), to: &Position, entry_type: u16, body: &[u8]) -> Result<bool, String>;
-}
-
-/// What taking snapshots and compacting work with: one shard's state machines, its open log
-/// (whose directory and file system hold the snapshots too), and its snapshot bookkeeping.
-pub struct Ctx<'a, F: Fs, M: Machines> {
-    pub machines: &'a M,
-    pub log: Rc<Log<F>>,
-    pub shard_id: usize,
-    /// `log.compact_live_percent`: sealed segments whose needed bytes are under this share are
-    /// compacted (0: never).
-    pub compact_live_percent: u64,
-    pub snapshots: &'a SnapshotCell,
-    pub metrics: &'a LogMetrics,
-}
-
-/// The server's [`Ctx`] of a shard whose log is open.
-pub fn ctx(shard: &Shard) -> Result<Ctx<'_, crate::server::shard::ShardFs, Shard>, String> {
-    Ok(Ctx {
-        machines: shard,
-        log: shard.log().map_err(|e| e.message())?.clone(),
-        shard_id: shard.id,
-        compact_live_percent: shard.node.config.log.compact_live_percent,
-        snapshots: &shard.snapshots,
-        metrics: &shard.node.log_metrics[shard.id],
-    })
-}
-
-/// A section as [`Machines::capture`] took it.
+/// A section as a machine's capture took it.
 pub enum Captured {
     /// Encoded already.
     Encoded(Enc),
@@ -88,6 +39,18 @@ pub enum Captured {
 pub const KV_STEP: usize = if cfg!(test) { 5 } else { 32 * 1024 };
 
 impl Captured {
+    /// Encodes what is left in one go (no yielding).
+    pub fn finish_now(self) -> Enc {
+        match self {
+            Captured::Encoded(e) => e,
+            Captured::Kv(mut kv) => {
+                let mut e = Enc::new();
+                while !kv.encode_some(&mut e, usize::MAX) {}
+                e
+            }
+        }
+    }
+
     /// Encodes what is left, yielding to the shard's other tasks between steps; returns the
     /// section and the longest step.
     async fn finish(self) -> (Enc, Duration) {
@@ -97,7 +60,7 @@ impl Captured {
                 let mut e = Enc::new();
                 let mut longest = Duration::ZERO;
                 loop {
-                    let step = Instant::now();
+                    let step = crate::clock::Stopwatch::start();
                     let done = kv.encode_some(&mut e, KV_STEP);
                     longest = longest.max(step.elapsed());
                     if done {
@@ -141,47 +104,94 @@ pub struct Taken {
 
 /// Takes a snapshot of the shard now, unless one is being taken (then `Ok(None)`), or the log
 /// is empty.
-pub async fn take(shard: &Rc<Shard>) -> Result<Option<Taken>, String> {
-    if shard.snapshots.borrow().taking {
+pub async fn take(engine: &Engine) -> Result<Option<Taken>, String> {
+    if engine.snapshots.borrow().taking {
         return Ok(None);
     }
-    let ctx = ctx(shard)?;
-    shard.snapshots.borrow_mut().taking = true;
-    let r = take_now(&ctx).await;
-    shard.snapshots.borrow_mut().taking = false;
+    engine.snapshots.borrow_mut().taking = true;
+    let r = take_now(engine).await;
+    engine.snapshots.borrow_mut().taking = false;
     r
 }
 
+/// Partition `p`'s section, from its machines' sections.
+fn partition_section(p: u32, machines: Vec<Enc>) -> Enc {
+    let mut enc = Enc::new();
+    enc.u32(file::PARTITION_SECTION_VERSION);
+    enc.u32(p);
+    for m in machines {
+        enc.nested(m);
+    }
+    enc
+}
+
+/// Every partition's section, encoded at once (no yielding): the state after exactly the
+/// entries applied so far. For replay hooks and tests; the snapshot writer yields instead.
+pub fn encode_partitions_now(engine: &Engine) -> Vec<(u32, Enc)> {
+    engine
+        .parts()
+        .iter()
+        .map(|p| {
+            (
+                p.id,
+                partition_section(p.id, p.capture().into_iter().map(Captured::finish_now).collect()),
+            )
+        })
+        .collect()
+}
+
+/// Every partition's section of the engine's state now, encoded (placeholders for entries in
+/// flight), and the longest the shard was held while encoding.
+pub async fn encode_partitions(engine: &Engine) -> (Vec<Enc>, Duration) {
+    let started = crate::clock::Stopwatch::start();
+    // One step, no yield: the state after exactly the entries applied so far (the KV stores
+    // frozen, to be encoded step by step while the shard goes on).
+    let captured: Vec<(u32, Vec<Captured>)> = engine.parts().iter().map(|p| (p.id, p.capture())).collect();
+    let mut pause = started.elapsed();
+    let mut out = Vec::with_capacity(captured.len());
+    for (p, sections) in captured {
+        let mut machines = Vec::with_capacity(sections.len());
+        for c in sections {
+            let (e, longest) = c.finish().await;
+            pause = pause.max(longest);
+            machines.push(e);
+        }
+        out.push(partition_section(p, machines));
+    }
+    (out, pause)
+}
+
+/// Each partition's section as a snapshot taken now holds it, for a quiescent engine whose
+/// entries are all settled (after recovery): (partition, section bytes). An entry still in
+/// flight is an error (its place is not in the section yet).
+pub async fn sections(engine: &Engine) -> Result<Vec<(u32, Vec<u8>)>, String> {
+    let ids: Vec<u32> = engine.parts().iter().map(|p| p.id).collect();
+    let (encs, _) = encode_partitions(engine).await;
+    let mut out = Vec::with_capacity(encs.len());
+    for (p, enc) in ids.into_iter().zip(encs) {
+        let (bytes, pending, _) = enc.finish();
+        if let Some((_, lsn)) = pending.first() {
+            return Err(format!("partition {p}: entry {lsn} is not settled yet"));
+        }
+        out.push((p, bytes));
+    }
+    Ok(out)
+}
+
 /// Takes a snapshot now (the caller holds `taking`); `Ok(None)` if the log is empty.
-pub async fn take_now<F: Fs, M: Machines>(ctx: &Ctx<'_, F, M>) -> Result<Option<Taken>, String> {
-    let log = &ctx.log;
-    let metrics = ctx.metrics;
-    let started = Instant::now();
+pub async fn take_now(engine: &Engine) -> Result<Option<Taken>, String> {
+    let log = engine.log().map_err(|e| e.to_string())?.clone();
+    let metrics = &*engine.log_metrics;
+    let started = crate::clock::Stopwatch::start();
     let lsn = log.next_lsn() - 1;
     if lsn == 0 {
         return Ok(None);
     }
     let bytes_total = log_bytes(metrics);
-    // One step, no yield: the state after exactly the entries up to `lsn` (the KV store frozen,
-    // to be encoded step by step while the shard goes on).
-    let captured = ctx.machines.capture();
-    let mut pause = started.elapsed();
-    if captured.len() != SECTIONS.len() - 1 {
-        return Err(format!(
-            "{} sections captured, {} expected",
-            captured.len(),
-            SECTIONS.len() - 1
-        ));
-    }
-    let mut encs = Vec::with_capacity(captured.len());
-    for c in captured {
-        let (e, longest) = c.finish().await;
-        pause = pause.max(longest);
-        encs.push(e);
-    }
+    let (encs, pause) = encode_partitions(engine).await;
 
     log.wait_durable(lsn).await.map_err(|e| e.to_string())?;
-    let mut bodies = Vec::with_capacity(SECTIONS.len());
+    let mut bodies = Vec::with_capacity(encs.len() + 1);
     let mut live: BTreeMap<u64, u64> = BTreeMap::new();
     let mut wanted: Vec<u64> = Vec::new();
     let parts: Vec<_> = encs.into_iter().map(Enc::finish).collect();
@@ -205,7 +215,7 @@ pub async fn take_now<F: Fs, M: Machines>(ctx: &Ctx<'_, F, M>) -> Result<Option<
     }
     live.retain(|_, b| *b > 0);
     bodies.insert(0, file::encode_segments(&live));
-    let bytes = file::encode(ctx.shard_id as u32, lsn, crate::metrics::now_ms(), &bodies);
+    let bytes = file::encode(engine.shard_id as u32, lsn, engine.now_ms(), &bodies);
     drop(bodies);
     let size = bytes.len() as u64;
     let path = log.dir().join(file::file_name(lsn));
@@ -214,7 +224,7 @@ pub async fn take_now<F: Fs, M: Machines>(ctx: &Ctx<'_, F, M>) -> Result<Option<
         return Err(format!("cannot write {}: {e}", path.display()));
     }
     let mut kept = {
-        let mut s = ctx.snapshots.borrow_mut();
+        let mut s = engine.snapshots.borrow_mut();
         s.bytes_at_last = bytes_total;
         s.last_size = size;
         s.kept.retain(|(l, _)| *l != lsn);
@@ -226,16 +236,16 @@ pub async fn take_now<F: Fs, M: Machines>(ctx: &Ctx<'_, F, M>) -> Result<Option<
     for (old, _) in kept.drain(..extra) {
         let p = log.dir().join(file::file_name(old));
         if let Err(e) = log.fs().remove(&p).await {
-            warn!(shard = ctx.shard_id, file = %p.display(), error = %e, "cannot remove an old snapshot");
+            warn!(shard = engine.shard_id, file = %p.display(), error = %e, "cannot remove an old snapshot");
         }
     }
-    ctx.snapshots.borrow_mut().kept = kept;
+    engine.snapshots.borrow_mut().kept = kept;
     let total = started.elapsed();
     metrics.snapshots_total.inc();
     metrics.snapshot_bytes_total.add(size);
     metrics.snapshot_pause_us_max.max(pause.as_micros() as u64);
     info!(
-        shard = ctx.shard_id,
+        shard = engine.shard_id,
         lsn,
         bytes = size,
         pause_ms = format!("{:.1}", pause.as_secs_f64() * 1e3),
@@ -252,92 +262,108 @@ pub async fn take_now<F: Fs, M: Machines>(ctx: &Ctx<'_, F, M>) -> Result<Option<
 
 /// Takes a snapshot, then runs a compaction pass after it — what the timer does each time.
 /// `Ok(None)` if a snapshot is being taken already.
-pub async fn take_and_compact<F: Fs, M: Machines>(ctx: &Ctx<'_, F, M>) -> Result<Option<PassStats>, String> {
-    if ctx.snapshots.borrow().taking {
+pub async fn take_and_compact(engine: &Engine) -> Result<Option<PassStats>, String> {
+    if engine.snapshots.borrow().taking {
         return Ok(None);
     }
-    ctx.snapshots.borrow_mut().taking = true;
-    let r = match take_now(ctx).await {
+    engine.snapshots.borrow_mut().taking = true;
+    let r = match take_now(engine).await {
         Ok(_) => {
-            let mut moved = std::mem::take(&mut ctx.snapshots.borrow_mut().moved);
-            let p = super::compact::pass(ctx, &mut moved).await;
-            ctx.snapshots.borrow_mut().moved = moved;
+            let mut moved = std::mem::take(&mut engine.snapshots.borrow_mut().moved);
+            let p = super::compact::pass(engine, &mut moved).await;
+            engine.snapshots.borrow_mut().moved = moved;
             p.map(Some).map_err(|e| format!("compaction: {e}"))
         }
         Err(e) => Err(e),
     };
-    ctx.snapshots.borrow_mut().taking = false;
+    engine.snapshots.borrow_mut().taking = false;
     r
 }
 
-/// Decodes section `id` of a parsed file with `f`, which must read it whole.
-pub fn section<T>(
-    p: &file::Parsed<'_>,
-    id: u32,
-    f: impl FnOnce(&mut Dec<'_>) -> Result<T, String>,
-) -> Result<T, String> {
-    let mut d = p.section(id);
-    let v = f(&mut d).map_err(|e| format!("section {id}: {e}"))?;
-    d.done(&format!("section {id}"))?;
-    Ok(v)
+/// Decodes a parsed file's state: every partition of the engine's shard, each once (a file of
+/// version 1 is split into them).
+pub fn decode_state(engine: &Engine, p: &file::Parsed<'_>) -> Result<Vec<(u32, PartitionState)>, String> {
+    let ctx = engine.restore_ctx();
+    let mine: Vec<u32> = engine.parts().iter().map(|p| p.id).collect();
+    if p.version == 1 {
+        return split_v1(engine, p).map_err(|e| {
+            format!(
+                "{e} (a snapshot written by a flo older than per-partition state: start that version once, \
+                 without traffic, and stop it cleanly, then start this one)"
+            )
+        });
+    }
+    let mut out = Vec::with_capacity(mine.len());
+    for (i, (_, body)) in p.sections.iter().enumerate().skip(1) {
+        let (part, sections) = file::split_partition(body).map_err(|e| format!("section {i}: {e}"))?;
+        if mine.get(i - 1) != Some(&part) {
+            return Err(format!("section {i} holds partition {part}, not the shard's next one"));
+        }
+        out.push((part, PartitionState::restore(part, sections, &ctx).map_err(|c| c.0)?));
+    }
+    if out.len() != mine.len() {
+        return Err(format!("{} partitions, the shard has {}", out.len(), mine.len()));
+    }
+    Ok(out)
 }
 
-impl Machines for Shard {
-    fn capture(&self) -> Vec<Captured> {
-        let encoded = |f: &dyn Fn(&mut Enc)| {
-            let mut e = Enc::new();
-            f(&mut e);
-            Captured::Encoded(e)
+/// A version-1 file's whole-shard state, split into the shard's partitions.
+fn split_v1(engine: &Engine, p: &file::Parsed<'_>) -> Result<Vec<(u32, PartitionState)>, String> {
+    let pr = &engine.partitioner;
+    let ids: Vec<u32> = engine.parts().iter().map(|p| p.id).collect();
+    let first = ids[0];
+    fn whole<T>(
+        p: &file::Parsed<'_>,
+        id: u32,
+        what: &str,
+        f: impl FnOnce(&mut Dec<'_>) -> Result<T, String>,
+    ) -> Result<T, String> {
+        let mut d = p.section(id);
+        let v = f(&mut d).map_err(|e| format!("{what} section: {e}"))?;
+        d.done(&format!("{what} section"))?;
+        Ok(v)
+    }
+    let namespaces = whole(p, file::SECTION_NAMESPACES, "namespace", |d| {
+        crate::namespace::NamespaceRegistry::decode(d, None)
+    })?;
+    let kv = whole(p, file::SECTION_KV, "KV", |d| crate::kv::KvStore::decode(d, None))?;
+    let queues = whole(p, file::SECTION_QUEUES, "queue", |d| {
+        crate::queue::state::QueueStore::decode(d, None)
+    })?;
+    let streams = whole(p, file::SECTION_STREAMS, "stream", |d| {
+        crate::stream::state::StreamStore::decode(d, None)
+    })?;
+    let ts = whole(p, file::SECTION_TS, "time-series", |d| {
+        crate::ts::series::SeriesStore::decode(d, None)
+    })?;
+
+    let mut ns_into = ids.iter().map(|&i| (i, Default::default())).collect();
+    namespaces.split(pr, &mut ns_into);
+    let mut kv_into = ids.iter().map(|&i| (i, Default::default())).collect();
+    kv.split(pr, first, &mut kv_into);
+    let mut q_into = ids.iter().map(|&i| (i, Default::default())).collect();
+    queues.split(pr, first, &mut q_into);
+    let mut s_into = ids.iter().map(|&i| (i, Default::default())).collect();
+    streams.split(pr, first, &mut s_into);
+    let mut ts_into = ids.iter().map(|&i| (i, Default::default())).collect();
+    ts.split(pr, first, &mut ts_into)?;
+    let mut out = Vec::with_capacity(ids.len());
+    for id in ids {
+        let take = |what: &str| format!("no {what} state for partition {id}");
+        let state = PartitionState {
+            namespaces: ns_into.remove(&id).ok_or_else(|| take("namespaces"))?,
+            kv: kv_into.remove(&id).ok_or_else(|| take("KV"))?,
+            queues: q_into.remove(&id).ok_or_else(|| take("queues"))?,
+            streams: s_into.remove(&id).ok_or_else(|| take("streams"))?,
+            ts: ts_into.remove(&id).ok_or_else(|| take("time series"))?,
         };
-        vec![
-            encoded(&|e| self.namespaces.borrow().snapshot(e)),
-            Captured::Kv(Box::new(self.kv.borrow().freeze())),
-            encoded(&|e| self.queues.borrow().snapshot(e)),
-            encoded(&|e| self.streams.borrow().snapshot(e)),
-            encoded(&|e| self.ts.borrow().snapshot(e)),
-        ]
+        out.push((id, state));
     }
-
-    fn restore(&self, p: &file::Parsed<'_>) -> Result<(), String> {
-        let config = crate::queue::exec::store(&self.node.config).config;
-        let namespaces = section(
-            p,
-            file::SECTION_NAMESPACES,
-            crate::namespace::NamespaceRegistry::restore,
-        )?;
-        let kv = section(p, file::SECTION_KV, crate::kv::KvStore::restore)?;
-        let queues = section(p, file::SECTION_QUEUES, |d| {
-            crate::queue::state::QueueStore::restore(config, d)
-        })?;
-        let streams = section(p, file::SECTION_STREAMS, crate::stream::state::StreamStore::restore)?;
-        let ts = section(p, file::SECTION_TS, crate::ts::series::SeriesStore::restore)?;
-        *self.namespaces.borrow_mut() = namespaces;
-        *self.kv.borrow_mut() = kv;
-        *self.queues.borrow_mut() = queues;
-        *self.streams.borrow_mut() = streams;
-        *self.ts.borrow_mut() = ts;
-        Ok(())
+    let strays = [ns_into.len(), kv_into.len(), q_into.len(), s_into.len(), ts_into.len()];
+    if strays.iter().any(|&n| n > 0) {
+        return Err("objects of partitions that are not this shard's".into());
     }
-
-    fn needs(&self, from: (u64, u64), entry_type: u16, body: &[u8]) -> bool {
-        match entry_type {
-            100..=199 => self.kv.borrow().needs(from, entry_type, body),
-            200..=299 => self.queues.borrow().needs(from, entry_type, body),
-            300..=399 => self.streams.borrow().needs(from, entry_type, body),
-            400..=499 => self.ts.borrow().needs(from, entry_type, body),
-            _ => false,
-        }
-    }
-
-    fn relocate(&self, from: (u64, u64), to: &Position, entry_type: u16, body: &[u8]) -> Result<bool, String> {
-        match entry_type {
-            100..=199 => self.kv.borrow_mut().relocate(from, to, entry_type, body),
-            200..=299 => self.queues.borrow_mut().relocate(from, to, entry_type, body),
-            300..=399 => self.streams.borrow_mut().relocate(from, to, entry_type, body),
-            400..=499 => self.ts.borrow_mut().relocate(from, to, entry_type, body),
-            t => Err(format!("a relocated entry of type {t}, which is never copied")),
-        }
-    }
+    Ok(out)
 }
 
 /// Why a snapshot file cannot be used.
@@ -353,18 +379,12 @@ impl From<String> for Unusable {
     }
 }
 
-/// Checks a snapshot file of shard `shard_id` named for `lsn` and restores it into `machines`;
-/// returns the segments it needs with their live bytes. `segments` are the segments in the
-/// directory, ascending.
-fn restore_file<M: Machines>(
-    machines: &M,
-    shard_id: usize,
-    lsn: u64,
-    bytes: &[u8],
-    segments: &[u64],
-) -> Result<BTreeMap<u64, u64>, Unusable> {
+/// Checks a snapshot file of the engine's shard named for `lsn` and restores it into the
+/// engine; returns the segments it needs with their live bytes. `segments` are the segments in
+/// the directory, ascending.
+fn restore_file(engine: &Engine, lsn: u64, bytes: &[u8], segments: &[u64]) -> Result<BTreeMap<u64, u64>, Unusable> {
     let p = file::decode(bytes)?;
-    if p.shard_id != shard_id as u32 {
+    if p.shard_id != engine.shard_id as u32 {
         return Err(format!("written by shard {}", p.shard_id).into());
     }
     let live = file::decode_segments(&mut p.section(file::SECTION_SEGMENTS))?;
@@ -380,7 +400,8 @@ fn restore_file<M: Machines>(
     if p.lsn != lsn {
         return Err(Unusable::LsnMismatch(p.lsn));
     }
-    machines.restore(&p)?;
+    let state = decode_state(engine, &p)?;
+    engine.restore(state);
     Ok(live.into_iter().collect())
 }
 
@@ -393,24 +414,19 @@ pub struct Loaded {
     pub passed_over: usize,
 }
 
-/// Restores the newest usable snapshot in `dir` into the shard's state and returns its LSN
-/// (0 when there is none: the whole log is replayed). A snapshot that cannot be used (damaged,
-/// or needing a segment that is gone) is passed over for the one before it, with a warning.
-pub async fn load<F: Fs>(shard: &Shard, fs: &F, dir: &Path) -> Result<u64, String> {
-    load_from(shard, shard.id, &shard.snapshots, fs, dir)
-        .await
-        .map(|l| l.lsn)
+/// Restores the newest usable snapshot in `dir` into the engine and returns its LSN (0 when
+/// there is none: the whole log is replayed). A snapshot that cannot be used (damaged, or
+/// needing a segment that is gone) is passed over for the one before it, with a warning.
+pub async fn load(engine: &Engine, dir: &Path) -> Result<u64, String> {
+    load_from(engine, dir).await.map(|l| l.lsn)
 }
 
-/// [`load`] for any state: restores the newest usable snapshot of shard `shard_id` in `dir`
-/// into `machines` and records the snapshots on disk in `snapshots`; removes `.tmp` leftovers.
-pub async fn load_from<F: Fs, M: Machines>(
-    machines: &M,
-    shard_id: usize,
-    snapshots: &SnapshotCell,
-    fs: &F,
-    dir: &Path,
-) -> Result<Loaded, String> {
+/// [`load`], saying how many snapshots were passed over; records the snapshots on disk in the
+/// engine's bookkeeping and removes `.tmp` leftovers.
+pub async fn load_from(engine: &Engine, dir: &Path) -> Result<Loaded, String> {
+    let fs = &engine.fs;
+    let shard_id = engine.shard_id;
+    let snapshots = &engine.snapshots;
     let names = match fs.list(dir) {
         Ok(n) => n,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Loaded::default()),
@@ -433,9 +449,9 @@ pub async fn load_from<F: Fs, M: Machines>(
     let mut passed_over = 0;
     for lsn in snaps.iter().copied() {
         let path = dir.join(file::file_name(lsn));
-        let started = Instant::now();
+        let started = crate::clock::Stopwatch::start();
         let r = match fs.read_small(&path) {
-            Ok(Some(bytes)) => restore_file(machines, shard_id, lsn, &bytes, &segments),
+            Ok(Some(bytes)) => restore_file(engine, lsn, &bytes, &segments),
             Ok(None) => Err(Unusable::Other("it disappeared".to_string())),
             Err(e) => Err(Unusable::Other(format!("cannot read it: {e}"))),
         };
@@ -478,9 +494,10 @@ pub async fn load_from<F: Fs, M: Machines>(
 /// Whether compaction has work that waits for snapshots: segments copied out and waiting to
 /// be deleted, sealed segments under the live share that the newest snapshot covers, or sealed
 /// segments while fewer than [`KEEP`] snapshots exist (nothing can be freed before they do).
-pub fn compaction_waiting<F: Fs, M: Machines>(ctx: &Ctx<'_, F, M>) -> bool {
-    let percent = ctx.compact_live_percent;
-    let s = ctx.snapshots.borrow();
+pub fn compaction_waiting(engine: &Engine) -> bool {
+    let percent = engine.config.log.compact_live_percent;
+    let Ok(log) = engine.log() else { return false };
+    let s = engine.snapshots.borrow();
     if percent == 0 {
         return false;
     }
@@ -488,13 +505,12 @@ pub fn compaction_waiting<F: Fs, M: Machines>(ctx: &Ctx<'_, F, M>) -> bool {
         return true;
     }
     if s.kept.len() < KEEP {
-        return !ctx.log.sealed_segments().is_empty();
+        return !log.sealed_segments().is_empty();
     }
     let Some((_, Some(live))) = s.kept.last() else {
         return false;
     };
-    ctx.log
-        .sealed_segments()
+    log.sealed_segments()
         .iter()
         .any(|&(first, _, bytes)| bytes > 0 && live.get(&first).copied().unwrap_or(0) * 100 < bytes * percent)
 }
@@ -548,54 +564,52 @@ pub fn due(since: u64, every: u64, segment: u64, last_size: u64, waiting: bool) 
     since >= soon && waiting
 }
 
-/// Takes a snapshot when one is [`due`], then runs a compaction pass.
-pub async fn timer(shard: Rc<Shard>) {
-    let every = shard.node.config.log.snapshot_bytes;
-    let segment = shard.node.config.log.segment_bytes;
-    loop {
-        monoio::select! {
-            _ = monoio::time::sleep(Duration::from_millis(200)) => {},
-            _ = shard.stop.wait() => break,
-        }
-        let Ok(ctx) = ctx(&shard) else {
-            continue;
-        };
-        let log = &ctx.log;
-        if log.out_of_space() {
-            // Try again for the next segment: space may have been freed.
-            let _ = log.make_spare().await;
-        }
-        let written = log_bytes(ctx.metrics);
-        let (since, last_size) = {
-            let s = shard.snapshots.borrow();
-            (written.saturating_sub(s.bytes_at_last), s.last_size)
-        };
-        // `compaction_waiting` walks the sealed segments: asked only when it can matter.
-        if !due(since, every, segment, last_size, true)
-            || !due(since, every, segment, last_size, compaction_waiting(&ctx))
-        {
-            continue;
-        }
-        if shard.snapshots.borrow().taking {
-            continue;
-        }
-        if let Err(e) = take_and_compact(&ctx).await {
-            warn!(shard = shard.id, error = %e, "snapshot or compaction failed; the log keeps everything it needs");
-            // Do not retry at once (a full disk): wait for another `every` bytes.
-            shard.snapshots.borrow_mut().bytes_at_last = written;
-        }
+/// Takes a snapshot and compacts after it if enough log was written since the last one (the
+/// shard's snapshot timer calls this every [`TIMER_EVERY`]); prepares a segment first if the
+/// disk had no room for one.
+pub async fn maybe_take(engine: &Engine) {
+    let every = engine.config.log.snapshot_bytes;
+    let segment = engine.config.log.segment_bytes;
+    let Ok(log) = engine.log() else {
+        return;
+    };
+    if log.out_of_space() {
+        // Try again for the next segment: space may have been freed.
+        let _ = log.make_spare().await;
+    }
+    let written = log_bytes(&engine.log_metrics);
+    let (since, last_size) = {
+        let s = engine.snapshots.borrow();
+        (written.saturating_sub(s.bytes_at_last), s.last_size)
+    };
+    // `compaction_waiting` walks the sealed segments: asked only when it can matter.
+    if !due(since, every, segment, last_size, true)
+        || !due(since, every, segment, last_size, compaction_waiting(engine))
+    {
+        return;
+    }
+    if engine.snapshots.borrow().taking {
+        return;
+    }
+    if let Err(e) = take_and_compact(engine).await {
+        warn!(shard = engine.shard_id, error = %e, "snapshot or compaction failed; the log keeps everything it needs");
+        // Do not retry at once (a full disk): wait for another `every` bytes.
+        engine.snapshots.borrow_mut().bytes_at_last = written;
     }
 }
 
+/// How often the shard's snapshot timer looks.
+pub const TIMER_EVERY: Duration = Duration::from_millis(200);
+
 /// At clean shutdown: waits for a snapshot in progress, then takes one more.
-pub async fn at_shutdown(shard: &Rc<Shard>) {
-    while shard.snapshots.borrow().taking {
+pub async fn at_shutdown(engine: &Engine) {
+    while engine.snapshots.borrow().taking {
         monoio::time::sleep(Duration::from_millis(5)).await;
     }
-    let Some(log) = shard.log.get() else {
+    let Ok(log) = engine.log() else {
         return;
     };
-    if shard
+    if engine
         .snapshots
         .borrow()
         .kept
@@ -604,8 +618,8 @@ pub async fn at_shutdown(shard: &Rc<Shard>) {
     {
         return;
     }
-    if let Err(e) = take(shard).await {
-        warn!(shard = shard.id, error = %e, "snapshot at shutdown failed; the next start replays more log");
+    if let Err(e) = take(engine).await {
+        warn!(shard = engine.shard_id, error = %e, "snapshot at shutdown failed; the next start replays more log");
     }
 }
 

@@ -1,33 +1,19 @@
-//! Stream commands as they travel to the stream's owner shard, and their execution there: check
-//! against the state, append the entry, apply it at once (so the next command sees it), answer
-//! once it is durable. Reads show durable records only, and answers that reveal other state
-//! wait until the entries behind it are durable. Records are rendered into the answer's JSON
-//! straight from the mapped segments. Also the shard's stream timer: retention.
+//! Stream commands as they travel to the shard that owns the stream's partition, and their
+//! execution there: a change is decided against the partition's stream state and proposed
+//! (append, apply at once so the next command sees it), and answered once committed. Reads show
+//! committed records only, and answers that reveal other state wait until the entries behind it
+//! are committed. Records are rendered into the answer's JSON straight from the mapped segments.
 
 use std::fmt::Write as _;
-use std::rc::Rc;
 
-use super::entry::*;
-use super::state::{At, Group, Info, ReadPlan, StreamStore};
-use crate::api::error::ApiError;
-use crate::server::shard::{log_error, Shard};
+use super::entry::Retention;
+use super::state::{Group, Info, StreamAnswer, StreamCommand, StreamStore};
+use crate::machine::{Engine, Error};
+
+pub use super::state::{Start, MAX_CONSUMERS, MAX_GROUPS};
 
 /// Payload bytes one read answers with, about (at least one record is always answered).
 pub const READ_MAX_BYTES: usize = 8 << 20;
-/// How long an append waits for room in the log's open batch before it is answered 429.
-const ROOM_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
-/// Consumer groups per stream, at most.
-pub const MAX_GROUPS: usize = 64;
-/// Consumers per group, at most.
-pub const MAX_CONSUMERS: usize = 1000;
-
-/// Where a new group starts.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Start {
-    Earliest,
-    Latest,
-    Offset(u64),
-}
 
 /// A stream request for the owner shard of its stream (`List`: for every shard).
 #[derive(Debug)]
@@ -131,51 +117,39 @@ pub enum StreamReply {
     Deleted,
 }
 
-fn head<'a>(ns: &'a str, stream: &'a str, at_ms: u64) -> Head<'a> {
-    Head {
-        namespace: ns,
-        name: stream,
-        at_ms,
-    }
+fn no_stream(ns: &str, stream: &str) -> Error {
+    Error::not_found(format!("stream {stream:?} not found in namespace {ns:?}"))
 }
 
-fn clock(shard: &Shard) -> u64 {
-    shard.streams.borrow_mut().clock(crate::metrics::now_ms())
+fn no_group(stream: &str, group: &str) -> Error {
+    Error::not_found(format!("group {group:?} not found on stream {stream:?}"))
 }
 
-fn no_stream(ns: &str, stream: &str) -> ApiError {
-    ApiError::NotFound(format!("stream {stream:?} not found in namespace {ns:?}"))
+fn corrupt(e: String) -> Error {
+    Error::Corrupt(format!("stream read failed: {e}"))
 }
 
-fn no_group(stream: &str, group: &str) -> ApiError {
-    ApiError::NotFound(format!("group {group:?} not found on stream {stream:?}"))
-}
-
-fn corrupt(e: String) -> ApiError {
-    ApiError::Internal(format!("stream read failed: {e}"))
-}
-
-/// Waits until the entries behind a stream's current state (and `group`'s) are durable, then
-/// moves the stream's durable appends into its index.
-async fn settled(shard: &Shard, ns: &str, stream: &str, group: Option<&str>) -> Result<(), ApiError> {
+/// Waits until the entries behind a stream's current state (and `group`'s) are committed.
+async fn settled(engine: &Engine, p: u32, ns: &str, stream: &str, group: Option<&str>) -> Result<(), Error> {
     let lsn = {
-        let st = shard.streams.borrow();
+        let st = engine.part(p).streams.borrow();
         let Some(s) = st.get(ns, stream) else { return Ok(()) };
         let g = group.and_then(|g| s.groups.get(g)).map_or(0, |g| g.last_lsn);
         s.last_lsn.max(g)
     };
-    if lsn > 0 {
-        shard.log()?.wait_durable(lsn).await.map_err(log_error)?;
-    }
-    settle(shard, ns, stream)
+    engine.committed(p, lsn).await
 }
 
-/// Settles a stream's durable appends, waking the readers waiting for them.
-fn settle(shard: &Shard, ns: &str, stream: &str) -> Result<(), ApiError> {
-    if shard.streams.borrow_mut().settle(ns, stream).map_err(log_error)? {
-        shard.stream_watch.wake(ns, stream);
+/// Decides and proposes a stream command; returns its answer and, once committed, what applying
+/// it said (an ACK's count).
+async fn change(engine: &Engine, p: u32, cmd: StreamCommand) -> Result<(StreamAnswer, u64), Error> {
+    let (answer, proposed) = engine.decide::<StreamStore>(p, cmd)?;
+    let mut out = 0;
+    if let Some(pr) = proposed {
+        engine.commit(&pr).await?;
+        out = pr.output;
     }
-    Ok(())
+    Ok((answer, out))
 }
 
 /// The start of a records answer.
@@ -205,75 +179,64 @@ fn render(out: &mut String, offset: u64, at_ms: u64, payload: &[u8], deliveries:
 }
 
 /// Executes a stream command on this shard.
-pub async fn execute(shard: &Shard, cmd: StreamCmd) -> Result<StreamReply, ApiError> {
+pub async fn execute(engine: &Engine, cmd: StreamCmd) -> Result<StreamReply, Error> {
     match cmd {
         StreamCmd::Append {
             ns,
             stream,
             body,
             count,
-        } => append(shard, &ns, &stream, body, count).await,
+        } => append(engine, ns, stream, body, count).await,
         StreamCmd::Read {
             ns,
             stream,
             offset,
             count,
             block_ms,
-        } => read(shard, &ns, &stream, offset, count, block_ms).await,
+        } => read(engine, &ns, &stream, offset, count, block_ms).await,
         StreamCmd::Info { ns, stream } => {
-            settled(shard, &ns, &stream, None).await?;
-            info(shard, &ns, &stream)?
+            let p = engine.partition_of(&ns, &stream);
+            settled(engine, p, &ns, &stream, None).await?;
+            info(engine, p, &ns, &stream)?
                 .map(StreamReply::Info)
                 .ok_or_else(|| no_stream(&ns, &stream))
         }
         StreamCmd::List { ns } => {
-            let names = shard.streams.borrow().names(&ns);
+            let mut names: Vec<(u32, String)> = Vec::new();
+            for part in engine.parts() {
+                names.extend(part.streams.borrow().names(&ns).into_iter().map(|n| (part.id, n)));
+            }
+            names.sort_unstable_by(|a, b| a.1.cmp(&b.1));
             let mut out = Vec::with_capacity(names.len());
-            for name in names {
-                settled(shard, &ns, &name, None).await?;
-                out.extend(info(shard, &ns, &name)?);
+            for (p, name) in names {
+                settled(engine, p, &ns, &name, None).await?;
+                out.extend(info(engine, p, &ns, &name)?);
             }
             Ok(StreamReply::List(out))
         }
         StreamCmd::Retention { ns, stream, retention } => {
-            settled(shard, &ns, &stream, None).await?;
-            if shard.streams.borrow().get(&ns, &stream).is_none() {
-                return Err(no_stream(&ns, &stream));
-            }
-            let now = clock(shard);
-            let ticket = shard
-                .log()?
-                .append(
-                    ENTRY_STREAM_RETENTION,
-                    &encode_retention(&head(&ns, &stream, now), &retention),
-                )
-                .map_err(log_error)?;
-            shard
-                .streams
-                .borrow_mut()
-                .apply_retention(&ns, &stream, retention, ticket.lsn)
-                .map_err(ApiError::Internal)?;
-            ticket.await.map_err(log_error)?;
-            if let Err(e) = enforce_retention(shard, &ns, &stream) {
-                tracing::warn!(shard = shard.id, %ns, %stream, error = %e.message(), "retention deferred");
-            }
-            settled(shard, &ns, &stream, None).await?;
-            info(shard, &ns, &stream)?
+            let p = engine.partition_of(&ns, &stream);
+            settled(engine, p, &ns, &stream, None).await?;
+            let cmd = StreamCommand::Retention {
+                ns: ns.clone(),
+                stream: stream.clone(),
+                retention,
+            };
+            change(engine, p, cmd).await?;
+            enforce_retention(engine, p, &ns, &stream);
+            settled(engine, p, &ns, &stream, None).await?;
+            info(engine, p, &ns, &stream)?
                 .map(StreamReply::Info)
                 .ok_or_else(|| no_stream(&ns, &stream))
         }
         StreamCmd::Trim { ns, stream, before } => {
-            settled(shard, &ns, &stream, None).await?;
-            let (first, end) = match shard.streams.borrow().get(&ns, &stream) {
-                Some(s) => (s.first_offset, s.durable_next),
-                None => return Err(no_stream(&ns, &stream)),
-            };
-            let cut = before.min(end);
-            if cut <= first {
-                return Ok(StreamReply::Trimmed { first_offset: first });
+            let p = engine.partition_of(&ns, &stream);
+            settled(engine, p, &ns, &stream, None).await?;
+            let cmd = StreamCommand::Trim { ns, stream, before };
+            match change(engine, p, cmd).await? {
+                (StreamAnswer::Trimmed { first_offset }, _) => Ok(StreamReply::Trimmed { first_offset }),
+                (other, _) => Err(Error::Corrupt(format!("a trim answered {other:?}"))),
             }
-            trim(shard, &ns, &stream, cut)?.await.map_err(log_error)?;
-            Ok(StreamReply::Trimmed { first_offset: cut })
         }
         StreamCmd::GroupCreate {
             ns,
@@ -283,34 +246,18 @@ pub async fn execute(shard: &Shard, cmd: StreamCmd) -> Result<StreamReply, ApiEr
             ack_timeout_ms,
             max_deliveries,
         } => {
-            settled(shard, &ns, &stream, None).await?;
-            let cursor = {
-                let st = shard.streams.borrow();
-                let s = st.get(&ns, &stream).ok_or_else(|| no_stream(&ns, &stream))?;
-                if s.groups.contains_key(&group) {
-                    return Err(ApiError::Conflict {
-                        message: format!("group {group:?} already exists on stream {stream:?}"),
-                        current_version: None,
-                    });
-                }
-                if s.groups.len() >= MAX_GROUPS {
-                    return Err(ApiError::BadRequest(format!(
-                        "stream {stream:?} already has {MAX_GROUPS} consumer groups, the most it may have"
-                    )));
-                }
-                match start {
-                    Start::Earliest => s.first_offset,
-                    Start::Latest => s.durable_next,
-                    Start::Offset(o) => o.min(s.durable_next).max(s.first_offset),
-                }
-            };
-            let op = GroupOp::Create {
-                cursor,
+            let p = engine.partition_of(&ns, &stream);
+            settled(engine, p, &ns, &stream, None).await?;
+            let cmd = StreamCommand::GroupCreate {
+                ns: ns.clone(),
+                stream: stream.clone(),
+                group: group.clone(),
+                start,
                 ack_timeout_ms,
                 max_deliveries,
             };
-            group_op(shard, &ns, &stream, &group, &op).await?;
-            group_info(shard, &ns, &stream, &group)
+            change(engine, p, cmd).await?;
+            group_info(engine, p, &ns, &stream, &group)
         }
         StreamCmd::GroupRead {
             ns,
@@ -319,162 +266,117 @@ pub async fn execute(shard: &Shard, cmd: StreamCmd) -> Result<StreamReply, ApiEr
             consumer,
             count,
             block_ms,
-        } => group_read(shard, &ns, &stream, &group, &consumer, count, block_ms).await,
+        } => group_read(engine, &ns, &stream, &group, &consumer, count, block_ms).await,
         StreamCmd::GroupAck {
             ns,
             stream,
             group,
-            mut offsets,
+            offsets,
         } => {
-            settled(shard, &ns, &stream, Some(&group)).await?;
-            offsets.sort_unstable();
-            offsets.dedup();
-            {
-                let st = shard.streams.borrow();
-                let s = st.get(&ns, &stream).ok_or_else(|| no_stream(&ns, &stream))?;
-                let g = s.groups.get(&group).ok_or_else(|| no_group(&stream, &group))?;
-                offsets.retain(|&o| g.deliveries(o).is_some());
-            }
-            if offsets.is_empty() {
-                return Ok(StreamReply::Acked(0));
-            }
-            let acked = group_op(shard, &ns, &stream, &group, &GroupOp::Ack(offsets)).await?;
+            let p = engine.partition_of(&ns, &stream);
+            settled(engine, p, &ns, &stream, Some(&group)).await?;
+            let cmd = StreamCommand::GroupAck {
+                ns,
+                stream,
+                group,
+                offsets,
+            };
+            let (_, acked) = change(engine, p, cmd).await?;
             Ok(StreamReply::Acked(acked))
         }
         StreamCmd::GroupInfo { ns, stream, group } => {
-            settled(shard, &ns, &stream, Some(&group)).await?;
-            group_info(shard, &ns, &stream, &group)
+            let p = engine.partition_of(&ns, &stream);
+            settled(engine, p, &ns, &stream, Some(&group)).await?;
+            group_info(engine, p, &ns, &stream, &group)
         }
         StreamCmd::GroupDelete { ns, stream, group } => {
-            settled(shard, &ns, &stream, Some(&group)).await?;
-            {
-                let st = shard.streams.borrow();
-                let s = st.get(&ns, &stream).ok_or_else(|| no_stream(&ns, &stream))?;
-                s.groups.get(&group).ok_or_else(|| no_group(&stream, &group))?;
-            }
-            group_op(shard, &ns, &stream, &group, &GroupOp::Delete).await?;
+            let p = engine.partition_of(&ns, &stream);
+            settled(engine, p, &ns, &stream, Some(&group)).await?;
+            change(engine, p, StreamCommand::GroupDelete { ns, stream, group }).await?;
             Ok(StreamReply::Deleted)
         }
     }
 }
 
-async fn append(shard: &Shard, ns: &str, stream: &str, mut body: Vec<u8>, count: u32) -> Result<StreamReply, ApiError> {
-    debug_assert!(decode_append(&body).is_ok_and(|a| a.count == count && a.head.name == stream));
-    shard.ensure_namespace(ns).await?;
-    let log = shard.log()?;
+async fn append(engine: &Engine, ns: String, stream: String, body: Vec<u8>, count: u32) -> Result<StreamReply, Error> {
+    let p = engine.partition_of(&ns, &stream);
     // A large append waits for room in the open batch rather than being refused while the
-    // batch before it is written; from here to `apply_append` nothing awaits, so the room and
-    // the offset stay ours.
-    if monoio::time::timeout(ROOM_WAIT, log.room(body.len())).await.is_err() {
-        return Err(ApiError::Overloaded(
-            "the log has had no room for this append for too long; retry later".into(),
-        ));
+    // batch before it is written (and is decided again, stamped with the offset then).
+    let mut body = Some(body);
+    let cmd = || StreamCommand::Append {
+        ns: ns.clone(),
+        stream: stream.clone(),
+        body: body.take().unwrap_or_default(),
+        count,
+    };
+    let (answer, proposed) = engine.decide_waiting::<StreamStore>(p, cmd).await?;
+    let StreamAnswer::Appended { first, last, at_ms } = answer else {
+        return Err(Error::Corrupt(format!("an append answered {answer:?}")));
+    };
+    if let Some(pr) = proposed {
+        engine.commit(&pr).await?;
     }
-    let now = clock(shard);
-    let first = shard.streams.borrow().get(ns, stream).map_or(0, |s| s.next_offset);
-    stamp_append(&mut body, now, first);
-    let ticket = log.append(ENTRY_STREAM_APPEND, &body).map_err(log_error)?;
-    let stored = crate::log::format::stored_bytes(body.len()) as u64;
-    drop(body);
-    shard
-        .streams
-        .borrow_mut()
-        .apply_append(
-            ns,
-            stream,
-            first,
-            count,
-            stored,
-            now,
-            ticket.lsn,
-            At::InFlight(ticket.clone()),
-        )
-        .map_err(ApiError::Internal)?;
-    ticket.await.map_err(log_error)?;
-    settle(shard, ns, stream)?;
+    engine.stream_watch.wake(&ns, &stream);
     // The append is durable: a retention that cannot be applied now is the timer's to retry,
     // not a reason to answer the append with an error.
-    if let Err(e) = enforce_retention(shard, ns, stream) {
-        tracing::warn!(shard = shard.id, %ns, %stream, error = %e.message(), "retention deferred");
-    }
-    Ok(StreamReply::Appended {
-        first,
-        last: first + u64::from(count) - 1,
-        at_ms: now,
-    })
+    enforce_retention(engine, p, &ns, &stream);
+    Ok(StreamReply::Appended { first, last, at_ms })
 }
 
-/// Appends and applies a TRIM before `cut`; the ticket resolves when it is durable.
-fn trim(shard: &Shard, ns: &str, stream: &str, cut: u64) -> Result<crate::log::Ticket, ApiError> {
-    let now = clock(shard);
-    let ticket = shard
-        .log()?
-        .append(ENTRY_STREAM_TRIM, &encode_trim(&head(ns, stream, now), cut))
-        .map_err(log_error)?;
-    shard
-        .streams
-        .borrow_mut()
-        .apply_trim(ns, stream, cut, ticket.lsn)
-        .map_err(ApiError::Internal)?;
-    Ok(ticket)
-}
-
-/// Trims what the stream's retention no longer keeps (not waiting for the trim's durability:
-/// readers wait for it before they show it).
-fn enforce_retention(shard: &Shard, ns: &str, stream: &str) -> Result<(), ApiError> {
-    let now = clock(shard);
+/// Proposes the trim a stream's retention calls for now, if any (not waiting for it: readers
+/// wait for it before they show it).
+fn enforce_retention(engine: &Engine, p: u32, ns: &str, stream: &str) {
     let cut = {
-        let st = shard.streams.borrow();
-        let Some(s) = st.get(ns, stream) else { return Ok(()) };
-        if !s.retention.any() {
-            return Ok(());
-        }
-        let cut = s
-            .retention_cut(ns, stream, shard.log()?, &st.segments, now)
-            .map_err(corrupt)?;
-        if cut <= s.first_offset {
-            return Ok(());
-        }
-        cut
+        let Ok(ctx) = engine.decide_ctx(p) else { return };
+        engine.part(p).streams.borrow().retention_cut_of(ns, stream, &ctx)
     };
-    trim(shard, ns, stream, cut).map(drop)
+    let Some(before) = cut else { return };
+    let cmd = StreamCommand::Trim {
+        ns: ns.to_string(),
+        stream: stream.to_string(),
+        before,
+    };
+    if let Err(e) = engine.decide::<StreamStore>(p, cmd) {
+        tracing::warn!(shard = engine.shard_id, %ns, %stream, error = %e, "retention deferred");
+    }
 }
 
-fn info(shard: &Shard, ns: &str, stream: &str) -> Result<Option<Info>, ApiError> {
-    let st = shard.streams.borrow();
+fn info(engine: &Engine, p: u32, ns: &str, stream: &str) -> Result<Option<Info>, Error> {
+    let st = engine.part(p).streams.borrow();
     let Some(s) = st.get(ns, stream) else { return Ok(None) };
     Ok(Some(Info {
         name: stream.to_string(),
         first_offset: s.first_offset,
         end_offset: s.durable_next,
-        bytes: s.bytes(ns, stream, shard.log()?, &st.segments).map_err(corrupt)?,
+        bytes: s.bytes(ns, stream, engine.log()?, &st.segments).map_err(corrupt)?,
         groups: s.groups.keys().cloned().collect(),
         retention: s.retention,
     }))
 }
 
 async fn read(
-    shard: &Shard,
+    engine: &Engine,
     ns: &str,
     stream: &str,
     offset: Option<u64>,
     count: usize,
     block_ms: u64,
-) -> Result<StreamReply, ApiError> {
-    let deadline = crate::metrics::now_ms().saturating_add(block_ms);
+) -> Result<StreamReply, Error> {
+    let p = engine.partition_of(ns, stream);
+    let deadline = engine.now_ms().saturating_add(block_ms);
     loop {
-        settled(shard, ns, stream, None).await?;
+        settled(engine, p, ns, stream, None).await?;
         {
-            let st = shard.streams.borrow();
+            let st = engine.part(p).streams.borrow();
             let s = st.get(ns, stream).ok_or_else(|| no_stream(ns, stream))?;
             let start = offset.unwrap_or(s.first_offset).max(s.first_offset);
-            if start < s.durable_next || crate::metrics::now_ms() >= deadline {
+            if start < s.durable_next || engine.now_ms() >= deadline {
                 let mut json = String::from(RECORDS_OPEN);
                 let more = (s.durable_next.saturating_sub(start) as usize)
                     .min(count)
                     .saturating_sub(1);
                 let (mut next, mut n, mut bytes) = (start, 0, 0);
-                s.read(ns, stream, shard.log()?, &st.segments, start, |o, at, payload| {
+                s.read(ns, stream, engine.log()?, &st.segments, start, |o, at, payload| {
                     render(&mut json, o, at, payload, None, more);
                     next = o + 1;
                     n += 1;
@@ -486,28 +388,12 @@ async fn read(
                 return Ok(StreamReply::Records(json.into_bytes()));
             }
         }
-        shard.wait_change(&shard.stream_watch, ns, stream, deadline).await?;
+        engine.wait_change(&engine.stream_watch, ns, stream, deadline).await?;
     }
 }
 
-/// Appends and applies a group entry; answers when it is durable (an ACK with the count).
-async fn group_op(shard: &Shard, ns: &str, stream: &str, group: &str, op: &GroupOp<'_>) -> Result<u64, ApiError> {
-    let now = clock(shard);
-    let ticket = shard
-        .log()?
-        .append(group_entry_type(op), &encode_group(&head(ns, stream, now), group, op))
-        .map_err(log_error)?;
-    let n = shard
-        .streams
-        .borrow_mut()
-        .apply_group(ns, stream, group, op, ticket.lsn)
-        .map_err(ApiError::Internal)?;
-    ticket.await.map_err(log_error)?;
-    Ok(n)
-}
-
-fn group_info(shard: &Shard, ns: &str, stream: &str, group: &str) -> Result<StreamReply, ApiError> {
-    let st = shard.streams.borrow();
+fn group_info(engine: &Engine, p: u32, ns: &str, stream: &str, group: &str) -> Result<StreamReply, Error> {
+    let st = engine.part(p).streams.borrow();
     let s = st.get(ns, stream).ok_or_else(|| no_stream(ns, stream))?;
     let g: &Group = s.groups.get(group).ok_or_else(|| no_group(stream, group))?;
     Ok(StreamReply::Group(GroupInfo {
@@ -525,79 +411,63 @@ fn group_info(shard: &Shard, ns: &str, stream: &str, group: &str) -> Result<Stre
 
 #[allow(clippy::too_many_arguments)]
 async fn group_read(
-    shard: &Shard,
+    engine: &Engine,
     ns: &str,
     stream: &str,
     group: &str,
     consumer: &str,
     count: usize,
     block_ms: u64,
-) -> Result<StreamReply, ApiError> {
-    let deadline = crate::metrics::now_ms().saturating_add(block_ms);
+) -> Result<StreamReply, Error> {
+    let p = engine.partition_of(ns, stream);
+    let deadline = engine.now_ms().saturating_add(block_ms);
     loop {
-        settled(shard, ns, stream, Some(group)).await?;
-        let now = clock(shard);
-        let (plan, ack_timeout_ms, next_due): (ReadPlan, u64, Option<u64>) = {
-            let st = shard.streams.borrow();
-            let s = st.get(ns, stream).ok_or_else(|| no_stream(ns, stream))?;
-            let g = s.groups.get(group).ok_or_else(|| no_group(stream, group))?;
-            if !g.has_consumer(consumer) && g.consumer_count() >= MAX_CONSUMERS {
-                return Err(ApiError::BadRequest(format!(
-                    "group {group:?} already has {MAX_CONSUMERS} consumers, the most it may have"
-                )));
-            }
-            (
-                g.plan_read(now, count, s.first_offset, s.durable_next),
-                g.ack_timeout_ms,
-                g.next_deadline(),
-            )
+        settled(engine, p, ns, stream, Some(group)).await?;
+        let cmd = StreamCommand::GroupRead {
+            ns: ns.to_string(),
+            stream: stream.to_string(),
+            group: group.to_string(),
+            consumer: consumer.to_string(),
+            count,
         };
+        let (answer, proposed) = engine.decide::<StreamStore>(p, cmd)?;
         let mut json = String::from(RECORDS_OPEN);
-        if !plan.is_empty() {
-            let rd = Read {
-                consumer,
-                deadline_ms: now.saturating_add(ack_timeout_ms),
-                new_from: plan.new_from,
-                cursor: plan.cursor,
-                redelivered: plan.redelivered,
-                given_up: plan.given_up,
-            };
-            let op = GroupOp::Read(rd.clone());
-            let ticket = shard
-                .log()?
-                .append(ENTRY_GROUP_READ, &encode_group(&head(ns, stream, now), group, &op))
-                .map_err(log_error)?;
-            {
-                let mut st = shard.streams.borrow_mut();
-                st.apply_group(ns, stream, group, &op, ticket.lsn)
-                    .map_err(ApiError::Internal)?;
-                render_group_records(&st, shard, ns, stream, group, &rd, &mut json)?;
+        if let StreamAnswer::Read(Some(plan)) = answer {
+            render_group_records(engine, p, ns, stream, group, &plan, &mut json)?;
+            if let Some(pr) = proposed {
+                engine.commit(&pr).await?;
             }
-            ticket.await.map_err(log_error)?;
         }
-        if json.len() > RECORDS_OPEN.len() || crate::metrics::now_ms() >= deadline {
+        if json.len() > RECORDS_OPEN.len() || engine.now_ms() >= deadline {
             json.push_str("]}");
             return Ok(StreamReply::Records(json.into_bytes()));
         }
         // Also wake when the next lease runs out: its record is due for redelivery.
+        let next_due = {
+            let st = engine.part(p).streams.borrow();
+            st.get(ns, stream)
+                .and_then(|s| s.groups.get(group))
+                .and_then(|g| g.next_deadline())
+        };
         let until = next_due.map_or(deadline, |d| d.saturating_add(1).min(deadline));
-        shard.wait_change(&shard.stream_watch, ns, stream, until).await?;
+        engine.wait_change(&engine.stream_watch, ns, stream, until).await?;
     }
 }
 
 /// Renders the records a group read delivered: redeliveries first, then the new ones.
 fn render_group_records(
-    st: &StreamStore,
-    shard: &Shard,
+    engine: &Engine,
+    p: u32,
     ns: &str,
     stream: &str,
     group: &str,
-    rd: &Read<'_>,
+    rd: &super::state::GroupReadPlan,
     json: &mut String,
-) -> Result<(), ApiError> {
+) -> Result<(), Error> {
+    let st = engine.part(p).streams.borrow();
     let s = st.get(ns, stream).ok_or_else(|| no_stream(ns, stream))?;
     let g = s.groups.get(group).ok_or_else(|| no_group(stream, group))?;
-    let log = shard.log()?;
+    let log = engine.log()?;
     let more = (rd.redelivered.len() + (rd.cursor - rd.new_from) as usize).saturating_sub(1);
     // Redeliveries in offset order, each run of consecutive offsets read in one walk (leases
     // taken together run out together, so runs are the common case).
@@ -625,26 +495,4 @@ fn render_group_records(
         .map_err(corrupt)?;
     }
     Ok(())
-}
-
-/// The shard's stream timer: settles appends whose tasks went away, enforces retention (age
-/// limits need a clock), and publishes the record count. Runs every `tick` until the shard stops.
-pub async fn timer(shard: Rc<Shard>, tick: std::time::Duration) {
-    loop {
-        monoio::select! {
-            _ = monoio::time::sleep(tick) => {},
-            _ = shard.stop.wait() => break,
-        }
-        let keys = shard.streams.borrow().keys();
-        for (ns, stream) in keys {
-            let result = settle(&shard, &ns, &stream).and_then(|()| enforce_retention(&shard, &ns, &stream));
-            if let Err(e) = result {
-                tracing::debug!(shard = shard.id, %ns, %stream, error = %e.message(), "stream upkeep deferred");
-            }
-        }
-        let count = shard.streams.borrow().record_count();
-        shard.node.metrics[shard.id]
-            .stream_records
-            .store(count, std::sync::atomic::Ordering::Relaxed);
-    }
 }

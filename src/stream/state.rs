@@ -1,4 +1,4 @@
-//! The streams of one shard, as state machines on its log (`format-spec/stream.md`).
+//! The streams of one partition, as state machines on its log (`format-spec/stream.md`).
 //!
 //! A stream's records stay in the log; a [`Stream`] holds only a sparse index of points (one per
 //! segment and per 64 KiB of it) from which reads walk the mapped segments, the offsets it has
@@ -20,13 +20,16 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 
 use super::entry::*;
-use crate::log::format::EntryRef;
 use crate::log::io::Fs;
 use crate::log::places::SegmentTable;
-use crate::log::{Log, LogError, Position, Ticket};
+use crate::log::{Log, Position};
+use crate::machine::At;
 
 mod compact;
+mod machine;
 mod snapshot;
+
+pub use machine::{GroupReadPlan, Start, StreamAnswer, StreamCommand, StreamPending, MAX_CONSUMERS, MAX_GROUPS};
 
 pub type ReplayError = String;
 
@@ -57,18 +60,11 @@ struct Entry {
     at_ms: u64,
 }
 
-/// An appended entry whose batch is not durable yet.
+/// An appended entry that is not durable yet: its LSN.
+#[derive(Debug)]
 struct InFlight {
-    ticket: Ticket,
+    lsn: u64,
     entry: Entry,
-}
-
-/// Where an applied APPEND entry is.
-pub enum At {
-    /// Still in its batch (live appends).
-    InFlight(Ticket),
-    /// Durable at this position (replay).
-    Settled(Position),
 }
 
 /// A record lease of a group.
@@ -249,7 +245,7 @@ impl Group {
 }
 
 /// One stream.
-#[derive(Default)]
+#[derive(Debug, Default)]
 pub struct Stream {
     pub first_offset: u64,
     pub next_offset: u64,
@@ -314,21 +310,16 @@ impl Stream {
         self.durable_next = f.first + u64::from(f.count);
     }
 
-    /// Moves entries whose batch is durable from in flight to the index; returns whether any did.
-    fn settle(&mut self, segments: &mut SegmentTable) -> Result<bool, LogError> {
-        let mut moved = false;
-        while let Some(f) = self.in_flight.front() {
-            match f.ticket.placed() {
-                None => break,
-                Some(Err(e)) => return Err(e),
-                Some(Ok(pos)) => {
-                    let f = self.in_flight.pop_front().expect("front exists");
-                    self.settle_entry(segments, &pos, &f.entry);
-                    moved = true;
-                }
+    /// The in-flight entry `lsn` (the oldest: entries settle in LSN order) is durable at `pos`:
+    /// it joins the index.
+    fn settle(&mut self, segments: &mut SegmentTable, lsn: u64, pos: &Position) {
+        match self.in_flight.front() {
+            Some(f) if f.lsn == lsn => {
+                let f = self.in_flight.pop_front().expect("front exists");
+                self.settle_entry(segments, pos, &f.entry);
             }
+            _ => debug_assert!(false, "entry {lsn} settled out of order"),
         }
-        Ok(moved)
     }
 
     fn apply_trim(&mut self, segments: &mut SegmentTable, before: u64) {
@@ -508,19 +499,19 @@ impl Stream {
     }
 }
 
-/// Every stream of a shard.
-#[derive(Default)]
+/// Every stream of a partition.
+#[derive(Debug, Default)]
 pub struct StreamStore {
     streams: HashMap<String, HashMap<String, Stream>>,
     pub segments: SegmentTable,
-    /// The stream clock: never decreases (so timestamps within a stream never do).
+    /// The stream clock: the latest time an applied entry carried (a decision stamps its entry
+    /// no earlier, so timestamps within a stream never decrease).
     clock: u64,
 }
 
 impl StreamStore {
-    /// Now, by the stream clock.
-    pub fn clock(&mut self, now: u64) -> u64 {
-        self.clock = self.clock.max(now);
+    /// The latest time an applied entry carried.
+    pub fn clock_ms(&self) -> u64 {
         self.clock
     }
 
@@ -617,20 +608,19 @@ impl StreamStore {
             at_ms,
         };
         match at {
-            At::Settled(pos) => {
+            At::Placed(pos) => {
                 debug_assert!(s.in_flight.is_empty(), "replay has nothing in flight");
                 s.settle_entry(&mut self.segments, &pos, &entry);
             }
-            At::InFlight(ticket) => s.in_flight.push_back(InFlight { ticket, entry }),
+            At::Pending(lsn) => s.in_flight.push_back(InFlight { lsn, entry }),
         }
         Ok(())
     }
 
-    /// Settles a stream's entries whose batch is durable; returns whether any were.
-    pub fn settle(&mut self, ns: &str, name: &str) -> Result<bool, LogError> {
-        match self.streams.get_mut(ns).and_then(|m| m.get_mut(name)) {
-            Some(s) => s.settle(&mut self.segments),
-            None => Ok(false),
+    /// A stream's in-flight APPEND `lsn` is durable at `pos`.
+    pub fn settle(&mut self, ns: &str, name: &str, lsn: u64, pos: &Position) {
+        if let Some(s) = self.streams.get_mut(ns).and_then(|m| m.get_mut(name)) {
+            s.settle(&mut self.segments, lsn, pos);
         }
     }
 
@@ -710,56 +700,12 @@ impl StreamStore {
         }
         Ok(acked)
     }
-
-    /// Applies a recovered entry if it is a stream entry; `Ok(false)` if it is not one.
-    /// A compaction copy (`RELOCATED`) of a stream entry is applied as [`StreamStore::relocate`].
-    pub fn replay(&mut self, e: &EntryRef<'_>, pos: Position) -> Result<bool, ReplayError> {
-        if e.entry_type == compact::ENTRY_RELOCATED {
-            return self.replay_copy(e, pos);
-        }
-        if !(ENTRY_STREAM_APPEND..=ENTRY_GROUP_DELETE).contains(&e.entry_type) {
-            return Ok(false);
-        }
-        match e.entry_type {
-            ENTRY_STREAM_APPEND => {
-                let a = decode_append(e.body)?;
-                self.clock(a.head.at_ms);
-                let stored = crate::log::format::stored_bytes(e.body.len()) as u64;
-                let (ns, name) = (a.head.namespace, a.head.name);
-                self.apply_append(
-                    ns,
-                    name,
-                    a.first_offset,
-                    a.count,
-                    stored,
-                    a.head.at_ms,
-                    pos.lsn,
-                    At::Settled(pos),
-                )?;
-            }
-            ENTRY_STREAM_TRIM => {
-                let (h, before) = decode_trim(e.body)?;
-                self.clock(h.at_ms);
-                self.apply_trim(h.namespace, h.name, before, pos.lsn)?;
-            }
-            ENTRY_STREAM_RETENTION => {
-                let (h, r) = decode_retention(e.body)?;
-                self.clock(h.at_ms);
-                self.apply_retention(h.namespace, h.name, r, pos.lsn)?;
-            }
-            t => {
-                let (h, group, op) = decode_group(t, e.body)?;
-                self.clock(h.at_ms);
-                self.apply_group(h.namespace, h.name, group, &op, pos.lsn)?;
-            }
-        }
-        Ok(true)
-    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::machine::At;
 
     fn pos(lsn: u64, segment: u64, offset: u64) -> Position {
         Position { lsn, segment, offset }
@@ -775,7 +721,7 @@ mod tests {
             stored,
             1000 + lsn,
             lsn,
-            At::Settled(pos(lsn, at.0, at.1)),
+            At::Placed(pos(lsn, at.0, at.1)),
         )
         .unwrap();
     }
@@ -803,7 +749,7 @@ mod tests {
         assert_eq!(s.point_of(20), Some(1));
         assert_eq!(s.point_of(30), Some(2));
         let err = st
-            .apply_append("ns", "s", 40, 1, 10, 0, 9, At::Settled(pos(9, 5, 999)))
+            .apply_append("ns", "s", 40, 1, 10, 0, 9, At::Placed(pos(9, 5, 999)))
             .unwrap_err();
         assert!(err.contains("next offset is 31"), "{err}");
     }

@@ -1,7 +1,7 @@
 //! What the shards of one node share about multi-part writes (`format-spec/ts.md`, "A write is
-//! atomic across shards"): the commit table the coordinator fills once every part of a write is
-//! durable, and the exchange by which the shards settle, after recovery, the parts that were
-//! pending when the node stopped.
+//! atomic across partitions"): the commit table the coordinator fills once every part of a write
+//! is durable, and the exchange by which the shards settle, after recovery, the parts their
+//! partitions held pending when the node stopped.
 //!
 //! Visibility: every commit gets the next *commit number*; a query takes the current number as
 //! its *snapshot* when it starts, and every shard answering it shows a pending part iff its batch
@@ -113,9 +113,10 @@ impl CommitTable {
     }
 }
 
-/// The recovery exchange: every shard publishes the batches it holds pending, then every
-/// participant says how many parts of those batches it holds (pending or committed); a batch is
-/// committed iff every participant holds all its parts.
+/// The recovery exchange: every shard publishes the batches its partitions hold pending (with
+/// the number of parts each write has), then every shard says how many parts of those batches
+/// its partitions hold (pending or committed); a batch is committed iff the parts held add up to
+/// its part count (a part can be missing only if it never became durable).
 #[derive(Debug, Default)]
 pub struct RecoveryExchange {
     inner: Mutex<Exchange>,
@@ -123,7 +124,9 @@ pub struct RecoveryExchange {
 
 #[derive(Debug, Default)]
 struct Exchange {
-    pending: HashMap<u64, Vec<u16>>,
+    /// batch → parts the write has.
+    pending: HashMap<u64, u16>,
+    /// (batch, shard) → parts held there.
     held: HashMap<(u64, u16), u16>,
     published: usize,
     answered: usize,
@@ -134,11 +137,11 @@ impl RecoveryExchange {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Step 1 of a shard: the batches it holds pending, with their participants.
-    pub fn publish_pending(&self, batches: impl IntoIterator<Item = (u64, Vec<u16>)>) {
+    /// Step 1 of a shard: the batches it holds pending, with their part counts.
+    pub fn publish_pending(&self, batches: impl IntoIterator<Item = (u64, u16)>) {
         let mut x = self.lock();
-        for (b, p) in batches {
-            x.pending.insert(b, p);
+        for (b, n) in batches {
+            x.pending.insert(b, n);
         }
         x.published += 1;
     }
@@ -149,8 +152,8 @@ impl RecoveryExchange {
     }
 
     /// Every batch some shard holds pending (after every shard did step 1).
-    pub fn pending_batches(&self) -> Vec<(u64, Vec<u16>)> {
-        self.lock().pending.iter().map(|(b, p)| (*b, p.clone())).collect()
+    pub fn pending_batches(&self) -> Vec<u64> {
+        self.lock().pending.keys().copied().collect()
     }
 
     /// Step 2 of a shard: how many parts of each of those batches it holds.
@@ -167,17 +170,16 @@ impl RecoveryExchange {
         self.lock().answered
     }
 
-    /// Whether `batch` is committed: every participant holds as many parts as the participant
-    /// list names it.
-    pub fn committed(&self, batch: u64, participants: &[u16]) -> bool {
+    /// Whether `batch`, a write of `part_count` parts, is committed: the shards hold all of them.
+    pub fn committed(&self, batch: u64, part_count: u16) -> bool {
         let x = self.lock();
-        let mut shards: Vec<u16> = participants.to_vec();
-        shards.sort_unstable();
-        shards.dedup();
-        shards.iter().all(|s| {
-            let want = participants.iter().filter(|p| *p == s).count() as u16;
-            x.held.get(&(batch, *s)).copied().unwrap_or(0) == want
-        })
+        let held: u32 = x
+            .held
+            .iter()
+            .filter(|((b, _), _)| *b == batch)
+            .map(|(_, n)| u32::from(*n))
+            .sum();
+        held == u32::from(part_count)
     }
 }
 
@@ -215,15 +217,18 @@ mod tests {
     #[test]
     fn recovery_commits_only_batches_whose_every_part_is_held() {
         let x = RecoveryExchange::default();
-        x.publish_pending([(1, vec![0, 1]), (2, vec![0, 1, 1])]);
+        x.publish_pending([(1, 2), (2, 3)]);
         x.publish_pending([]);
         assert_eq!(x.published(), 2);
+        let mut pending = x.pending_batches();
+        pending.sort_unstable();
+        assert_eq!(pending, [1, 2]);
         x.publish_held(0, [(1, 1), (2, 1)]);
         // Shard 1 committed batch 1 before the crash (held as committed), and holds only one
-        // of its two parts of batch 2.
+        // of the two parts of batch 2 its partitions wrote.
         x.publish_held(1, [(1, 1), (2, 1)]);
-        assert!(x.committed(1, &[0, 1]));
-        assert!(!x.committed(2, &[0, 1, 1]));
-        assert!(!x.committed(3, &[0, 1]), "a batch nobody holds");
+        assert!(x.committed(1, 2));
+        assert!(!x.committed(2, 3));
+        assert!(!x.committed(3, 2), "a batch nobody holds");
     }
 }

@@ -1,6 +1,11 @@
 //! The bodies of time-series log entries (`format-spec/ts.md`): encoders and decoders side by
 //! side. Decoding never trusts the input: lengths, counts, the canonical order of tags, the
 //! batch fields and the chunk header are all checked.
+//!
+//! Every entry starts with its namespace and, since partitions hold state of their own, the
+//! partition it belongs to (form 1). Entries of form 0, written before, carry no partition: their
+//! series ids are their shard's; they are decoded (their places are still read, and a data
+//! directory stopped cleanly holds no other) but no longer written.
 
 use crate::log::body::{put_name, Reader};
 
@@ -14,6 +19,19 @@ pub const ENTRY_TS_COMMIT: u16 = 405;
 /// Chunk kinds of `TS_CHUNK`.
 pub const CHUNK_IN_ORDER: u8 = 0;
 pub const CHUNK_LATE: u8 = 1;
+
+/// The head's form: entries before per-partition state (no partition), and since.
+const FORM_SHARD: u16 = 0;
+const FORM_PARTITION: u16 = 1;
+
+/// The head every time-series entry starts with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TsHead<'a> {
+    pub namespace: &'a str,
+    /// The partition the entry belongs to; `None` for an entry of form 0 (its series ids are
+    /// its shard's).
+    pub partition: Option<u32>,
+}
 
 /// A series defined by the entry that first uses it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -30,10 +48,15 @@ pub struct NewSeries<'a> {
 #[derive(Clone, Debug, PartialEq)]
 pub struct Points<'a> {
     pub namespace: &'a str,
+    pub partition: Option<u32>,
     /// 0 for a write with one part.
     pub batch_id: u64,
-    /// The shards holding a part of the write (empty for one part).
+    /// The parts the write has (1 for a write of one part).
+    pub part_count: u16,
+    /// Form 0 only: the shards holding a part of the write (empty for one part).
     pub participants: Vec<u16>,
+    /// When the write arrived (Unix ms; 0 in form 0, which does not say).
+    pub at_ms: u64,
     pub new_series: Vec<NewSeries<'a>>,
     count: usize,
     ids: &'a [u8],
@@ -67,21 +90,32 @@ impl<'a> Points<'a> {
     }
 }
 
-fn put_head(b: &mut Vec<u8>, ns: &str) {
+fn put_head(b: &mut Vec<u8>, ns: &str, partition: u32) {
     b.extend_from_slice(&(ns.len() as u16).to_le_bytes());
-    b.extend_from_slice(&0u16.to_le_bytes());
+    b.extend_from_slice(&FORM_PARTITION.to_le_bytes());
+    b.extend_from_slice(&partition.to_le_bytes());
     b.extend_from_slice(ns.as_bytes());
 }
 
-fn read_head<'a>(r: &mut Reader<'a>) -> Result<&'a str, String> {
+fn read_head<'a>(r: &mut Reader<'a>) -> Result<TsHead<'a>, String> {
     let n = r.u16()?;
-    if r.u16()? != 0 {
-        return Err("reserved bytes are not 0".into());
-    }
-    if !(1..=crate::api::path::NAME_MAX_BYTES).contains(&n) {
+    let partition = match r.u16()? as u16 {
+        FORM_SHARD => None,
+        FORM_PARTITION => Some(r.u32()?),
+        f => return Err(format!("unknown head form {f}")),
+    };
+    if !(1..=crate::names::NAME_MAX_BYTES).contains(&n) {
         return Err("namespace length out of range".into());
     }
-    r.text(n, "namespace")
+    Ok(TsHead {
+        namespace: r.text(n, "namespace")?,
+        partition,
+    })
+}
+
+/// The head of any time-series entry.
+pub fn decode_head(b: &[u8]) -> Result<TsHead<'_>, String> {
+    read_head(&mut Reader::new(b))
 }
 
 /// A u16-prefixed name of 1..=65535 bytes (line-protocol names are not limited to 128).
@@ -93,36 +127,64 @@ fn read_name<'a>(r: &mut Reader<'a>, what: &str) -> Result<&'a str, String> {
     r.text(n, what)
 }
 
-/// Encodes a `TS_POINTS` body. `participants` is empty for a write with one part (then
-/// `batch_id` must be 0).
+/// Encodes a `TS_POINTS` body: partition `partition`'s part of a write of `part_count` parts
+/// (batch id 0 for a write of one part), arrived at `at_ms`.
 pub fn encode_points(
+    ns: &str,
+    partition: u32,
+    batch_id: u64,
+    part_count: u16,
+    at_ms: u64,
+    new_series: &[NewSeries<'_>],
+    points: &[(u32, i64, f64)],
+) -> Vec<u8> {
+    assert!(!points.is_empty(), "a TS_POINTS entry holds points");
+    assert_eq!(batch_id == 0, part_count == 1, "batch id 0 means one part");
+    assert!(part_count >= 1);
+    let mut b = Vec::with_capacity(48 + ns.len() + points.len() * 20);
+    put_head(&mut b, ns, partition);
+    b.extend_from_slice(&batch_id.to_le_bytes());
+    b.extend_from_slice(&part_count.to_le_bytes());
+    b.extend_from_slice(&0u16.to_le_bytes());
+    b.extend_from_slice(&at_ms.to_le_bytes());
+    put_series_and_points(&mut b, new_series, points);
+    b
+}
+
+/// A `TS_POINTS` body of form 0 (before per-partition state): never written by the server; for
+/// tests of old data and the fuzz checks.
+pub fn encode_points_form0(
     ns: &str,
     batch_id: u64,
     participants: &[u16],
     new_series: &[NewSeries<'_>],
     points: &[(u32, i64, f64)],
 ) -> Vec<u8> {
-    assert!(!points.is_empty(), "a TS_POINTS entry holds points");
-    assert_eq!(batch_id == 0, participants.is_empty(), "batch id 0 means one part");
-    assert!(participants.len() != 1, "a write of several parts has at least two");
-    let mut b = Vec::with_capacity(32 + ns.len() + points.len() * 20);
-    put_head(&mut b, ns);
+    let mut b = Vec::new();
+    b.extend_from_slice(&(ns.len() as u16).to_le_bytes());
+    b.extend_from_slice(&FORM_SHARD.to_le_bytes());
+    b.extend_from_slice(ns.as_bytes());
     b.extend_from_slice(&batch_id.to_le_bytes());
     b.extend_from_slice(&(participants.len().max(1) as u16).to_le_bytes());
     b.extend_from_slice(&0u16.to_le_bytes());
     for p in participants {
         b.extend_from_slice(&p.to_le_bytes());
     }
+    put_series_and_points(&mut b, new_series, points);
+    b
+}
+
+fn put_series_and_points(b: &mut Vec<u8>, new_series: &[NewSeries<'_>], points: &[(u32, i64, f64)]) {
     b.extend_from_slice(&(new_series.len() as u32).to_le_bytes());
     for s in new_series {
         b.extend_from_slice(&s.id.to_le_bytes());
-        put_name(&mut b, s.measurement);
+        put_name(b, s.measurement);
         b.extend_from_slice(&(s.tags.len() as u16).to_le_bytes());
         for (k, v) in &s.tags {
-            put_name(&mut b, k);
-            put_name(&mut b, v);
+            put_name(b, k);
+            put_name(b, v);
         }
-        put_name(&mut b, s.field);
+        put_name(b, s.field);
     }
     b.extend_from_slice(&(points.len() as u32).to_le_bytes());
     for (id, _, _) in points {
@@ -134,23 +196,30 @@ pub fn encode_points(
     for (_, _, v) in points {
         b.extend_from_slice(&v.to_bits().to_le_bytes());
     }
-    b
 }
 
 pub fn decode_points(b: &[u8]) -> Result<Points<'_>, String> {
     let mut r = Reader::new(b);
-    let namespace = read_head(&mut r)?;
+    let head = read_head(&mut r)?;
     let batch_id = r.u64()?;
-    let parts = r.u16()?;
+    let part_count = r.u16()? as u16;
     if r.u16()? != 0 {
         return Err("reserved bytes are not 0".into());
     }
-    let participants: Vec<u16> = match (batch_id, parts) {
-        (0, 1) => Vec::new(),
+    match (batch_id, part_count) {
+        (0, 1) => {}
         (0, _) | (_, 0 | 1) => return Err("batch id and part count disagree".into()),
-        _ => (0..parts)
-            .map(|_| r.u16().map(|v| v as u16))
-            .collect::<Result<_, _>>()?,
+        _ => {}
+    }
+    let (participants, at_ms) = match head.partition {
+        Some(_) => (Vec::new(), r.u64()?),
+        None if batch_id == 0 => (Vec::new(), 0),
+        None => (
+            (0..part_count)
+                .map(|_| r.u16().map(|v| v as u16))
+                .collect::<Result<_, _>>()?,
+            0,
+        ),
     };
     let new_count = r.u32()? as usize;
     let mut new_series = Vec::with_capacity(new_count.min(b.len() / 12));
@@ -191,9 +260,12 @@ pub fn decode_points(b: &[u8]) -> Result<Points<'_>, String> {
     let values = r.take(count * 8)?;
     r.done()?;
     Ok(Points {
-        namespace,
+        namespace: head.namespace,
+        partition: head.partition,
         batch_id,
+        part_count,
         participants,
+        at_ms,
         new_series,
         count,
         ids,
@@ -202,30 +274,31 @@ pub fn decode_points(b: &[u8]) -> Result<Points<'_>, String> {
     })
 }
 
-/// `TS_ABORT` and `TS_COMMIT` have the same body: the namespace and the batch id.
-pub fn encode_abort(ns: &str, batch_id: u64) -> Vec<u8> {
+/// `TS_ABORT` and `TS_COMMIT` have the same body: the head and the batch id.
+pub fn encode_abort(ns: &str, partition: u32, batch_id: u64) -> Vec<u8> {
     assert!(batch_id != 0, "only a multi-part write is aborted or committed");
-    let mut b = Vec::with_capacity(12 + ns.len());
-    put_head(&mut b, ns);
+    let mut b = Vec::with_capacity(16 + ns.len());
+    put_head(&mut b, ns, partition);
     b.extend_from_slice(&batch_id.to_le_bytes());
     b
 }
 
-pub fn decode_abort(b: &[u8]) -> Result<(&str, u64), String> {
+pub fn decode_abort(b: &[u8]) -> Result<(TsHead<'_>, u64), String> {
     let mut r = Reader::new(b);
-    let ns = read_head(&mut r)?;
+    let head = read_head(&mut r)?;
     let id = r.u64()?;
     r.done()?;
     if id == 0 {
         return Err("abort or commit of batch 0".into());
     }
-    Ok((ns, id))
+    Ok((head, id))
 }
 
 /// A decoded `TS_CHUNK` body.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Chunk<'a> {
     pub namespace: &'a str,
+    pub partition: Option<u32>,
     pub series: u32,
     pub kind: u8,
     /// The chunk (`ts-chunk.md`); its header has been checked.
@@ -233,10 +306,10 @@ pub struct Chunk<'a> {
     pub header: super::chunk::ChunkHeader,
 }
 
-pub fn encode_chunk(ns: &str, series: u32, kind: u8, chunk: &[u8]) -> Vec<u8> {
+pub fn encode_chunk(ns: &str, partition: u32, series: u32, kind: u8, chunk: &[u8]) -> Vec<u8> {
     assert!(kind <= CHUNK_LATE);
-    let mut b = Vec::with_capacity(12 + ns.len() + chunk.len());
-    put_head(&mut b, ns);
+    let mut b = Vec::with_capacity(16 + ns.len() + chunk.len());
+    put_head(&mut b, ns, partition);
     b.extend_from_slice(&series.to_le_bytes());
     b.extend_from_slice(&[kind, 0, 0, 0]);
     b.extend_from_slice(chunk);
@@ -245,7 +318,7 @@ pub fn encode_chunk(ns: &str, series: u32, kind: u8, chunk: &[u8]) -> Vec<u8> {
 
 pub fn decode_chunk(b: &[u8]) -> Result<Chunk<'_>, String> {
     let mut r = Reader::new(b);
-    let namespace = read_head(&mut r)?;
+    let head = read_head(&mut r)?;
     let series = r.u32()?;
     let kind = r.u8()?;
     if series == 0 || kind > CHUNK_LATE || r.take(3)? != [0, 0, 0] {
@@ -254,7 +327,8 @@ pub fn decode_chunk(b: &[u8]) -> Result<Chunk<'_>, String> {
     let bytes = &b[r.at()..];
     let header = super::chunk::header(bytes).map_err(|e| e.to_string())?;
     Ok(Chunk {
-        namespace,
+        namespace: head.namespace,
+        partition: head.partition,
         series,
         kind,
         bytes,
@@ -262,47 +336,60 @@ pub fn decode_chunk(b: &[u8]) -> Result<Chunk<'_>, String> {
     })
 }
 
-pub fn encode_retention(ns: &str, measurement: &str, max_age_ms: u64) -> Vec<u8> {
-    let mut b = Vec::with_capacity(16 + ns.len() + measurement.len());
-    put_head(&mut b, ns);
+pub fn encode_retention(ns: &str, partition: u32, measurement: &str, max_age_ms: u64) -> Vec<u8> {
+    let mut b = Vec::with_capacity(20 + ns.len() + measurement.len());
+    put_head(&mut b, ns, partition);
     put_name(&mut b, measurement);
     b.extend_from_slice(&max_age_ms.to_le_bytes());
     b
 }
 
-pub fn decode_retention(b: &[u8]) -> Result<(&str, &str, u64), String> {
+pub fn decode_retention(b: &[u8]) -> Result<(TsHead<'_>, &str, u64), String> {
     let mut r = Reader::new(b);
-    let ns = read_head(&mut r)?;
+    let head = read_head(&mut r)?;
     let m = read_name(&mut r, "measurement")?;
     let age = r.u64()?;
     r.done()?;
-    Ok((ns, m, age))
+    Ok((head, m, age))
 }
 
-/// `TS_DROP`: chunks of a series that retention dropped, by their entries' LSNs.
-pub fn encode_drop(ns: &str, series: u32, lsns: &[u64]) -> Vec<u8> {
-    assert!(!lsns.is_empty());
-    let mut b = Vec::with_capacity(12 + ns.len() + lsns.len() * 8);
-    put_head(&mut b, ns);
+/// What a `TS_DROP` drops of a series.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Dropped {
+    /// Form 1: every chunk whose last point is before this timestamp (ms).
+    Before(i64),
+    /// Form 0: the chunks of these `TS_CHUNK` LSNs.
+    Lsns(Vec<u64>),
+}
+
+/// `TS_DROP`: the chunks of a series wholly before `before_ts`, which retention drops.
+pub fn encode_drop(ns: &str, partition: u32, series: u32, before_ts: i64) -> Vec<u8> {
+    let mut b = Vec::with_capacity(20 + ns.len());
+    put_head(&mut b, ns, partition);
     b.extend_from_slice(&series.to_le_bytes());
-    b.extend_from_slice(&(lsns.len() as u32).to_le_bytes());
-    for l in lsns {
-        b.extend_from_slice(&l.to_le_bytes());
-    }
+    b.extend_from_slice(&before_ts.to_le_bytes());
     b
 }
 
-pub fn decode_drop(b: &[u8]) -> Result<(&str, u32, Vec<u64>), String> {
+pub fn decode_drop(b: &[u8]) -> Result<(TsHead<'_>, u32, Dropped), String> {
     let mut r = Reader::new(b);
-    let ns = read_head(&mut r)?;
+    let head = read_head(&mut r)?;
     let series = r.u32()?;
-    let n = r.u32()? as usize;
-    if series == 0 || n == 0 || n > b.len() / 8 {
-        return Err("bad series id or chunk count".into());
+    if series == 0 {
+        return Err("bad series id".into());
     }
-    let lsns = (0..n).map(|_| r.u64()).collect::<Result<Vec<_>, _>>()?;
+    let what = match head.partition {
+        Some(_) => Dropped::Before(r.u64()? as i64),
+        None => {
+            let n = r.u32()? as usize;
+            if n == 0 || n > b.len() / 8 {
+                return Err("bad chunk count".into());
+            }
+            Dropped::Lsns((0..n).map(|_| r.u64()).collect::<Result<Vec<_>, _>>()?)
+        }
+    };
     r.done()?;
-    Ok((ns, series, lsns))
+    Ok((head, series, what))
 }
 
 #[cfg(test)]
@@ -326,13 +413,24 @@ mod tests {
         ]
     }
 
+    fn head(partition: u32) -> TsHead<'static> {
+        TsHead {
+            namespace: "a",
+            partition: Some(partition),
+        }
+    }
+
     #[test]
     fn points_round_trip_and_every_prefix_is_refused() {
         let pts = [(7, 1_700_000_000_000, 82.5), (8, -5, f64::NAN), (1, i64::MAX, -0.0)];
-        for (batch, parts) in [(0u64, vec![]), (99, vec![0u16, 3, 1])] {
-            let b = encode_points("app", batch, &parts, &series(), &pts);
+        for (batch, parts) in [(0u64, 1u16), (99, 3)] {
+            let b = encode_points("app", 17, batch, parts, 1_234, &series(), &pts);
             let p = decode_points(&b).unwrap();
-            assert_eq!((p.namespace, p.batch_id, &p.participants), ("app", batch, &parts));
+            assert_eq!(
+                (p.namespace, p.partition, p.batch_id, p.part_count, p.at_ms),
+                ("app", Some(17), batch, parts, 1_234)
+            );
+            assert!(p.participants.is_empty());
             assert_eq!(p.new_series, series());
             assert_eq!(p.len(), 3);
             for (i, (id, ts, v)) in p.iter().enumerate() {
@@ -348,45 +446,61 @@ mod tests {
     }
 
     #[test]
+    fn form_zero_points_still_decode() {
+        let pts = [(1, 5, 1.5)];
+        let b = encode_points_form0("a", 5, &[1, 1], &[], &pts);
+        let p = decode_points(&b).unwrap();
+        assert_eq!((p.partition, p.batch_id, p.part_count, p.at_ms), (None, 5, 2, 0));
+        assert_eq!(p.participants, [1, 1], "a shard may hold several parts of a write");
+        let one = encode_points_form0("a", 0, &[], &[], &pts);
+        let one = decode_points(&one).unwrap();
+        assert_eq!((one.part_count, one.partition), (1, None));
+        let mut one_part = b.clone();
+        // u16 length, u16 form, "a", u64 batch id: the part count is at 13.
+        one_part[13..15].copy_from_slice(&1u16.to_le_bytes());
+        assert!(decode_points(&one_part).is_err(), "a batch id with one part");
+    }
+
+    #[test]
     fn points_refuse_what_is_not_canonical() {
         let pts = [(1, 0, 1.0)];
         let mut unsorted = series();
         unsorted[0].tags.reverse();
-        assert!(decode_points(&encode_points("a", 0, &[], &unsorted, &pts)).is_err());
+        assert!(decode_points(&encode_points("a", 0, 0, 1, 0, &unsorted, &pts)).is_err());
         let mut gap = series();
         gap[1].id = 9;
-        assert!(decode_points(&encode_points("a", 0, &[], &gap, &pts)).is_err());
-        let two = encode_points("a", 5, &[1, 1], &[], &pts);
-        let two_here = decode_points(&two).unwrap();
-        assert_eq!(
-            two_here.participants,
-            [1, 1],
-            "a shard may hold several parts of a write"
-        );
-        let mut one_part = encode_points("a", 5, &[1, 2], &[], &pts);
-        one_part[13..15].copy_from_slice(&1u16.to_le_bytes());
+        assert!(decode_points(&encode_points("a", 0, 0, 1, 0, &gap, &pts)).is_err());
+        let mut one_part = encode_points("a", 0, 5, 2, 0, &[], &pts);
+        // u16 length, u16 form, u32 partition, "a", u64 batch id: the part count is at 17.
+        one_part[17..19].copy_from_slice(&1u16.to_le_bytes());
         assert!(decode_points(&one_part).is_err(), "a batch id with one part");
+        let mut no_batch = encode_points("a", 0, 0, 1, 0, &[], &pts);
+        no_batch[17..19].copy_from_slice(&2u16.to_le_bytes());
+        assert!(decode_points(&no_batch).is_err(), "batch id 0 with two parts");
+        let mut form = encode_points("a", 0, 0, 1, 0, &[], &pts);
+        form[2] = 2;
+        assert!(decode_points(&form).is_err(), "an unknown head form");
         let mut last_id = series();
         last_id[0].id = u32::MAX;
         assert!(
-            decode_points(&encode_points("a", 0, &[], &last_id, &pts)).is_err(),
+            decode_points(&encode_points("a", 0, 0, 1, 0, &last_id, &pts)).is_err(),
             "no id after u32::MAX"
         );
         let mut empty_tag = series();
         empty_tag[0].tags[0].1 = "";
-        assert!(decode_points(&encode_points("a", 0, &[], &empty_tag, &pts)).is_err());
+        assert!(decode_points(&encode_points("a", 0, 0, 1, 0, &empty_tag, &pts)).is_err());
     }
 
     #[test]
     fn other_entries_round_trip() {
-        assert_eq!(decode_abort(&encode_abort("a", 42)).unwrap(), ("a", 42));
+        assert_eq!(decode_abort(&encode_abort("a", 4, 42)).unwrap(), (head(4), 42));
         let mut chunk = Vec::new();
         super::super::chunk::encode(&[(1, 2.0), (2, 3.0)], &mut chunk);
-        let b = encode_chunk("a", 3, CHUNK_LATE, &chunk);
+        let b = encode_chunk("a", 6, 3, CHUNK_LATE, &chunk);
         let c = decode_chunk(&b).unwrap();
         assert_eq!(
-            (c.namespace, c.series, c.kind, c.bytes),
-            ("a", 3, CHUNK_LATE, &chunk[..])
+            (c.namespace, c.partition, c.series, c.kind, c.bytes),
+            ("a", Some(6), 3, CHUNK_LATE, &chunk[..])
         );
         assert_eq!((c.header.count, c.header.first_ts, c.header.last_ts), (2, 1, 2));
         assert!(
@@ -394,17 +508,17 @@ mod tests {
             "a cut chunk header"
         );
         assert_eq!(
-            decode_retention(&encode_retention("a", "cpu", 9)).unwrap(),
-            ("a", "cpu", 9)
+            decode_retention(&encode_retention("a", 63, "cpu", 9)).unwrap(),
+            (head(63), "cpu", 9)
         );
         assert_eq!(
-            decode_drop(&encode_drop("a", 2, &[5, 6])).unwrap(),
-            ("a", 2, vec![5, 6])
+            decode_drop(&encode_drop("a", 1, 2, -7)).unwrap(),
+            (head(1), 2, Dropped::Before(-7))
         );
         let (abort, retention, drop) = (
-            encode_abort("a", 1),
-            encode_retention("a", "m", 1),
-            encode_drop("a", 1, &[1]),
+            encode_abort("a", 0, 1),
+            encode_retention("a", 0, "m", 1),
+            encode_drop("a", 0, 1, 1),
         );
         for n in 0..abort.len() {
             assert!(decode_abort(&abort[..n]).is_err(), "abort prefix {n}");

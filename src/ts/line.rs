@@ -2019,7 +2019,7 @@ http_response,method=GET,result=success,server=http://example.com/a\\ b?x\\=1 ht
             ));
         }
         let mut parser = Parser::new();
-        let started = std::time::Instant::now();
+        let started = crate::clock::Stopwatch::start();
         let mut sum = 0.0;
         let stats = parser
             .parse(body.as_bytes(), Precision::Ns, 0, |p| {

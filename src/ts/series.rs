@@ -1,35 +1,41 @@
-//! The series one shard owns, as a state machine on its log (`format-spec/ts.md`): the series
+//! The series one partition owns, as a state machine on its log (`format-spec/ts.md`): the series
 //! registry (ids by canonical key), the tag index, and per series its head, its late head and
 //! its chunks; multi-part writes held until their commit; which `TS_POINTS` entries still hold
 //! points not yet in a chunk (the rest are dead bytes for compaction).
 //!
 //! Invariants:
-//! * Series ids are 1, 2, 3, ... in the order the log defines them; a canonical key (namespace,
-//!   measurement, tags sorted by key, field) has one id.
+//! * Series ids are 1, 2, 3, ... in the order the partition's entries define them; a canonical
+//!   key (namespace, measurement, tags sorted by key, field) has one id.
 //! * A head is sorted by timestamp with no timestamp twice (a repeated one keeps the value
 //!   written last). Every point in a series' head is after `sealed_until`, the last timestamp of
 //!   its newest in-order chunk; points at or before it are in the late head.
 //! * Points of a multi-part write stay out of the heads until the write is committed
 //!   (`TS_COMMIT`) and are dropped by `TS_ABORT`.
 //! * State changes in log order: the live shard applies an entry when it appends it, replay when
-//!   it reads it, so a chunk always finds the head it was cut from. Readers see only durable
+//!   it reads it, so a chunk always finds the head it was cut from. Readers see only committed
 //!   points: every head point carries its entry's LSN, and a chunk not yet durable keeps its
 //!   points in memory (with their LSNs) until its place is known.
+//! * Time comes only from entries: a head's age counts from the `at_ms` of the `TS_POINTS` that
+//!   started it, and the partition's clock (the latest `at_ms` applied) decides when a committed
+//!   batch is forgotten.
 //! * A chunk is known by the LSN of its `TS_CHUNK` entry, also once compaction has moved it to a
 //!   `RELOCATED` copy (`compact.rs`): then it is read from the copy's place, with the copy's LSN.
 //!   Every placed chunk is also found by its place (compaction asks by place).
-//! * A batch whose parts this shard committed is remembered with its parts for the recovery
-//!   exchange: until the exchange is over if replay saw the commit or a snapshot held it, for
-//!   [`COMMITTED_KEEP_MS`] of process time if this process committed it.
+//! * A batch whose parts this partition committed is remembered with its parts for the recovery
+//!   exchange, until the partition's clock is [`COMMITTED_KEEP_MS`] past the batch's arrival.
 
-use std::collections::{BTreeMap, HashMap};
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BinaryHeap, HashMap};
 
-use super::entry::{Chunk, NewSeries, Points, CHUNK_IN_ORDER, CHUNK_LATE};
+use super::entry::{Chunk, Dropped, NewSeries, Points, CHUNK_IN_ORDER, CHUNK_LATE};
 use crate::log::places::SegmentTable;
-use crate::log::{Position, Ticket};
+use crate::log::Position;
 
 mod compact;
+mod machine;
 mod snapshot;
+
+pub use machine::{TsAnswer, TsCommand, TsPending};
 
 /// Points a head holds before it is cut into a chunk.
 pub const HEAD_POINTS: usize = 1024;
@@ -50,16 +56,17 @@ pub struct HeadPoint {
 #[derive(Debug, Default, Clone, PartialEq)]
 pub struct Head {
     points: Vec<HeadPoint>,
-    /// Wall-clock ms when the first point of the current head arrived (the age timer's).
+    /// When the write that started the current head arrived (the `at_ms` of its entry): the
+    /// age timer's.
     since_ms: u64,
 }
 
 impl Head {
-    /// Adds a point; a timestamp already there takes the new value. Returns the LSN of the
-    /// point replaced.
-    pub fn insert(&mut self, ts: i64, v: f64, lsn: u64, now_ms: u64) -> Option<u64> {
+    /// Adds a point of a write that arrived at `at_ms`; a timestamp already there takes the new
+    /// value. Returns the LSN of the point replaced.
+    pub fn insert(&mut self, ts: i64, v: f64, lsn: u64, at_ms: u64) -> Option<u64> {
         if self.points.is_empty() {
-            self.since_ms = now_ms;
+            self.since_ms = at_ms;
         }
         // Points mostly arrive in order: look at the end first.
         if self.points.last().is_none_or(|p| p.ts < ts) {
@@ -108,8 +115,8 @@ pub enum Stored {
     /// LSN of the entry there: the chunk's own `TS_CHUNK` (the chunk's `lsn`), or a `RELOCATED`
     /// copy of it that compaction wrote (`compact.rs`); a read checks it.
     Placed { loc: u64, lsn: u64 },
-    /// Appended, not yet durable: its points stay here until the ticket resolves.
-    Cut(Ticket, Vec<HeadPoint>),
+    /// Appended, not yet durable: its points stay here until it is settled at its place.
+    Cut(Vec<HeadPoint>),
 }
 
 /// One of a series' chunks.
@@ -157,10 +164,11 @@ impl Series {
 }
 
 /// Where a `TS_POINTS` entry is.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Copy)]
 pub enum EntryAt {
     Placed(Position),
-    InFlight(Ticket),
+    /// Not durable yet.
+    Pending,
 }
 
 /// A `TS_POINTS` entry with points not yet in a chunk.
@@ -171,34 +179,31 @@ struct LiveEntry {
     remaining: u32,
 }
 
-/// A multi-part write this shard committed its parts of, remembered for the recovery exchange.
+/// How many parts of a multi-part write this partition committed, remembered for the recovery
+/// exchange until the partition's clock is [`COMMITTED_KEEP_MS`] past the write's arrival.
 #[derive(Debug, Clone, Copy, PartialEq)]
 struct Committed {
     parts: u16,
-    /// Process time (ms, [`process_ms`]) of a commit this process made; `None` for one replay
-    /// saw or a snapshot restored, kept until the startup exchange is over.
-    at_ms: Option<u64>,
+    /// When the write arrived (its parts' `at_ms`).
+    at_ms: u64,
 }
 
-/// A batch this process committed is remembered this long (process time) after its commit: the
-/// other participants commit theirs within seconds, so a crash later finds none of its parts
-/// pending elsewhere.
+/// A batch this partition committed is remembered this long (by the partition's clock: the
+/// latest `at_ms` applied) after its write arrived: the other participants commit theirs within
+/// seconds, so a crash later finds none of its parts pending elsewhere.
 pub const COMMITTED_KEEP_MS: u64 = 10 * 60 * 1000;
 
-/// Milliseconds this process has been running (a monotonic clock: commit records are pruned by
-/// it, never by the wall clock).
-pub fn process_ms() -> u64 {
-    static START: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
-    START.get_or_init(std::time::Instant::now).elapsed().as_millis() as u64
-}
-
-/// A multi-part write's parts in this shard, waiting for its commit.
+/// A multi-part write's parts in this partition, waiting for its commit.
 #[derive(Debug)]
 struct PendingPart {
     namespace: Box<str>,
-    participants: Vec<u16>,
+    /// Parts the whole write has.
+    part_count: u16,
+    /// When the write arrived.
+    at_ms: u64,
     /// (series, timestamp, value, LSN of the part's entry)
     points: Vec<(u32, i64, f64, u64)>,
+    /// Parts held here.
     parts: u16,
 }
 
@@ -290,13 +295,18 @@ pub fn decode_line_key(k: &[u8]) -> Option<(&str, Vec<(&str, &str)>)> {
     (at == k.len()).then_some((m, tags))
 }
 
-/// The hash that places a line's series on a shard: [`FastHash`] over its line key
+/// The hash that places a line's series in a partition: [`FastHash`] over its line key
 /// (`format-spec/ts.md`, "Series and where they live").
 pub fn line_key_hash(k: &[u8]) -> u64 {
     use std::hash::{BuildHasher, Hasher};
     let mut h = FastHash.build_hasher();
     h.write(k);
     h.finish()
+}
+
+/// The partition of the series of line key `k`.
+pub fn line_key_partition(k: &[u8], partitioner: &crate::partition::Partitioner) -> u32 {
+    (line_key_hash(k) % u64::from(partitioner.partitions())) as u32
 }
 
 /// What one measurement holds, for listings.
@@ -308,7 +318,7 @@ pub struct MeasurementStats {
     pub bytes: u64,
 }
 
-/// Every series of a shard.
+/// Every series of a partition.
 #[derive(Debug, Default)]
 pub struct SeriesStore {
     series: Vec<Series>,
@@ -322,17 +332,17 @@ pub struct SeriesStore {
     /// (namespace, measurement) → retention max age in ms.
     retention: BTreeMap<(Box<str>, Box<str>), u64>,
     pending: HashMap<u64, PendingPart>,
-    /// Batches whose parts this shard committed, with how many parts: recovery's answer to
-    /// "does this shard hold its parts of batch b?" once they are no longer pending. Those
-    /// replay saw or a snapshot restored are kept until the startup exchange is over; those
-    /// this process committed, for [`COMMITTED_KEEP_MS`] (a snapshot may hold them while
-    /// another participant's part is still pending).
+    /// Batches whose parts this partition committed, with how many parts: recovery's answer to
+    /// "does this partition hold its parts of batch b?" once they are no longer pending.
     committed: HashMap<u64, Committed>,
+    /// (arrival, batch) of every committed batch, for forgetting them in time order.
+    committed_order: BinaryHeap<Reverse<(u64, u64)>>,
+    /// The partition's clock: the latest `at_ms` of a `TS_POINTS` applied.
+    clock_ms: u64,
     entries: HashMap<u64, LiveEntry>,
-    /// Entries wholly chunked before their place was known.
-    dead_in_flight: Vec<(Ticket, u64)>,
-    /// Series with chunks not yet durable.
-    cutting: Vec<u32>,
+    /// Entries (by LSN) no longer needed before their place was known, with their bytes: dead
+    /// at their place once settled.
+    dead_in_flight: Vec<(u64, u64)>,
     /// Every placed chunk by its place (`loc`): (series, chunk LSN). Derived (rebuilt on
     /// restore): compaction asks about each entry of a segment by its place.
     chunk_at: HashMap<u64, (u32, u64), FastHash>,
@@ -458,16 +468,17 @@ impl SeriesStore {
                 let loc = self.segments.loc(&pos);
                 self.segments.mark_dead(loc, e.bytes);
             }
-            EntryAt::InFlight(t) => self.dead_in_flight.push((t, e.bytes)),
+            EntryAt::Pending => self.dead_in_flight.push((lsn, e.bytes)),
         }
     }
 
-    /// Puts committed points into the heads; returns the series whose head is now full.
+    /// Puts committed points of a write that arrived at `at_ms` into the heads; returns the
+    /// series whose head is now full.
     fn add(
         &mut self,
         ns: &str,
         points: impl Iterator<Item = (u32, i64, f64, u64)>,
-        now_ms: u64,
+        at_ms: u64,
     ) -> Result<FullHeads, String> {
         let mut full = Vec::new();
         let mut released = Vec::new();
@@ -482,9 +493,9 @@ impl SeriesStore {
                 return Err(format!("series {id} is not of namespace {ns:?}"));
             }
             let replaced = if s.sealed_until.is_some_and(|t| ts <= t) {
-                s.late.insert(ts, v, lsn, now_ms)
+                s.late.insert(ts, v, lsn, at_ms)
             } else {
-                let r = s.head.insert(ts, v, lsn, now_ms);
+                let r = s.head.insert(ts, v, lsn, at_ms);
                 if s.head.len() == HEAD_POINTS {
                     full.push(id);
                 }
@@ -503,15 +514,9 @@ impl SeriesStore {
 
     /// Applies a `TS_POINTS` entry at `lsn` (`bytes` stored): defines its series, and puts its
     /// points into the heads (one part) or aside until their write commits (several parts).
-    /// Returns the full heads.
-    pub fn apply_points(
-        &mut self,
-        p: &Points<'_>,
-        lsn: u64,
-        at: EntryAt,
-        bytes: u64,
-        now_ms: u64,
-    ) -> Result<FullHeads, String> {
+    /// Moves the partition's clock to the entry's time, forgetting the committed batches that is
+    /// past. Returns the full heads.
+    pub fn apply_points(&mut self, p: &Points<'_>, lsn: u64, at: EntryAt, bytes: u64) -> Result<FullHeads, String> {
         for s in &p.new_series {
             self.define(p.namespace, s)?;
         }
@@ -522,6 +527,8 @@ impl SeriesStore {
                 return Err(format!("a point of series {id}, never defined in {:?}", p.namespace));
             }
         }
+        self.clock_ms = self.clock_ms.max(p.at_ms);
+        self.forget_committed();
         self.entries.insert(
             lsn,
             LiveEntry {
@@ -531,28 +538,45 @@ impl SeriesStore {
             },
         );
         if p.batch_id == 0 {
-            return self.add(p.namespace, p.iter().map(|(id, ts, v)| (id, ts, v, lsn)), now_ms);
+            return self.add(p.namespace, p.iter().map(|(id, ts, v)| (id, ts, v, lsn)), p.at_ms);
         }
         let part = self.pending.entry(p.batch_id).or_insert_with(|| PendingPart {
             namespace: p.namespace.into(),
-            participants: p.participants.clone(),
+            part_count: p.part_count,
+            at_ms: p.at_ms,
             points: Vec::new(),
             parts: 0,
         });
-        if part.participants != p.participants || &*part.namespace != p.namespace {
-            return Err(format!("parts of batch {} disagree on their participants", p.batch_id));
+        if part.part_count != p.part_count || &*part.namespace != p.namespace || part.at_ms != p.at_ms {
+            return Err(format!("parts of batch {} disagree on their write", p.batch_id));
+        }
+        if part.parts >= part.part_count {
+            return Err(format!("batch {} has more parts than it says", p.batch_id));
         }
         part.parts += 1;
         part.points.extend(p.iter().map(|(id, ts, v)| (id, ts, v, lsn)));
         Ok(Vec::new())
     }
 
-    /// Batches with parts here that wait for their commit: (batch, namespace, participants,
-    /// parts held).
-    pub fn pending(&self) -> impl Iterator<Item = (u64, &str, &[u16], u16)> {
+    /// Forgets the committed batches the clock is [`COMMITTED_KEEP_MS`] past.
+    fn forget_committed(&mut self) {
+        while let Some(&Reverse((at_ms, batch))) = self.committed_order.peek() {
+            if at_ms.saturating_add(COMMITTED_KEEP_MS) > self.clock_ms {
+                break;
+            }
+            self.committed_order.pop();
+            if self.committed.get(&batch).is_some_and(|c| c.at_ms == at_ms) {
+                self.committed.remove(&batch);
+            }
+        }
+    }
+
+    /// Batches with parts here that wait for their commit: (batch, namespace, parts the write
+    /// has, parts held here).
+    pub fn pending(&self) -> impl Iterator<Item = (u64, &str, u16, u16)> {
         self.pending
             .iter()
-            .map(|(b, p)| (*b, &*p.namespace, p.participants.as_slice(), p.parts))
+            .map(|(b, p)| (*b, &*p.namespace, p.part_count, p.parts))
     }
 
     pub fn has_pending(&self) -> bool {
@@ -564,7 +588,7 @@ impl SeriesStore {
         self.pending.contains_key(&batch)
     }
 
-    /// Parts of `batch` this shard holds, pending or (as replay saw) committed.
+    /// Parts of `batch` this partition holds, pending or committed.
     pub fn parts_held(&self, batch: u64) -> u16 {
         self.pending
             .get(&batch)
@@ -591,36 +615,28 @@ impl SeriesStore {
         out
     }
 
-    /// Forgets the commits replay saw or a snapshot restored (after recovery has settled every
-    /// pending batch); those this process made stay until [`SeriesStore::prune_committed`].
-    pub fn forget_committed(&mut self) {
-        self.committed.retain(|_, c| c.at_ms.is_some());
-    }
-
-    /// Forgets the commits this process made [`COMMITTED_KEEP_MS`] or more before `now_ms`
-    /// ([`process_ms`]); the shard's timer calls it.
-    pub fn prune_committed(&mut self, now_ms: u64) {
-        self.committed
-            .retain(|_, c| c.at_ms.is_none_or(|at| now_ms.saturating_sub(at) < COMMITTED_KEEP_MS));
-    }
-
-    /// A multi-part write committed (`TS_COMMIT`): its parts here go into the heads. The batch
-    /// is remembered for recovery's exchange: until the exchange is over (`replay`), or for
-    /// [`COMMITTED_KEEP_MS`] of process time (a commit this process makes).
-    pub fn commit(&mut self, ns: &str, batch_id: u64, now_ms: u64, replay: bool) -> Result<FullHeads, String> {
+    /// A multi-part write committed (`TS_COMMIT`): its parts here go into the heads (their heads
+    /// aged from the write's arrival), and the batch is remembered for recovery's exchange.
+    pub fn commit(&mut self, ns: &str, batch_id: u64) -> Result<FullHeads, String> {
         let part = self
             .pending
             .remove(&batch_id)
             .ok_or_else(|| format!("commit of batch {batch_id}, which has no part here"))?;
-        let at_ms = (!replay).then(process_ms);
+        if &*part.namespace != ns {
+            return Err(format!(
+                "commit of batch {batch_id} in {ns:?}, whose parts are of {:?}",
+                part.namespace
+            ));
+        }
         self.committed.insert(
             batch_id,
             Committed {
                 parts: part.parts,
-                at_ms,
+                at_ms: part.at_ms,
             },
         );
-        self.add(ns, part.points.into_iter(), now_ms)
+        self.committed_order.push(Reverse((part.at_ms, batch_id)));
+        self.add(ns, part.points.into_iter(), part.at_ms)
     }
 
     /// `TS_ABORT`: the parts of `batch_id` are dropped (nothing if none is here: an abort may
@@ -704,10 +720,7 @@ impl SeriesStore {
                 self.chunk_at.insert(loc, (c.series, lsn));
                 Stored::Placed { loc, lsn }
             }
-            EntryAt::InFlight(t) => {
-                self.cutting.push(c.series);
-                Stored::Cut(t, points)
-            }
+            EntryAt::Pending => Stored::Cut(points),
         };
         let s = self.get_mut(c.series).expect("looked up above");
         s.chunks.push(ChunkRef {
@@ -725,43 +738,28 @@ impl SeriesStore {
         Ok(())
     }
 
-    /// Places chunks and dead entries whose batch became durable. Returns whether the log
-    /// failed one (the shard's log is then poisoned anyway).
-    pub fn settle(&mut self) {
-        let dead = std::mem::take(&mut self.dead_in_flight);
-        for (t, bytes) in dead {
-            match t.placed() {
-                Some(Ok(pos)) => {
-                    let loc = self.segments.loc(&pos);
-                    self.segments.mark_dead(loc, bytes);
-                }
-                Some(Err(_)) => {}
-                None => self.dead_in_flight.push((t, bytes)),
-            }
+    /// A `TS_POINTS` entry (`chunk` `None`) or a series' `TS_CHUNK` applied before it was
+    /// durable is durable at `pos`: the entry is placed (or, if nothing needs it any more, its
+    /// bytes are dead there); the chunk is read from its place from now on (unless dropped).
+    pub fn settle_entry(&mut self, lsn: u64, chunk: Option<u32>, pos: &Position) {
+        let loc = self.segments.loc(pos);
+        if let Some(i) = self.dead_in_flight.iter().position(|(l, _)| *l == lsn) {
+            let (_, bytes) = self.dead_in_flight.swap_remove(i);
+            self.segments.mark_dead(loc, bytes);
+            return;
         }
-        let cutting = std::mem::take(&mut self.cutting);
-        for id in cutting {
-            let mut waiting = false;
-            let Some(s) = self.series.get_mut(id as usize - 1) else {
-                continue;
-            };
-            let mut placed = Vec::new();
-            for (i, c) in s.chunks.iter().enumerate() {
-                if let Stored::Cut(t, _) = &c.stored {
-                    match t.placed() {
-                        Some(Ok(pos)) => placed.push((i, pos)),
-                        _ => waiting = true,
-                    }
+        match chunk {
+            None => {
+                if let Some(e) = self.entries.get_mut(&lsn) {
+                    e.at = EntryAt::Placed(*pos);
                 }
             }
-            for (i, pos) in placed {
-                let loc = self.segments.loc(&pos);
-                self.chunk_at.insert(loc, (id, pos.lsn));
-                let s = &mut self.series[id as usize - 1];
-                s.chunks[i].stored = Stored::Placed { loc, lsn: pos.lsn };
-            }
-            if waiting && !self.cutting.contains(&id) {
-                self.cutting.push(id);
+            Some(id) => {
+                let Some(s) = self.get_mut(id) else { return };
+                if let Ok(i) = s.chunks.binary_search_by_key(&lsn, |c| c.lsn) {
+                    s.chunks[i].stored = Stored::Placed { loc, lsn };
+                    self.chunk_at.insert(loc, (id, lsn));
+                }
             }
         }
     }
@@ -808,8 +806,9 @@ impl SeriesStore {
         self.retention.get(&(Box::from(ns), Box::from(measurement))).copied()
     }
 
-    /// Durable chunks that retention drops at `now_ms`: (series, LSNs), oldest first.
-    pub fn expired(&self, now_ms: u64) -> Vec<(u32, Vec<u64>)> {
+    /// What retention drops at `now_ms`: (series, cutoff) for every series with durable chunks
+    /// wholly before its measurement's cutoff.
+    pub fn expired(&self, now_ms: u64) -> Vec<(u32, i64)> {
         let mut out = Vec::new();
         for ((ns, m), max_age) in &self.retention {
             let cutoff = (now_ms as i64).saturating_sub(*max_age as i64);
@@ -817,23 +816,22 @@ impl SeriesStore {
                 continue;
             };
             for &id in ids {
-                let s = &self.series[id as usize - 1];
-                let lsns: Vec<u64> = s
+                let Some(s) = self.get(id) else { continue };
+                let any = s
                     .chunks
                     .iter()
-                    .filter(|c| c.last_ts < cutoff && matches!(c.stored, Stored::Placed { .. }))
-                    .map(|c| c.lsn)
-                    .collect();
-                if !lsns.is_empty() {
-                    out.push((id, lsns));
+                    .any(|c| c.last_ts < cutoff && matches!(c.stored, Stored::Placed { .. }));
+                if any {
+                    out.push((id, cutoff));
                 }
             }
         }
         out
     }
 
-    /// `TS_DROP`: the chunks of `series` at these LSNs are gone; their entries are dead bytes.
-    pub fn drop_chunks(&mut self, ns: &str, series: u32, lsns: &[u64]) -> Result<(), String> {
+    /// `TS_DROP`: the chunks of `series` it names are gone; their entries are dead bytes (at
+    /// their place, or once they have one).
+    pub fn drop_chunks(&mut self, ns: &str, series: u32, what: &Dropped) -> Result<(), String> {
         let s = self
             .get_mut(series)
             .ok_or_else(|| format!("a drop in series {series}, never defined"))?;
@@ -841,20 +839,34 @@ impl SeriesStore {
             return Err(format!("series {series} is not of namespace {ns:?}"));
         }
         let mut dropped = Vec::new();
-        for lsn in lsns {
-            let i = s
-                .chunks
-                .iter()
-                .position(|c| c.lsn == *lsn)
-                .ok_or_else(|| format!("a drop of chunk {lsn} that series {series} does not hold"))?;
-            dropped.push(s.chunks.remove(i));
+        match what {
+            Dropped::Before(cutoff) => {
+                let (gone, kept): (Vec<ChunkRef>, Vec<ChunkRef>) = std::mem::take(&mut s.chunks)
+                    .into_iter()
+                    .partition(|c| c.last_ts < *cutoff);
+                s.chunks = kept;
+                dropped = gone;
+            }
+            Dropped::Lsns(lsns) => {
+                for lsn in lsns {
+                    let i = s
+                        .chunks
+                        .iter()
+                        .position(|c| c.lsn == *lsn)
+                        .ok_or_else(|| format!("a drop of chunk {lsn} that series {series} does not hold"))?;
+                    dropped.push(s.chunks.remove(i));
+                }
+            }
         }
         for c in dropped {
             self.samples = self.samples.saturating_sub(u64::from(c.count));
             self.dead_bytes += u64::from(c.bytes);
-            if let Stored::Placed { loc, .. } = c.stored {
-                self.chunk_at.remove(&loc);
-                self.segments.mark_dead(loc, u64::from(c.bytes));
+            match c.stored {
+                Stored::Placed { loc, .. } => {
+                    self.chunk_at.remove(&loc);
+                    self.segments.mark_dead(loc, u64::from(c.bytes));
+                }
+                Stored::Cut(_) => self.dead_in_flight.push((c.lsn, u64::from(c.bytes))),
             }
         }
         Ok(())
@@ -953,7 +965,7 @@ impl SeriesStore {
                         }
                     }
                 }
-                Stored::Cut(_, points) => {
+                Stored::Cut(points) => {
                     for p in points {
                         if p.lsn <= durable_lsn && in_range(p.ts) {
                             push(out, p.ts, p.v);
@@ -1015,14 +1027,21 @@ mod tests {
 
     /// Applies a one-part `TS_POINTS` entry at `lsn`, as replay does.
     fn add(st: &mut SeriesStore, lsn: u64, new: &[NewSeries<'_>], pts: &[(u32, i64, f64)]) -> FullHeads {
-        let body = encode_points("app", 0, &[], new, pts);
-        st.apply_points(&decode_points(&body).unwrap(), lsn, EntryAt::Placed(pos(lsn)), 100, 0)
+        let body = encode_points("app", 0, 0, 1, 0, new, pts);
+        st.apply_points(&decode_points(&body).unwrap(), lsn, EntryAt::Placed(pos(lsn)), 100)
             .unwrap()
+    }
+
+    /// Applies a one-part `TS_POINTS` entry that arrived at `at_ms`.
+    fn add_at(st: &mut SeriesStore, lsn: u64, at_ms: u64, pts: &[(u32, i64, f64)]) {
+        let body = encode_points("app", 0, 0, 1, at_ms, &[], pts);
+        st.apply_points(&decode_points(&body).unwrap(), lsn, EntryAt::Placed(pos(lsn)), 100)
+            .unwrap();
     }
 
     /// Cuts a head and applies its chunk as replay would; returns the entry's body.
     fn chunk(st: &mut SeriesStore, id: u32, kind: u8, lsn: u64) -> Result<Vec<u8>, String> {
-        let body = encode_chunk("app", id, kind, &st.cut(id, kind).unwrap());
+        let body = encode_chunk("app", 0, id, kind, &st.cut(id, kind).unwrap());
         st.apply_chunk(&decode_chunk(&body).unwrap(), lsn, EntryAt::Placed(pos(lsn)), 50)?;
         Ok(body)
     }
@@ -1071,15 +1090,15 @@ mod tests {
             st.define("app", &new_series(9, "z", "usage")).is_err(),
             "an id out of order"
         );
-        let stray = encode_points("app", 0, &[], &[], &[(7, 1, 1.0)]);
+        let stray = encode_points("app", 0, 0, 1, 0, &[], &[(7, 1, 1.0)]);
         assert!(
-            st.apply_points(&decode_points(&stray).unwrap(), 2, EntryAt::Placed(pos(2)), 1, 0)
+            st.apply_points(&decode_points(&stray).unwrap(), 2, EntryAt::Placed(pos(2)), 1)
                 .is_err(),
             "an undefined series"
         );
-        let other_ns = encode_points("zzz", 0, &[], &[], &[(1, 1, 1.0)]);
+        let other_ns = encode_points("zzz", 0, 0, 1, 0, &[], &[(1, 1, 1.0)]);
         assert!(
-            st.apply_points(&decode_points(&other_ns).unwrap(), 3, EntryAt::Placed(pos(3)), 1, 0)
+            st.apply_points(&decode_points(&other_ns).unwrap(), 3, EntryAt::Placed(pos(3)), 1)
                 .is_err(),
             "another namespace"
         );
@@ -1141,7 +1160,7 @@ mod tests {
         let first: Vec<(u32, i64, f64)> = (0..HEAD_POINTS as i64).map(|i| (1, i * 10, i as f64)).collect();
         add(&mut st, 1, &[], &first);
         let bytes = st.cut(1, CHUNK_IN_ORDER).unwrap();
-        let body = encode_chunk("app", 1, CHUNK_IN_ORDER, &bytes);
+        let body = encode_chunk("app", 0, 1, CHUNK_IN_ORDER, &bytes);
         st.apply_chunk(&decode_chunk(&body).unwrap(), 2, EntryAt::Placed(pos(2)), 50)
             .unwrap();
         // A late point rewrites t=20; a new point at the end; one more not yet durable.
@@ -1163,25 +1182,34 @@ mod tests {
     #[test]
     fn multi_part_points_wait_for_their_commit() {
         let mut st = SeriesStore::default();
-        let part = encode_points("app", 77, &[0, 1], &[new_series(1, "a", "usage")], &[(1, 10, 1.0)]);
-        st.apply_points(&decode_points(&part).unwrap(), 1, EntryAt::Placed(pos(1)), 40, 0)
+        let part = encode_points("app", 0, 77, 2, 1_000, &[new_series(1, "a", "usage")], &[(1, 10, 1.0)]);
+        st.apply_points(&decode_points(&part).unwrap(), 1, EntryAt::Placed(pos(1)), 40)
             .unwrap();
         assert!(st.get(1).unwrap().head.is_empty(), "invisible until committed");
-        assert_eq!(st.pending().collect::<Vec<_>>(), [(77, "app", &[0u16, 1][..], 1)]);
+        assert_eq!(st.pending().collect::<Vec<_>>(), [(77, "app", 2, 1)]);
         assert_eq!((st.parts_held(77), st.parts_held(78)), (1, 0));
-        st.commit("app", 77, 0, true).unwrap();
+        let disagree = encode_points("app", 0, 77, 3, 1_000, &[], &[(1, 11, 1.0)]);
+        assert!(
+            st.apply_points(&decode_points(&disagree).unwrap(), 2, EntryAt::Placed(pos(2)), 40)
+                .is_err(),
+            "parts that disagree on their write's part count"
+        );
+        st.commit("app", 77).unwrap();
         assert_eq!(all(&st, 1), [(10, 1.0)]);
-        assert!(st.commit("app", 77, 0, true).is_err());
-        assert_eq!(st.parts_held(77), 1, "replay remembers the commit for recovery");
-        st.forget_committed();
-        assert_eq!(st.parts_held(77), 0);
-        let other = encode_points("app", 78, &[0, 1], &[], &[(1, 20, 2.0)]);
-        st.apply_points(&decode_points(&other).unwrap(), 2, EntryAt::Placed(pos(2)), 30, 0)
+        assert!(st.commit("app", 77).is_err());
+        assert_eq!(st.parts_held(77), 1, "the commit is remembered for recovery");
+        // The partition's clock is the entries' arrival time, never the local clock: a write
+        // arriving just before the keep time is up leaves the commit remembered.
+        let other = encode_points("app", 0, 78, 2, 1_000 + COMMITTED_KEEP_MS - 1, &[], &[(1, 20, 2.0)]);
+        st.apply_points(&decode_points(&other).unwrap(), 3, EntryAt::Placed(pos(3)), 30)
             .unwrap();
+        assert_eq!(st.parts_held(77), 1);
         st.abort(78);
         assert_eq!(st.pending().count(), 0);
         assert_eq!(st.dead_bytes(), 30, "an aborted part is dead bytes");
         assert_eq!(all(&st, 1), [(10, 1.0)], "an aborted part leaves no point");
+        add_at(&mut st, 4, 1_000 + COMMITTED_KEEP_MS, &[(1, 30, 3.0)]);
+        assert_eq!(st.parts_held(77), 0, "forgotten once the clock is past its keep time");
     }
 
     #[test]
@@ -1194,9 +1222,16 @@ mod tests {
         add(&mut st, 3, &[], &[(1, 5_000, 2.0)]);
         assert!(st.expired(10_000).is_empty(), "no retention set");
         st.set_retention("app", "cpu", 8_000);
-        assert_eq!(st.expired(10_000), [(1, vec![2])]);
-        st.drop_chunks("app", 1, &[2]).unwrap();
-        assert!(st.drop_chunks("app", 1, &[2]).is_err(), "dropped already");
+        assert_eq!(st.expired(10_000), [(1, 2_000)]);
+        st.drop_chunks("app", 1, &Dropped::Before(2_000)).unwrap();
+        assert!(st.expired(10_000).is_empty());
+        let dead = st.dead_bytes();
+        st.drop_chunks("app", 1, &Dropped::Before(2_000)).unwrap();
+        assert_eq!(st.dead_bytes(), dead, "a drop again drops nothing");
+        assert!(
+            st.drop_chunks("zzz", 1, &Dropped::Before(2_000)).is_err(),
+            "another namespace"
+        );
         assert_eq!(all(&st, 1), [(5_000, 2.0)]);
         assert_eq!(st.samples(), 1);
     }

@@ -4,6 +4,11 @@
 //! it on the same data directory.
 //!
 //! Every test file includes it with `mod common;`; not every file uses every helper.
+
+#![allow(
+    clippy::disallowed_methods,
+    reason = "a client of the server: deadlines and timings by the monotonic clock"
+)]
 #![allow(dead_code)]
 
 pub mod loopfs;

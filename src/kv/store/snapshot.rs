@@ -1,20 +1,26 @@
-//! The KV section of a shard snapshot (`format-spec/snapshot.md`, "KV section"): every
-//! namespace's records in key order — version, expiry, and where the entry that made the record
-//! is — plus the per-segment dead byte counts.
+//! The KV section of a partition's snapshot (`format-spec/snapshot.md`, "KV section"): every
+//! namespace's records in key order — version, expiry (a tombstone's delete time), and where the
+//! entry that made the record is — plus the per-segment dead byte counts. Version 1 of the
+//! section (a whole shard's, with per-namespace version floors) is still read, and split into
+//! partitions by [`KvStore::split`].
 //!
 //! Invariants: the encoding is deterministic (namespaces by name, keys in byte order), so a
 //! restored store snapshots to the same bytes; a record whose entry is not durable yet is written
 //! with a placeholder the snapshot writer fills once it is, and comes back settled; a restored
 //! record never points at a placeholder. Values themselves stay in the log: only places are here.
 
-use super::{KvStore, Meta, Space, EXPIRY_MASK, PENDING, TOMBSTONE};
+use std::collections::BTreeMap;
+
+use super::{KvStore, Meta, Space, DELETE_AT_BODY_FIXED, DELETE_BODY_FIXED, EXPIRY_MASK, PENDING, TOMBSTONE};
 use crate::kv::index::{Index, KeyRef};
 use crate::log::places::SegmentTable;
 use crate::log::Position;
+use crate::partition::Partitioner;
 use crate::snapshot::codec::{Dec, Enc};
 
-/// Version of the section's layout.
-const SECTION_VERSION: u32 = 1;
+/// Version of the section's layout: 2 since partitions (no floors; tombstones carry the fixed
+/// size of their delete entry); 1 is still read.
+const SECTION_VERSION: u32 = 2;
 /// Record kinds.
 const KIND_VALUE: u8 = 0;
 const KIND_TOMBSTONE: u8 = 1;
@@ -25,9 +31,11 @@ const MIN_RECORD_BYTES: usize = 4 + 8 + 8 + 1 + 16;
 /// (copy on write, `kv/index.rs`) and a copy of the segment table, so the section is encoded a
 /// step at a time ([`KvSnapshot::encode_some`]) while the shard goes on changing the store.
 pub struct KvSnapshot {
-    /// (name, floor, index), by name.
-    spaces: Vec<(Box<str>, u64, Index<Meta>)>,
+    /// (name, index), by name.
+    spaces: Vec<(Box<str>, Index<Meta>)>,
     segments: SegmentTable,
+    /// Entries in flight that nothing needs: (LSN, stored bytes), by LSN.
+    dead_in_flight: Vec<(u64, u64)>,
     /// Live bytes per segment ordinal, added to the section's figures once at the end.
     live: Vec<u64>,
     begun: bool,
@@ -40,16 +48,17 @@ pub struct KvSnapshot {
 impl KvStore {
     /// Freezes the state for a snapshot: proportional to the number of index leaves, not keys.
     pub fn freeze(&self) -> KvSnapshot {
-        let mut spaces: Vec<(Box<str>, u64, Index<Meta>)> = self
+        let mut spaces: Vec<(Box<str>, Index<Meta>)> = self
             .spaces
             .iter()
-            .map(|(name, space)| (name.clone(), space.floor, space.index.share()))
+            .map(|(name, space)| (name.clone(), space.index.share()))
             .collect();
         spaces.sort_unstable_by(|a, b| a.0.cmp(&b.0));
         KvSnapshot {
             spaces,
             live: vec![0; self.segments.first_lsn.len()],
             segments: self.segments.clone(),
+            dead_in_flight: self.dead_in_flight.iter().map(|(l, b)| (*l, *b)).collect(),
             begun: false,
             space: 0,
             header: false,
@@ -70,6 +79,7 @@ impl KvSnapshot {
         let KvSnapshot {
             spaces,
             segments,
+            dead_in_flight,
             live,
             begun,
             space,
@@ -81,11 +91,10 @@ impl KvSnapshot {
             enc.count(spaces.len());
             *begun = true;
         }
-        while let Some((name, floor, index)) = spaces.get(*space) {
+        while let Some((name, index)) = spaces.get(*space) {
             if !*header {
                 enc.reserve(index.heap_bytes() + index.len() * 8);
                 enc.str(name);
-                enc.u64(*floor);
                 enc.count(index.len());
                 *header = true;
             }
@@ -114,6 +123,13 @@ impl KvSnapshot {
                 enc.add_live(segments.first_lsn[ordinal], *bytes);
             }
         }
+        // Dead once durable: the snapshot writer fills in where they landed, and a restored
+        // store counts them dead there, as the live store will when they settle.
+        enc.count(dead_in_flight.len());
+        for (lsn, bytes) in dead_in_flight.iter() {
+            enc.pending_place(*lsn);
+            enc.u64(*bytes);
+        }
         encode_segment_table(enc, segments);
         true
     }
@@ -125,16 +141,10 @@ fn record(enc: &mut Enc, segments: &SegmentTable, live: &mut [u64], name_len: us
     // The fixed fields in one write: the shard is held while records are written.
     let mut rec = [0u8; 21];
     rec[..8].copy_from_slice(&m.version.to_le_bytes());
-    rec[8..16].copy_from_slice(&m.expires_at_ms().to_le_bytes());
-    let n = if m.is_tombstone() {
-        rec[16] = KIND_TOMBSTONE;
-        17
-    } else {
-        rec[16] = KIND_VALUE;
-        rec[17..21].copy_from_slice(&m.len.to_le_bytes());
-        21
-    };
-    enc.raw(&rec[..n]);
+    rec[8..16].copy_from_slice(&(m.expiry_flags & EXPIRY_MASK).to_le_bytes());
+    rec[16] = if m.is_tombstone() { KIND_TOMBSTONE } else { KIND_VALUE };
+    rec[17..21].copy_from_slice(&m.len.to_le_bytes());
+    enc.raw(&rec);
     match m.pending_lsn() {
         Some(lsn) => enc.pending_place(lsn),
         None => {
@@ -149,45 +159,66 @@ fn record(enc: &mut Enc, segments: &SegmentTable, live: &mut [u64], name_len: us
 }
 
 impl KvStore {
-    /// Reads a store written by [`KvStore::snapshot`].
-    pub fn restore(dec: &mut Dec<'_>) -> Result<KvStore, String> {
+    /// Reads a store written by [`KvStore::snapshot`]: every key must belong to partition
+    /// `partition` (`None`: a whole shard's section of version 1, which the caller splits).
+    pub fn decode(dec: &mut Dec<'_>, partition: Option<(u32, &Partitioner)>) -> Result<KvStore, String> {
         let version = dec.u32("KV section version")?;
-        if version != SECTION_VERSION {
+        if version != SECTION_VERSION && version != 1 {
             return Err(format!(
-                "KV section version {version} is not supported (only {SECTION_VERSION})"
+                "KV section version {version} is not supported (only 1 and {SECTION_VERSION})"
             ));
         }
+        if version == 1 && partition.is_some() {
+            return Err("KV section version 1 (a whole shard's) inside a partition's section".into());
+        }
         let mut store = KvStore::default();
-        let spaces = dec.count("KV namespace count", 4 + 8 + 8)?;
+        let spaces = dec.count("KV namespace count", 4 + 8)?;
         let mut last_name: Option<String> = None;
         for _ in 0..spaces {
             let name = dec.str("KV namespace name")?;
+            if !crate::names::is_valid_name(name) {
+                return Err(format!("invalid KV namespace name {name:?}"));
+            }
             if last_name.as_deref().is_some_and(|l| l >= name) {
                 return Err(format!("KV namespace {name:?} out of order"));
             }
             last_name = Some(name.to_string());
-            let mut space = Space {
-                floor: dec.u64("KV namespace floor")?,
-                ..Space::default()
-            };
+            if version == 1 {
+                // The floor of the sweep before records were swept by entries: not kept.
+                dec.u64("KV namespace floor")?;
+            }
+            let mut space = Space::default();
             let keys = dec.count("KV key count", MIN_RECORD_BYTES)?;
             for _ in 0..keys {
                 let key = dec.bytes("KV key")?;
-                if key.is_empty() || key.len() > crate::kv::index::KEY_MAX {
+                if key.is_empty() || key.len() > crate::names::KEY_MAX_BYTES {
                     return Err(format!("KV key of {} bytes in {name:?}", key.len()));
                 }
-                let version = dec.u64("KV version")?;
+                if let Some((p, partitioner)) = partition {
+                    let home = std::str::from_utf8(key).map(|k| partitioner.partition(name, k));
+                    if home != Ok(p) {
+                        return Err(format!(
+                            "KV key {:?} of {name:?} is not partition {p}'s",
+                            String::from_utf8_lossy(key)
+                        ));
+                    }
+                }
+                let version_of_key = dec.u64("KV version")?;
                 let expires = dec.u64("KV expiry")?;
-                if version == 0 || expires > EXPIRY_MASK {
+                if version_of_key == 0 || expires > EXPIRY_MASK {
                     return Err(format!(
-                        "KV record of {:?}: version {version}, expiry {expires}",
+                        "KV record of {:?}: version {version_of_key}, expiry {expires}",
                         String::from_utf8_lossy(key)
                     ));
                 }
-                let (flags, len) = match dec.u8("KV record kind")? {
-                    KIND_VALUE => (0, dec.u32("KV value length")?),
-                    KIND_TOMBSTONE => (TOMBSTONE, 0),
-                    k => return Err(format!("KV record kind {k} is unknown")),
+                let (flags, len) = match (dec.u8("KV record kind")?, version) {
+                    (KIND_VALUE, _) => (0, dec.u32("KV value length")?),
+                    (KIND_TOMBSTONE, 1) => (TOMBSTONE, DELETE_BODY_FIXED),
+                    (KIND_TOMBSTONE, _) => match dec.u32("KV tombstone entry size")? {
+                        n @ (DELETE_BODY_FIXED | DELETE_AT_BODY_FIXED) => (TOMBSTONE, n),
+                        n => return Err(format!("KV tombstone of a delete entry of {n} fixed bytes")),
+                    },
+                    (k, _) => return Err(format!("KV record kind {k} is unknown")),
                 };
                 let (segment, offset) = dec.place("KV record place")?;
                 let loc = store.segments.loc(&Position {
@@ -196,7 +227,7 @@ impl KvStore {
                     offset,
                 });
                 let meta = Meta {
-                    version,
+                    version: version_of_key,
                     expiry_flags: expires | flags,
                     loc,
                     len,
@@ -212,8 +243,62 @@ impl KvStore {
             }
             store.spaces.insert(name.into(), space);
         }
+        // Entries that were dead in flight (version 2 on): dead where they landed.
+        let mut dead_in_flight = Vec::new();
+        if version >= 2 {
+            for _ in 0..dec.count("KV entries dead in flight", 16 + 8)? {
+                let (segment, offset) = dec.place("KV dead entry place")?;
+                let bytes = dec.u64("KV dead entry bytes")?;
+                if bytes <= crate::log::format::ENTRY_HEADER_BYTES as u64 || !bytes.is_multiple_of(8) {
+                    return Err(format!("KV dead entry of {bytes} bytes: not an entry's stored size"));
+                }
+                dead_in_flight.push((segment, offset, bytes));
+            }
+        }
         decode_segment_table(dec, &mut store.segments)?;
+        for (segment, offset, bytes) in dead_in_flight {
+            let loc = store.segments.loc(&Position {
+                lsn: 0,
+                segment,
+                offset,
+            });
+            store.segments.mark_dead(loc, bytes);
+        }
         Ok(store)
+    }
+
+    /// Moves every record into the store of the partition its key belongs to (a whole shard's
+    /// store, restored from a snapshot older than per-partition state); the dead byte counts go
+    /// to `dead_to`'s store.
+    pub fn split(self, partitioner: &Partitioner, dead_to: u32, into: &mut BTreeMap<u32, KvStore>) {
+        let mut names: Vec<&Box<str>> = self.spaces.keys().collect();
+        names.sort_unstable();
+        for name in names {
+            for (key, m) in self.spaces[name].index.range_from(std::ops::Bound::Unbounded) {
+                let Ok(k) = std::str::from_utf8(key) else { continue };
+                let target = into.entry(partitioner.partition(name, k)).or_default();
+                let (segment, offset) = self.segments.place(m.loc);
+                let meta = Meta {
+                    loc: target.segments.loc(&Position {
+                        lsn: 0,
+                        segment,
+                        offset,
+                    }),
+                    ..*m
+                };
+                if !target.spaces.contains_key(&**name) {
+                    target.spaces.insert(name.clone(), Space::default());
+                }
+                if let Some(space) = target.spaces.get_mut(&**name) {
+                    space.index.push_greatest(key, meta);
+                }
+            }
+        }
+        let target = into.entry(dead_to).or_default();
+        for (segment, dead) in self.dead_bytes() {
+            let ordinal = target.segments.ordinal(segment) as usize;
+            target.segments.dead[ordinal] += dead;
+        }
     }
 }
 
@@ -248,214 +333,4 @@ pub fn decode_segment_table(dec: &mut Dec<'_>, t: &mut SegmentTable) -> Result<(
 }
 
 #[cfg(test)]
-mod tests {
-    use std::rc::Rc;
-
-    use super::*;
-    use crate::kv::store::Value;
-    use crate::snapshot::codec::fill_place;
-
-    fn pos(segment: u64, offset: u64) -> Position {
-        Position {
-            lsn: 0,
-            segment,
-            offset,
-        }
-    }
-
-    /// A store with settled, pending, expiring, deleted and overwritten keys in two namespaces.
-    fn sample() -> KvStore {
-        let mut s = KvStore::default();
-        for i in 0..300u64 {
-            let key = format!("key-{i:04}");
-            let value = Value::At {
-                segment: 1 + i / 100 * 1000,
-                offset: 64 + i * 128,
-                len: 20 + i as u32 % 7,
-            };
-            s.apply_put("app", &key, 1, if i % 3 == 0 { 5_000 + i } else { 0 }, value);
-        }
-        // Overwrites (the first entries become dead), a settled and a pending delete.
-        s.apply_put(
-            "app",
-            "key-0001",
-            2,
-            0,
-            Value::At {
-                segment: 3001,
-                offset: 640,
-                len: 9,
-            },
-        );
-        s.apply_delete("app", "key-0002", 2, 3002);
-        s.settle_delete("app", "key-0002", 2, &pos(3001, 704));
-        s.apply_delete("app", "key-0003", 2, 3003);
-        s.apply_put(
-            "other",
-            "k",
-            1,
-            0,
-            Value::Pending {
-                lsn: 3004,
-                bytes: Rc::from(&b"pending"[..]),
-            },
-        );
-        s
-    }
-
-    fn filled(s: &KvStore) -> Vec<u8> {
-        let mut e = Enc::new();
-        s.snapshot(&mut e);
-        let (mut buf, pending, _) = e.finish();
-        for (at, lsn) in pending {
-            fill_place(&mut buf, at, 3001, 1000 + lsn);
-        }
-        buf
-    }
-
-    #[test]
-    fn a_frozen_store_encodes_as_it_was_while_the_store_changes_between_steps() {
-        let mut s = sample();
-        let mut writes = 0u64;
-        for budget in [1, 7, 64, 1000] {
-            let mut whole = Enc::new();
-            s.snapshot(&mut whole);
-            let whole = whole.finish();
-            let mut frozen = s.freeze();
-            let mut e = Enc::new();
-            let mut step = 0u64;
-            while !frozen.encode_some(&mut e, budget) {
-                // The live store goes on: overwrites, deletes, new keys and namespaces.
-                step += 1;
-                let key = format!("key-{:04}", (step * 37) % 320);
-                let value = Value::At {
-                    segment: 4001,
-                    offset: 64 + step * 64,
-                    len: 5,
-                };
-                // Versions above every one written so far.
-                writes += 1;
-                let v = 100 + writes * 2;
-                s.apply_put("app", &key, v, 0, value);
-                s.apply_delete("app", &format!("key-{:04}", (step * 53) % 300), v + 1, 5000 + step);
-                s.apply_put(
-                    "zzz",
-                    &key,
-                    v,
-                    0,
-                    Value::At {
-                        segment: 4001,
-                        offset: 64,
-                        len: 1,
-                    },
-                );
-            }
-            assert_eq!(step > 0, budget < 300, "budget {budget}");
-            // (Not assert_eq: the sections are long.)
-            assert!(e.finish() == whole, "budget {budget}: another section");
-        }
-    }
-
-    #[test]
-    fn restore_gives_the_same_records_and_dead_counts() {
-        let s = sample();
-        let buf = filled(&s);
-        let r = KvStore::restore(&mut Dec::new(&buf)).unwrap();
-        assert_eq!(filled(&r), buf, "a restored store snapshots to the same bytes");
-        assert_eq!(r.slot_count(), s.slot_count());
-        let dead = |k: &KvStore| {
-            let mut d: Vec<_> = k.dead_bytes().filter(|(_, d)| *d > 0).collect();
-            d.sort_unstable();
-            d
-        };
-        assert_eq!(dead(&r), dead(&s));
-        // Settled and pending records come back settled at their places, with their versions.
-        assert_eq!(
-            r.get("app", "key-0001", 0).unwrap().value,
-            Value::At {
-                segment: 3001,
-                offset: 640,
-                len: 9
-            }
-        );
-        assert_eq!(
-            r.get("other", "k", 0).unwrap().value,
-            Value::At {
-                segment: 3001,
-                offset: 4004,
-                len: 7
-            }
-        );
-        assert!(r.get("app", "key-0002", 0).is_none() && r.get("app", "key-0003", 0).is_none());
-        assert_eq!(r.latest_version("app", "key-0003"), 2);
-        // Expiry survives: visible before, gone after.
-        assert!(r.get("app", "key-0003", 0).is_none());
-        assert!(r.get("app", "key-0006", 5_005).is_some() && r.get("app", "key-0006", 5_006).is_none());
-        // Later writes plan the same versions on both.
-        for key in ["key-0001", "key-0002", "key-0150", "new"] {
-            assert_eq!(
-                r.plan_put("app", key, crate::kv::store::Cond::Always, 0),
-                s.plan_put("app", key, crate::kv::store::Cond::Always, 0)
-            );
-        }
-        let scan = |k: &KvStore| {
-            k.scan("app", "key-01", None, 1000, 0)
-                .0
-                .into_iter()
-                .map(|(k, s)| (k, s.version))
-                .collect::<Vec<_>>()
-        };
-        assert_eq!(scan(&r), scan(&s));
-    }
-
-    #[test]
-    fn live_bytes_count_values_not_tombstones() {
-        let s = sample();
-        let mut e = Enc::new();
-        s.snapshot(&mut e);
-        let (_, pending, live) = e.finish();
-        assert_eq!(pending.len(), 2, "the pending delete and the pending put");
-        // Segment 3001 holds key-0001's new value; key-0002's tombstone counts nothing.
-        assert_eq!(live.get(&3001), Some(&crate::kv::entry::put_entry_bytes(3, 8, 9)));
-        assert!(live.get(&1).is_some_and(|&b| b > 0));
-    }
-
-    /// Found by the `snapshot` fuzz target: dead byte counts that overflow when added, and
-    /// rows out of order, are refused instead of panicking.
-    #[test]
-    fn segment_table_overflow_and_disorder_are_refused() {
-        let rows = |r: &[(u64, u64)]| {
-            let mut e = Enc::new();
-            e.count(r.len());
-            for &(s, d) in r {
-                e.u64(s);
-                e.u64(d);
-            }
-            e.finish().0
-        };
-        let mut t = SegmentTable::default();
-        t.ordinal(5);
-        t.dead[0] = u64::MAX;
-        assert!(decode_segment_table(&mut Dec::new(&rows(&[(5, 1)])), &mut t)
-            .unwrap_err()
-            .contains("overflow"));
-        let mut t = SegmentTable::default();
-        assert!(decode_segment_table(&mut Dec::new(&rows(&[(9, 1), (5, 1)])), &mut t)
-            .unwrap_err()
-            .contains("order"));
-        let mut t = SegmentTable::default();
-        decode_segment_table(&mut Dec::new(&rows(&[(5, 1), (9, 2)])), &mut t).unwrap();
-        assert_eq!(t.dead, vec![1, 2]);
-    }
-
-    #[test]
-    fn damaged_input_is_an_error() {
-        let buf = filled(&sample());
-        for n in 0..buf.len() {
-            assert!(KvStore::restore(&mut Dec::new(&buf[..n])).is_err() || n == buf.len());
-        }
-        let mut bad = buf.clone();
-        bad[0] = 9;
-        assert!(KvStore::restore(&mut Dec::new(&bad)).unwrap_err().contains("version"));
-    }
-}
+mod tests;
