@@ -56,14 +56,6 @@ export KEYS=10000
 target/release/flo bench --host "127.0.0.1:$FLO_PORT" -w kv-put --namespace bench --keys "$KEYS" \
   -n "$KEYS" -d 120s -c 1 -t 1 > /dev/null
 
-wrk_rps() {  # URL [lua script]
-  local script=()
-  [ -n "${2:-}" ] && script=(-s "$2")
-  wrk -t2 -c64 -d"$DURATION" --latency "${script[@]}" "$1" > "$WORK/last.txt"
-  if grep -q "Non-2xx" "$WORK/last.txt"; then echo "non-2xx answers:" >&2; cat "$WORK/last.txt" >&2; exit 1; fi
-  awk '/Requests\/sec/ {print $2}' "$WORK/last.txt"
-}
-
 nginx_r=(); put_r=(); get_r=(); etcd_r=(); redis_r=()
 for run in $(seq "$REPS"); do
   n=$(wrk_rps "http://127.0.0.1:$NGINX_PORT/100b.txt")

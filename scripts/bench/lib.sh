@@ -62,3 +62,13 @@ maybe_redis() {
     HAVE_REDIS=1
   fi
 }
+
+# wrk_rps URL [LUA] -- wrk -t2 -c64 for $DURATION (output kept in $WORK/last.txt); prints the
+# requests per second; any non-2xx answer stops the script
+wrk_rps() {
+  local script=()
+  [ -n "${2:-}" ] && script=(-s "$2")
+  wrk -t2 -c64 -d"$DURATION" --latency "${script[@]}" "$1" > "$WORK/last.txt"
+  if grep -q "Non-2xx" "$WORK/last.txt"; then echo "non-2xx answers:" >&2; cat "$WORK/last.txt" >&2; exit 1; fi
+  awk '/Requests\/sec/ {print $2}' "$WORK/last.txt"
+}
