@@ -190,14 +190,19 @@ fn config_path(arg: Option<PathBuf>) -> Option<PathBuf> {
         })
 }
 
+/// The configuration file's (or the built-in) configuration; a bad file is the error to print.
+fn read_config(path: Option<&PathBuf>) -> Result<Config, String> {
+    match path {
+        Some(p) => Config::from_file(p).map_err(|e| e.to_string()),
+        None => Ok(Config::default()),
+    }
+}
+
 fn digest(args: DigestArgs) -> ExitCode {
     let path = config_path(args.config);
-    let mut config = match &path {
-        Some(p) => match Config::from_file(p) {
-            Ok(c) => c,
-            Err(e) => return config_error(&e.to_string()),
-        },
-        None => Config::default(),
+    let mut config = match read_config(path.as_ref()) {
+        Ok(c) => c,
+        Err(e) => return config_error(&e),
     };
     config.apply(&Overrides {
         data_dir: args.data_dir,
@@ -234,12 +239,9 @@ fn start(args: StartArgs) -> ExitCode {
         return ExitCode::SUCCESS;
     }
     let path = config_path(args.config.clone());
-    let mut config = match &path {
-        Some(p) => match Config::from_file(p) {
-            Ok(c) => c,
-            Err(e) => return config_error(&e.to_string()),
-        },
-        None => Config::default(),
+    let mut config = match read_config(path.as_ref()) {
+        Ok(c) => c,
+        Err(e) => return config_error(&e),
     };
     config.apply(&Overrides {
         data_dir: args.data_dir,

@@ -103,3 +103,43 @@ fn systemd_is_told_when_the_server_is_ready_and_when_it_stops() {
     let n = rx.recv(&mut buf).expect("STOPPING=1");
     assert_eq!(&buf[..n], b"STOPPING=1");
 }
+
+#[test]
+fn digest_refuses_a_directory_that_is_not_a_data_directory_and_names_its_partitions_otherwise() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let out = Command::new(common::flo_bin())
+        .args(["server", "digest", "--data-dir"])
+        .arg(tmp.path())
+        .env("FLO_LOG", "warn")
+        .output()
+        .expect("run flo server digest");
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("is not a flo data directory"), "{err}");
+    assert!(!tmp.path().join("TOPOLOGY").exists(), "nothing written");
+
+    // A stopped server's directory: one line per partition, the state of each.
+    let mut s = common::Server::builder().shards(2).start();
+    assert_eq!(s.put_json("/api/v1/kv/app/k", r#"{"value":"eA=="}"#).status, 200);
+    assert!(s.sigterm().success());
+    let out = Command::new(common::flo_bin())
+        .args(["server", "digest", "--shards", "2", "--data-dir"])
+        .arg(&s.data_dir)
+        .arg("--config")
+        .arg(&s.config_path)
+        .env("FLO_LOG", "warn")
+        .output()
+        .expect("run flo server digest");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("a JSON line"))
+        .collect();
+    assert_eq!(lines.len(), 64, "every partition");
+    let mut sizes: Vec<u64> = lines.iter().map(|l| l["bytes"].as_u64().expect("bytes")).collect();
+    sizes.sort_unstable();
+    assert!(sizes[63] > sizes[0], "the key's partition holds more than an empty one");
+    assert!(lines
+        .iter()
+        .all(|l| l["sha256"].as_str().is_some_and(|h| h.len() == 64)));
+}
