@@ -1903,3 +1903,54 @@ fn a_million_small_records_over_many_segments_read_back_in_order() {
         (started.elapsed() - read_once).as_secs_f64()
     );
 }
+
+/// Appends that find the log's open batch full wait for room and are decided again: every one
+/// is answered, in its own offsets, with its own bytes, and the server stays up.
+#[test]
+fn large_appends_that_wait_for_room_in_the_batch_all_land() {
+    let s = Server::builder()
+        .shards(1)
+        .log_config("segment_bytes = 1048576\nbatch_max_bytes = 65536\n")
+        .config("[limits]\nmax_value_bytes = 32768\n")
+        .start();
+    let api = s.api;
+    // Each append is ~27 KiB of payload (~36 KiB in base64): two fit an open batch of 64 KiB,
+    // a third waits. 6 writers at once keep the batch full.
+    let writers: Vec<_> = (0..6u8)
+        .map(|w| {
+            std::thread::spawn(move || {
+                let mut got = Vec::new();
+                for i in 0..12u8 {
+                    let payload = vec![w * 16 + i % 16; 27_000];
+                    let body = json!({ "payload": B64.encode(&payload) }).to_string();
+                    let r = common::try_request(
+                        api,
+                        "POST",
+                        &op_path("big", "s", "append"),
+                        &[("Content-Type", "application/json")],
+                        body.as_bytes(),
+                    )
+                    .expect("the server answers");
+                    assert_eq!(r.status, 200, "{}", r.text());
+                    got.push((u64_of(&r.json(), "offset"), payload[0]));
+                }
+                got
+            })
+        })
+        .collect();
+    let mut appended: BTreeMap<u64, u8> = BTreeMap::new();
+    for w in writers {
+        for (offset, byte) in w.join().expect("writer") {
+            assert!(appended.insert(offset, byte).is_none(), "offset {offset} twice");
+        }
+    }
+    assert_eq!(
+        appended.keys().copied().collect::<Vec<_>>(),
+        (0..72).collect::<Vec<_>>()
+    );
+    let records = read_all(&s, "big", "s");
+    assert_eq!(records.len(), 72);
+    for r in &records {
+        assert_eq!(r.payload, vec![appended[&r.offset]; 27_000], "record {}", r.offset);
+    }
+}

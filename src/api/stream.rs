@@ -18,7 +18,7 @@ use crate::server::inbox::{Command, Reply};
 use crate::server::shard::Shard;
 use crate::stream::entry::{AppendBody, Retention, MAX_DELIVERIES, MAX_ITEMS};
 use crate::stream::exec::{GroupInfo, Start, StreamCmd, StreamReply};
-use crate::stream::state::Info;
+use crate::stream::state::{Info, StreamCommand};
 
 const READ_COUNT_DEFAULT: u64 = 100;
 const GROUP_COUNT_DEFAULT: u64 = 10;
@@ -221,15 +221,15 @@ pub async fn handle(
         ("info", _) => StreamCmd::Info { ns: n, stream: s },
         ("trim", _) => {
             let b: TrimBody = parse_body(body)?;
-            StreamCmd::Trim {
+            StreamCmd::Change(StreamCommand::Trim {
                 ns: n,
                 stream: s,
                 before: b.before_offset,
-            }
+            })
         }
         ("retention", _) => {
             let b: RetentionBody = parse_body(body)?;
-            StreamCmd::Retention {
+            StreamCmd::Change(StreamCommand::Retention {
                 ns: n,
                 stream: s,
                 retention: Retention {
@@ -237,7 +237,7 @@ pub async fn handle(
                     max_bytes: limit("max_bytes", b.max_bytes)?,
                     max_records: limit("max_records", b.max_records)?,
                 },
-            }
+            })
         }
         ("group", "POST") => {
             let b: GroupBody = if body.is_empty() {
@@ -250,7 +250,7 @@ pub async fn handle(
                 parse_body(body)?
             };
             created = true;
-            StreamCmd::GroupCreate {
+            StreamCmd::Change(StreamCommand::GroupCreate {
                 ns: n,
                 stream: s,
                 group: g(),
@@ -267,13 +267,13 @@ pub async fn handle(
                     1,
                     u64::from(MAX_DELIVERIES),
                 )? as u32,
-            }
+            })
         }
-        ("group", "DELETE") => StreamCmd::GroupDelete {
+        ("group", "DELETE") => StreamCmd::Change(StreamCommand::GroupDelete {
             ns: n,
             stream: s,
             group: g(),
-        },
+        }),
         ("group", _) => StreamCmd::GroupInfo {
             ns: n,
             stream: s,
@@ -301,12 +301,12 @@ pub async fn handle(
             if b.offsets.is_empty() || b.offsets.len() > MAX_ITEMS {
                 return Err(bad(format!("offsets must hold 1..={MAX_ITEMS} numbers")));
             }
-            StreamCmd::GroupAck {
+            StreamCmd::Change(StreamCommand::GroupAck {
                 ns: n,
                 stream: s,
                 group: g(),
                 offsets: b.offsets,
-            }
+            })
         }
         _ => return Err(ApiError::NotFound(format!("no stream operation {op:?}"))),
     };

@@ -132,6 +132,9 @@ fn names(b: &[u8], at: usize, ns_len: usize, key_len: usize) -> Result<(&str, &s
         return Err("namespace or key length out of range".into());
     }
     let ns = text(&b[at..at + ns_len], "namespace")?;
+    if !crate::names::is_valid_name(ns) {
+        return Err(format!("invalid namespace name {ns:?}"));
+    }
     let key = text(&b[at + ns_len..at + ns_len + key_len], "key")?;
     Ok((ns, key))
 }

@@ -81,7 +81,7 @@ pub async fn execute(engine: &Engine, cmd: KvCmd) -> Result<KvReply, Error> {
             let (ns, key) = match &cmd {
                 KvCommand::Put { ns, key, .. } | KvCommand::Delete { ns, key, .. } => (ns.clone(), key.clone()),
                 KvCommand::Sweep { .. } => {
-                    return Err(Error::Corrupt("a sweep is the timer's to decide".into()));
+                    return Err(Error::invalid("a sweep is the timer's to decide"));
                 }
             };
             let p = engine.partition_of(&ns, &key);

@@ -4,7 +4,7 @@
 //! until the entry is durable before answering.
 //!
 //! It also keeps, per log segment, the bytes of KV entries nothing needs any more (overwritten or
-//! deleted values, swept tombstones and expired keys): compaction chooses segments by them.
+//! deleted values, swept tombstones and expired keys): the log's dead-bytes figure.
 //!
 //! Invariants: a key's version only grows while its record exists; a record is removed only by a
 //! `KV_SWEEP` entry naming its version, once it can no longer be seen (deleted, or expired) — a
@@ -411,7 +411,8 @@ impl KvStore {
         let loc = self.segments.loc(pos);
         let meta = self.spaces.get_mut(ns).and_then(|s| s.index.get_mut(key.as_bytes()));
         match meta {
-            Some(m) if m.version == version && m.is_pending() => {
+            // The record this entry made: its version, still pending on this very entry.
+            Some(m) if m.version == version && m.pending_lsn() == Some(pos.lsn) => {
                 m.loc = loc;
                 m.expiry_flags &= !PENDING;
             }

@@ -198,6 +198,7 @@ impl Engine {
         Ok(DecideCtx {
             partition: p,
             partitions_here: self.parts.len(),
+            partitioner: &self.partitioner,
             now_ms,
             config: &self.config,
             log: self.log()?,

@@ -109,6 +109,8 @@ pub struct DecideCtx<'a> {
     pub partition: u32,
     /// Partitions the deciding shard holds (timer work shares a shard's budget among them).
     pub partitions_here: usize,
+    /// Where objects live (a decision checks that what it writes belongs to its partition).
+    pub partitioner: &'a Partitioner,
     pub now_ms: u64,
     pub config: &'a crate::config::Config,
     pub log: &'a crate::log::Log<ShardFs>,
@@ -231,8 +233,6 @@ impl Partition {
         }
     }
 
-    /// Every machine's snapshot section, in the order of the partition section
-    /// (`format-spec/snapshot.md`): namespaces, KV, queues, streams, time series.
     /// Settles an entry of this partition applied before it was durable, now durable at `pos`.
     pub fn settle(&self, pending: AnyPending, pos: &Position) {
         match pending {
@@ -244,6 +244,8 @@ impl Partition {
         }
     }
 
+    /// Every machine's snapshot section, in the order of the partition section
+    /// (`format-spec/snapshot.md`): namespaces, KV, queues, streams, time series.
     pub fn capture(&self) -> Vec<crate::snapshot::shard::Captured> {
         vec![
             self.namespaces.borrow().capture(),

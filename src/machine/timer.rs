@@ -31,11 +31,11 @@ pub struct Round {
     pub slow: bool,
 }
 
-/// The commands `M` calls for now in every partition, in partition order.
-fn due<M: Machine>(engine: &Engine) -> Vec<(u32, M::Command)> {
+/// The commands `M` calls for at `now_ms` in every partition, in partition order.
+fn due<M: Machine>(engine: &Engine, now_ms: u64) -> Vec<(u32, M::Command)> {
     let mut out = Vec::new();
     for part in engine.parts() {
-        let Ok(ctx) = engine.decide_ctx(part.id) else {
+        let Ok(ctx) = engine.decide_ctx_at(part.id, now_ms) else {
             return out;
         };
         out.extend(M::cell(part).borrow().due(&ctx).into_iter().map(|c| (part.id, c)));
@@ -53,9 +53,11 @@ pub fn propose_due<M: Machine>(
     mut wake: impl FnMut(&M::Command) -> Option<WakeKey>,
 ) -> Vec<(Option<WakeKey>, M::Output)> {
     let mut out = Vec::new();
-    for (p, cmd) in due::<M>(engine) {
+    // One reading of the clock: each command is decided at the time it was found due.
+    let now_ms = engine.now_ms();
+    for (p, cmd) in due::<M>(engine, now_ms) {
         let key = wake(&cmd);
-        match engine.decide::<M>(p, cmd) {
+        match engine.decide_at::<M>(p, cmd, now_ms) {
             Ok((_, Some(proposed))) => out.push((key, proposed.output)),
             Ok((_, None)) => {}
             Err(e) => {

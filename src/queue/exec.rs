@@ -105,6 +105,16 @@ fn tick_if_due(engine: &Engine, p: u32, ns: &str, queue: &str, now: u64) -> Resu
     Ok(())
 }
 
+/// Lets time run on a queue before a read shows it; a tick the log cannot take now (a full
+/// batch, a full disk) leaves the read to answer from the state as it is (the timer ticks
+/// later) rather than fail.
+fn tick_for_read(engine: &Engine, p: u32, ns: &str, queue: &str) {
+    let now = engine.now_ms().max(engine.part(p).queues.borrow().clock_ms());
+    if let Err(e) = tick_if_due(engine, p, ns, queue, now) {
+        tracing::debug!(shard = engine.shard_id, %ns, %queue, error = %e, "a read answers before its tick");
+    }
+}
+
 /// Decides and proposes an ACK, NACK, TOUCH, REQUEUE or PURGE; answers once committed.
 async fn operate(engine: &Engine, p: u32, ns: &str, queue: &str, cmd: QueueCommand) -> Result<QueueReply, Error> {
     let (answer, proposed) = engine.decide::<QueueStore>(p, cmd)?;
@@ -147,14 +157,18 @@ pub async fn execute(engine: &Engine, cmd: QueueCmd) -> Result<QueueReply, Error
                 | QueueCommand::Touch { ns, queue, .. }
                 | QueueCommand::Requeue { ns, queue, .. }
                 | QueueCommand::Purge { ns, queue } => (ns.clone(), queue.clone()),
-                other => return Err(Error::Corrupt(format!("{other:?} is not a client's to ask"))),
+                _ => {
+                    return Err(Error::invalid(
+                        "only ACK, NACK, TOUCH, REQUEUE and PURGE are a client's to ask",
+                    ))
+                }
             };
             let p = engine.partition_of(&ns, &queue);
             operate(engine, p, &ns, &queue, cmd).await
         }
         QueueCmd::Stats { ns, queue } => {
             let p = engine.partition_of(&ns, &queue);
-            tick_if_due(engine, p, &ns, &queue, engine.now_ms())?;
+            tick_for_read(engine, p, &ns, &queue);
             settled(engine, p, &ns, &queue).await?;
             Ok(QueueReply::Stats(
                 engine.part(p).queues.borrow().get(&ns, &queue).map(|q| q.stats(&queue)),
@@ -162,7 +176,7 @@ pub async fn execute(engine: &Engine, cmd: QueueCmd) -> Result<QueueReply, Error
         }
         QueueCmd::Peek { ns, queue, count } => {
             let p = engine.partition_of(&ns, &queue);
-            tick_if_due(engine, p, &ns, &queue, engine.now_ms())?;
+            tick_for_read(engine, p, &ns, &queue);
             settled(engine, p, &ns, &queue).await?;
             let seqs = engine
                 .part(p)
@@ -193,7 +207,7 @@ pub async fn execute(engine: &Engine, cmd: QueueCmd) -> Result<QueueReply, Error
             names.sort_unstable_by(|a, b| a.1.cmp(&b.1));
             let mut out = Vec::with_capacity(names.len());
             for (p, name) in names {
-                tick_if_due(engine, p, &ns, &name, engine.now_ms())?;
+                tick_for_read(engine, p, &ns, &name);
                 settled(engine, p, &ns, &name).await?;
                 if let Some(q) = engine.part(p).queues.borrow().get(&ns, &name) {
                     out.push(q.stats(&name));
@@ -243,9 +257,11 @@ async fn dequeue(
     let p = engine.partition_of(ns, queue);
     let deadline = engine.now_ms().saturating_add(block_ms);
     loop {
-        // One reading of the clock: the queue's time runs to it, the ready messages are those
-        // of then, and the lease is decided then — so it applies to exactly what it named.
-        let now = engine.now_ms();
+        // One time: the queue's time runs to it, the ready messages are those of then, and the
+        // lease is stamped with it — so it applies to exactly what it named. Never before the
+        // partition's queue clock (a clock set back, another queue's entries), since a lease is
+        // stamped no earlier than that.
+        let now = engine.now_ms().max(engine.part(p).queues.borrow().clock_ms());
         tick_if_due(engine, p, ns, queue, now)?;
         let seqs = engine
             .part(p)
@@ -336,3 +352,6 @@ pub(crate) fn messages(engine: &Engine, p: u32, ns: &str, queue: &str, seqs: &[u
     }
     Ok(out)
 }
+
+#[cfg(test)]
+mod tests;

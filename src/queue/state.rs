@@ -208,6 +208,21 @@ impl Queue {
         woke
     }
 
+    /// Pops the lease-heap entries at its head that no lease stands behind any more (acked,
+    /// nacked or touched since), so that [`Queue::next_due`] is a time something happens and
+    /// no TICK is written for nothing. Depends only on the state: replay does the same.
+    fn drop_stale_leases(&mut self) {
+        while let Some(&Reverse((at, seq))) = self.leases.peek() {
+            if self
+                .msg(seq)
+                .is_some_and(|m| m.state == State::Leased && m.time_ms == at)
+            {
+                break;
+            }
+            self.leases.pop();
+        }
+    }
+
     /// The earliest time a delay or lease ends.
     pub fn next_due(&self) -> Option<u64> {
         let d = self.delayed.peek().map(|r| r.0 .0);
@@ -574,6 +589,7 @@ impl QueueStore {
                 *slot = m;
             }
         }
+        q.drop_stale_leases();
         Ok(())
     }
 
@@ -662,6 +678,20 @@ mod tests {
         assert_eq!(lease(&mut s, 0, 3, 100), vec![4, 2, 1]);
         let st = s.get(NS, Q).unwrap().stats(Q);
         assert_eq!((st.ready_count, st.leased_count, st.total_enqueued), (1, 3, 4));
+    }
+
+    #[test]
+    fn a_lease_acked_or_touched_leaves_no_time_due_behind() {
+        let mut s = store();
+        enqueue(&mut s, 0, &[(0, 0, ""), (0, 0, "")]);
+        assert_eq!(lease(&mut s, 0, 2, 100), vec![1, 2]);
+        assert_eq!(s.get(NS, Q).unwrap().next_due(), Some(100));
+        op(&mut s, ENTRY_QUEUE_TOUCH, 500, 0, &[1]).unwrap();
+        op(&mut s, ENTRY_QUEUE_ACK, 0, 0, &[2]).unwrap();
+        // Nothing happens at 100 any more: the next time due is the touched lease's end.
+        assert_eq!(s.get(NS, Q).unwrap().next_due(), Some(500));
+        op(&mut s, ENTRY_QUEUE_ACK, 0, 0, &[1]).unwrap();
+        assert_eq!(s.get(NS, Q).unwrap().next_due(), None, "no lease left");
     }
 
     #[test]

@@ -94,6 +94,30 @@ impl Shard {
         Shard::on(0, Arc::new(node), fs)
     }
 
+    /// The only shard of a one-shard node with `clock`, its log new on the simulated disk and
+    /// open (its flusher running on the current runtime), for unit tests of the executors.
+    #[cfg(test)]
+    pub async fn on_sim_disk(clock: crate::clock::Clock) -> Rc<Shard> {
+        use crate::log::io::Fs as _;
+        let config = crate::config::Config {
+            shards: 1,
+            data_dir: std::path::PathBuf::from("/data"),
+            durability: crate::config::Durability::Sync,
+            ..crate::config::Config::default()
+        };
+        let fs = crate::log::sim::SimFs::new();
+        let _ = fs.create_dir_all(&config.data_dir.join(crate::log::format::shard_dir_name(0)));
+        let shard = Rc::new(Shard::for_tests_with(
+            config,
+            crate::log::either::EitherFs::Sim(fs),
+            clock,
+        ));
+        let log = recover(&shard).await.expect("a new log");
+        monoio::spawn(log.clone().run_flusher());
+        shard.engine.set_log(log);
+        shard
+    }
+
     /// The shard's log, once recovery has opened it.
     pub fn log(&self) -> Result<&Rc<Log<ShardFs>>, ApiError> {
         Ok(self.engine.log()?)

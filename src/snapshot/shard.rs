@@ -340,7 +340,7 @@ fn split_v1(engine: &Engine, p: &file::Parsed<'_>) -> Result<Vec<(u32, Partition
     let mut ns_into = ids.iter().map(|&i| (i, Default::default())).collect();
     namespaces.split(pr, &mut ns_into);
     let mut kv_into = ids.iter().map(|&i| (i, Default::default())).collect();
-    kv.split(pr, first, &mut kv_into);
+    kv.split(pr, first, p.created_at_ms, &mut kv_into)?;
     let mut q_into = ids.iter().map(|&i| (i, Default::default())).collect();
     queues.split(pr, first, &mut q_into);
     let mut s_into = ids.iter().map(|&i| (i, Default::default())).collect();

@@ -6,9 +6,9 @@
 
 use std::fmt::Write as _;
 
-use super::entry::Retention;
 use super::state::{Group, Info, StreamAnswer, StreamCommand, StreamStore};
-use crate::machine::{Engine, Error};
+use crate::log::LogError;
+use crate::machine::{Engine, Error, Machine};
 
 pub use super::state::{Start, MAX_CONSUMERS, MAX_GROUPS};
 
@@ -39,24 +39,9 @@ pub enum StreamCmd {
     List {
         ns: String,
     },
-    Retention {
-        ns: String,
-        stream: String,
-        retention: Retention,
-    },
-    Trim {
-        ns: String,
-        stream: String,
-        before: u64,
-    },
-    GroupCreate {
-        ns: String,
-        stream: String,
-        group: String,
-        start: Start,
-        ack_timeout_ms: u64,
-        max_deliveries: u32,
-    },
+    /// A retention, trim, group creation, group ack or group deletion (appends wait for room in
+    /// the log, and group reads may block: they have their own).
+    Change(StreamCommand),
     GroupRead {
         ns: String,
         stream: String,
@@ -65,18 +50,7 @@ pub enum StreamCmd {
         count: usize,
         block_ms: u64,
     },
-    GroupAck {
-        ns: String,
-        stream: String,
-        group: String,
-        offsets: Vec<u64>,
-    },
     GroupInfo {
-        ns: String,
-        stream: String,
-        group: String,
-    },
-    GroupDelete {
         ns: String,
         stream: String,
         group: String,
@@ -214,51 +188,7 @@ pub async fn execute(engine: &Engine, cmd: StreamCmd) -> Result<StreamReply, Err
             }
             Ok(StreamReply::List(out))
         }
-        StreamCmd::Retention { ns, stream, retention } => {
-            let p = engine.partition_of(&ns, &stream);
-            settled(engine, p, &ns, &stream, None).await?;
-            let cmd = StreamCommand::Retention {
-                ns: ns.clone(),
-                stream: stream.clone(),
-                retention,
-            };
-            change(engine, p, cmd).await?;
-            enforce_retention(engine, p, &ns, &stream);
-            settled(engine, p, &ns, &stream, None).await?;
-            info(engine, p, &ns, &stream)?
-                .map(StreamReply::Info)
-                .ok_or_else(|| no_stream(&ns, &stream))
-        }
-        StreamCmd::Trim { ns, stream, before } => {
-            let p = engine.partition_of(&ns, &stream);
-            settled(engine, p, &ns, &stream, None).await?;
-            let cmd = StreamCommand::Trim { ns, stream, before };
-            match change(engine, p, cmd).await? {
-                (StreamAnswer::Trimmed { first_offset }, _) => Ok(StreamReply::Trimmed { first_offset }),
-                (other, _) => Err(Error::Corrupt(format!("a trim answered {other:?}"))),
-            }
-        }
-        StreamCmd::GroupCreate {
-            ns,
-            stream,
-            group,
-            start,
-            ack_timeout_ms,
-            max_deliveries,
-        } => {
-            let p = engine.partition_of(&ns, &stream);
-            settled(engine, p, &ns, &stream, None).await?;
-            let cmd = StreamCommand::GroupCreate {
-                ns: ns.clone(),
-                stream: stream.clone(),
-                group: group.clone(),
-                start,
-                ack_timeout_ms,
-                max_deliveries,
-            };
-            change(engine, p, cmd).await?;
-            group_info(engine, p, &ns, &stream, &group)
-        }
+        StreamCmd::Change(cmd) => change_stream(engine, cmd).await,
         StreamCmd::GroupRead {
             ns,
             stream,
@@ -267,32 +197,56 @@ pub async fn execute(engine: &Engine, cmd: StreamCmd) -> Result<StreamReply, Err
             count,
             block_ms,
         } => group_read(engine, &ns, &stream, &group, &consumer, count, block_ms).await,
-        StreamCmd::GroupAck {
-            ns,
-            stream,
-            group,
-            offsets,
-        } => {
-            let p = engine.partition_of(&ns, &stream);
-            settled(engine, p, &ns, &stream, Some(&group)).await?;
-            let cmd = StreamCommand::GroupAck {
-                ns,
-                stream,
-                group,
-                offsets,
-            };
-            let (_, acked) = change(engine, p, cmd).await?;
-            Ok(StreamReply::Acked(acked))
-        }
         StreamCmd::GroupInfo { ns, stream, group } => {
             let p = engine.partition_of(&ns, &stream);
             settled(engine, p, &ns, &stream, Some(&group)).await?;
             group_info(engine, p, &ns, &stream, &group)
         }
-        StreamCmd::GroupDelete { ns, stream, group } => {
-            let p = engine.partition_of(&ns, &stream);
-            settled(engine, p, &ns, &stream, Some(&group)).await?;
-            change(engine, p, StreamCommand::GroupDelete { ns, stream, group }).await?;
+    }
+}
+
+/// Decides and proposes a client's retention, trim or group change, then answers as its
+/// operation does (the stream's or the group's info, what was trimmed or acked).
+async fn change_stream(engine: &Engine, cmd: StreamCommand) -> Result<StreamReply, Error> {
+    let (ns, stream, group) = match &cmd {
+        StreamCommand::Retention { ns, stream, .. }
+        | StreamCommand::Trim { ns, stream, .. }
+        | StreamCommand::GroupCreate { ns, stream, .. } => (ns.clone(), stream.clone(), None),
+        StreamCommand::GroupAck { ns, stream, group, .. } | StreamCommand::GroupDelete { ns, stream, group } => {
+            (ns.clone(), stream.clone(), Some(group.clone()))
+        }
+        _ => {
+            return Err(Error::invalid(
+                "only retention, trim and group create, ack and delete are changes a client asks for",
+            ))
+        }
+    };
+    let p = engine.partition_of(&ns, &stream);
+    settled(engine, p, &ns, &stream, group.as_deref()).await?;
+    match cmd {
+        StreamCommand::Retention { .. } => {
+            change(engine, p, cmd).await?;
+            enforce_retention(engine, p, &ns, &stream);
+            settled(engine, p, &ns, &stream, None).await?;
+            info(engine, p, &ns, &stream)?
+                .map(StreamReply::Info)
+                .ok_or_else(|| no_stream(&ns, &stream))
+        }
+        StreamCommand::Trim { .. } => match change(engine, p, cmd).await? {
+            (StreamAnswer::Trimmed { first_offset }, _) => Ok(StreamReply::Trimmed { first_offset }),
+            (other, _) => Err(Error::Corrupt(format!("a trim answered {other:?}"))),
+        },
+        StreamCommand::GroupCreate { ref group, .. } => {
+            let group = group.clone();
+            change(engine, p, cmd).await?;
+            group_info(engine, p, &ns, &stream, &group)
+        }
+        StreamCommand::GroupAck { .. } => {
+            let (_, acked) = change(engine, p, cmd).await?;
+            Ok(StreamReply::Acked(acked))
+        }
+        _ => {
+            change(engine, p, cmd).await?;
             Ok(StreamReply::Deleted)
         }
     }
@@ -301,21 +255,38 @@ pub async fn execute(engine: &Engine, cmd: StreamCmd) -> Result<StreamReply, Err
 async fn append(engine: &Engine, ns: String, stream: String, body: Vec<u8>, count: u32) -> Result<StreamReply, Error> {
     let p = engine.partition_of(&ns, &stream);
     // A large append waits for room in the open batch rather than being refused while the
-    // batch before it is written (and is decided again, stamped with the offset then).
-    let mut body = Some(body);
-    let cmd = || StreamCommand::Append {
-        ns: ns.clone(),
-        stream: stream.clone(),
-        body: body.take().unwrap_or_default(),
-        count,
+    // batch before it is written, and is then decided again (stamped with the offset and time
+    // of then) — from the same body: deciding stamps it in place, so a refused proposal hands
+    // it back rather than copying it for every attempt.
+    let mut body = body;
+    let (answer, proposed) = loop {
+        let cmd = StreamCommand::Append {
+            ns: ns.clone(),
+            stream: stream.clone(),
+            body,
+            count,
+        };
+        let d = {
+            let ctx = engine.decide_ctx(p)?;
+            let st = engine.part(p).streams.borrow();
+            Machine::decide(&*st, cmd, &ctx)?
+        };
+        let Some((entry_type, stamped)) = d.entry else {
+            return Err(Error::Corrupt("an append decided to write nothing".into()));
+        };
+        match engine.propose::<StreamStore>(p, entry_type, &stamped) {
+            Ok(pr) => break (d.answer, pr),
+            Err(Error::Log(LogError::BatchFull)) => {
+                engine.room(stamped.len()).await?;
+                body = stamped;
+            }
+            Err(e) => return Err(e),
+        }
     };
-    let (answer, proposed) = engine.decide_waiting::<StreamStore>(p, cmd).await?;
     let StreamAnswer::Appended { first, last, at_ms } = answer else {
         return Err(Error::Corrupt(format!("an append answered {answer:?}")));
     };
-    if let Some(pr) = proposed {
-        engine.commit(&pr).await?;
-    }
+    engine.commit(&proposed).await?;
     engine.stream_watch.wake(&ns, &stream);
     // The append is durable: a retention that cannot be applied now is the timer's to retry,
     // not a reason to answer the append with an error.

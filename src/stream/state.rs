@@ -295,7 +295,9 @@ impl Stream {
         } else {
             let point = match self.points.back() {
                 None => true,
-                Some(p) => p.loc >> 32 != loc >> 32 || (loc & 0xffff_ffff) - (p.loc & 0xffff_ffff) >= POINT_STRIDE,
+                // Another segment, or before the last point in this one (the last point was
+                // moved to a compaction copy written after this entry), or a stride on.
+                Some(p) => p.loc >> 32 != loc >> 32 || loc < p.loc || loc - p.loc >= POINT_STRIDE,
             };
             if point {
                 self.points.push_back(Point {

@@ -350,6 +350,10 @@ pub fn decode_retention(b: &[u8]) -> Result<(TsHead<'_>, &str, u64), String> {
     let m = read_name(&mut r, "measurement")?;
     let age = r.u64()?;
     r.done()?;
+    // Ages are compared with i64 timestamps.
+    if age > i64::MAX as u64 {
+        return Err(format!("retention max age {age} ms is out of range"));
+    }
     Ok((head, m, age))
 }
 
@@ -510,6 +514,10 @@ mod tests {
         assert_eq!(
             decode_retention(&encode_retention("a", 63, "cpu", 9)).unwrap(),
             (head(63), "cpu", 9)
+        );
+        assert!(
+            decode_retention(&encode_retention("a", 0, "cpu", i64::MAX as u64 + 1)).is_err(),
+            "an age no timestamp arithmetic holds"
         );
         assert_eq!(
             decode_drop(&encode_drop("a", 1, 2, -7)).unwrap(),

@@ -101,13 +101,18 @@ pub async fn execute(engine: &Engine, cmd: TsCmd) -> Result<TsReply, Error> {
         }
         TsCmd::Abort { batch_id } => {
             // Not awaited: until the abort is durable the part is pending, and recovery
-            // aborts it anyway (its batch never had every part durable).
+            // aborts it anyway (its batch never had every part durable). Every partition holding
+            // a part is tried, whatever one of them answers.
+            let mut failed = None;
             for p in partitions_holding(engine, batch_id) {
-                engine
+                if let Err(e) = engine
                     .decide_waiting::<SeriesStore>(p, || TsCommand::Abort { batch_id })
-                    .await?;
+                    .await
+                {
+                    failed.get_or_insert(e);
+                }
             }
-            Ok(TsReply::Done)
+            failed.map_or(Ok(TsReply::Done), Err)
         }
         TsCmd::Measurements { ns } => {
             readable(engine).await?;

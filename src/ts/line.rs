@@ -41,6 +41,9 @@ pub const MAX_STRING_BYTES: usize = 64 * 1024;
 /// u16-prefixed names hold (`format-spec/ts.md`; InfluxDB's limit is 64 KiB too).
 pub const MAX_NAME_BYTES: usize = u16::MAX as usize;
 
+/// Most tags a line may have: what the log's u16 tag count holds (`format-spec/ts.md`).
+pub const MAX_TAGS: usize = u16::MAX as usize;
+
 /// Longest value quoted back in an error message, in bytes.
 const SHOWN_MAX: usize = 64;
 
@@ -679,6 +682,9 @@ impl Parser {
                 return Err(format!("missing value for tag {}", shown(key)));
             }
             let value = self.name(line, pos, v_end, esc, Ctx::TagValue);
+            if self.tags.len() == MAX_TAGS {
+                return Err(format!("more than {MAX_TAGS} tags"));
+            }
             self.tags.push(TagSpan { key, value });
             pos = v_end;
         }
@@ -1172,6 +1178,18 @@ mod tests {
             Ok((points, _)) => points,
             Err(e) => panic!("{body:?}: {e}"),
         }
+    }
+
+    #[test]
+    fn more_tags_than_the_log_holds_are_refused() {
+        let tags = |n: usize| (0..n).map(|i| format!(",t{i:05}=v")).collect::<String>();
+        assert_eq!(
+            ok(&format!("m{} v=1 1", tags(MAX_TAGS))).len(),
+            1,
+            "the most allowed fit"
+        );
+        let e = all(&format!("m{} v=1 1", tags(MAX_TAGS + 1)), Precision::Ns).unwrap_err();
+        assert_eq!(e.reason, format!("more than {MAX_TAGS} tags"));
     }
 
     #[test]

@@ -517,6 +517,17 @@ impl SeriesStore {
     /// Moves the partition's clock to the entry's time, forgetting the committed batches that is
     /// past. Returns the full heads.
     pub fn apply_points(&mut self, p: &Points<'_>, lsn: u64, at: EntryAt, bytes: u64) -> Result<FullHeads, String> {
+        // A part that does not fit its write is refused before anything changes.
+        if p.batch_id != 0 {
+            if let Some(part) = self.pending.get(&p.batch_id) {
+                if part.part_count != p.part_count || &*part.namespace != p.namespace || part.at_ms != p.at_ms {
+                    return Err(format!("parts of batch {} disagree on their write", p.batch_id));
+                }
+                if part.parts >= part.part_count {
+                    return Err(format!("batch {} has more parts than it says", p.batch_id));
+                }
+            }
+        }
         for s in &p.new_series {
             self.define(p.namespace, s)?;
         }
@@ -547,12 +558,6 @@ impl SeriesStore {
             points: Vec::new(),
             parts: 0,
         });
-        if part.part_count != p.part_count || &*part.namespace != p.namespace || part.at_ms != p.at_ms {
-            return Err(format!("parts of batch {} disagree on their write", p.batch_id));
-        }
-        if part.parts >= part.part_count {
-            return Err(format!("batch {} has more parts than it says", p.batch_id));
-        }
         part.parts += 1;
         part.points.extend(p.iter().map(|(id, ts, v)| (id, ts, v, lsn)));
         Ok(Vec::new())
@@ -1194,6 +1199,8 @@ mod tests {
                 .is_err(),
             "parts that disagree on their write's part count"
         );
+        assert!(!st.entries.contains_key(&2), "a refused part changes nothing");
+        assert_eq!(st.clock_ms, 1_000);
         st.commit("app", 77).unwrap();
         assert_eq!(all(&st, 1), [(10, 1.0)]);
         assert!(st.commit("app", 77).is_err());

@@ -150,7 +150,7 @@ impl Machine for KvStore {
 
     fn due(&self, ctx: &DecideCtx<'_>) -> Vec<KvCommand> {
         // The shard's budget a round, shared by its partitions.
-        let budget = (SWEEP_BUDGET / ctx.partitions_here.max(1)).max(64);
+        let budget = (SWEEP_BUDGET / ctx.partitions_here.max(1)).max(1);
         self.sweepable(ctx.now_ms, ctx.config.kv.tombstone_retention_ms, budget)
             .into_iter()
             .map(|(ns, records)| KvCommand::Sweep { ns, records })

@@ -249,7 +249,8 @@ impl KvStore {
             for _ in 0..dec.count("KV entries dead in flight", 16 + 8)? {
                 let (segment, offset) = dec.place("KV dead entry place")?;
                 let bytes = dec.u64("KV dead entry bytes")?;
-                if bytes <= crate::log::format::ENTRY_HEADER_BYTES as u64 || !bytes.is_multiple_of(8) {
+                let max = crate::log::format::stored_bytes(crate::log::format::MAX_BODY_BYTES) as u64;
+                if bytes <= crate::log::format::ENTRY_HEADER_BYTES as u64 || !bytes.is_multiple_of(8) || bytes > max {
                     return Err(format!("KV dead entry of {bytes} bytes: not an entry's stored size"));
                 }
                 dead_in_flight.push((segment, offset, bytes));
@@ -262,7 +263,10 @@ impl KvStore {
                 segment,
                 offset,
             });
-            store.segments.mark_dead(loc, bytes);
+            let dead = &mut store.segments.dead[(loc >> 32) as usize];
+            *dead = dead
+                .checked_add(bytes)
+                .ok_or_else(|| format!("KV dead bytes of segment {segment} overflow"))?;
         }
         Ok(store)
     }
@@ -270,20 +274,36 @@ impl KvStore {
     /// Moves every record into the store of the partition its key belongs to (a whole shard's
     /// store, restored from a snapshot older than per-partition state); the dead byte counts go
     /// to `dead_to`'s store.
-    pub fn split(self, partitioner: &Partitioner, dead_to: u32, into: &mut BTreeMap<u32, KvStore>) {
+    ///
+    /// A tombstone of version 1 does not say when its key was deleted: it is taken as deleted at
+    /// `written_at_ms` (when the snapshot was written), so it guards its key's version for a
+    /// tombstone retention from the upgrade on rather than being swept at once.
+    pub fn split(
+        self,
+        partitioner: &Partitioner,
+        dead_to: u32,
+        written_at_ms: u64,
+        into: &mut BTreeMap<u32, KvStore>,
+    ) -> Result<(), String> {
         let mut names: Vec<&Box<str>> = self.spaces.keys().collect();
         names.sort_unstable();
         for name in names {
             for (key, m) in self.spaces[name].index.range_from(std::ops::Bound::Unbounded) {
-                let Ok(k) = std::str::from_utf8(key) else { continue };
+                let k = std::str::from_utf8(key)
+                    .map_err(|_| format!("KV key {:?} of {name:?} is not UTF-8", String::from_utf8_lossy(key)))?;
                 let target = into.entry(partitioner.partition(name, k)).or_default();
                 let (segment, offset) = self.segments.place(m.loc);
+                let mut expiry_flags = m.expiry_flags;
+                if m.is_tombstone() && expiry_flags & EXPIRY_MASK == 0 {
+                    expiry_flags |= written_at_ms.min(EXPIRY_MASK);
+                }
                 let meta = Meta {
                     loc: target.segments.loc(&Position {
                         lsn: 0,
                         segment,
                         offset,
                     }),
+                    expiry_flags,
                     ..*m
                 };
                 if !target.spaces.contains_key(&**name) {
@@ -299,6 +319,7 @@ impl KvStore {
             let ordinal = target.segments.ordinal(segment) as usize;
             target.segments.dead[ordinal] += dead;
         }
+        Ok(())
     }
 }
 

@@ -1,7 +1,7 @@
 use super::super::entry::{ENTRY_KV_DELETE, ENTRY_KV_PUT};
 use super::*;
 use crate::log::format::EntryRef;
-use crate::machine::{At, Machine};
+use crate::machine::{At, Corrupt, Machine};
 
 fn pending(lsn: u64, b: &[u8]) -> Value {
     Value::Pending {
@@ -313,4 +313,54 @@ fn dead_bytes_count_every_replaced_entry_once() {
         r.apply(&e, At::Placed(pos(lsn, 1, off))).unwrap();
     }
     assert_eq!(r.dead_bytes().collect::<Vec<_>>(), vec![(1, put)]);
+}
+
+/// Applies an entry at its place in segment 1, as replay does.
+fn apply_at(s: &mut KvStore, lsn: u64, entry_type: u16, body: &[u8]) -> Result<(), Corrupt> {
+    let e = EntryRef {
+        lsn,
+        entry_type,
+        flags: 0,
+        body,
+    };
+    s.apply(&e, At::Placed(pos(lsn, 1, 64 * lsn))).map(|_| ())
+}
+
+#[test]
+fn a_sweep_removes_what_could_not_be_seen_at_its_own_time_whenever_it_is_applied() {
+    use super::super::entry::{encode_put, encode_sweep, ENTRY_KV_SWEEP};
+    // Expires at 1000. A sweep stamped 900 names it: not gone yet then, so it stays, however
+    // late the entry is applied; one stamped 1000 removes it.
+    let mut s = KvStore::default();
+    apply_at(&mut s, 1, ENTRY_KV_PUT, &encode_put(1, 1_000, "a", "k", b"v")).unwrap();
+    apply_at(&mut s, 2, ENTRY_KV_SWEEP, &encode_sweep(900, "a", &[("k", 1)])).unwrap();
+    assert_eq!(s.latest_version("a", "k"), 1, "visible at the sweep's time: kept");
+    apply_at(&mut s, 3, ENTRY_KV_SWEEP, &encode_sweep(1_000, "a", &[("k", 1)])).unwrap();
+    assert_eq!(s.latest_version("a", "k"), 0, "expired at the sweep's time: removed");
+    // A sweep naming an older version than the record's leaves it.
+    apply_at(&mut s, 4, ENTRY_KV_PUT, &encode_put(1, 0, "a", "j", b"v")).unwrap();
+    apply_at(&mut s, 5, ENTRY_KV_PUT, &encode_put(2, 500, "a", "j", b"w")).unwrap();
+    apply_at(&mut s, 6, ENTRY_KV_SWEEP, &encode_sweep(600, "a", &[("j", 1)])).unwrap();
+    assert_eq!(s.latest_version("a", "j"), 2);
+    // An entry whose version is not above its key's record's is damage, and changes nothing.
+    let before = s.dead_bytes().collect::<Vec<_>>();
+    assert!(apply_at(&mut s, 7, ENTRY_KV_PUT, &encode_put(2, 0, "a", "j", b"x")).is_err());
+    assert_eq!(s.dead_bytes().collect::<Vec<_>>(), before);
+    assert_eq!(s.latest_version("a", "j"), 2);
+}
+
+#[test]
+fn an_entry_settles_only_the_record_it_made() {
+    // j v1 (LSN 10) is swept while in flight and j is written again at v1 (LSN 12) before LSN
+    // 10 is durable: LSN 10 settling must not point the new record at the old value.
+    let mut s = KvStore::default();
+    s.apply_put("a", "j", 1, 1, pending(10, b"old"));
+    s.apply_sweep("a", 5, &[("j", 1)]);
+    s.apply_put("a", "j", 1, 0, pending(12, b"new"));
+    s.settle("a", "j", 1, &pos(10, 1, 64), 3);
+    assert_eq!(s.slot_pending_lsn("a", "j"), Some(12), "still the new entry's");
+    let dead: u64 = s.dead_bytes().map(|(_, d)| d).sum();
+    assert_eq!(dead, put_entry_bytes(1, 1, 3), "the old entry is dead where it landed");
+    s.settle("a", "j", 1, &pos(12, 1, 128), 3);
+    assert_eq!(s.slot_pending_lsn("a", "j"), None);
 }

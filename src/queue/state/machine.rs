@@ -310,6 +310,13 @@ impl Machine for QueueStore {
                 if seqs.is_empty() || !seqs.iter().all(ready) {
                     return Err(Error::Corrupt(format!("a lease of {seqs:?}, not all ready")));
                 }
+                // Applying runs the queue's time to `at` before it takes the top ready messages:
+                // if a delay or lease ends by then, they may not be the ones named. The caller
+                // lets time run first (a TICK); were it not run, this refuses rather than write
+                // a lease that would not apply.
+                if q.and_then(|q| q.next_due()).is_some_and(|d| d <= at) {
+                    return Err(Error::busy("the queue's time has not run to the lease's; retry"));
+                }
                 // The lease records the max_deliveries in effect, which decides (now and in
                 // replay) whether it is the message's last.
                 let op = Op {

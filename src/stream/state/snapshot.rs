@@ -358,6 +358,8 @@ impl Stream {
         } else {
             dec.count("appends in flight", MIN_IN_FLIGHT)?
         };
+        let max_stored = crate::log::format::stored_bytes(crate::log::format::MAX_BODY_BYTES) as u64;
+        let mut last_at = s.points.back().map_or(0, |p| p.at_ms);
         for i in 0..n {
             let first = dec.u64("in-flight append's first offset")?;
             let count = dec.u32("in-flight append's record count")?;
@@ -370,26 +372,38 @@ impl Stream {
                     s.durable_next
                 ));
             }
-            if first + u64::from(count) > next_offset {
+            if first.checked_add(u64::from(count)).is_none_or(|end| end > next_offset) {
                 return Err(format!(
                     "in-flight append {i}: records past the next offset {next_offset}"
                 ));
             }
-            if stored <= crate::log::format::ENTRY_HEADER_BYTES as u64 || !stored.is_multiple_of(8) {
+            if stored <= crate::log::format::ENTRY_HEADER_BYTES as u64
+                || !stored.is_multiple_of(8)
+                || stored > max_stored
+                || s.cum.checked_add(stored).is_none()
+            {
                 return Err(format!(
                     "in-flight append {i}: {stored} is not the stored size of an entry"
                 ));
             }
-            if at_ms > clock || s.points.back().is_some_and(|p| at_ms < p.at_ms) {
+            if at_ms > clock || at_ms < last_at {
                 return Err(format!(
                     "in-flight append {i} at {at_ms} ms: out of order, or past the clock"
                 ));
             }
+            last_at = at_ms;
             let pos = Position {
                 lsn: 0,
                 segment,
                 offset,
             };
+            // A trimmed append's bytes are counted dead in its segment: the count must not overflow.
+            let loc = segments.loc(&pos);
+            if segments.dead[(loc >> 32) as usize].checked_add(stored).is_none() {
+                return Err(format!(
+                    "in-flight append {i}: the dead bytes of segment {segment} overflow"
+                ));
+            }
             let entry = super::Entry {
                 first,
                 count,

@@ -71,6 +71,7 @@ impl SeriesStore {
     fn points_body(
         &self,
         ns: &str,
+        partitioner: &Partitioner,
         partition: u32,
         batch_id: u64,
         part_count: u16,
@@ -85,6 +86,8 @@ impl SeriesStore {
         let lines = self.lines_of(ns);
         let mut overflow = false;
         let mut bad_key = false;
+        let mut elsewhere = false;
+        let mut too_many_tags = false;
         part.lines(|line| {
             let known = lines.and_then(|m| m.get(line.key)).map_or(&[][..], Vec::as_slice);
             for (j, (field, v)) in line.fields.iter().enumerate() {
@@ -106,6 +109,10 @@ impl SeriesStore {
                             bad_key = true;
                             continue;
                         };
+                        // A series is defined in its line key's partition, as replay and
+                        // snapshots require; its tags fit the entry's u16 count.
+                        elsewhere |= super::line_key_partition(line.key, partitioner) != partition;
+                        too_many_tags |= tags.len() > usize::from(u16::MAX);
                         let id = next;
                         match next.checked_add(1) {
                             Some(n) => next = n,
@@ -130,6 +137,14 @@ impl SeriesStore {
         .map_err(Error::Corrupt)?;
         if bad_key {
             return Err(Error::Corrupt("a part holds a line key that does not decode".into()));
+        }
+        if elsewhere {
+            return Err(Error::Corrupt(format!(
+                "a part for partition {partition} holds a series of another partition"
+            )));
+        }
+        if too_many_tags {
+            return Err(Error::invalid(format!("a series has more than {} tags", u16::MAX)));
         }
         if overflow {
             return Err(Error::busy("this partition holds the most series it can number"));
@@ -176,7 +191,7 @@ impl Machine for SeriesStore {
                 at_ms,
                 part,
             } => {
-                let body = self.points_body(&ns, p, batch_id, part_count, at_ms, &part)?;
+                let body = self.points_body(&ns, ctx.partitioner, p, batch_id, part_count, at_ms, &part)?;
                 Decided::write(ENTRY_TS_POINTS, body, TsAnswer::Proposed)
             }
             TsCommand::Commit { batch_id } => match self.pending.get(&batch_id) {
@@ -325,31 +340,66 @@ impl Machine for SeriesStore {
 impl SeriesStore {
     /// The partition of a time-series entry: `None` for one of form 0 (written before
     /// partitions had state of their own), which names none.
-    pub fn partition_of_any(entry_type: u16, body: &[u8], partitioner: &Partitioner) -> Result<Option<u32>, Corrupt> {
+    pub fn partition_of_any(_entry_type: u16, body: &[u8], partitioner: &Partitioner) -> Result<Option<u32>, Corrupt> {
         let h = decode_head(body)?;
         match h.partition {
-            Some(p) if p < partitioner.partitions() => {
-                // The series a part defines are its partition's (by line key), as a restored
-                // snapshot requires of them.
-                if entry_type == ENTRY_TS_POINTS {
-                    for s in decode_points(body)?.new_series {
-                        let mut key = Vec::new();
-                        super::line_key(&mut key, s.measurement, s.tags.iter().copied());
-                        let home = super::line_key_partition(&key, partitioner);
-                        if home != p {
-                            return Err(Corrupt(format!(
-                                "series {} ({:?}) defined in partition {p}'s entry belongs to partition {home}",
-                                s.id, s.measurement
-                            )));
-                        }
-                    }
-                }
-                Ok(Some(p))
-            }
+            Some(p) if p < partitioner.partitions() => Ok(Some(p)),
             Some(p) => Err(Corrupt(format!(
                 "a time-series entry of partition {p}, which does not exist"
             ))),
             None => Ok(None),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::rc::Rc;
+
+    use super::*;
+    use crate::clock::Clock;
+    use crate::server::shard::Shard;
+    use crate::ts::line::Precision;
+    use crate::ts::split::{parse, Reading};
+
+    /// A part decided for a partition other than its series' is refused and writes nothing:
+    /// its series would be defined where replay and snapshots never look for them.
+    #[test]
+    fn a_part_is_decided_only_in_its_series_partition() {
+        crate::crash_tally::runtime().block_on(async {
+            let sh = Shard::on_sim_disk(Clock::manual(1_000)).await;
+            let engine = &sh.engine;
+            let reading = Reading {
+                first_line: 1,
+                precision: Precision::Ms,
+                now_ns: 0,
+                partial: false,
+            };
+            let mut parsed = parse(&engine.partitioner, b"cpu,host=a v=1 5\n", reading).expect("a line");
+            let (home, part) = parsed.parts.pop().expect("one part");
+            let part = Rc::new(part);
+            let cmd = |part: &Rc<Part>| TsCommand::Points {
+                ns: "app".into(),
+                batch_id: 0,
+                part_count: 1,
+                at_ms: 1_000,
+                part: part.clone(),
+            };
+            let other = (home + 1) % engine.partitioner.partitions();
+            let next_lsn = engine.log().expect("open").next_lsn();
+            let refused = engine.decide::<SeriesStore>(other, cmd(&part));
+            assert!(
+                matches!(&refused, Err(Error::Corrupt(m)) if m.contains("another partition")),
+                "{:?}",
+                refused.err()
+            );
+            assert_eq!(engine.log().expect("open").next_lsn(), next_lsn, "nothing written");
+            assert!(engine.part(other).ts.borrow().is_empty());
+            let (_, proposed) = engine
+                .decide::<SeriesStore>(home, cmd(&part))
+                .expect("its own partition");
+            assert!(proposed.is_some());
+            assert_eq!(engine.part(home).ts.borrow().len(), 1);
+        });
     }
 }

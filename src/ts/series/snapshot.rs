@@ -320,8 +320,8 @@ impl SeriesStore {
             let ns = get_namespace(dec, "retention namespace")?;
             let m = get_name(dec, "retention measurement")?;
             let age = dec.u64("retention max age")?;
-            if age == 0 {
-                return Err(format!("retention of {ns:?} {m:?}: max age 0 is no retention"));
+            if age == 0 || age > i64::MAX as u64 {
+                return Err(format!("retention of {ns:?} {m:?}: max age {age} is out of range"));
             }
             if last.is_some_and(|l| l >= (ns, m)) {
                 return Err(format!("retention of {ns:?} {m:?} out of order"));

@@ -37,7 +37,15 @@ fn sample() -> KvStore {
         },
     );
     s.apply_delete("app", "key-0002", 2, 777, 3002);
-    s.settle_delete("app", "key-0002", 2, &pos(3001, 704));
+    s.settle_delete(
+        "app",
+        "key-0002",
+        2,
+        &Position {
+            lsn: 3002,
+            ..pos(3001, 704)
+        },
+    );
     s.apply_delete("app", "key-0003", 2, 0, 3003);
     s.apply_put(
         "other",
@@ -275,4 +283,89 @@ fn damaged_input_is_an_error() {
     assert!(KvStore::decode_all(&mut Dec::new(&bad))
         .unwrap_err()
         .contains("version"));
+}
+
+/// A KV section of version 1 (a whole shard's): one namespace with a floor, a value and a
+/// tombstone (whose delete time version 1 did not keep), and `extra` raw keys as values.
+fn v1_section(extra: &[&[u8]]) -> Vec<u8> {
+    let mut e = Enc::new();
+    e.u32(1);
+    e.count(1);
+    e.str("app");
+    e.u64(7); // the floor, dropped
+    e.count(2 + extra.len());
+    let mut keys: Vec<(&[u8], u8)> = vec![(b"gone", 1), (b"live", 0)];
+    keys.extend(extra.iter().map(|k| (*k, 0)));
+    keys.sort();
+    for (key, kind) in keys {
+        e.bytes(key);
+        e.u64(3);
+        e.u64(0);
+        e.u8(kind);
+        if kind == 0 {
+            e.u32(5);
+        }
+        e.place_uncounted(1, 64);
+    }
+    e.count(0);
+    e.finish().0
+}
+
+#[test]
+fn version_one_tombstones_count_as_deleted_when_the_snapshot_was_written() {
+    let p = Partitioner::new(4, 1);
+    let old = KvStore::decode(&mut Dec::new(&v1_section(&[])), None).unwrap();
+    let mut into: BTreeMap<u32, KvStore> = (0..4).map(|i| (i, KvStore::default())).collect();
+    old.split(&p, 0, 50_000, &mut into).unwrap();
+    let home = &into[&p.partition("app", "gone")];
+    assert_eq!(
+        home.latest_version("app", "gone"),
+        3,
+        "the tombstone guards its version"
+    );
+    assert!(
+        home.sweepable(50_000 + 59_999, 60_000, 100).is_empty(),
+        "kept a retention from then"
+    );
+    assert_eq!(
+        home.sweepable(50_000 + 60_000, 60_000, 100),
+        [("app".to_string(), vec![("gone".to_string(), 3)])]
+    );
+    // A key that is not UTF-8 is refused, not dropped.
+    let bad = KvStore::decode(&mut Dec::new(&v1_section(&[b"\xff"])), None).unwrap();
+    let mut into: BTreeMap<u32, KvStore> = (0..4).map(|i| (i, KvStore::default())).collect();
+    assert!(bad.split(&p, 0, 50_000, &mut into).unwrap_err().contains("not UTF-8"));
+}
+
+#[test]
+fn entries_dead_in_flight_are_refused_when_they_cannot_be_an_entry() {
+    let mut s = KvStore::default();
+    s.apply_put(
+        "a",
+        "k",
+        1,
+        0,
+        Value::Pending {
+            lsn: 9,
+            bytes: Rc::from(&b"v"[..]),
+        },
+    );
+    s.dead_from_the_start(10, 64);
+    let encode = |bytes: u64| {
+        let mut e = Enc::new();
+        s.snapshot(&mut e);
+        let (mut buf, placeholders, _) = e.finish();
+        for (off, lsn) in placeholders {
+            fill_place(&mut buf, off, 7, 100 * lsn);
+        }
+        // The dead entry's bytes are the 8 bytes before the segment table (count 0: 8 bytes).
+        let at = buf.len() - 16;
+        buf[at..at + 8].copy_from_slice(&bytes.to_le_bytes());
+        buf
+    };
+    assert!(KvStore::decode_all(&mut Dec::new(&encode(64))).is_ok());
+    for bytes in [0, 20, u64::MAX - 7] {
+        let err = KvStore::decode_all(&mut Dec::new(&encode(bytes))).err();
+        assert!(err.is_some_and(|e| e.contains("stored size")), "{bytes}");
+    }
 }

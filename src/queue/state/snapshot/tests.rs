@@ -588,7 +588,9 @@ fn dedup_windows_and_lease_expiry_survive_a_restore() {
     let q = restored.get(A, JOBS).unwrap();
     assert_eq!((q.dedup_hit("k1", 1009), q.dedup_hit("k1", 1010)), (Some(2), None));
     assert_eq!(q.dedup_hit("k3", 60), Some(6));
-    assert_eq!(q.next_due(), Some(130), "the stale lease of the touch is kept");
+    // The touch left its old end (130) behind in the lease heap; at the head it is dropped, so
+    // what is due next is something that happens.
+    assert_eq!(q.next_due(), Some(310), "no stale time due at the head");
     let from = live.log.len();
     live.now(399);
     replay(&mut restored, &live.log[from..]);
